@@ -1,0 +1,38 @@
+"""masklet: a compact engine for Segment Anything 2 (SAM2 / SAM2.1).
+
+Public API: :func:`load_model`, :class:`ImagePredictor`, the model and config types, and the
+error types. Everything else is internal.
+"""
+
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    ImageDecodeError,
+    InvalidInputError,
+    MaskletError,
+    ModelNotFoundError,
+    PredictorStateError,
+)
+from .image import ImageEmbeddings, ImagePredictor
+from .model import Sam2Config, Sam2Model, variant_config
+from .weights import HUB_CHECKPOINTS, load_model, save_checkpoint
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "HUB_CHECKPOINTS",
+    "CheckpointError",
+    "ConfigError",
+    "ImageDecodeError",
+    "ImageEmbeddings",
+    "ImagePredictor",
+    "InvalidInputError",
+    "MaskletError",
+    "ModelNotFoundError",
+    "PredictorStateError",
+    "Sam2Config",
+    "Sam2Model",
+    "load_model",
+    "save_checkpoint",
+    "variant_config",
+]

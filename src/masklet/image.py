@@ -1,0 +1,370 @@
+"""ImagePredictor: encode an image once, then segment it from point, box and mask prompts.
+
+The API follows the official ``SAM2ImagePredictor`` (same arguments, shapes and numpy outputs),
+and adds batched images with different numbers of objects, reusable embeddings, real CPU
+hole / sprinkle clean-up and explicit errors for bad prompts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .errors import InvalidInputError, PredictorStateError
+from .io import ImageSource, load_image
+from .masks import fill_holes_and_remove_sprinkles
+from .model import Sam2Model
+from .model.prompt_encoder import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT
+from .transforms import preprocess, to_model_coords, upscale_masks
+
+#: Point labels accepted by ``predict``: -1 padding (ignored), 0 negative, 1 positive,
+#: 2 / 3 box top-left / bottom-right corners.
+ACCEPTED_LABELS = (-1, 0, 1, 2, 3)
+
+
+@dataclass
+class ImageEmbeddings:
+    """Encoder output of a batch of images, to cache and hand back to :meth:`ImagePredictor.set_embeddings`.
+
+    ``levels`` are (B, C, h, w) maps, finest first (the last one is the image embedding, with the
+    no-memory embedding already added); ``orig_hw`` gives each image's original (H, W).
+    """
+
+    levels: list[torch.Tensor]
+    orig_hw: list[tuple[int, int]]
+
+    def save(self, path: str | Path) -> None:
+        """Write to a safetensors file."""
+        from safetensors.torch import save_file
+
+        tensors = {f"level_{i}": t.detach().contiguous().cpu() for i, t in enumerate(self.levels)}
+        save_file(tensors, str(path), metadata={"orig_hw": str([list(hw) for hw in self.orig_hw])})
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "ImageEmbeddings":
+        """Read what :meth:`save` wrote."""
+        import ast
+
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            meta = f.metadata() or {}
+            if "orig_hw" not in meta:
+                raise InvalidInputError(f"{path} is not a masklet embeddings file (no orig_hw metadata)")
+            levels = [f.get_tensor(f"level_{i}") for i in range(len(f.keys()))]
+        return cls(levels=levels, orig_hw=[tuple(hw) for hw in ast.literal_eval(meta["orig_hw"])])
+
+
+class ImagePredictor:
+    """Segment images from prompts with a SAM2 model.
+
+    ``max_hole_area`` / ``max_sprinkle_area`` fill background holes and remove foreground
+    specks up to that area, measured in pixels of the low-resolution (4x embedding) mask, as the
+    official predictor does; here the clean-up really runs on CPU.
+    """
+
+    def __init__(
+        self,
+        model: Sam2Model,
+        mask_threshold: float = 0.0,
+        max_hole_area: float = 0.0,
+        max_sprinkle_area: float = 0.0,
+    ) -> None:
+        if not isinstance(model, Sam2Model):
+            raise InvalidInputError(f"model: expected a masklet Sam2Model (see masklet.load_model), got {type(model).__name__}")
+        for name, value in (("max_hole_area", max_hole_area), ("max_sprinkle_area", max_sprinkle_area)):
+            if not _is_number(value) or value < 0:
+                raise InvalidInputError(f"{name}: expected a number >= 0, got {value!r}")
+        if not _is_number(mask_threshold) or not math.isfinite(mask_threshold):
+            raise InvalidInputError(f"mask_threshold: expected a finite number, got {mask_threshold!r}")
+        self.model = model
+        self.mask_threshold = float(mask_threshold)
+        self.max_hole_area = float(max_hole_area)
+        self.max_sprinkle_area = float(max_sprinkle_area)
+        self._embeddings: ImageEmbeddings | None = None
+        self._is_batch = False
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    # ----------------------------------------------------------------- images
+
+    def set_image(self, image: ImageSource) -> None:
+        """Encode one image (numpy HWC, PIL, path, bytes or tensor; RGB, grayscale or RGBA; any size)."""
+        self.reset_predictor()
+        self._embeddings = self._encode([load_image(image)])
+
+    def set_images(self, images: Sequence[ImageSource]) -> None:
+        """Encode a batch of images in one encoder pass; use :meth:`predict_batch` afterwards."""
+        if isinstance(images, (str, bytes, np.ndarray, torch.Tensor)) or not isinstance(images, Sequence):
+            raise InvalidInputError(f"images: expected a list of images, got {type(images).__name__}")
+        if len(images) == 0:
+            raise InvalidInputError("images: expected at least one image, got an empty list")
+        self.reset_predictor()
+        self._embeddings = self._encode([load_image(img) for img in images])
+        self._is_batch = True
+
+    set_image_batch = set_images  # the official name
+
+    def _encode(self, images: list[np.ndarray]) -> ImageEmbeddings:
+        size, device, dtype = self.model.image_size, self.device, self.model.dtype
+        with torch.inference_mode():
+            batch = torch.cat([preprocess(img, size, device, dtype) for img in images])  # (B, 3, S, S)
+            levels = self.model.image_embeddings(self.model.encode_image(batch))
+        return ImageEmbeddings(levels=levels, orig_hw=[img.shape[:2] for img in images])
+
+    def get_embeddings(self) -> ImageEmbeddings:
+        """The cached encoder output of the current image(s), to reuse with :meth:`set_embeddings`."""
+        return self._require_image()
+
+    def set_embeddings(self, embeddings: ImageEmbeddings) -> None:
+        """Use previously computed embeddings instead of running the encoder."""
+        if not isinstance(embeddings, ImageEmbeddings):
+            raise InvalidInputError(f"embeddings: expected ImageEmbeddings, got {type(embeddings).__name__}")
+        expected = self._expected_level_shapes()
+        got = [tuple(t.shape[1:]) for t in embeddings.levels]
+        batch = {t.shape[0] for t in embeddings.levels}
+        if got != expected or len(batch) != 1 or batch != {len(embeddings.orig_hw)}:
+            raise InvalidInputError(
+                f"embeddings: levels of shapes {[tuple(t.shape) for t in embeddings.levels]} for "
+                f"{len(embeddings.orig_hw)} image(s) do not fit this model, which expects (B, C, h, w) "
+                f"levels with (C, h, w) = {expected}"
+            )
+        self.reset_predictor()
+        levels = [t.to(device=self.device, dtype=self.model.dtype) for t in embeddings.levels]
+        self._embeddings = ImageEmbeddings(levels=levels, orig_hw=[tuple(hw) for hw in embeddings.orig_hw])
+        self._is_batch = len(embeddings.orig_hw) > 1
+
+    def _expected_level_shapes(self) -> list[tuple[int, int, int]]:
+        c = self.model.config
+        emb, dim = c.embedding_size, c.hidden_dim
+        if c.use_high_res_features_in_sam:
+            return [(dim // 8, emb * 4, emb * 4), (dim // 4, emb * 2, emb * 2), (dim, emb, emb)]
+        return [(dim, emb, emb)]
+
+    def get_image_embedding(self) -> torch.Tensor:
+        """The (B, C, h, w) image embedding of the current image(s)."""
+        return self._require_image().levels[-1]
+
+    def reset_predictor(self) -> None:
+        """Forget the current image(s)."""
+        self._embeddings = None
+        self._is_batch = False
+
+    def _require_image(self) -> ImageEmbeddings:
+        if self._embeddings is None:
+            raise PredictorStateError("no image is set: call set_image(...) or set_images(...) before predicting")
+        return self._embeddings
+
+    # ---------------------------------------------------------------- prompts
+
+    def predict(
+        self,
+        point_coords: Any = None,
+        point_labels: Any = None,
+        box: Any = None,
+        mask_input: Any = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+        normalize_coords: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Masks for prompts on the current image.
+
+        Points are (N, 2) for one object or (B, N, 2) for B objects (labels (N,) / (B, N)); boxes
+        are (4,) / (1, 4) or (B, 4) in XYXY; ``mask_input`` is low-resolution logits (1, h, w) or
+        (B, 1, h, w) from a previous call. Coordinates are float pixels of the original image, or
+        in [0, 1] with ``normalize_coords=False``.
+
+        Returns masks (C, H, W) and IoU scores (C,) and low-res logits (C, h, w) for one object,
+        or with a leading B for several; C is 3 with ``multimask_output`` and 1 otherwise.
+        """
+        embeddings = self._require_image()
+        if self._is_batch and len(embeddings.orig_hw) > 1:
+            raise PredictorStateError("several images are set: use predict_batch(...), or set_image(...) for one image")
+        masks, ious, low_res = self._predict_one(
+            0, point_coords, point_labels, box, mask_input, multimask_output, return_logits, normalize_coords
+        )
+        return _squeeze_single(masks), _squeeze_single(ious), _squeeze_single(low_res)
+
+    def predict_batch(
+        self,
+        point_coords_batch: Sequence[Any] | None = None,
+        point_labels_batch: Sequence[Any] | None = None,
+        box_batch: Sequence[Any] | None = None,
+        mask_input_batch: Sequence[Any] | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+        normalize_coords: bool = True,
+    ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+        """:meth:`predict` for each image set with :meth:`set_images`; each image may have its own
+        number of objects. Returns lists (one entry per image) of masks, IoU scores and logits."""
+        embeddings = self._require_image()
+        n = len(embeddings.orig_hw)
+        for name, value in (("point_coords_batch", point_coords_batch), ("point_labels_batch", point_labels_batch),
+                            ("box_batch", box_batch), ("mask_input_batch", mask_input_batch)):
+            if value is not None and len(value) != n:
+                raise InvalidInputError(f"{name}: expected one entry per image ({n}), got {len(value)}")
+        out: tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]] = ([], [], [])
+        for i in range(n):
+            result = self._predict_one(
+                i,
+                None if point_coords_batch is None else point_coords_batch[i],
+                None if point_labels_batch is None else point_labels_batch[i],
+                None if box_batch is None else box_batch[i],
+                None if mask_input_batch is None else mask_input_batch[i],
+                multimask_output, return_logits, normalize_coords,
+            )
+            for acc, value in zip(out, result):
+                acc.append(_squeeze_single(value))
+        return out
+
+    def _predict_one(
+        self,
+        index: int,
+        point_coords: Any,
+        point_labels: Any,
+        box: Any,
+        mask_input: Any,
+        multimask_output: bool,
+        return_logits: bool,
+        normalize_coords: bool,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        embeddings = self._require_image()
+        orig_hw = embeddings.orig_hw[index]
+        prompts = self._prepare_prompts(point_coords, point_labels, box, mask_input, orig_hw, normalize_coords)
+        levels = [level[index : index + 1] for level in embeddings.levels]
+        with torch.inference_mode():
+            low_res, ious, _ = self.model.decode_masks(
+                levels[-1], levels[:-1] or None, prompts.points, prompts.mask, bool(multimask_output)
+            )
+            low_res = low_res.float()
+            cleaned = fill_holes_and_remove_sprinkles(
+                low_res, self.mask_threshold, self.max_hole_area, self.max_sprinkle_area
+            )
+            masks = upscale_masks(cleaned, orig_hw)
+            if not return_logits:
+                masks = masks > self.mask_threshold
+            low_res = low_res.clamp(-32.0, 32.0)
+        return masks.cpu().numpy(), ious.float().cpu().numpy(), low_res.cpu().numpy()
+
+    # ------------------------------------------------------------ validation
+
+    def _prepare_prompts(
+        self,
+        point_coords: Any,
+        point_labels: Any,
+        box: Any,
+        mask_input: Any,
+        orig_hw: tuple[int, int],
+        normalize_coords: bool,
+    ) -> "_Prompts":
+        size, device = self.model.image_size, self.device
+        coords = labels = boxes = mask = None
+        if point_coords is not None or point_labels is not None:
+            if point_coords is None or point_labels is None:
+                raise InvalidInputError("point_coords and point_labels must be given together")
+            coords = _as_float_tensor(point_coords, "point_coords")
+            labels = _as_label_tensor(point_labels)
+            if coords.ndim == 2:
+                coords = coords.unsqueeze(0)
+            if labels.ndim == 1:
+                labels = labels.unsqueeze(0)
+            if coords.ndim != 3 or coords.shape[-1] != 2:
+                raise InvalidInputError(
+                    f"point_coords: expected shape (N, 2) or (B, N, 2), got {tuple(_as_float_tensor(point_coords, 'point_coords').shape)}"
+                )
+            if labels.ndim != 2 or labels.shape != coords.shape[:2]:
+                raise InvalidInputError(
+                    f"point_labels: expected shape {tuple(coords.shape[:2])} to match point_coords, got "
+                    f"{tuple(np.shape(point_labels))}"
+                )
+            if coords.shape[1] == 0:
+                raise InvalidInputError("point_coords: expected at least one point, got zero")
+            coords = to_model_coords(coords, orig_hw, size, normalize_coords)
+        if box is not None:
+            boxes = _as_float_tensor(box, "box")
+            if boxes.ndim == 1:
+                boxes = boxes.unsqueeze(0)
+            if boxes.ndim != 2 or boxes.shape[-1] != 4 or boxes.shape[0] == 0:
+                raise InvalidInputError(f"box: expected shape (4,) or (B, 4) in XYXY order, got {tuple(np.shape(box))}")
+            bad = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
+            if bad.any():
+                i = int(bad.nonzero()[0, 0])
+                raise InvalidInputError(
+                    f"box: box {i} = {boxes[i].tolist()} has x1 < x0 or y1 < y0; boxes are [x0, y0, x1, y1] with x0 <= x1, y0 <= y1"
+                )
+            boxes = to_model_coords(boxes.reshape(-1, 2, 2), orig_hw, size, normalize_coords)
+            corner_labels = torch.tensor([[BOX_TOP_LEFT, BOX_BOTTOM_RIGHT]], dtype=torch.int32)
+            corner_labels = corner_labels.expand(boxes.shape[0], 2)
+            if coords is not None:
+                if coords.shape[0] != boxes.shape[0]:
+                    raise InvalidInputError(
+                        f"box and point_coords describe different numbers of objects ({boxes.shape[0]} boxes, "
+                        f"{coords.shape[0]} point sets); give one point set per box as (B, N, 2)"
+                    )
+                coords, labels = torch.cat((boxes, coords), dim=1), torch.cat((corner_labels, labels), dim=1)
+            else:
+                coords, labels = boxes, corner_labels
+        if mask_input is not None:
+            mask = _as_float_tensor(mask_input, "mask_input")
+            side = 4 * self.model.config.embedding_size
+            if mask.ndim == 2:
+                mask = mask[None, None]
+            elif mask.ndim == 3:
+                mask = mask.unsqueeze(1)  # (B, h, w) -> (B, 1, h, w)
+            if mask.ndim != 4 or mask.shape[1:] != (1, side, side):
+                raise InvalidInputError(
+                    f"mask_input: expected low-resolution logits of shape (1, {side}, {side}) or "
+                    f"(B, 1, {side}, {side}) (the low_res output of a previous predict), got {tuple(np.shape(mask_input))}"
+                )
+            objects = coords.shape[0] if coords is not None else mask.shape[0]
+            if mask.shape[0] != objects:
+                raise InvalidInputError(
+                    f"mask_input: {mask.shape[0]} masks for {objects} objects; give one mask per object"
+                )
+        points = None
+        if coords is not None:
+            points = (coords.to(device), labels.to(device))
+        return _Prompts(points, None if mask is None else mask.to(device))
+
+
+@dataclass
+class _Prompts:
+    points: tuple[torch.Tensor, torch.Tensor] | None
+    mask: torch.Tensor | None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _as_float_tensor(value: Any, name: str) -> torch.Tensor:
+    try:
+        tensor = torch.as_tensor(np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value, dtype=np.float32))
+    except (TypeError, ValueError) as err:
+        raise InvalidInputError(f"{name}: expected an array of numbers, got {type(value).__name__} ({err})") from None
+    if not torch.isfinite(tensor).all():
+        raise InvalidInputError(f"{name}: contains NaN or infinite values")
+    return tensor
+
+
+def _as_label_tensor(value: Any) -> torch.Tensor:
+    labels = _as_float_tensor(value, "point_labels")
+    if not (labels == labels.round()).all() or not torch.isin(labels, torch.tensor(ACCEPTED_LABELS, dtype=labels.dtype)).all():
+        found = sorted(set(labels.flatten().tolist()) - set(ACCEPTED_LABELS))
+        raise InvalidInputError(
+            f"point_labels: values {found} are not accepted; use 1 (positive), 0 (negative), -1 (padding), "
+            "2 / 3 (box top-left / bottom-right)"
+        )
+    return labels.to(torch.int32)
+
+
+def _squeeze_single(x: np.ndarray) -> np.ndarray:
+    """Drop the object axis when there is one object, as the official predictor does."""
+    return x[0] if x.shape[0] == 1 else x

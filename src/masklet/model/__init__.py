@@ -1,0 +1,28 @@
+"""Pure nn.Modules of SAM2: no files, no images, no numpy."""
+
+from .config import (
+    VARIANTS,
+    DecoderConfig,
+    HieraConfig,
+    MemoryAttentionConfig,
+    MemoryEncoderConfig,
+    NeckConfig,
+    Sam2Config,
+    variant_config,
+)
+from .sam2 import ImageFeatures, MemoryBank, Sam2Model, SamOutput
+
+__all__ = [
+    "VARIANTS",
+    "DecoderConfig",
+    "HieraConfig",
+    "ImageFeatures",
+    "MemoryAttentionConfig",
+    "MemoryBank",
+    "MemoryEncoderConfig",
+    "NeckConfig",
+    "Sam2Config",
+    "Sam2Model",
+    "SamOutput",
+    "variant_config",
+]

@@ -1,0 +1,102 @@
+"""Multi-head attention with an optional internal downsampling, and its rotary (RoPE) variant."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .position import apply_rope, axial_rope_angles
+
+
+class Attention(nn.Module):
+    """Attention whose q/k/v are projected to ``embedding_dim // downsample_rate`` channels."""
+
+    def __init__(
+        self,
+        embedding_dim: int,
+        num_heads: int,
+        downsample_rate: int = 1,
+        dropout: float = 0.0,
+        kv_in_dim: int | None = None,
+    ) -> None:
+        super().__init__()
+        internal_dim = embedding_dim // downsample_rate
+        if internal_dim % num_heads:
+            raise ValueError("num_heads must divide embedding_dim // downsample_rate")
+        kv_in_dim = kv_in_dim or embedding_dim
+        self.num_heads = num_heads
+        self.internal_dim = internal_dim
+        self.dropout_p = dropout
+        self.q_proj = nn.Linear(embedding_dim, internal_dim)
+        self.k_proj = nn.Linear(kv_in_dim, internal_dim)
+        self.v_proj = nn.Linear(kv_in_dim, internal_dim)
+        self.out_proj = nn.Linear(internal_dim, embedding_dim)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)  # (B, h, N, d)
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        dropout = self.dropout_p if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+        b, h, n, d = out.shape
+        return self.out_proj(out.transpose(1, 2).reshape(b, n, h * d))
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return self._attend(self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v)))
+
+
+class RoPEAttention(Attention):
+    """Attention with 2D axial rotary encoding on a square query grid.
+
+    Keys may hold several grids (memories of several frames, ``rope_k_repeat``) followed by
+    ``num_k_exclude_rope`` tokens (object pointers) that get no rotation.
+    """
+
+    def __init__(
+        self,
+        *args,
+        rope_theta: float = 10000.0,
+        rope_k_repeat: bool = False,
+        feat_sizes: tuple[int, int] = (64, 64),
+        **kwargs,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.rope_theta = rope_theta
+        self.rope_k_repeat = rope_k_repeat
+        head_dim = self.internal_dim // self.num_heads
+        angles = axial_rope_angles(head_dim, feat_sizes[0], feat_sizes[1], rope_theta)
+        self.register_buffer("rope_rotations", angles, persistent=False)
+
+    def _rotations(self, num_tokens: int, device: torch.device) -> torch.Tensor:
+        if self.rope_rotations.shape[0] != num_tokens:
+            side = int(math.isqrt(num_tokens))
+            if side * side != num_tokens:
+                raise ValueError(f"RoPE needs a square token grid, got {num_tokens} tokens")
+            head_dim = self.internal_dim // self.num_heads
+            self.rope_rotations = axial_rope_angles(head_dim, side, side, self.rope_theta).to(device)
+        return self.rope_rotations
+
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_k_exclude_rope: int = 0
+    ) -> torch.Tensor:
+        q = self._heads(self.q_proj(q))
+        k = self._heads(self.k_proj(k))
+        v = self._heads(self.v_proj(v))
+        rotations = self._rotations(q.shape[-2], q.device)
+        q = apply_rope(q, rotations)
+        num_rope = k.shape[-2] - num_k_exclude_rope
+        if num_rope > 0:
+            k_rope = k[:, :, :num_rope]
+            if num_rope != q.shape[-2]:
+                if not self.rope_k_repeat or num_rope % q.shape[-2]:
+                    raise ValueError("keys must hold a whole number of query grids for RoPE")
+                repeat = num_rope // q.shape[-2]
+                k_rope = apply_rope(k_rope, rotations.repeat(repeat, 1))
+            else:
+                k_rope = apply_rope(k_rope, rotations)
+            k = torch.cat((k_rope, k[:, :, num_rope:]), dim=2) if num_k_exclude_rope else k_rope
+        return self._attend(q, k, v)

@@ -1,0 +1,168 @@
+"""Hiera: the hierarchical vision transformer trunk of SAM2 (windowed and global attention)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .common import MLP, DropPath
+from .config import HieraConfig
+
+
+def window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """(B, H, W, C) -> (B * nW, window, window, C), zero-padding H and W up to the window."""
+    b, h, w, c = x.shape
+    pad_h, pad_w = (-h) % window, (-w) % window
+    if pad_h or pad_w:
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    hp, wp = h + pad_h, w + pad_w
+    x = x.view(b, hp // window, window, wp // window, window, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window, window, c), (hp, wp)
+
+
+def window_unpartition(
+    windows: torch.Tensor, window: int, padded_hw: tuple[int, int], hw: tuple[int, int]
+) -> torch.Tensor:
+    """Inverse of :func:`window_partition`, cropping the padding away."""
+    hp, wp = padded_hw
+    h, w = hw
+    b = windows.shape[0] // ((hp // window) * (wp // window))
+    x = windows.reshape(b, hp // window, wp // window, window, window, -1)
+    x = x.permute(0, 1, 3, 2, 4, 5).reshape(b, hp, wp, -1)
+    return x[:, :h, :w, :] if (hp > h or wp > w) else x
+
+
+class PatchEmbed(nn.Module):
+    """Strided convolution from pixels to tokens; output (B, H/4, W/4, C)."""
+
+    def __init__(self, embed_dim: int, kernel_size: int = 7, stride: int = 4, padding: int = 3) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(3, embed_dim, kernel_size=kernel_size, stride=stride, padding=padding)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).permute(0, 2, 3, 1)
+
+
+class MultiScaleAttention(nn.Module):
+    """Self-attention whose queries are optionally max-pooled (halving the token grid)."""
+
+    def __init__(self, dim: int, dim_out: int, num_heads: int, q_pool: nn.Module | None = None) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.q_pool = q_pool
+        self.qkv = nn.Linear(dim, dim_out * 3)
+        self.proj = nn.Linear(dim_out, dim_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, h, w, _ = x.shape
+        qkv = self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1)
+        q, k, v = qkv.unbind(2)  # each (B, HW, heads, d)
+        if self.q_pool is not None:
+            q = self.q_pool(q.reshape(b, h, w, -1).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+            h, w = q.shape[1:3]
+            q = q.reshape(b, h * w, self.num_heads, -1)
+        x = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        return self.proj(x.transpose(1, 2).reshape(b, h, w, -1))
+
+
+class MultiScaleBlock(nn.Module):
+    """Pre-norm transformer block; may change width and pool queries at a stage transition."""
+
+    def __init__(
+        self,
+        dim: int,
+        dim_out: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        drop_path: float = 0.0,
+        q_stride: tuple[int, int] | None = None,
+        window_size: int = 0,
+    ) -> None:
+        super().__init__()
+        self.dim, self.dim_out = dim, dim_out
+        self.window_size = window_size
+        self.q_stride = q_stride
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.pool = nn.MaxPool2d(kernel_size=q_stride, stride=q_stride) if q_stride else None
+        self.attn = MultiScaleAttention(dim, dim_out, num_heads, q_pool=self.pool)
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim_out, eps=1e-6)
+        self.mlp = MLP(dim_out, int(dim_out * mlp_ratio), dim_out, num_layers=2, activation=nn.GELU)
+        if dim != dim_out:
+            self.proj = nn.Linear(dim, dim_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C)
+        shortcut = x
+        x = self.norm1(x)
+        if self.dim != self.dim_out:
+            shortcut = self.proj(x)
+            if self.pool is not None:
+                shortcut = self.pool(shortcut.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+        window = self.window_size
+        if window > 0:
+            hw = x.shape[1:3]
+            x, padded_hw = window_partition(x, window)
+        x = self.attn(x)
+        if window > 0:
+            if self.q_stride:
+                # Queries were pooled inside each window: windows and grid shrink together.
+                window = window // self.q_stride[0]
+                hw = shortcut.shape[1:3]
+                padded_hw = (hw[0] + (-hw[0]) % window, hw[1] + (-hw[1]) % window)
+            x = window_unpartition(x, window, padded_hw, hw)
+
+        x = shortcut + self.drop_path(x)
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class Hiera(nn.Module):
+    """The image trunk; returns one (B, C, H, W) map per stage, finest first."""
+
+    def __init__(self, config: HieraConfig, drop_path_rate: float = 0.0) -> None:
+        super().__init__()
+        c = config
+        self.stage_ends = [sum(c.stages[: i + 1]) - 1 for i in range(len(c.stages))]
+        q_pool_blocks = [end + 1 for end in self.stage_ends[:-1]][: c.q_pool]
+        self.patch_embed = PatchEmbed(c.embed_dim, c.patch_kernel_size, c.patch_stride, c.patch_padding)
+        self.pos_embed = nn.Parameter(torch.zeros(1, c.embed_dim, *c.window_pos_embed_bkg_spatial_size))
+        self.pos_embed_window = nn.Parameter(torch.zeros(1, c.embed_dim, c.window_spec[0], c.window_spec[0]))
+
+        depth = sum(c.stages)
+        rates = torch.linspace(0, drop_path_rate, depth).tolist()
+        dim, heads, stage = c.embed_dim, c.num_heads, 0
+        self.blocks = nn.ModuleList()
+        for i in range(depth):
+            # The first block of a stage still uses the previous stage's window size.
+            window = 0 if i in c.global_att_blocks else c.window_spec[stage]
+            dim_out = dim
+            if i - 1 in self.stage_ends:
+                dim_out = int(dim * c.dim_mul)
+                heads = int(heads * c.head_mul)
+                stage += 1
+            self.blocks.append(
+                MultiScaleBlock(
+                    dim, dim_out, heads, mlp_ratio=c.mlp_ratio, drop_path=rates[i],
+                    q_stride=c.q_stride if i in q_pool_blocks else None, window_size=window,
+                )
+            )
+            dim = dim_out
+        self.channel_list = [self.blocks[i].dim_out for i in reversed(self.stage_ends)]
+
+    def position_embedding(self, hw: tuple[int, int]) -> torch.Tensor:
+        """Background embedding interpolated to the grid plus a tiled per-window embedding."""
+        pos = F.interpolate(self.pos_embed, size=hw, mode="bicubic")
+        window = self.pos_embed_window
+        reps = [a // b for a, b in zip(pos.shape, window.shape)]
+        return (pos + window.tile(reps)).permute(0, 2, 3, 1)  # (1, H, W, C)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.patch_embed(x)  # (B, H/4, W/4, C)
+        x = x + self.position_embedding(tuple(x.shape[1:3]))
+        outputs = []
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i in self.stage_ends:
+                outputs.append(x.permute(0, 3, 1, 2))
+        return outputs

@@ -1,0 +1,72 @@
+"""Image encoder: Hiera trunk + FPN neck, giving multi-scale features and their position encodings."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import HieraConfig, NeckConfig
+from .hiera import Hiera
+from .position import PositionEmbeddingSine
+
+
+class FpnNeck(nn.Module):
+    """1x1 lateral convs to ``d_model`` channels, with top-down fusion on the chosen levels."""
+
+    def __init__(self, config: NeckConfig, backbone_channel_list: list[int]) -> None:
+        super().__init__()
+        self.position_encoding = PositionEmbeddingSine(config.d_model, config.position_temperature)
+        self.convs = nn.ModuleList()
+        for dim in backbone_channel_list:
+            lateral = nn.Sequential()
+            lateral.add_module(
+                "conv",
+                nn.Conv2d(dim, config.d_model, config.kernel_size, config.stride, config.padding),
+            )
+            self.convs.append(lateral)
+        self.backbone_channel_list = list(backbone_channel_list)
+        self.interp_mode = config.fpn_interp_model
+        self.fuse_avg = config.fuse_type == "avg"
+        levels = config.fpn_top_down_levels
+        self.top_down_levels = set(range(len(self.convs)) if levels is None else levels)
+
+    def forward(self, xs: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        n = len(self.convs) - 1
+        features: list[torch.Tensor] = [None] * len(xs)  # type: ignore[list-item]
+        prev = None
+        for i in range(n, -1, -1):  # deepest level first
+            lateral = self.convs[n - i](xs[i])
+            if i in self.top_down_levels and prev is not None:
+                top_down = F.interpolate(
+                    prev.float(),
+                    scale_factor=2.0,
+                    mode=self.interp_mode,
+                    align_corners=None if self.interp_mode == "nearest" else False,
+                    antialias=False,
+                )
+                prev = lateral + top_down.to(lateral.dtype)
+                if self.fuse_avg:
+                    prev = prev / 2
+            else:
+                prev = lateral
+            features[i] = prev
+        positions = [self.position_encoding(f).to(f.dtype) for f in features]
+        return features, positions
+
+
+class ImageEncoder(nn.Module):
+    """Trunk + neck; drops the ``scalp`` coarsest levels. Features are listed finest first."""
+
+    def __init__(self, trunk_config: HieraConfig, neck_config: NeckConfig) -> None:
+        super().__init__()
+        self.trunk = Hiera(trunk_config)
+        self.neck = FpnNeck(neck_config, self.trunk.channel_list)
+        self.scalp = neck_config.scalp
+
+    def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """(B, 3, S, S) normalised images -> (features, position encodings), finest first."""
+        features, positions = self.neck(self.trunk(images))
+        if self.scalp > 0:
+            features, positions = features[: -self.scalp], positions[: -self.scalp]
+        return features, positions

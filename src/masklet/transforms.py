@@ -1,0 +1,42 @@
+"""Image pre/post-processing and coordinate transforms between image pixels and the model frame.
+
+SAM2 resizes every image to a square ``image_size`` (no padding, aspect ratio not kept), so a
+point (x, y) of a W x H image maps to (x * S / W, y * S / H).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+#: ImageNet statistics the SAM2 encoder was trained with.
+PIXEL_MEAN = (0.485, 0.456, 0.406)
+PIXEL_STD = (0.229, 0.224, 0.225)
+
+
+def preprocess(image: np.ndarray, size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(H, W, 3) uint8 RGB -> (1, 3, size, size) normalised model input.
+
+    Resized with antialiased bilinear interpolation in float32, as the official transforms do.
+    """
+    x = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1).float().div_(255.0)
+    x = F.interpolate(x.unsqueeze(0), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    mean = torch.tensor(PIXEL_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(PIXEL_STD, device=device).view(1, 3, 1, 1)
+    return ((x - mean) / std).to(dtype)
+
+
+def to_model_coords(
+    coords: torch.Tensor, orig_hw: tuple[int, int], size: int, normalize_coords: bool = True
+) -> torch.Tensor:
+    """Points (..., 2) in image pixels (or in [0, 1] when ``normalize_coords`` is False) -> model pixels."""
+    if normalize_coords:
+        h, w = orig_hw
+        coords = coords / coords.new_tensor([w, h])
+    return coords * size
+
+
+def upscale_masks(low_res: torch.Tensor, orig_hw: tuple[int, int]) -> torch.Tensor:
+    """(B, M, h, w) low-resolution logits -> (B, M, H, W) logits at the original image size."""
+    return F.interpolate(low_res.float(), size=tuple(orig_hw), mode="bilinear", align_corners=False)

@@ -1,0 +1,197 @@
+"""Loading SAM2 weights: official ``.pt`` checkpoints, Hugging Face safetensors, hub names.
+
+The variant is detected from the weights when no config is given. Every load is strict: a
+missing or unexpected key is an error, never a silently half-initialised model.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+from .errors import CheckpointError, ConfigError, ModelNotFoundError
+from .model import VARIANTS, Sam2Config, Sam2Model
+
+#: Hub names -> (repository, official checkpoint file). Names are accepted with or without ``facebook/``.
+HUB_CHECKPOINTS: dict[str, tuple[str, str]] = {
+    "sam2-hiera-tiny": ("facebook/sam2-hiera-tiny", "sam2_hiera_tiny.pt"),
+    "sam2-hiera-small": ("facebook/sam2-hiera-small", "sam2_hiera_small.pt"),
+    "sam2-hiera-base-plus": ("facebook/sam2-hiera-base-plus", "sam2_hiera_base_plus.pt"),
+    "sam2-hiera-large": ("facebook/sam2-hiera-large", "sam2_hiera_large.pt"),
+    "sam2.1-hiera-tiny": ("facebook/sam2.1-hiera-tiny", "sam2.1_hiera_tiny.pt"),
+    "sam2.1-hiera-small": ("facebook/sam2.1-hiera-small", "sam2.1_hiera_small.pt"),
+    "sam2.1-hiera-base-plus": ("facebook/sam2.1-hiera-base-plus", "sam2.1_hiera_base_plus.pt"),
+    "sam2.1-hiera-large": ("facebook/sam2.1-hiera-large", "sam2.1_hiera_large.pt"),
+}
+
+# (trunk embed_dim, trunk depth) of the official sizes.
+_SIZES = {(96, 12): "tiny", (96, 16): "small", (112, 24): "base-plus", (144, 48): "large"}
+
+
+def load_model(
+    name_or_path: str | Path,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    config: Sam2Config | str | Path | None = None,
+) -> Sam2Model:
+    """Build a SAM2 model and load its weights, in eval mode on ``device`` / ``dtype``.
+
+    ``name_or_path`` is a hub name (``sam2.1-hiera-tiny``, see :data:`HUB_CHECKPOINTS`), an
+    official ``.pt`` file, or a Hugging Face checkpoint (a folder or ``model.safetensors`` file
+    with ``config.json`` beside it). ``config`` (a :class:`Sam2Config` or an official-style yaml)
+    overrides the config detected from the weights.
+    """
+    if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise ConfigError(f"dtype must be torch.float32, torch.bfloat16 or torch.float16, got {dtype}")
+    state, detected = read_checkpoint(resolve_checkpoint(name_or_path))
+    if isinstance(config, (str, Path)):
+        from .official_config import load_official_yaml
+
+        config = load_official_yaml(config)
+    config = config or detected or detect_config(state)
+    model = Sam2Model(config)
+    load_state_dict_strict(model, state)
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def resolve_checkpoint(name_or_path: str | Path) -> Path:
+    """A local checkpoint path for a path or hub name, downloading into the hub cache if needed."""
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        return path
+    key = str(name_or_path).removeprefix("facebook/")
+    if key not in HUB_CHECKPOINTS:
+        raise ModelNotFoundError(
+            f"{name_or_path!r} is neither an existing file or folder nor a known model name; "
+            f"known names: {', '.join(HUB_CHECKPOINTS)}"
+        )
+    repo, filename = HUB_CHECKPOINTS[key]
+    return _hub_file(repo, filename)
+
+
+def _hub_file(repo: str, filename: str) -> Path:
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    cached = try_to_load_from_cache(repo, filename)
+    if isinstance(cached, str):
+        return Path(cached)
+    try:
+        return Path(hf_hub_download(repo_id=repo, filename=filename))
+    except Exception as err:  # huggingface_hub raises many types for "offline" and "not found"
+        raise ModelNotFoundError(
+            f"could not fetch {filename} from the Hugging Face repository {repo} and it is not in the "
+            f"local cache ({type(err).__name__}: {err}). Download "
+            f"https://huggingface.co/{repo}/resolve/main/{filename} on a machine with network "
+            f"access and pass its local path instead: load_model('/path/to/{filename}')"
+        ) from None
+
+
+def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], Sam2Config | None]:
+    """Read a checkpoint into an official-named state dict (and its config, when the file has one)."""
+    if path.is_dir():
+        weights = path / "model.safetensors"
+        if weights.exists():
+            return _read_hf(weights)
+        pts = sorted(path.glob("*.pt"))
+        if len(pts) == 1:
+            return read_checkpoint(pts[0])
+        raise CheckpointError(
+            f"folder {path} holds neither model.safetensors (+ config.json) nor exactly one .pt checkpoint"
+        )
+    if path.suffix == ".safetensors":
+        return _read_hf(path)
+    return _read_official(path), _config_beside(path)
+
+
+def _config_beside(path: Path) -> Sam2Config | None:
+    """An official-style yaml with the same stem next to the checkpoint, if any."""
+    for candidate in (path.with_suffix(".yaml"), path.with_suffix(".yml")):
+        if candidate.exists():
+            from .official_config import load_official_yaml
+
+            return load_official_yaml(candidate)
+    return None
+
+
+def _read_official(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as err:
+        raise CheckpointError(
+            f"cannot read {path} as a PyTorch checkpoint (truncated or not a .pt file?): {err}"
+        ) from None
+    state = data.get("model", data) if isinstance(data, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(
+            f"{path} is not a SAM2 checkpoint: expected {{'model': state_dict}} or a state dict of tensors"
+        )
+    return state
+
+
+def _read_hf(weights: Path) -> tuple[dict[str, torch.Tensor], Sam2Config | None]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"cannot read {weights} as safetensors (truncated or foreign file?): {err}") from None
+    if any(k.startswith("image_encoder.trunk.") for k in state):
+        return state, None  # already official names
+    config_file = weights.parent / "config.json"
+    if not config_file.exists():
+        raise CheckpointError(f"{weights} uses Hugging Face names but has no config.json beside it")
+    try:
+        hf_config = json.loads(config_file.read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{config_file} is not valid JSON: {err}") from None
+    from .hf_weights import hf_config_to_official_dict, hf_to_official_state_dict
+    from .official_config import config_from_official
+
+    config = config_from_official(hf_config_to_official_dict(hf_config))
+    return hf_to_official_state_dict(state, hf_config), config
+
+
+def detect_config(state: dict[str, torch.Tensor]) -> Sam2Config:
+    """The official variant whose shapes the state dict has (image size 1024)."""
+    try:
+        embed_dim = state["image_encoder.trunk.patch_embed.proj.weight"].shape[0]
+    except KeyError:
+        raise CheckpointError(
+            "the weights have no 'image_encoder.trunk.patch_embed.proj.weight': not a SAM2 checkpoint"
+        ) from None
+    depth = 1 + max(int(k.split(".")[3]) for k in state if k.startswith("image_encoder.trunk.blocks."))
+    size = _SIZES.get((embed_dim, depth))
+    if size is None:
+        raise ConfigError(
+            f"the weights have a Hiera trunk of width {embed_dim} and depth {depth}, which is no official "
+            "size; pass its config (a Sam2Config or an official-style yaml) with config=..."
+        )
+    version = "sam2.1" if "no_obj_embed_spatial" in state else "sam2"
+    return VARIANTS[f"{version}-hiera-{size}"]
+
+
+def load_state_dict_strict(model: Sam2Model, state: dict[str, torch.Tensor]) -> None:
+    """Load ``state`` into ``model``; any missing, unexpected or mis-shaped key is a CheckpointError."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+            if keys:
+                shown = ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
+                parts.append(f"{len(keys)} {label}: {shown}")
+        raise CheckpointError("checkpoint does not match the model config; " + "; ".join(parts))
+    model.load_state_dict(state, strict=True)
+
+
+def save_checkpoint(model: Sam2Model, path: str | Path) -> None:
+    """Save in the official format (``{"model": state_dict}``) that ``sam2`` and masklet both load."""
+    torch.save({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, Path(path))
+
