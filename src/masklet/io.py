@@ -20,6 +20,7 @@ every value in [0, 1] (scaled by 255 and rounded). One channel is repeated, a 4t
 from __future__ import annotations
 
 import io
+import numbers
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,7 +34,9 @@ from masklet.errors import ImageDecodeError, InvalidInputError
 
 __all__ = ["ImageSource", "load_image", "save_image", "save_mask_png", "overlay_masks", "palette"]
 
-ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray, torch.Tensor]
+ImageSource = Union[
+    str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray, torch.Tensor
+]
 
 _MAX_PALETTE = (1 << 24) - 1
 
@@ -74,7 +77,9 @@ def _decode_file(data: str | os.PathLike | bytes, label: str) -> np.ndarray:
             return _from_pil(img, label)
     except InvalidInputError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+    except (
+        UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError
+    ) as e:
         raise ImageDecodeError(f"image: cannot decode {label}: {e}") from e
 
 
@@ -190,15 +195,20 @@ def _bool_masks(masks: object, name: str, shape_hw: tuple[int, int] | None = Non
     if isinstance(masks, torch.Tensor):
         masks = masks.detach().cpu().numpy()
     if not isinstance(masks, np.ndarray):
-        raise InvalidInputError(f"{name}: expected a numpy array or torch tensor, got {_describe(masks)}")
+        raise InvalidInputError(
+            f"{name}: expected a numpy array or torch tensor, got {_describe(masks)}"
+        )
     if masks.dtype != np.bool_ and not np.issubdtype(masks.dtype, np.integer):
         raise InvalidInputError(
-            f"{name}: expected bool or integer masks, got {_describe(masks)}; threshold floats first"
+            f"{name}: expected bool or integer masks, got {_describe(masks)}; "
+            "threshold floats first"
         )
     if masks.ndim == 2:
         masks = masks[None]
     if masks.ndim != 3:
-        raise InvalidInputError(f"{name}: expected shape (H, W) or (N, H, W), got {_describe(masks)}")
+        raise InvalidInputError(
+            f"{name}: expected shape (H, W) or (N, H, W), got {_describe(masks)}"
+        )
     if shape_hw is not None and masks.shape[1:] != shape_hw:
         raise InvalidInputError(
             f"{name}: mask size {tuple(masks.shape[1:])} does not match the image size {shape_hw}"
@@ -260,7 +270,7 @@ def overlay_masks(
     """
     base = load_image(image)
     stack = _bool_masks(masks, "masks", base.shape[:2])
-    if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not 0.0 <= alpha <= 1.0:
+    if not isinstance(alpha, numbers.Real) or isinstance(alpha, bool) or not 0.0 <= alpha <= 1.0:
         raise InvalidInputError(f"alpha: expected a float in [0, 1], got {alpha!r}")
     n = stack.shape[0]
     if colors is None:

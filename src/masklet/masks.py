@@ -7,6 +7,7 @@ is moved back to the input's device.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
@@ -79,7 +80,9 @@ def _binary_masks(masks: object, name: str, ndim: int | None) -> Tensor:
 def _boxes(boxes: object, name: str) -> Tensor:
     """Check that ``boxes`` is a floating/integer tensor of shape (N, 4)."""
     if not isinstance(boxes, Tensor) or boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise InvalidInputError(f"{name}: expected a tensor of shape (N, 4), got {_describe(boxes)}")
+        raise InvalidInputError(
+            f"{name}: expected a tensor of shape (N, 4), got {_describe(boxes)}"
+        )
     if boxes.dtype == torch.bool or boxes.dtype.is_complex:
         raise InvalidInputError(f"{name}: expected real-valued boxes, got {_describe(boxes)}")
     return boxes
@@ -180,14 +183,19 @@ def _rle_counts(rle: Mapping[str, Any], name: str) -> np.ndarray:
     """Run lengths of a compressed (str/bytes) or uncompressed (list of ints) RLE."""
     counts = rle["counts"]
     if isinstance(counts, str):
-        counts = counts.encode("ascii", errors="replace")
+        try:
+            counts = counts.encode("ascii")
+        except UnicodeEncodeError as e:
+            raise InvalidInputError(
+                f"{name}: compressed RLE counts may only contain ASCII chars '0'..'o'"
+            ) from e
     if isinstance(counts, (bytes, bytearray)):
         out = _string_to_counts(bytes(counts), name)
     else:
         try:
             out = np.asarray(counts.cpu() if isinstance(counts, Tensor) else counts)
-        except (TypeError, ValueError):
-            out = np.zeros(0, dtype=np.float64)
+        except (TypeError, ValueError):  # e.g. ragged nested lists
+            out = np.zeros((0, 0))
         if out.ndim != 1 or not (np.issubdtype(out.dtype, np.integer) or out.size == 0):
             raise InvalidInputError(
                 f"{name}: 'counts' must be a str/bytes (compressed) or a flat list of ints, "
@@ -232,7 +240,9 @@ def decode_rle(rles: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> Tensor:
     for i, rle in enumerate(rles):
         size = _rle_size(rle, f"rles[{i}]")
         if size != (h, w):
-            raise InvalidInputError(f"rles[{i}]: size {list(size)} differs from rles[0] size {[h, w]}")
+            raise InvalidInputError(
+                f"rles[{i}]: size {list(size)} differs from rles[0] size {[h, w]}"
+            )
         counts = _rle_counts(rle, f"rles[{i}]")
         if int(counts.sum()) != h * w:
             raise InvalidInputError(
@@ -295,7 +305,9 @@ def masks_to_boxes(masks: Tensor) -> Tensor:
 def box_xyxy_to_xywh(boxes: Tensor) -> Tensor:
     """Convert (..., 4) XYXY boxes to XYWH (width = x1 - x0, no +1, as the official AMG)."""
     if not isinstance(boxes, Tensor) or boxes.ndim < 1 or boxes.shape[-1] != 4:
-        raise InvalidInputError(f"boxes: expected a tensor of shape (..., 4), got {_describe(boxes)}")
+        raise InvalidInputError(
+            f"boxes: expected a tensor of shape (..., 4), got {_describe(boxes)}"
+        )
     return torch.cat([boxes[..., :2], boxes[..., 2:] - boxes[..., :2]], dim=-1)
 
 
@@ -321,8 +333,10 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     n = boxes.shape[0]
     for name, t in (("scores", scores), ("idxs", idxs)):
         if not isinstance(t, Tensor) or t.shape != (n,):
-            raise InvalidInputError(f"{name}: expected a tensor of shape ({n},), got {_describe(t)}")
-    if not isinstance(iou_threshold, (int, float)) or isinstance(iou_threshold, bool):
+            raise InvalidInputError(
+                f"{name}: expected a tensor of shape ({n},), got {_describe(t)}"
+            )
+    if not isinstance(iou_threshold, numbers.Real) or isinstance(iou_threshold, bool):
         raise InvalidInputError(f"iou_threshold: expected a float, got {_describe(iou_threshold)}")
     if n == 0:
         return torch.zeros(0, dtype=torch.int64, device=boxes.device)
@@ -380,14 +394,15 @@ def fill_holes_and_remove_sprinkles(
     """
     if not isinstance(mask_logits, Tensor) or mask_logits.ndim < 2:
         raise InvalidInputError(
-            f"mask_logits: expected a float tensor of shape (..., H, W), got {_describe(mask_logits)}"
+            "mask_logits: expected a float tensor of shape (..., H, W), "
+            f"got {_describe(mask_logits)}"
         )
     for name, value in (
         ("threshold", threshold),
         ("max_hole_area", max_hole_area),
         ("max_sprinkle_area", max_sprinkle_area),
     ):
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
+        if not isinstance(value, numbers.Real) or isinstance(value, bool):
             raise InvalidInputError(f"{name}: expected a number, got {_describe(value)}")
     logits = mask_logits if mask_logits.dtype.is_floating_point else mask_logits.float()
     if logits.numel() == 0 or (max_hole_area <= 0 and max_sprinkle_area <= 0):
@@ -397,12 +412,12 @@ def fill_holes_and_remove_sprinkles(
     out = logits
     if max_hole_area > 0:
         areas = torch.from_numpy(_component_areas((scores <= threshold).numpy()))
-        is_hole = (areas > 0) & (areas <= max_hole_area)
-        out = torch.where(is_hole.reshape(logits.shape).to(logits.device), threshold + 10.0, out)
+        is_hole = ((areas > 0) & (areas <= max_hole_area)).reshape(logits.shape)
+        out = torch.where(is_hole.to(logits.device), threshold + 10.0, out)
     if max_sprinkle_area > 0:
         areas = torch.from_numpy(_component_areas((scores > threshold).numpy()))
-        is_sprinkle = (areas > 0) & (areas <= max_sprinkle_area)
-        out = torch.where(is_sprinkle.reshape(logits.shape).to(logits.device), threshold - 10.0, out)
+        is_sprinkle = ((areas > 0) & (areas <= max_sprinkle_area)).reshape(logits.shape)
+        out = torch.where(is_sprinkle.to(logits.device), threshold - 10.0, out)
     return out
 
 
@@ -419,7 +434,7 @@ def remove_small_regions(
 
     if mode not in ("holes", "islands"):
         raise InvalidInputError(f"mode: expected 'holes' or 'islands', got {mode!r}")
-    if not isinstance(area_thresh, (int, float)) or isinstance(area_thresh, bool):
+    if not isinstance(area_thresh, numbers.Real) or isinstance(area_thresh, bool):
         raise InvalidInputError(f"area_thresh: expected a number, got {_describe(area_thresh)}")
     is_numpy = isinstance(mask, np.ndarray)
     tensor = _binary_masks(mask, "mask", 2)

@@ -67,18 +67,23 @@ class RoPEAttention(Attention):
         super().__init__(*args, **kwargs)
         self.rope_theta = rope_theta
         self.rope_k_repeat = rope_k_repeat
-        head_dim = self.internal_dim // self.num_heads
-        angles = axial_rope_angles(head_dim, feat_sizes[0], feat_sizes[1], rope_theta)
-        self.register_buffer("rope_rotations", angles, persistent=False)
+        self.feat_sizes = tuple(feat_sizes)
+        # complex64 rotations per (tokens, device); not a buffer, so module.to(dtype) cannot cast them
+        self._rotation_cache: dict[tuple[int, torch.device], torch.Tensor] = {}
 
     def _rotations(self, num_tokens: int, device: torch.device) -> torch.Tensor:
-        if self.rope_rotations.shape[0] != num_tokens:
-            side = int(math.isqrt(num_tokens))
-            if side * side != num_tokens:
-                raise ValueError(f"RoPE needs a square token grid, got {num_tokens} tokens")
+        key = (num_tokens, device)
+        if key not in self._rotation_cache:
+            if num_tokens == self.feat_sizes[0] * self.feat_sizes[1]:
+                end_x, end_y = self.feat_sizes
+            else:
+                side = math.isqrt(num_tokens)
+                if side * side != num_tokens:
+                    raise ValueError(f"RoPE needs a square token grid, got {num_tokens} tokens")
+                end_x = end_y = side
             head_dim = self.internal_dim // self.num_heads
-            self.rope_rotations = axial_rope_angles(head_dim, side, side, self.rope_theta).to(device)
-        return self.rope_rotations
+            self._rotation_cache[key] = axial_rope_angles(head_dim, end_x, end_y, self.rope_theta).to(device)
+        return self._rotation_cache[key]
 
     def forward(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_k_exclude_rope: int = 0

@@ -120,7 +120,8 @@ class Sam2Model(nn.Module):
                 self.sam_mask_decoder.conv_s1(features[1]),
                 features[2],
             ]
-        return ImageFeatures(levels=list(features), positions=list(positions))
+        # Trunk outputs are channels-last views; the decoder is far faster on contiguous maps.
+        return ImageFeatures(levels=[f.contiguous() for f in features], positions=list(positions))
 
     def image_embeddings(self, features: ImageFeatures) -> list[torch.Tensor]:
         """Per-level maps for single-image prompting: the no-memory embedding is added to the last."""
