@@ -12,9 +12,10 @@ again, because transformers treats any findable ``torchvision`` as the real one 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

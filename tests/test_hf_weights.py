@@ -16,8 +16,8 @@ from masklet.hf_weights import hf_config_to_official_dict, hf_to_official_state_
 pytest.importorskip("sam2")
 pytest.importorskip("transformers")
 
-from reference.hf import build_hf_model, hf_config, hf_image_outputs, save_hf_checkpoint  # noqa: E402
-from reference.official import (  # noqa: E402
+from reference.hf import build_hf_model, hf_config, hf_image_outputs, save_hf_checkpoint
+from reference.official import (
     SMALL,
     apply_overrides,
     build_official_model,
@@ -50,19 +50,21 @@ def _image(seed: int = 0) -> torch.Tensor:
     return img[None]
 
 
-PROMPTS = {
-    "point_multimask": dict(point_coords=torch.tensor([[[100.0, 120.0]]]), point_labels=torch.tensor([[1]])),
-    "points_single": dict(
-        point_coords=torch.tensor([[[100.0, 120.0], [30.0, 200.0]]]), point_labels=torch.tensor([[1, 0]]), multimask_output=False
-    ),
-    "two_boxes": dict(boxes=torch.tensor([[10.0, 20.0, 200.0, 230.0], [50.0, 50.0, 100.0, 140.0]])),
-    "box_point_mask": dict(
-        boxes=torch.tensor([[10.0, 20.0, 200.0, 230.0]]),
-        point_coords=torch.tensor([[[100.0, 120.0]]]),
-        point_labels=torch.tensor([[1]]),
-        mask_input=3 * torch.randn(1, 1, 64, 64, generator=torch.Generator().manual_seed(1)),
-        multimask_output=False,
-    ),
+PROMPTS: dict[str, dict[str, Any]] = {
+    "point_multimask": {"point_coords": torch.tensor([[[100.0, 120.0]]]), "point_labels": torch.tensor([[1]])},
+    "points_single": {
+        "point_coords": torch.tensor([[[100.0, 120.0], [30.0, 200.0]]]),
+        "point_labels": torch.tensor([[1, 0]]),
+        "multimask_output": False,
+    },
+    "two_boxes": {"boxes": torch.tensor([[10.0, 20.0, 200.0, 230.0], [50.0, 50.0, 100.0, 140.0]])},
+    "box_point_mask": {
+        "boxes": torch.tensor([[10.0, 20.0, 200.0, 230.0]]),
+        "point_coords": torch.tensor([[[100.0, 120.0]]]),
+        "point_labels": torch.tensor([[1]]),
+        "mask_input": 3 * torch.randn(1, 1, 64, 64, generator=torch.Generator().manual_seed(1)),
+        "multimask_output": False,
+    },
 }
 
 
@@ -76,7 +78,7 @@ def test_image_outputs_match_transformers(converted: dict[str, Any], prompt: str
         for a, b in zip(ours[key], ref[key]):
             torch.testing.assert_close(a, b, atol=ATOL, rtol=0)
     for key in ("image_embed", "low_res_masks", "iou_scores", "object_score_logits"):
-        torch.testing.assert_close(ours[key], ref[key], atol=ATOL, rtol=0, msg=lambda m: f"{key}: {m}")
+        torch.testing.assert_close(ours[key], ref[key], atol=ATOL, rtol=0, msg=lambda m, key=key: f"{key}: {m}")
     logits = ours["low_res_masks"]
     assert logits.std() > 0.3 and 0.02 < (logits > 0).float().mean() < 0.98  # non-degenerate masks
     iou = ours["iou_scores"].flatten()
@@ -240,4 +242,8 @@ def test_non_sam2_configs_raise(converted: dict[str, Any]) -> None:
     bad = copy.deepcopy(converted["config"])
     bad["vision_config"]["backbone_config"]["embed_dim_per_stage"] = [16, 32, 48, 128]
     with pytest.raises(ConfigError, match="geometric"):
+        hf_config_to_official_dict(bad)
+    bad = copy.deepcopy(converted["config"])
+    bad["prompt_encoder_config"]["image_size"] = 512  # vision/backbone still say 256
+    with pytest.raises(ConfigError, match="image size"):
         hf_config_to_official_dict(bad)

@@ -11,7 +11,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
-
 from reference.torchvision import ops as tv_ops
 from reference.torchvision import transforms as tv_transforms
 
@@ -61,6 +60,7 @@ def test_to_tensor_semantics() -> None:
 def _greedy_nms_reference(boxes: np.ndarray, scores: np.ndarray, thr: float) -> list[int]:
     """Plain-Python greedy NMS, written independently of the stand-in."""
     order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     keep: list[int] = []
     for i in order:
         ok = True
@@ -68,8 +68,7 @@ def _greedy_nms_reference(boxes: np.ndarray, scores: np.ndarray, thr: float) -> 
             ix = max(0.0, min(boxes[i, 2], boxes[j, 2]) - max(boxes[i, 0], boxes[j, 0]))
             iy = max(0.0, min(boxes[i, 3], boxes[j, 3]) - max(boxes[i, 1], boxes[j, 1]))
             inter = ix * iy
-            area = lambda b: (b[2] - b[0]) * (b[3] - b[1])  # noqa: E731
-            if inter / (area(boxes[i]) + area(boxes[j]) - inter) > thr:
+            if inter / (area[i] + area[j] - inter) > thr:
                 ok = False
                 break
         if ok:
@@ -115,9 +114,8 @@ def test_batched_nms_is_per_class() -> None:
 
 
 def test_connected_components_match_scipy() -> None:
-    from scipy import ndimage
-
     from reference.official import connected_components
+    from scipy import ndimage
 
     g = torch.Generator().manual_seed(0)
     masks = torch.rand(3, 1, 40, 50, generator=g) > 0.55
@@ -189,9 +187,8 @@ def test_randomised_parameters_are_deterministic_and_nonzero(small_model: Any) -
 
 
 def test_checkpoint_roundtrip(small_model: Any, tmp_path: Any) -> None:
-    from sam2.build_sam import _load_checkpoint
-
     from reference.official import SMALL, build_official_model, official_model_dict, save_official_checkpoint
+    from sam2.build_sam import _load_checkpoint
 
     path = tmp_path / "small.pt"
     save_official_checkpoint(small_model, path)
@@ -219,7 +216,7 @@ def test_official_image_predictor_end_to_end(small_model: Any) -> None:
     masks, iou, _ = predictor.predict(box=np.array([[10, 10, 120, 150], [30, 40, 230, 170]]))
     assert masks.shape == (2, 3, 180, 240) and not np.array_equal(masks[0], masks[1])
     predictor.set_image_batch([img, img[:100]])
-    masks_b, iou_b, _ = predictor.predict_batch(
+    masks_b, _, _ = predictor.predict_batch(
         point_coords_batch=[np.array([[50, 60]]), np.array([[10, 20]])], point_labels_batch=[np.array([1]), np.array([1])]
     )
     assert masks_b[0].shape == (3, 180, 240) and masks_b[1].shape == (3, 100, 240)

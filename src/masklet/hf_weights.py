@@ -15,7 +15,8 @@ their converted state dict covers only the image path.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -40,6 +41,12 @@ _DOWNSAMPLER_KEY = re.compile(r"^memory_encoder\.mask_downsampler\.layers\.(\d+)
 
 _Rename = str | Callable[["re.Match[str]", int], str]
 _WB = r"(weight|bias)"
+_FUSER_NAMES = {"depthwise_conv": "dwconv", "layer_norm": "norm", "pointwise_conv1": "pwconv1", "pointwise_conv2": "pwconv2"}
+
+
+def _out_proj(name: str) -> str:
+    return "out_proj" if name == "o_proj" else name
+
 
 # (full-key pattern, replacement); callables also get the number of mask-downsampler layers.
 _RULES: list[tuple[str, _Rename]] = [
@@ -78,8 +85,10 @@ _RULES: list[tuple[str, _Rename]] = [
         r"sam_mask_decoder.\1.layers.\2.\3",
     ),
     (
-        r"mask_decoder\.transformer\.(layers\.\d+\.(?:self_attn|cross_attn_token_to_image|cross_attn_image_to_token)"
-        rf"|final_attn_token_to_image)\.([qkv]_proj|o_proj)\.{_WB}",
+        (
+            r"mask_decoder\.transformer\.(layers\.\d+\.(?:self_attn|cross_attn_token_to_image|cross_attn_image_to_token)"
+            rf"|final_attn_token_to_image)\.([qkv]_proj|o_proj)\.{_WB}"
+        ),
         lambda m, _: f"sam_mask_decoder.transformer.{m[1]}.{_out_proj(m[2])}.{m[3]}",
     ),
     (rf"mask_decoder\.transformer\.layers\.(\d+)\.layer_norm([1-4])\.{_WB}", r"sam_mask_decoder.transformer.layers.\1.norm\2.\3"),
@@ -110,12 +119,7 @@ _RULES: list[tuple[str, _Rename]] = [
     ),
     (rf"memory_encoder\.projection\.{_WB}", r"memory_encoder.out_proj.\1"),
 ]
-_FUSER_NAMES = {"depthwise_conv": "dwconv", "layer_norm": "norm", "pointwise_conv1": "pwconv1", "pointwise_conv2": "pwconv2"}
 _COMPILED = [(re.compile(f"^{pattern}$"), repl) for pattern, repl in _RULES]
-
-
-def _out_proj(name: str) -> str:
-    return "out_proj" if name == "o_proj" else name
 
 
 def _model_type(hf_config: dict[str, Any]) -> str:
@@ -123,7 +127,7 @@ def _model_type(hf_config: dict[str, Any]) -> str:
     model_type = hf_config.get("model_type") if isinstance(hf_config, dict) else None
     if model_type not in (_VIDEO_TYPE, _IMAGE_TYPE):
         raise ConfigError(f"not a Hugging Face SAM2 config (model_type={model_type!r}; expected 'sam2_video' or 'sam2')")
-    return model_type
+    return str(model_type)
 
 
 def _renumber_mlp_keys(keys: list[str]) -> dict[str, str]:
@@ -315,8 +319,8 @@ def hf_config_to_official_dict(hf_config: dict[str, Any]) -> dict[str, Any]:
     trunk = _trunk(bb)
     d_model = int(vision.get("fpn_hidden_size", 256))
     image_size, stride = _check_heads(hf_config.get("prompt_encoder_config") or {}, hf_config.get("mask_decoder_config") or {}, d_model)
-    for other in (hf_config.get("image_size") if is_video else None, (bb.get("image_size") or [image_size])[0]):
-        _require(other is None or int(other) == image_size, f"inconsistent image sizes ({other} vs {image_size})")
+    sizes = [_pair(bb.get("image_size"), image_size), _pair(hf_config.get("image_size") if is_video else None, image_size)]
+    _require(all(s == [image_size, image_size] for s in sizes), f"inconsistent image sizes {sizes} vs {image_size}")
     _require(int(vision.get("num_feature_levels", 3)) == 3, "num_feature_levels must be 3 (high-res features)")
     channels = [int(c) for c in vision.get("backbone_channel_list") or [768, 384, 192, 96]]
     stage_dims = [int(trunk["embed_dim"] * trunk.get("dim_mul", 2.0) ** i) for i in range(len(trunk["stages"]))]

@@ -11,7 +11,8 @@ from __future__ import annotations
 import copy
 import json
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn

@@ -15,7 +15,8 @@ import contextlib
 import copy
 import math
 import os
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -218,8 +219,7 @@ def connected_components(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
         area = stats[:, cv2.CC_STAT_AREA].astype(np.int32)
         area[0] = 0  # OpenCV's label 0 is the background
         labels[i], counts[i] = lab, area[lab]
-    to = dict(device=mask.device)
-    return torch.from_numpy(labels)[:, None].to(**to), torch.from_numpy(counts)[:, None].to(**to)
+    return torch.from_numpy(labels)[:, None].to(mask.device), torch.from_numpy(counts)[:, None].to(mask.device)
 
 
 def install_connected_components() -> None:
@@ -228,7 +228,7 @@ def install_connected_components() -> None:
     Every official caller (``SAM2Transforms.postprocess_masks``, ``fill_holes_in_mask_scores``)
     looks the name up in ``sam2.utils.misc`` at call time, so patching that module suffices.
     """
-    import sam2.utils.misc as misc
+    from sam2.utils import misc
 
     misc.get_connected_components = connected_components
 
@@ -236,7 +236,7 @@ def install_connected_components() -> None:
 @contextlib.contextmanager
 def patched_connected_components() -> Iterator[None]:
     """Context manager form of :func:`install_connected_components` that restores the original."""
-    import sam2.utils.misc as misc
+    from sam2.utils import misc
 
     original = misc.get_connected_components
     misc.get_connected_components = connected_components

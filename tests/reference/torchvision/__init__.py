@@ -11,4 +11,4 @@ from . import ops, transforms
 
 __version__ = "0.0.0+masklet.standin"
 
-__all__ = ["ops", "transforms", "__version__"]
+__all__ = ["__version__", "ops", "transforms"]

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, List, Sequence, Union
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ToTensor", "Resize", "Normalize"]
+__all__ = ["Normalize", "Resize", "ToTensor"]
 
 
 class ToTensor:
@@ -35,7 +36,7 @@ class ToTensor:
         return f"{self.__class__.__name__}()"
 
 
-def _output_size(size: List[int], h: int, w: int) -> List[int]:
+def _output_size(size: list[int], h: int, w: int) -> list[int]:
     """torchvision's rule: [h, w] is used as is; a single int sets the shorter edge."""
     if len(size) == 2:
         return [size[0], size[1]]
@@ -47,9 +48,9 @@ def _output_size(size: List[int], h: int, w: int) -> List[int]:
 class Resize(nn.Module):
     """Tensor resize: bilinear, ``antialias=True``, ``align_corners=False`` (torchvision defaults)."""
 
-    def __init__(self, size: Union[int, Sequence[int]], antialias: bool = True) -> None:
+    def __init__(self, size: int | Sequence[int], antialias: bool = True) -> None:
         super().__init__()
-        self.size: List[int] = [int(size)] if isinstance(size, int) else [int(s) for s in size]
+        self.size: list[int] = [int(size)] if isinstance(size, int) else [int(s) for s in size]
         if len(self.size) not in (1, 2):
             raise ValueError("size must be an int or a sequence of one or two ints")
         self.antialias = antialias
@@ -75,8 +76,8 @@ class Normalize(nn.Module):
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
-        self.mean: List[float] = [float(m) for m in mean]
-        self.std: List[float] = [float(s) for s in std]
+        self.mean: list[float] = [float(m) for m in mean]
+        self.std: list[float] = [float(s) for s in std]
 
     def forward(self, tensor: torch.Tensor) -> torch.Tensor:
         mean = torch.tensor(self.mean, dtype=tensor.dtype, device=tensor.device).view(-1, 1, 1)
