@@ -19,9 +19,8 @@ import time
 import numpy as np
 import torch
 
-sys.path[:0] = [os.path.join(os.path.dirname(__file__), "..", "tests", "reference"),
-                os.path.join(os.path.dirname(__file__), "..", "tests")]
-
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+import conftest  # noqa: E402,F401  (binds the torchvision stand-in the official sam2 imports)
 from reference.official import build_official_model, official_image_predictor, official_model_dict, save_official_checkpoint  # noqa: E402
 
 import masklet  # noqa: E402

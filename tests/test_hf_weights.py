@@ -247,3 +247,29 @@ def test_non_sam2_configs_raise(converted: dict[str, Any]) -> None:
     bad["prompt_encoder_config"]["image_size"] = 512  # vision/backbone still say 256
     with pytest.raises(ConfigError, match="image size"):
         hf_config_to_official_dict(bad)
+
+
+@pytest.mark.parametrize("sam2_1", [True, False])
+def test_masklet_loads_save_pretrained_and_matches_transformers(tmp_path: Any, sam2_1: bool) -> None:
+    """load_model on a transformers save_pretrained folder reproduces transformers' outputs."""
+    import masklet
+
+    hf = build_hf_model(seed=8, sam2_1=sam2_1)
+    save_hf_checkpoint(hf, tmp_path)
+    model = masklet.load_model(tmp_path)  # folder with model.safetensors + config.json
+    assert model.config.no_obj_embed_spatial == sam2_1
+    also = masklet.load_model(tmp_path / "model.safetensors")
+    assert also.config == model.config
+    x = _image(2)
+    prompt = {"point_coords": torch.tensor([[[100.0, 120.0], [30.0, 200.0]]]), "point_labels": torch.tensor([[1, 0]])}
+    ref = hf_image_outputs(hf, x, **prompt)
+    with torch.inference_mode():
+        levels = model.image_embeddings(model.encode_image(x))
+        masks, iou, obj = model.decode_masks(
+            levels[-1], levels[:-1], (prompt["point_coords"], prompt["point_labels"].int()), None, True
+        )
+    torch.testing.assert_close(levels[-1], ref["image_embed"], atol=ATOL, rtol=0)
+    torch.testing.assert_close(masks, ref["low_res_masks"], atol=ATOL, rtol=0)
+    torch.testing.assert_close(iou, ref["iou_scores"], atol=ATOL, rtol=0)
+    torch.testing.assert_close(obj, ref["object_score_logits"], atol=ATOL, rtol=0)
+    assert 0.02 < float((masks > 0).float().mean()) < 0.98

@@ -182,10 +182,10 @@ def build_official_model(
     from hydra.utils import instantiate
 
     cfg = copy.deepcopy(dict(model_dict))
-    if video:
-        apply_overrides(cfg, video_postprocess_overrides() if apply_postprocessing else {"_target_": video_postprocess_overrides()["_target_"]})
-    elif apply_postprocessing:
-        apply_overrides(cfg, image_postprocess_overrides())
+    if apply_postprocessing:
+        apply_overrides(cfg, video_postprocess_overrides() if video else image_postprocess_overrides())
+    elif video:
+        cfg["_target_"] = video_postprocess_overrides()["_target_"]
     model = instantiate(cfg, _recursive_=True)
     model = model.to(device="cpu", dtype=torch.float32).eval()
     if seed is not None:
