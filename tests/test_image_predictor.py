@@ -68,18 +68,23 @@ def test_embeddings_out_and_back_in(model, predictor, tmp_path):
         fresh.set_embeddings(ImageEmbeddings(levels=[torch.zeros(1, 256, 8, 8)], orig_hw=[(10, 10)]))
 
 
-def test_bfloat16_agrees_with_float32(model):
+@pytest.mark.parametrize("whole_model", [False, True])
+def test_bfloat16_agrees_with_float32(model, whole_model):
+    """bfloat16 encoder (what load_model(dtype=bfloat16) gives), or the whole model in bfloat16."""
     image = test_image(120, 160, seed=2)
     fp32 = ImagePredictor(model)
-    bf16 = ImagePredictor(Sam2Model(model.config).to(torch.bfloat16).eval())
-    bf16.model.load_state_dict(model.state_dict())
+    low_precision = Sam2Model(model.config).eval()
+    low_precision.load_state_dict(model.state_dict())
+    (low_precision if whole_model else low_precision.image_encoder).to(torch.bfloat16)
+    bf16 = ImagePredictor(low_precision)
+    assert bf16.model.encoder_dtype == torch.bfloat16
     for p in (fp32, bf16):
         p.set_image(image)
     a, _, _ = fp32.predict(**POINT)
     b, _, low = bf16.predict(**POINT)
-    assert low.dtype == np.float32
-    iou = (a & b).sum() / (a | b).sum()
-    assert iou > 0.9
+    assert low.dtype == np.float32 and a.shape == b.shape
+    iou = (a & b).sum(axis=(1, 2)) / (a | b).sum(axis=(1, 2))
+    assert (iou > 0.9).all()
 
 
 def test_predict_before_set_image(model):

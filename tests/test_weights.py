@@ -95,7 +95,7 @@ def test_explicit_config_for_a_non_standard_checkpoint(tmp_path):
         load_model(ckpt)
     config = config_from_official(official_model_dict("sam2-hiera-tiny", **SMALL))
     model = load_model(ckpt, config=config, dtype=torch.bfloat16)
-    assert model.dtype == torch.bfloat16 and not model.training
+    assert model.encoder_dtype == torch.bfloat16 and model.dtype == torch.float32 and not model.training
 
 
 def test_truncated_and_foreign_files(tmp_path):

@@ -113,7 +113,7 @@ class ImagePredictor:
     set_image_batch = set_images  # the official name
 
     def _encode(self, images: list[np.ndarray]) -> ImageEmbeddings:
-        size, device, dtype = self.model.image_size, self.device, self.model.dtype
+        size, device, dtype = self.model.image_size, self.device, self.model.encoder_dtype
         with torch.inference_mode():
             batch = torch.cat([preprocess(img, size, device, dtype) for img in images])  # (B, 3, S, S)
             levels = self.model.image_embeddings(self.model.encode_image(batch))

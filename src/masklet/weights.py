@@ -38,7 +38,11 @@ def load_model(
     dtype: torch.dtype = torch.float32,
     config: Sam2Config | str | Path | None = None,
 ) -> Sam2Model:
-    """Build a SAM2 model and load its weights, in eval mode on ``device`` / ``dtype``.
+    """Build a SAM2 model and load its weights, in eval mode on ``device``.
+
+    ``dtype`` is the image encoder's, where nearly all the compute is; the light prompt encoder,
+    mask decoder and memory modules stay float32, which keeps low-precision masks close to
+    float32 ones (``torch.bfloat16`` is the fast choice on recent CPUs and GPUs).
 
     ``name_or_path`` is a hub name (``sam2.1-hiera-tiny``, see :data:`HUB_CHECKPOINTS`), an
     official ``.pt`` file, or a Hugging Face checkpoint (a folder or ``model.safetensors`` file
@@ -55,7 +59,9 @@ def load_model(
     config = config or detected or detect_config(state)
     model = Sam2Model(config)
     load_state_dict_strict(model, state)
-    return model.to(device=device, dtype=dtype).eval()
+    model = model.to(device=device).eval()
+    model.image_encoder.to(dtype=dtype)
+    return model
 
 
 def resolve_checkpoint(name_or_path: str | Path) -> Path:

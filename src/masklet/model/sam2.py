@@ -105,15 +105,24 @@ class Sam2Model(nn.Module):
         return self.no_mem_embed.dtype
 
     @property
+    def encoder_dtype(self) -> torch.dtype:
+        """Dtype of the image encoder, which may differ from the heads' (see ``weights.load_model``)."""
+        return self.image_encoder.trunk.pos_embed.dtype
+
+    @property
     def image_size(self) -> int:
         return self.config.image_size
 
     # ----------------------------------------------------------------- images
 
     def encode_image(self, images: torch.Tensor) -> ImageFeatures:
-        """(B, 3, S, S) normalised images -> features of the levels the SAM heads use."""
-        features, positions = self.image_encoder(images)
-        features, positions = features[-self.num_feature_levels :], positions[-self.num_feature_levels :]
+        """(B, 3, S, S) normalised images -> features of the levels the SAM heads use.
+
+        The encoder runs in :attr:`encoder_dtype`; its outputs come back in the heads' dtype.
+        """
+        features, positions = self.image_encoder(images.to(self.encoder_dtype))
+        features = [f.to(self.dtype) for f in features[-self.num_feature_levels :]]
+        positions = [p.to(self.dtype) for p in positions[-self.num_feature_levels :]]
         if self.config.use_high_res_features_in_sam:
             features = [
                 self.sam_mask_decoder.conv_s0(features[0]),
