@@ -27,6 +27,16 @@ def assert_masks_agree(our_masks, ref_logits, threshold: float = 0.0) -> None:
     assert np.all(np.abs(ref_logits[differ] - threshold) <= EDGE), f"{int(differ.sum())} pixels differ"
 
 
+def assert_decoded_close(levels, masks, iou, obj, ref: dict) -> None:
+    """Model-level outputs against ``official_image_outputs``."""
+    assert_close(levels[-1], ref["image_embed"], "image embedding")
+    for a, b in zip(levels[:-1], ref["high_res_feats"]):
+        assert_close(a, b, "high-res features")
+    assert_close(masks, ref["low_res_masks"], "mask logits")
+    assert_close(iou, ref["iou_scores"], "iou")
+    assert_close(obj, ref["object_score_logits"], "object score logits")
+
+
 def compare_predict(ours: ImagePredictor, ref, **prompts) -> tuple:
     """Compare logits, IoU and low-res logits, then the thresholded masks."""
     ref_logits, ref_iou, ref_low = ref.predict(return_logits=True, **prompts)
@@ -154,12 +164,7 @@ def test_image_features_positions_and_object_scores():
         assert_close(a, b, f"neck level {i}")
     for i, (a, b) in enumerate(zip(positions, ref["vision_pos_enc"])):
         assert_close(a, b, f"position level {i}")
-    assert_close(levels[-1], ref["image_embed"], "image embedding")
-    for a, b in zip(levels[:-1], ref["high_res_feats"]):
-        assert_close(a, b, "high-res features")
-    assert_close(masks, ref["low_res_masks"], "mask logits")
-    assert_close(iou, ref["iou_scores"], "iou")
-    assert_close(obj, ref["object_score_logits"], "object score logits")
+    assert_decoded_close(levels, masks, iou, obj, ref)
 
 
 def test_full_tiny_config_at_1024():
@@ -176,12 +181,7 @@ def test_full_tiny_config_at_1024():
         box_pts = boxes.reshape(-1, 2, 2)
         pts = (torch.cat([box_pts, coords], 1), torch.cat([torch.tensor([[2, 3]], dtype=torch.int32), labels], 1))
         masks, iou, obj = ours.decode_masks(levels[-1], levels[:-1], pts, None, True)
-    assert_close(levels[-1], ref["image_embed"], "image embedding")
-    for a, b in zip(levels[:-1], ref["high_res_feats"]):
-        assert_close(a, b, "high-res features")
-    assert_close(masks, ref["low_res_masks"], "mask logits")
-    assert_close(iou, ref["iou_scores"], "iou")
-    assert_close(obj, ref["object_score_logits"], "object score logits")
+    assert_decoded_close(levels, masks, iou, obj, ref)
     # and through both predictors, thresholded masks included
     ref_pred, mine = official_image_predictor(official), ImagePredictor(ours)
     ref_pred.set_image(image)

@@ -271,14 +271,12 @@ class ImagePredictor:
                 raise InvalidInputError("point_coords and point_labels must be given together")
             coords = _as_float_tensor(point_coords, "point_coords")
             labels = _as_label_tensor(point_labels)
+            if coords.ndim not in (2, 3) or coords.shape[-1] != 2:
+                raise InvalidInputError(f"point_coords: expected shape (N, 2) or (B, N, 2), got {tuple(coords.shape)}")
             if coords.ndim == 2:
                 coords = coords.unsqueeze(0)
             if labels.ndim == 1:
                 labels = labels.unsqueeze(0)
-            if coords.ndim != 3 or coords.shape[-1] != 2:
-                raise InvalidInputError(
-                    f"point_coords: expected shape (N, 2) or (B, N, 2), got {tuple(_as_float_tensor(point_coords, 'point_coords').shape)}"
-                )
             if labels.ndim != 2 or labels.shape != coords.shape[:2]:
                 raise InvalidInputError(
                     f"point_labels: expected shape {tuple(coords.shape[:2])} to match point_coords, got "
