@@ -139,6 +139,25 @@ def test_unknown_name_and_offline_hub(tmp_path, monkeypatch):
     assert "load_model('/path/to/" in message
 
 
+def test_hub_unreachable_fails_fast(tmp_path, monkeypatch):
+    """No network and no cache: an immediate, helpful error instead of the client's retries."""
+    import socket
+
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+
+    def no_route(*args, **kwargs):
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", no_route)
+    start = time.perf_counter()
+    with pytest.raises(ModelNotFoundError, match="cannot reach .*Network is unreachable"):
+        load_model("sam2-hiera-small")
+    assert time.perf_counter() - start < 2
+
+
 def test_hub_name_uses_the_cache(tmp_path, monkeypatch):
     """A hub name resolves through huggingface_hub's cache without network."""
     official = build_official_model(official_model_dict("sam2.1-hiera-tiny"), seed=None)

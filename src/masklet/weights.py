@@ -7,6 +7,7 @@ missing or unexpected key is an error, never a silently half-initialised model.
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -85,15 +86,37 @@ def _hub_file(repo: str, filename: str) -> Path:
     cached = try_to_load_from_cache(repo, filename)
     if isinstance(cached, str):
         return Path(cached)
+    reason = _hub_unreachable()
+    if reason is None:
+        try:
+            return Path(hf_hub_download(repo_id=repo, filename=filename))
+        except Exception as err:  # huggingface_hub raises many types for "offline" and "not found"
+            reason = f"{type(err).__name__}: {err}"
+    raise ModelNotFoundError(
+        f"could not fetch {filename} from the Hugging Face repository {repo} and it is not in the "
+        f"local cache ({reason}). Download https://huggingface.co/{repo}/resolve/main/{filename} on a "
+        f"machine with network access and pass its local path instead: load_model('/path/to/{filename}')"
+    )
+
+
+def _hub_unreachable(timeout: float = 3.0) -> str | None:
+    """Why the hub cannot be reached (offline mode, no route), or None; probes for a few seconds
+    so that a machine without network fails at once instead of after the client's retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None  # through a proxy a direct probe says nothing; let the client try
+    url = urlparse(constants.ENDPOINT)
     try:
-        return Path(hf_hub_download(repo_id=repo, filename=filename))
-    except Exception as err:  # huggingface_hub raises many types for "offline" and "not found"
-        raise ModelNotFoundError(
-            f"could not fetch {filename} from the Hugging Face repository {repo} and it is not in the "
-            f"local cache ({type(err).__name__}: {err}). Download "
-            f"https://huggingface.co/{repo}/resolve/main/{filename} on a machine with network "
-            f"access and pass its local path instead: load_model('/path/to/{filename}')"
-        ) from None
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+    except OSError as err:
+        return f"cannot reach {url.hostname}: {err}"
+    return None
 
 
 def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], Sam2Config | None]:
