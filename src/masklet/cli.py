@@ -51,7 +51,87 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--bf16", action="store_true", help="run the model in bfloat16")
     seg.add_argument("--max-hole-area", type=float, default=0.0, help="fill holes up to this low-res area")
     seg.add_argument("--max-sprinkle-area", type=float, default=0.0, help="remove specks up to this low-res area")
+
+    train = sub.add_parser("train", help="train or fine-tune a model on instance masks (needs masklet[train])")
+    init = train.add_mutually_exclusive_group(required=True)
+    init.add_argument("--model", help="weights to fine-tune: hub name, .pt file or Hugging Face folder")
+    init.add_argument("--variant", help="train from scratch: a named config, e.g. masklet-nano")
+    init.add_argument("--config", type=Path, help="train from scratch: an official-style yaml config")
+    train.add_argument("--images", default="synthetic",
+                       help="'synthetic', or coco:ANNOTATIONS.json:IMAGE_DIR (default synthetic)")
+    train.add_argument("--videos", default=None, help="'synthetic', or davis:ROOT (folders of frames + indexed PNGs)")
+    train.add_argument("--video-fraction", type=float, default=0.0, help="share of steps on clips (default 0)")
+    train.add_argument("--clip-frames", type=int, default=4, help="frames per synthetic clip (default 4)")
+    train.add_argument("--steps", type=int, default=1000)
+    train.add_argument("--batch-size", type=int, default=4)
+    train.add_argument("--max-objects", type=int, default=4)
+    train.add_argument("--lr", type=float, default=5e-4)
+    train.add_argument("--warmup-steps", type=int, default=200)
+    train.add_argument("--correction-rounds", type=int, default=2)
+    train.add_argument("--freeze", action="append", default=[], metavar="PREFIX",
+                       help="keep parameters with this name prefix fixed (e.g. image_encoder); repeatable")
+    train.add_argument("--save-every", type=int, default=500)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--device", default="cpu")
+    train.add_argument("--out", type=Path, required=True, help="folder for model.pt, model.yaml and trainer_state.pt")
+    train.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     return parser
+
+
+def _dataset(spec: str | None, kind: str, seed: int, size: int, clip_frames: int):
+    """A training source from a command-line spec."""
+    from functools import partial
+
+    from .errors import InvalidInputError
+    from .train import CocoInstances, DavisFolders, synthetic_clips, synthetic_images
+
+    if spec is None:
+        return None
+    if spec == "synthetic":
+        return partial(synthetic_images, size=size) if kind == "images" else partial(
+            synthetic_clips, size=size, num_frames=clip_frames)
+    if kind == "images" and spec.startswith("coco:"):
+        parts = spec.split(":", 2)
+        if len(parts) != 3:
+            raise InvalidInputError("--images coco:ANNOTATIONS.json:IMAGE_DIR expected")
+        return CocoInstances(parts[1], parts[2])
+    if kind == "videos" and spec.startswith("davis:"):
+        return DavisFolders(spec.split(":", 1)[1])
+    accepted = "'synthetic' or coco:ANNOTATIONS.json:IMAGE_DIR" if kind == "images" else "'synthetic' or davis:ROOT"
+    raise InvalidInputError(f"--{kind} {spec!r}: expected {accepted}")
+
+
+def run_train(args: argparse.Namespace) -> Path:
+    """Run ``masklet train``; returns the path of the saved checkpoint."""
+    import torch
+
+    from .model import Sam2Model, variant_config
+    from .official_config import load_official_yaml
+    from .train import TrainConfig, Trainer
+    from .weights import load_model
+
+    if args.model:
+        model = load_model(args.model, device=args.device)
+    else:
+        config = variant_config(args.variant) if args.variant else load_official_yaml(args.config)
+        torch.manual_seed(args.seed)
+        model = Sam2Model(config).to(args.device)
+    size = model.image_size
+    config = TrainConfig(
+        steps=args.steps, batch_size=args.batch_size, max_objects=args.max_objects, lr=args.lr,
+        warmup_steps=args.warmup_steps, correction_rounds=args.correction_rounds,
+        video_fraction=args.video_fraction, freeze=tuple(args.freeze), save_every=args.save_every, seed=args.seed,
+    )
+    trainer = Trainer(
+        model, config,
+        images=_dataset(args.images, "images", args.seed, size, args.clip_frames),
+        videos=_dataset(args.videos, "videos", args.seed, size, args.clip_frames),
+        out_dir=args.out,
+    )
+    if args.resume:
+        trainer.resume(args.out)
+    trainer.fit()
+    return trainer.save(args.out)
 
 
 def run_segment(args: argparse.Namespace) -> dict:
@@ -115,6 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             summary = run_segment(args)
             best = summary["masks"][0]
             print(f"wrote {len(summary['masks'])} mask(s) to {args.out} (best score {best['score']:.3f})")
+        elif args.command == "train":
+            print(f"saved {run_train(args)}")
     except MaskletError as err:
         print(f"masklet {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -158,10 +158,11 @@ def config_to_official(config: Sam2Config) -> dict[str, Any]:
         "memory_encoder": {
             "_target_": "sam2.modeling.memory_encoder.MemoryEncoder",
             "out_dim": me.out_dim,
+            "in_dim": c.hidden_dim,
             "position_encoding": {"_target_": "sam2.modeling.position_encoding.PositionEmbeddingSine",
                                   "num_pos_feats": me.out_dim, "normalize": True, "scale": None, "temperature": 10000},
             "mask_downsampler": {"_target_": "sam2.modeling.memory_encoder.MaskDownSampler",
-                                 "kernel_size": me.mask_kernel_size, "stride": me.mask_stride,
+                                 "embed_dim": c.hidden_dim, "kernel_size": me.mask_kernel_size, "stride": me.mask_stride,
                                  "padding": me.mask_padding, "total_stride": me.mask_total_stride},
             "fuser": {"_target_": "sam2.modeling.memory_encoder.Fuser", "num_layers": me.fuser_num_layers,
                       "layer": {"_target_": "sam2.modeling.memory_encoder.CXBlock", "dim": c.hidden_dim,

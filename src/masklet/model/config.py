@@ -300,9 +300,29 @@ VARIANTS: dict[str, Sam2Config] = {
 }
 
 
+#: masklet-nano: the SAM2.1 architecture at 256 px with a narrow trunk and heads (about 4M
+#: parameters); every module is present, so the official ``sam2`` package builds it too.
+NANO = replace(
+    _released(
+        HieraConfig(
+            embed_dim=32, num_heads=1, stages=(1, 2, 3, 1), global_att_blocks=(4, 5),
+            window_spec=(8, 4, 4, 4), window_pos_embed_bkg_spatial_size=(4, 4),
+        ),
+        "sam2.1",
+    ),
+    image_size=256,
+    neck=NeckConfig(d_model=128, fpn_top_down_levels=(2, 3), fpn_interp_model="nearest", scalp=1),
+    memory_attention=MemoryAttentionConfig(num_layers=2, dim_feedforward=512),
+)
+
+#: Named configs beyond the official ones.
+EXTRA_VARIANTS: dict[str, Sam2Config] = {"masklet-nano": NANO}
+
+
 def variant_config(name: str, **overrides: Any) -> Sam2Config:
-    """The config of a named official variant (e.g. ``sam2.1-hiera-tiny``), optionally changed."""
+    """The config of a named variant (e.g. ``sam2.1-hiera-tiny``, ``masklet-nano``), optionally changed."""
     key = name.removeprefix("facebook/")
-    if key not in VARIANTS:
-        raise ConfigError(f"unknown variant {name!r}; known: {sorted(VARIANTS)}")
-    return replace(VARIANTS[key], **overrides).validate()
+    known = {**VARIANTS, **EXTRA_VARIANTS}
+    if key not in known:
+        raise ConfigError(f"unknown variant {name!r}; known: {sorted(known)}")
+    return replace(known[key], **overrides).validate()

@@ -438,6 +438,8 @@ class Sam2Model(nn.Module):
         out: dict[str, torch.Tensor | None] = {
             "point_inputs": point_inputs,
             "mask_inputs": mask_inputs,
+            "pred_multimasks": sam.low_res_multimasks,
+            "ious": sam.ious,
             "pred_masks": sam.low_res_masks,
             "pred_masks_high_res": sam.high_res_masks,
             "obj_ptr": sam.obj_ptr,
