@@ -29,6 +29,9 @@ HUB_CHECKPOINTS: dict[str, tuple[str, str]] = {
     "sam2.1-hiera-large": ("facebook/sam2.1-hiera-large", "sam2.1_hiera_large.pt"),
 }
 
+#: Checkpoints shipped inside the package (with an official-style yaml of the same name).
+PACKAGED_CHECKPOINTS: dict[str, str] = {"masklet-nano": "masklet_nano.pt"}
+
 # (trunk embed_dim, trunk depth) of the official sizes.
 _SIZES = {(96, 12): "tiny", (96, 16): "small", (112, 24): "base-plus", (144, 48): "large"}
 
@@ -70,11 +73,16 @@ def resolve_checkpoint(name_or_path: str | Path) -> Path:
     path = Path(name_or_path).expanduser()
     if path.exists():
         return path
+    if str(name_or_path) in PACKAGED_CHECKPOINTS:
+        packaged = Path(__file__).parent / "checkpoints" / PACKAGED_CHECKPOINTS[str(name_or_path)]
+        if not packaged.exists():
+            raise ModelNotFoundError(f"the packaged checkpoint {packaged} is missing from this installation")
+        return packaged
     key = str(name_or_path).removeprefix("facebook/")
     if key not in HUB_CHECKPOINTS:
         raise ModelNotFoundError(
             f"{name_or_path!r} is neither an existing file or folder nor a known model name; "
-            f"known names: {', '.join(HUB_CHECKPOINTS)}"
+            f"known names: {', '.join([*PACKAGED_CHECKPOINTS, *HUB_CHECKPOINTS])}"
         )
     repo, filename = HUB_CHECKPOINTS[key]
     return _hub_file(repo, filename)

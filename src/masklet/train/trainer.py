@@ -103,6 +103,18 @@ class Trainer:
         from tqdm.auto import tqdm
 
         self.model.train()
+        # Tiny gradients and moments become denormal floats, which slow CPU kernels by orders
+        # of magnitude; flush them to zero while training (restored afterwards).
+        flush = torch.set_flush_denormal(True)
+        try:
+            self._loop(tqdm, progress)
+        finally:
+            if flush:
+                torch.set_flush_denormal(False)
+        self.model.eval()
+        return self.history
+
+    def _loop(self, tqdm, progress: bool) -> None:
         bar = tqdm(total=self.config.steps, initial=self.step, disable=not progress, desc="training")
         while self.step < self.config.steps:
             video = self._videos is not None and self.rng.random() < self.config.video_fraction
@@ -123,8 +135,6 @@ class Trainer:
             if self.out_dir is not None and (self.step % self.config.save_every == 0 or self.step == self.config.steps):
                 self.save(self.out_dir)
         bar.close()
-        self.model.eval()
-        return self.history
 
     # ------------------------------------------------------------- image step
 
