@@ -32,7 +32,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from masklet.errors import ImageDecodeError, InvalidInputError
 
-__all__ = ["ImageSource", "load_image", "save_image", "save_mask_png", "overlay_masks", "palette"]
+__all__ = ["ImageSource", "load_image", "save_image", "save_mask_png", "overlay_masks", "palette", "write_video"]
 
 ImageSource = Union[
     str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray, torch.Tensor
@@ -294,3 +294,28 @@ def overlay_masks(
         out[mask] = (1.0 - alpha) * out[mask] + alpha * color
         out[_edges(mask)] = color
     return np.clip(np.floor(out + 0.5), 0, 255).astype(np.uint8)
+
+
+def write_video(frames: Sequence[np.ndarray] | np.ndarray, path: str | os.PathLike, fps: float = 8.0) -> None:
+    """Encode (T, H, W, 3) uint8 RGB frames as an H.264 mp4 (or any container PyAV infers from
+    the extension). Needs the optional PyAV package (``pip install masklet[video]``)."""
+    try:
+        import av
+    except ImportError:
+        raise InvalidInputError("writing videos needs PyAV: pip install 'masklet[video]'") from None
+    frames = [load_image(f) for f in frames]
+    if not frames:
+        raise InvalidInputError("frames: expected at least one frame, got none")
+    if not isinstance(fps, numbers.Real) or fps <= 0:
+        raise InvalidInputError(f"fps: expected a positive number, got {fps!r}")
+    height, width = frames[0].shape[:2]
+    with av.open(os.fspath(path), mode="w") as container:
+        stream = container.add_stream("libx264" if Path(path).suffix == ".mp4" else "mpeg4", rate=round(fps))
+        stream.width, stream.height = width - width % 2, height - height % 2  # even sizes for yuv420p
+        stream.pix_fmt = "yuv420p"
+        for frame in frames:
+            if frame.shape[:2] != (height, width):
+                raise InvalidInputError(f"frames: every frame must be {height}x{width}, got {frame.shape[:2]}")
+            picture = av.VideoFrame.from_ndarray(frame[: stream.height, : stream.width], format="rgb24")
+            container.mux(stream.encode(picture))
+        container.mux(stream.encode())

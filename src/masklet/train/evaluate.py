@@ -10,7 +10,7 @@ import torch
 
 from ..image import ImagePredictor
 from ..model import MemoryBank, Sam2Model
-from ..transforms import preprocess, upscale_masks
+from ..transforms import preprocess, to_model_coords, upscale_masks
 from .data import ImageSample, VideoSample
 
 
@@ -76,23 +76,48 @@ def evaluate_images(model: Sam2Model, samples: Iterable[ImageSample]) -> ImageSc
     return ImageScores(float(np.mean(clicks)), float(np.mean(boxes)), len(clicks))
 
 
-def track_clip(model: Sam2Model, frames: np.ndarray, first_masks: np.ndarray) -> np.ndarray:
-    """Track objects given by their masks on frame 0 through a clip: (T, N, H, W) bool."""
+def track_clip(
+    model: Sam2Model,
+    frames: np.ndarray,
+    first_masks: np.ndarray | None = None,
+    first_points: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
+    """Track objects prompted on frame 0 through a clip: (T, N, H, W) bool.
+
+    Prompts are masks (N, H, W), or clicks: coordinates (N, P, 2) in frame pixels and labels (N, P).
+    A minimal forward tracker over ``Sam2Model.track_step`` for evaluation and the demo.
+    """
+    if (first_masks is None) == (first_points is None):
+        raise ValueError("give exactly one of first_masks and first_points")
     size, device = model.image_size, model.device
-    num_frames, num_obj = frames.shape[0], first_masks.shape[0]
+    num_frames = frames.shape[0]
     height, width = frames.shape[1:3]
     bank = MemoryBank(cond={}, non_cond={})
+    point_inputs = mask_inputs = None
+    if first_masks is not None:
+        num_obj = first_masks.shape[0]
+        prompt = torch.from_numpy(first_masks).to(device)[:, None].float()
+        mask_inputs = torch.nn.functional.interpolate(prompt, size=(size, size), mode="bilinear", align_corners=False) > 0.5
+    else:
+        coords = torch.as_tensor(first_points[0], dtype=torch.float32, device=device)
+        num_obj = coords.shape[0]
+        point_inputs = {
+            "point_coords": to_model_coords(coords, (height, width), size),
+            "point_labels": torch.as_tensor(first_points[1], dtype=torch.int32, device=device),
+        }
     out_masks = []
     with torch.inference_mode():
-        prompt = torch.from_numpy(first_masks).to(device)[:, None].float()
-        prompt = torch.nn.functional.interpolate(prompt, size=(size, size), mode="bilinear", align_corners=False) > 0.5
         for t in range(num_frames):
             features = model.encode_image(preprocess(frames[t], size, device, model.encoder_dtype))
             feats = [x.expand(num_obj, -1, -1, -1).flatten(2).permute(2, 0, 1) for x in features.levels]
             pos = [x.expand(num_obj, -1, -1, -1).flatten(2).permute(2, 0, 1) for x in features.positions]
             sizes = [tuple(x.shape[-2:]) for x in features.levels]
-            out = model.track_step(t, t == 0, feats, pos, sizes, None, prompt if t == 0 else None, bank, num_frames)
-            (bank.cond if t == 0 else bank.non_cond)[t] = out
+            first = t == 0
+            out = model.track_step(
+                t, first, feats, pos, sizes, point_inputs if first else None, mask_inputs if first else None,
+                bank, num_frames,
+            )
+            (bank.cond if first else bank.non_cond)[t] = out
             out_masks.append((upscale_masks(out["pred_masks"], (height, width))[:, 0] > 0).cpu().numpy())
     return np.stack(out_masks)
 
@@ -101,10 +126,30 @@ def evaluate_clips(model: Sam2Model, clips: Iterable[VideoSample]) -> float:
     """Mean J&F over objects and frames after the first, objects prompted by their frame-0 masks."""
     scores = []
     for clip in clips:
-        pred = track_clip(model, clip.frames, clip.masks[0])
+        pred = track_clip(model, clip.frames, first_masks=clip.masks[0])
         for t in range(1, clip.frames.shape[0]):
             for n in range(clip.masks.shape[1]):
                 j = iou(pred[t, n], clip.masks[t, n])
                 f = boundary_f(pred[t, n], clip.masks[t, n])
                 scores.append((j + f) / 2)
     return float(np.mean(scores))
+
+
+def amg_recall(model: Sam2Model, samples: Iterable[ImageSample], iou_threshold: float = 0.75, **options) -> float:
+    """Share of ground-truth shapes matched by an automatic mask with IoU >= ``iou_threshold``."""
+    from ..amg import MaskGenerator
+
+    generator = MaskGenerator(model, **options)
+    hits = total = 0
+    for sample in samples:
+        records = generator.generate(sample.image)
+        found = np.stack([r["segmentation"] for r in records]).reshape(len(records), -1) if records else None
+        for gt in sample.masks:
+            total += 1
+            if found is None:
+                continue
+            flat = gt.reshape(-1)
+            inter = (found & flat).sum(1)
+            union = (found | flat).sum(1)
+            hits += int((inter / np.maximum(union, 1)).max() >= iou_threshold)
+    return hits / max(total, 1)

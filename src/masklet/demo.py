@@ -1,0 +1,81 @@
+"""The offline demo: segment a generated scene, run automatic masks, track two objects in a clip.
+
+Runs with the packaged masklet-nano and no network; any other model name or path works too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .image import ImagePredictor
+from .io import overlay_masks, save_image, write_video
+from .synthetic import make_clip, make_scene
+from .train.evaluate import farthest_point, track_clip
+from .weights import load_model
+
+
+def _mark(image: np.ndarray, x: float, y: float, color=(255, 255, 255)) -> np.ndarray:
+    """Draw a small cross at (x, y)."""
+    out = image.copy()
+    h, w = out.shape[:2]
+    xi, yi = int(round(x)), int(round(y))
+    for d in range(-4, 5):
+        if 0 <= yi < h and 0 <= xi + d < w:
+            out[yi, xi + d] = color
+        if 0 <= yi + d < h and 0 <= xi < w:
+            out[yi + d, xi] = color
+    return out
+
+
+def _box(image: np.ndarray, box: list[float], color=(255, 255, 255)) -> np.ndarray:
+    """Draw a one-pixel rectangle."""
+    out = image.copy()
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    out[y0, x0 : x1 + 1] = out[y1, x0 : x1 + 1] = color
+    out[y0 : y1 + 1, x0] = out[y0 : y1 + 1, x1] = color
+    return out
+
+
+def run_demo(model_name: str = "masklet-nano", out_dir: str | Path = "masklet-demo", seed: int = 7,
+             device: str = "cpu") -> tuple[dict[str, Path], int]:
+    """Write the demo pictures and video into ``out_dir``; returns the files by name and the
+    number of automatic masks."""
+    from .amg import MaskGenerator
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model = load_model(model_name, device=device)
+    written: dict[str, Path] = {}
+
+    scene = make_scene(seed, size=(384, 512), num_shapes=(4, 6))
+    predictor = ImagePredictor(model)
+    predictor.set_image(scene.image)
+    order = np.argsort([-m.sum() for m in scene.masks])  # the two largest shapes
+    x, y = farthest_point(scene.masks[order[0]])
+    masks, scores, _ = predictor.predict(point_coords=[[x, y]], point_labels=[1])
+    picture = _mark(overlay_masks(scene.image, masks[int(scores.argmax())][None]), x, y)
+    written["click"] = out / "click.png"
+    save_image(picture, written["click"])
+
+    ys, xs = np.nonzero(scene.masks[order[1 % len(order)]])
+    box = [float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())]
+    masks, _, _ = predictor.predict(box=box, multimask_output=False)
+    written["box"] = out / "box.png"
+    save_image(_box(overlay_masks(scene.image, masks), box), written["box"])
+
+    records = MaskGenerator(model).generate(scene.image)
+    automatic = np.stack([r["segmentation"] for r in records]) if records else np.zeros((0, *scene.image.shape[:2]), bool)
+    written["automatic"] = out / "automatic.png"
+    save_image(overlay_masks(scene.image, automatic), written["automatic"])
+
+    clip = make_clip(seed, num_frames=16, size=(384, 512), crossing=True)
+    clicks = np.array([[farthest_point(m)] for m in clip.masks[0]], dtype=np.float32)
+    tracked = track_clip(model, clip.frames, first_points=(clicks, np.ones(clicks.shape[:2], np.int32)))
+    frames = [overlay_masks(frame, masks) for frame, masks in zip(clip.frames, tracked)]
+    written["first_frame"] = out / "tracking_frame0.png"
+    save_image(frames[0], written["first_frame"])
+    written["video"] = out / "tracking.mp4"
+    write_video(frames, written["video"], fps=6)
+    return written, len(records)
