@@ -1,7 +1,7 @@
 """masklet: a compact engine for Segment Anything 2 (SAM2 / SAM2.1).
 
-Public API: :func:`load_model`, :class:`ImagePredictor`, the model and config types, and the
-error types. Everything else is internal.
+Public API: :func:`load_model`, :class:`ImagePredictor`, :class:`MaskGenerator`, the model and
+config types, and the error types. Everything else is internal.
 """
 
 from .errors import (
@@ -13,6 +13,7 @@ from .errors import (
     ModelNotFoundError,
     PredictorStateError,
 )
+from .amg import MaskGenerator
 from .image import ImageEmbeddings, ImagePredictor
 from .model import Sam2Config, Sam2Model, variant_config
 from .weights import HUB_CHECKPOINTS, load_model, save_checkpoint
@@ -27,6 +28,7 @@ __all__ = [
     "ImageEmbeddings",
     "ImagePredictor",
     "InvalidInputError",
+    "MaskGenerator",
     "MaskletError",
     "ModelNotFoundError",
     "PredictorStateError",

@@ -52,6 +52,28 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--max-hole-area", type=float, default=0.0, help="fill holes up to this low-res area")
     seg.add_argument("--max-sprinkle-area", type=float, default=0.0, help="remove specks up to this low-res area")
 
+    amg = sub.add_parser("amg", help="segment everything: automatic masks from a grid of points (COCO JSON + overlay)")
+    amg.add_argument("image", help="image file (any format Pillow reads)")
+    amg.add_argument("--out", type=Path, required=True, help="output folder")
+    amg_source = amg.add_mutually_exclusive_group()
+    amg_source.add_argument("--model", default=None, help="hub model name, e.g. sam2.1-hiera-tiny (the default)")
+    amg_source.add_argument("--checkpoint", type=Path, help="local checkpoint: official .pt or Hugging Face folder")
+    amg.add_argument("--config", type=Path, help="official-style yaml config for a non-standard checkpoint")
+    amg.add_argument("--points-per-side", type=int, default=32, help="grid points per image side (default 32)")
+    amg.add_argument("--pred-iou-thresh", type=float, default=0.8, help="predicted-IoU filter (default 0.8)")
+    amg.add_argument("--stability-score-thresh", type=float, default=0.95, help="stability filter (default 0.95)")
+    amg.add_argument("--crop-n-layers", type=int, default=0, help="layers of overlapping crops (default 0)")
+    amg.add_argument("--min-mask-region-area", type=float, default=0,
+                     help="fill holes and remove islands smaller than this many pixels (default 0: off)")
+    amg.add_argument("--use-m2m", action="store_true", help="refine every mask once with its own logits")
+    amg.add_argument("--device", default="cpu", help="torch device (default cpu)")
+
+    demo = sub.add_parser("demo", help="offline demo on generated data: click, box, automatic masks, tracking")
+    demo.add_argument("--model", default="masklet-nano", help="model name or path (default masklet-nano)")
+    demo.add_argument("--out", type=Path, default=Path("masklet-demo"), help="output folder (default masklet-demo)")
+    demo.add_argument("--seed", type=int, default=7, help="seed of the generated scene and clip")
+    demo.add_argument("--device", default="cpu")
+
     train = sub.add_parser("train", help="train or fine-tune a model on instance masks (needs masklet[train])")
     init = train.add_mutually_exclusive_group(required=True)
     init.add_argument("--model", help="weights to fine-tune: hub name, .pt file or Hugging Face folder")
@@ -187,6 +209,65 @@ def run_segment(args: argparse.Namespace) -> dict:
     return summary
 
 
+def run_amg(args: argparse.Namespace) -> dict:
+    """Run ``masklet amg``: write ``STEM.json`` (COCO format) and ``STEM_overlay.png``; returns the JSON."""
+    from .amg import MaskGenerator
+    from .io import load_image, overlay_masks, save_image
+    from .masks import decode_rle
+    from .weights import load_model
+
+    image = load_image(args.image)
+    source = args.checkpoint if args.checkpoint is not None else (args.model or "sam2.1-hiera-tiny")
+    model = load_model(source, device=args.device, config=args.config)
+    generator = MaskGenerator(
+        model,
+        points_per_side=args.points_per_side,
+        pred_iou_thresh=args.pred_iou_thresh,
+        stability_score_thresh=args.stability_score_thresh,
+        crop_n_layers=args.crop_n_layers,
+        min_mask_region_area=args.min_mask_region_area,
+        use_m2m=args.use_m2m,
+        output_mode="coco_rle",
+    )
+    records = generator.generate(image)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = Path(args.image).stem
+    height, width = int(image.shape[0]), int(image.shape[1])
+    annotations = [
+        {
+            "id": i + 1,
+            "image_id": 1,
+            "category_id": 1,
+            "segmentation": r["segmentation"],
+            "area": int(r["area"]),
+            "bbox": [float(v) for v in r["bbox"]],
+            "score": float(r["predicted_iou"]),
+            "iscrowd": 0,
+            "predicted_iou": float(r["predicted_iou"]),
+            "stability_score": float(r["stability_score"]),
+            "point_coords": r["point_coords"],
+            "crop_box": r["crop_box"],
+        }
+        for i, r in enumerate(records)
+    ]
+    coco = {
+        "info": {"description": f"masklet amg of {Path(args.image).name} with {source}"},
+        "images": [{"id": 1, "file_name": Path(args.image).name, "height": height, "width": width}],
+        "annotations": annotations,
+        "categories": [{"id": 1, "name": "object", "supercategory": "object"}],
+    }
+    (args.out / f"{stem}.json").write_text(json.dumps(coco))
+    # larger masks first, so that small ones stay visible on top
+    order = sorted(range(len(records)), key=lambda i: -records[i]["area"])
+    if records:
+        masks = decode_rle([records[i]["segmentation"] for i in order]).numpy()
+    else:
+        masks = np.zeros((0, height, width), dtype=bool)
+    save_image(overlay_masks(image, masks), args.out / f"{stem}_overlay.png")
+    return coco
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``masklet`` command."""
     args = build_parser().parse_args(argv)
@@ -195,6 +276,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             summary = run_segment(args)
             best = summary["masks"][0]
             print(f"wrote {len(summary['masks'])} mask(s) to {args.out} (best score {best['score']:.3f})")
+        elif args.command == "amg":
+            coco = run_amg(args)
+            print(f"wrote {len(coco['annotations'])} mask(s) to {args.out}")
+        elif args.command == "demo":
+            from .demo import run_demo
+
+            written, count = run_demo(args.model, args.out, args.seed, args.device)
+            print(f"masklet demo with {args.model}:")
+            for name, path in written.items():
+                print(f"  {name:12s} {path}")
+            print(f"  ({count} automatic masks)")
         elif args.command == "train":
             print(f"saved {run_train(args)}")
     except MaskletError as err:

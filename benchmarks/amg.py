@@ -1,0 +1,161 @@
+"""Time automatic mask generation: official SAM2AutomaticMaskGenerator vs masklet.MaskGenerator.
+
+Same weights (seeded random full config by default, or an official-format checkpoint), same
+smooth synthetic image, same options. Prints both times, the ratio official / masklet (> 1 means
+masklet is faster), the number of masks and whether they match (same count, every masklet mask
+paired with an official one at IoU >= 0.99 and area within 0.5%).
+
+    python benchmarks/amg.py                                   # full tiny config, 32x32 grid, 1200x900
+    python benchmarks/amg.py --points-per-side 4               # quick check
+    python benchmarks/amg.py --checkpoint trained.pt [--config trained.yaml]
+
+Random weights predict low IoUs, so with the official thresholds (pred_iou_thresh 0.8,
+stability_score_thresh 0.95) no mask survives; lower them (--pred-iou-thresh 0
+--stability-score-thresh 0.3) or pass a trained checkpoint to compare masks too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+import conftest  # noqa: E402,F401  (binds the torchvision stand-in the official sam2 imports)
+from reference.official import (  # noqa: E402
+    build_official_model,
+    feat_sizes,
+    install_connected_components,
+    official_model_dict,
+    save_official_checkpoint,
+)
+from test_amg import match_masks  # noqa: E402
+
+import masklet  # noqa: E402
+
+
+def test_image(height: int = 900, width: int = 1200, seed: int = 0) -> np.ndarray:
+    """A smooth synthetic RGB image (blobs on a gradient), as in benchmarks/image_predictor.py."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    img = np.stack([xx / width, yy / height, 0.5 + 0.0 * xx], -1)
+    for _ in range(12):
+        cy, cx, r = rng.uniform(0, height), rng.uniform(0, width), rng.uniform(40, 200)
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = rng.uniform(0, 1, 3)
+    return (img * 255).astype(np.uint8)
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--image-size {text!r}: expected WIDTHxHEIGHT, e.g. 1200x900") from None
+    return w, h
+
+
+def official_model(args: argparse.Namespace) -> torch.nn.Module:
+    """The official SAM2Base: seeded random weights, or the checkpoint's."""
+    if args.config:
+        from omegaconf import OmegaConf
+
+        model_dict = OmegaConf.to_container(OmegaConf.load(args.config).model, resolve=True)
+    else:
+        model_dict = official_model_dict(args.variant)
+    if args.checkpoint is None:
+        return build_official_model(model_dict, seed=args.seed)
+    model = build_official_model(model_dict, seed=None)
+    state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+    model.load_state_dict(state.get("model", state), strict=True)
+    return model
+
+
+def encoder_seconds(set_image) -> float:
+    """Time of one image encoding (what both generators do once per crop)."""
+    with torch.inference_mode():
+        start = time.perf_counter()
+        set_image()
+        return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--variant", default="sam2.1-hiera-tiny", help="config of the random model (default tiny)")
+    parser.add_argument("--checkpoint", default=None, help="official-format .pt checkpoint (e.g. a trained one)")
+    parser.add_argument("--config", default=None, help="official yaml of --checkpoint (default: the variant's)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    parser.add_argument("--image-size", type=_size, default=(1200, 900), metavar="WxH")
+    parser.add_argument("--points-per-side", type=int, default=32)
+    parser.add_argument("--pred-iou-thresh", type=float, default=0.8)
+    parser.add_argument("--stability-score-thresh", type=float, default=0.95)
+    parser.add_argument("--crop-n-layers", type=int, default=0)
+    parser.add_argument("--use-m2m", action="store_true")
+    parser.add_argument("--skip-official", action="store_true", help="time masklet only")
+    args = parser.parse_args()
+
+    from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
+
+    width, height = args.image_size
+    image = test_image(height, width)
+    options = dict(
+        points_per_side=args.points_per_side,
+        pred_iou_thresh=args.pred_iou_thresh,
+        stability_score_thresh=args.stability_score_thresh,
+        crop_n_layers=args.crop_n_layers,
+        use_m2m=args.use_m2m,
+    )
+    ref_model = official_model(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = os.path.join(tmp, "model.pt")
+        save_official_checkpoint(ref_model, ckpt)
+        config = args.config
+        ours = masklet.load_model(ckpt, config=config)
+
+    source = args.checkpoint or f"{args.variant} (random, seed {args.seed})"
+    print(f"{source}, image {width}x{height}, {args.points_per_side}x{args.points_per_side} grid, "
+          f"{torch.get_num_threads()} threads, options {options}")
+
+    prompts = args.points_per_side**2  # of the whole-image crop; crops add their own
+    generator = masklet.MaskGenerator(ours, **options)
+    start = time.perf_counter()
+    masks = generator.generate(image)
+    ours_s = time.perf_counter() - start
+    ours_enc = encoder_seconds(lambda: masklet.ImagePredictor(ours).set_image(image))
+    print(f"  masklet  {ours_s:8.2f} s   {len(masks)} masks   (image encoder {ours_enc:.2f} s)")
+    if args.skip_official:
+        return
+
+    install_connected_components()
+    official = SAM2AutomaticMaskGenerator(ref_model, **options)
+    official.predictor._bb_feat_sizes = feat_sizes(int(ref_model.image_size))
+    start = time.perf_counter()
+    with torch.inference_mode():
+        reference = official.generate(image)
+    official_s = time.perf_counter() - start
+    official_enc = encoder_seconds(lambda: official.predictor.set_image(image))
+    print(f"  official {official_s:8.2f} s   {len(reference)} masks   (image encoder {official_enc:.2f} s)")
+    print(f"  speed-up official / masklet: {official_s / ours_s:.1f}x")
+    if args.crop_n_layers == 0:
+        # The encoder runs once either way; the rest grows with the number of prompts. Rough on
+        # small grids: timing noise of the separate encoder run and fixed per-crop work count too.
+        ours_p, official_p = (ours_s - ours_enc) / prompts, (official_s - official_enc) / prompts
+        print(f"  rough, per prompt (without the encoder): masklet {ours_p * 1000:.1f} ms, official {official_p * 1000:.1f} ms "
+              f"({official_p / ours_p:.1f}x); projected for a 32x32 grid: masklet {ours_enc + 1024 * ours_p:.0f} s, "
+              f"official {official_enc + 1024 * official_p:.0f} s "
+              f"({(official_enc + 1024 * official_p) / (ours_enc + 1024 * ours_p):.1f}x)")
+    problems = match_masks(masks, reference)
+    if problems:
+        print(f"  masks DIFFER: {len(problems)} problem(s), first: {problems[:3]}")
+    else:
+        print(f"  masks match: {len(masks)} = {len(reference)}, IoU >= 0.99, area within 0.5%, same order")
+    if not reference and args.checkpoint is None:
+        print("  (no mask survived: random weights predict low IoUs; lower --pred-iou-thresh / "
+              "--stability-score-thresh or pass --checkpoint)")
+
+
+if __name__ == "__main__":
+    main()

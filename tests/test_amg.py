@@ -1,0 +1,429 @@
+"""Automatic mask generation: masklet.MaskGenerator against the official SAM2AutomaticMaskGenerator.
+
+Both run on the same seeded random weights (small config) and the same image. Random weights
+give few, degenerate masks, so the thresholds below are lowered until the official generator
+keeps a handful; each test asserts that it does. The helpers (:func:`match_masks`,
+:func:`assert_same_masks`, :func:`official_records`) take any pair of models, so parity tests
+on a trained checkpoint only need another model pair and image.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from reference.official import (
+    SMALL,
+    build_official_model,
+    feat_sizes,
+    official_model_dict,
+    patched_connected_components,
+    save_official_checkpoint,
+)
+from reference.pairs import make_pair, test_image
+
+from masklet import InvalidInputError, MaskGenerator
+from masklet.amg import build_point_grid
+from masklet.cli import main
+from masklet.masks import decode_rle
+from masklet.official_config import config_from_official, save_official_yaml
+
+RECORD_KEYS = {"segmentation", "area", "bbox", "predicted_iou", "point_coords", "stability_score", "crop_box"}
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers (model-agnostic)
+# ---------------------------------------------------------------------------------------------
+
+
+def masks_of(records: list[dict]) -> np.ndarray:
+    """(n, H, W) bool masks of AMG records in any output mode."""
+    out = []
+    for record in records:
+        seg = record["segmentation"]
+        out.append(decode_rle(seg)[0].numpy() if isinstance(seg, dict) else np.asarray(seg, dtype=bool))
+    return np.stack(out) if out else np.zeros((0, 0, 0), dtype=bool)
+
+
+def match_masks(
+    ours: list[dict],
+    official: list[dict],
+    iou_min: float = 0.99,
+    area_rtol: float = 0.005,
+    score_atol: float = 1e-4,
+    stability_atol: float = 5e-3,
+    box_atol: float = 1.0,
+) -> list[str]:
+    """Differences between two lists of AMG records; empty when they agree.
+
+    Same number of masks; each of ours paired with an unused official mask (the one at the same
+    rank when it matches, else the best one) at mask IoU >= ``iou_min``, area within
+    ``area_rtol``, predicted IoU within ``score_atol``, stability within ``stability_atol``,
+    box within ``box_atol`` pixels, same prompt point and crop box. A pair off the diagonal is
+    an order problem unless both official masks at those ranks have the same predicted IoU (a
+    tie the two implementations may break differently).
+    """
+    problems = []
+    if len(ours) != len(official):
+        problems.append(f"{len(ours)} masks, official {len(official)}")
+    if not ours or not official:
+        return problems
+    a, b = masks_of(ours), masks_of(official)
+    if a.shape[1:] != b.shape[1:]:
+        return problems + [f"mask size {a.shape[1:]}, official {b.shape[1:]}"]
+    fa = a.reshape(len(a), -1).astype(np.float64)
+    fb = b.reshape(len(b), -1).astype(np.float64)
+    inter = fa @ fb.T
+    union = fa.sum(1)[:, None] + fb.sum(1)[None] - inter
+    iou = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+    used: set[int] = set()
+    for i, rec in enumerate(ours):
+        if i < len(official) and i not in used and iou[i, i] >= iou_min:
+            j = i
+        else:
+            free = [k for k in range(len(official)) if k not in used]
+            if not free:
+                break
+            j = max(free, key=lambda k: iou[i, k])
+        used.add(j)
+        ref = official[j]
+        where = f"mask {i} (official {j})"
+        if iou[i, j] < iou_min:
+            problems.append(f"{where}: IoU {iou[i, j]:.4f} < {iou_min}")
+        if abs(rec["area"] - ref["area"]) > area_rtol * ref["area"]:
+            problems.append(f"{where}: area {rec['area']} vs {ref['area']}")
+        if abs(rec["predicted_iou"] - ref["predicted_iou"]) > score_atol:
+            problems.append(f"{where}: predicted_iou {rec['predicted_iou']} vs {ref['predicted_iou']}")
+        both_nan = np.isnan(rec["stability_score"]) and np.isnan(ref["stability_score"])
+        if not abs(rec["stability_score"] - ref["stability_score"]) <= stability_atol and not both_nan:
+            problems.append(f"{where}: stability {rec['stability_score']} vs {ref['stability_score']}")
+        if np.abs(np.subtract(rec["bbox"], ref["bbox"])).max() > box_atol:
+            problems.append(f"{where}: bbox {rec['bbox']} vs {ref['bbox']}")
+        if not np.allclose(rec["point_coords"], ref["point_coords"], atol=1e-3):
+            problems.append(f"{where}: point {rec['point_coords']} vs {ref['point_coords']}")
+        if list(rec["crop_box"]) != list(ref["crop_box"]):
+            problems.append(f"{where}: crop_box {rec['crop_box']} vs {ref['crop_box']}")
+        tie = i < len(official) and abs(official[i]["predicted_iou"] - ref["predicted_iou"]) <= score_atol
+        if j != i and not (tie and rec["crop_box"] == official[i]["crop_box"]):
+            problems.append(f"{where}: out of order")
+    return problems
+
+
+def assert_same_masks(ours: list[dict], official: list[dict], **tolerances) -> None:
+    problems = match_masks(ours, official, **tolerances)
+    assert not problems, f"{len(problems)} difference(s):\n" + "\n".join(problems[:20])
+
+
+def official_records(model, image: np.ndarray, min_mask_region_area: float = 0, **options) -> list[dict]:
+    """Records of the official SAM2AutomaticMaskGenerator on ``model`` (any image size).
+
+    With ``min_mask_region_area`` > 0 the official generator runs with its predictor's
+    low-resolution hole/sprinkle clean-up active (the OpenCV stand-in for its CUDA kernel) and
+    the first Segment Anything's ``postprocess_small_regions`` (which SAM2 ships but never
+    calls) is applied before the records are written, with max(box_nms_thresh, crop_nms_thresh).
+    """
+    from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
+
+    generator = SAM2AutomaticMaskGenerator(model, min_mask_region_area=min_mask_region_area, **options)
+    generator.predictor._bb_feat_sizes = feat_sizes(int(model.image_size))
+    if min_mask_region_area > 0:
+        generate_masks = generator._generate_masks
+        nms = max(generator.box_nms_thresh, generator.crop_nms_thresh)
+
+        def with_postprocessing(img):
+            return generator.postprocess_small_regions(generate_masks(img), min_mask_region_area, nms)
+
+        generator._generate_masks = with_postprocessing
+    with patched_connected_components(), torch.inference_mode():
+        return generator.generate(image)
+
+
+@functools.cache
+def pair(seed: int):
+    return make_pair("sam2.1-hiera-tiny", seed=seed, **SMALL)
+
+
+@functools.cache
+def image(seed: int) -> np.ndarray:
+    img = test_image(180, 240, seed=seed)
+    img.flags.writeable = False
+    return img
+
+
+@functools.cache
+def blob_image(seed: int) -> np.ndarray:
+    """A few small discs on flat grey, away from the border: random weights then give small
+    masks inside crops, which is what crop tests need (masks touching a crop edge are dropped)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:180, 0:240]
+    img = np.full((180, 240, 3), 0.5)
+    for _ in range(6):
+        cy, cx, r = rng.uniform(0.15, 0.85) * 180, rng.uniform(0.15, 0.85) * 240, rng.uniform(6, 16)
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = rng.uniform(0, 1, 3)
+    img = (img * 255).astype(np.uint8)
+    img.flags.writeable = False
+    return img
+
+
+def run_both(seed: int, min_reference: int, picture=None, **options) -> tuple[list[dict], list[dict]]:
+    official, ours = pair(seed)
+    picture = image(seed) if picture is None else picture
+    reference = official_records(official, picture, **options)
+    assert len(reference) >= min_reference, f"only {len(reference)} official masks: the test proves little"
+    return MaskGenerator(ours, **options).generate(picture), reference
+
+
+# ---------------------------------------------------------------------------------------------
+# parity with the official generator
+# ---------------------------------------------------------------------------------------------
+
+
+LOW = dict(points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+
+
+def test_default_nms_and_filters_match_official():
+    ours, reference = run_both(2, 5, points_per_side=8, pred_iou_thresh=0.2, stability_score_thresh=0.005)
+    assert_same_masks(ours, reference)
+
+
+@functools.cache
+def many_masks() -> tuple[list[dict], list[dict]]:
+    return run_both(2, 15, box_nms_thresh=0.95, **LOW)
+
+
+def test_many_masks_match_official():
+    ours, reference = many_masks()
+    assert_same_masks(ours, reference)
+
+
+def test_crop_layer_matches_official():
+    ours, reference = run_both(3, 5, blob_image(3), box_nms_thresh=0.95, crop_n_layers=1,
+                               crop_n_points_downscale_factor=2, **LOW)
+    assert_same_masks(ours, reference)
+    assert len({tuple(r["crop_box"]) for r in ours}) > 1  # masks come from several crops
+
+
+def test_m2m_matches_official():
+    ours, reference = run_both(0, 20, points_per_side=8, pred_iou_thresh=0.3, stability_score_thresh=0.6,
+                               box_nms_thresh=1.0, use_m2m=True)
+    assert_same_masks(ours, reference)
+
+
+def test_single_mask_output_matches_official():
+    ours, reference = run_both(0, 4, points_per_side=8, pred_iou_thresh=0.3, stability_score_thresh=0.1,
+                               box_nms_thresh=0.98, multimask_output=False)
+    assert_same_masks(ours, reference)
+
+
+def test_large_crop_matches_official():
+    # at 512x640 stability and boxes of smooth masks come from the straddling cells only
+    ours, reference = run_both(2, 15, test_image(512, 640, seed=2), box_nms_thresh=0.95, **LOW)
+    assert_same_masks(ours, reference)
+
+
+def test_min_mask_region_area_matches_first_sam_postprocessing():
+    options = dict(points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.2, box_nms_thresh=0.99)
+    official, _ = pair(1)
+    plain = official_records(official, image(1), **options)
+    ours, reference = run_both(1, 5, min_mask_region_area=30, **options)
+    assert_same_masks(ours, reference)
+    # the clean-up did something: areas differ from the generator without it
+    assert sorted(r["area"] for r in reference) != sorted(r["area"] for r in plain)
+
+
+# ---------------------------------------------------------------------------------------------
+# full-resolution statistics from low-resolution logits
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("out_hw", [(900, 1200), (517, 333), (1024, 1024), (200, 150), (256, 300), (7, 300)])
+def test_upsampled_counts_and_boxes_are_exact(out_hw):
+    from masklet.amg import _Upsampler
+    from masklet.masks import masks_to_boxes
+
+    gen = torch.Generator().manual_seed(0)
+    yy, xx = torch.meshgrid(torch.arange(256.0), torch.arange(256.0), indexing="ij")
+    smooth = [(30 + 40 * torch.rand(1, generator=gen) - ((yy - 256 * torch.rand(1, generator=gen)) ** 2
+               + (xx - 256 * torch.rand(1, generator=gen)) ** 2).sqrt()) * (0.5 + 3 * torch.rand(1, generator=gen))
+              for _ in range(6)]
+    noisy = [torch.randn(256, 256, generator=gen) * 3 for _ in range(2)]
+    flat = [torch.full((256, 256), 0.0), torch.full((256, 256), -5.0)]  # exactly on a threshold / empty
+    logits = torch.stack(smooth + noisy + flat)
+    up = _Upsampler((256, 256), out_hw, torch.device("cpu"))
+    thresholds = (1.0, -1.0, 0.0)
+    counts, boxes = up.stats(logits, thresholds, box_index=2)
+    full = up.evaluate(logits)
+    assert torch.equal(counts, torch.stack([(full > t).flatten(1).sum(1) for t in thresholds], 1))
+    assert torch.equal(boxes, masks_to_boxes(full > 0))
+    assert torch.equal(up.binary(logits, 0.0), full > 0)
+    # the same bilinear upsampling as F.interpolate, up to float rounding
+    reference = torch.nn.functional.interpolate(logits[:, None], out_hw, mode="bilinear", align_corners=False)[:, 0]
+    assert (reference - full).abs().max() <= 1e-5 * logits.abs().max()
+
+
+# ---------------------------------------------------------------------------------------------
+# records, output modes, order
+# ---------------------------------------------------------------------------------------------
+
+
+def test_records_fields_types_and_order():
+    ours, reference = many_masks()
+    assert ours and all(set(r) == RECORD_KEYS == set(ref) for r, ref in zip(ours, reference))
+    for r in ours:
+        seg = r["segmentation"]
+        assert isinstance(seg, np.ndarray) and seg.dtype == np.bool_ and seg.shape == (180, 240)
+        assert type(r["area"]) is int and r["area"] == int(seg.sum())
+        assert isinstance(r["bbox"], list) and len(r["bbox"]) == 4 and all(type(v) is float for v in r["bbox"])
+        assert type(r["predicted_iou"]) is float and type(r["stability_score"]) is float
+        assert len(r["point_coords"]) == 1 and all(type(v) is float for v in r["point_coords"][0])
+        assert r["crop_box"] == [0.0, 0.0, 240.0, 180.0]
+        if r["area"]:
+            ys, xs = np.nonzero(seg)
+            assert r["bbox"] == [float(xs.min()), float(ys.min()), float(xs.max() - xs.min()), float(ys.max() - ys.min())]
+    scores = [r["predicted_iou"] for r in ours]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_output_modes_are_coco_and_uncompressed_rle_of_the_same_masks():
+    from pycocotools import mask as mask_utils
+    from sam2.utils.amg import mask_to_rle_pytorch
+
+    _, model = pair(2)
+    options = dict(box_nms_thresh=0.95, **LOW)
+    binary = MaskGenerator(model, **options).generate(image(2))
+    coco = MaskGenerator(model, output_mode="coco_rle", **options).generate(image(2))
+    raw = MaskGenerator(model, output_mode="uncompressed_rle", **options).generate(image(2))
+    assert len(binary) == len(coco) == len(raw) > 5
+    masks = masks_of(binary)
+    expected = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+    for rec, exp in zip(coco, expected):
+        assert rec["segmentation"] == {"size": [180, 240], "counts": exp["counts"].decode("ascii")}
+    official_raw = mask_to_rle_pytorch(torch.from_numpy(masks))
+    assert [r["segmentation"] for r in raw] == official_raw
+    for b, c, r in zip(binary, coco, raw):
+        assert {k: v for k, v in b.items() if k != "segmentation"} == {k: v for k, v in c.items() if k != "segmentation"}
+        assert {k: v for k, v in b.items() if k != "segmentation"} == {k: v for k, v in r.items() if k != "segmentation"}
+
+
+def test_results_do_not_depend_on_batching_or_grid_form():
+    _, model = pair(2)
+    options = dict(pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=0.95)
+    base = MaskGenerator(model, points_per_side=8, **options).generate(image(2))
+    one = MaskGenerator(model, points_per_side=8, points_per_batch=1, **options).generate(image(2))
+    grid = MaskGenerator(model, points_per_side=None, point_grids=[build_point_grid(8)], **options).generate(image(2))
+    # batching changes float rounding in the decoder (~1e-7), nothing else
+    assert_same_masks(one, base, iou_min=0.999, score_atol=1e-5, stability_atol=1e-4, box_atol=0)
+    assert len(grid) == len(base)
+    for x, y in zip(base, grid):
+        assert np.array_equal(x["segmentation"], y["segmentation"])
+        assert {k: v for k, v in x.items() if k != "segmentation"} == {k: v for k, v in y.items() if k != "segmentation"}
+
+
+def test_image_inputs_and_empty_result(tmp_path):
+    _, model = pair(2)
+    path = tmp_path / "scene.png"
+    Image.fromarray(image(2)).save(path)
+    generator = MaskGenerator(model, **LOW, box_nms_thresh=0.95)
+    from_path = generator.generate(path)
+    from_pil = generator.generate(Image.open(path))
+    assert [r["area"] for r in from_path] == [r["area"] for r in from_pil] == [r["area"] for r in many_masks()[0]]
+    # official defaults: random weights predict IoUs far below 0.8, so nothing survives
+    assert MaskGenerator(model, points_per_side=4).generate(image(2)) == []
+
+
+def test_progress_callback_and_bar(capsys):
+    _, model = pair(2)
+    calls = []
+    MaskGenerator(model, points_per_side=4, crop_n_layers=1, progress=lambda done, total: calls.append((done, total))).generate(image(2))
+    totals = {t for _, t in calls}
+    assert totals == {16 * 5} and calls[-1][0] == 16 * 5
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+    MaskGenerator(model, points_per_side=2, progress=True).generate(image(2))
+    assert "masklet amg" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "options, name",
+    [
+        (dict(points_per_side=0), "points_per_side"),
+        (dict(points_per_side=-3), "points_per_side"),
+        (dict(points_per_side=None), "point_grids"),
+        (dict(point_grids=[np.full((4, 2), 0.5)]), "point_grids"),
+        (dict(points_per_side=None, point_grids=[np.zeros((4, 3))]), "point_grids[0]"),
+        (dict(points_per_side=None, point_grids=[np.zeros((0, 2))]), "point_grids[0]"),
+        (dict(points_per_side=None, point_grids=[np.full((4, 2), 1.5)]), "point_grids[0]"),
+        (dict(points_per_side=None, point_grids=[np.full((4, 2), 0.5)], crop_n_layers=1), "point_grids"),
+        (dict(pred_iou_thresh=1.5), "pred_iou_thresh"),
+        (dict(stability_score_thresh=-0.1), "stability_score_thresh"),
+        (dict(box_nms_thresh=2.0), "box_nms_thresh"),
+        (dict(crop_nms_thresh=float("nan")), "crop_nms_thresh"),
+        (dict(crop_overlap_ratio=1.2), "crop_overlap_ratio"),
+        (dict(output_mode="png"), "output_mode"),
+        (dict(points_per_side=4, crop_n_layers=3, crop_n_points_downscale_factor=2), "crop_n_points_downscale_factor"),
+        (dict(crop_n_layers=-1), "crop_n_layers"),
+        (dict(points_per_batch=0), "points_per_batch"),
+        (dict(min_mask_region_area=-1), "min_mask_region_area"),
+        (dict(stability_score_offset=float("inf")), "stability_score_offset"),
+        (dict(use_m2m="yes"), "use_m2m"),
+        (dict(progress="bar"), "progress"),
+    ],
+)
+def test_bad_options_are_rejected(options, name):
+    _, model = pair(2)
+    with pytest.raises(InvalidInputError, match=name.replace("[", r"\[").replace("]", r"\]")):
+        MaskGenerator(model, **options)
+
+
+def test_bad_model_image_and_empty_crops_are_rejected():
+    _, model = pair(2)
+    with pytest.raises(InvalidInputError, match="model"):
+        MaskGenerator(object())
+    with pytest.raises(InvalidInputError, match="image"):
+        MaskGenerator(model, points_per_side=2).generate(np.zeros((4, 5, 7), dtype=np.uint8))
+    with pytest.raises(InvalidInputError, match="crop_n_layers"):  # 16 crops per side of an 8 px image
+        MaskGenerator(model, points_per_side=16, crop_n_layers=4).generate(np.zeros((8, 8, 3), dtype=np.uint8))
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # inside pycocotools with numpy 2
+def test_cli_writes_coco_json_and_overlay(tmp_path):
+    from pycocotools.coco import COCO
+
+    model_dict = official_model_dict("sam2.1-hiera-tiny", **SMALL)
+    save_official_checkpoint(build_official_model(model_dict, seed=2), tmp_path / "small.pt")
+    save_official_yaml(config_from_official(model_dict), tmp_path / "small.yaml")
+    path = tmp_path / "scene.png"
+    Image.fromarray(image(2)).save(path)
+    out = tmp_path / "out"
+    code = main(["amg", str(path), "--out", str(out), "--checkpoint", str(tmp_path / "small.pt"),
+                 "--points-per-side", "8", "--pred-iou-thresh", "0", "--stability-score-thresh", "0"])
+    assert code == 0
+    coco = COCO(str(out / "scene.json"))
+    anns = coco.loadAnns(coco.getAnnIds(imgIds=[1]))
+    expected = MaskGenerator(pair(2)[1], **LOW).generate(image(2))
+    assert len(anns) == len(expected) > 0
+    assert coco.loadImgs([1])[0]["height"] == 180 and coco.loadCats([1])[0]["id"] == 1
+    for ann, rec in zip(anns, expected):
+        assert np.array_equal(coco.annToMask(ann).astype(bool), rec["segmentation"])
+        assert ann["category_id"] == 1 and ann["iscrowd"] == 0 and ann["image_id"] == 1
+        assert ann["score"] == pytest.approx(rec["predicted_iou"]) and ann["area"] == rec["area"]
+        assert ann["bbox"] == rec["bbox"]
+    overlay = np.array(Image.open(out / "scene_overlay.png"))
+    assert overlay.shape == (180, 240, 3)
+    json.loads((out / "scene.json").read_text())  # plain JSON
+
+    bad = main(["amg", str(path), "--out", str(out), "--checkpoint", str(tmp_path / "small.pt"), "--pred-iou-thresh", "3"])
+    assert bad == 2
