@@ -3,7 +3,7 @@
 # installed without its dependencies because it requires torchvision, which masklet does not need.
 PYTHON ?= python
 
-.PHONY: install install-test test demo bench
+.PHONY: install install-test test bench
 
 install:
 	$(PYTHON) -m pip install --quiet torch==2.13.0
@@ -15,10 +15,6 @@ install-test: install
 
 test: install-test
 	$(PYTHON) -m pytest tests
-
-demo: install
-	$(PYTHON) -m pip install --quiet -e ".[demo]"
-	$(PYTHON) -m masklet.cli demo --out masklet-demo
 
 bench: install-test
 	$(PYTHON) benchmarks/image_predictor.py
