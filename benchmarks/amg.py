@@ -38,16 +38,8 @@ from test_amg import match_masks  # noqa: E402
 
 import masklet  # noqa: E402
 
-
-def test_image(height: int = 900, width: int = 1200, seed: int = 0) -> np.ndarray:
-    """A smooth synthetic RGB image (blobs on a gradient), as in benchmarks/image_predictor.py."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width]
-    img = np.stack([xx / width, yy / height, 0.5 + 0.0 * xx], -1)
-    for _ in range(12):
-        cy, cx, r = rng.uniform(0, height), rng.uniform(0, width), rng.uniform(40, 200)
-        img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = rng.uniform(0, 1, 3)
-    return (img * 255).astype(np.uint8)
+sys.path.insert(0, os.path.dirname(__file__))
+from image_predictor import test_image  # noqa: E402  (the same smooth 1200x900 image)
 
 
 def _size(text: str) -> tuple[int, int]:
