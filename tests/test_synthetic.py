@@ -67,9 +67,9 @@ def _same_scene(a: Scene, b: Scene) -> bool:
 
 
 def test_min_visible_area() -> None:
-    assert min_visible_area(256, 256) == 40
+    assert min_visible_area(256, 256) == 263
     assert min_visible_area(64, 64) == 40
-    assert min_visible_area(1024, 1024) == 630
+    assert min_visible_area(1024, 1024) == 4195
 
 
 def test_scene_shapes_and_dtypes(scenes: list[Scene]) -> None:

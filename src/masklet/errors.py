@@ -33,3 +33,7 @@ class ModelNotFoundError(CheckpointError, FileNotFoundError):
 
 class ConfigError(MaskletError, ValueError):
     """A model configuration is inconsistent or unknown."""
+
+
+class VideoDecodeError(InvalidInputError):
+    """A video file or frame folder could not be read, or holds no frames."""

@@ -28,6 +28,7 @@ __all__ = [
     "box_iou",
     "batched_nms",
     "fill_holes_and_remove_sprinkles",
+    "fill_small_holes",
     "remove_small_regions",
 ]
 
@@ -419,6 +420,25 @@ def fill_holes_and_remove_sprinkles(
         is_sprinkle = ((areas > 0) & (areas <= max_sprinkle_area)).reshape(logits.shape)
         out = torch.where(is_sprinkle.to(logits.device), threshold - 10.0, out)
     return out
+
+
+def fill_small_holes(mask_logits: Tensor, max_area: float, fill_value: float = 0.1) -> Tensor:
+    """Set background (<= 0) 8-connected components of area <= ``max_area`` in (..., H, W) logits
+    to ``fill_value``, as the official video predictor's ``fill_hole_area`` does (components that
+    touch the border count too). Runs on CPU with scipy; returns a tensor on the input's device."""
+    if not isinstance(mask_logits, Tensor) or mask_logits.ndim < 2 or not mask_logits.dtype.is_floating_point:
+        raise InvalidInputError(
+            f"mask_logits: expected a float tensor of shape (..., H, W), got {_describe(mask_logits)}"
+        )
+    if not isinstance(max_area, numbers.Real) or isinstance(max_area, bool) or max_area < 0:
+        raise InvalidInputError(f"max_area: expected a number >= 0, got {_describe(max_area)}")
+    if max_area == 0 or mask_logits.numel() == 0:
+        return mask_logits
+    h, w = mask_logits.shape[-2:]
+    background = (mask_logits.detach().reshape(-1, h, w) <= 0).cpu().numpy()
+    areas = torch.from_numpy(_component_areas(background)).reshape(mask_logits.shape)
+    is_hole = ((areas > 0) & (areas <= max_area)).to(mask_logits.device)
+    return torch.where(is_hole, torch.full_like(mask_logits, fill_value), mask_logits)
 
 
 def remove_small_regions(

@@ -60,7 +60,7 @@ MAX_SIZE = 8192  # largest image side accepted
 MAX_OBJECTS = 255  # DAVIS palette PNGs hold ids 1..255
 
 _SOLID_KINDS = ("ellipse", "rectangle", "triangle", "polygon", "star")  # contain their centre
-_SCENE_SIZE = (0.04, 0.35)  # object extent as a fraction of the shorter image side
+_SCENE_SIZE = (0.08, 0.40)  # object extent as a fraction of the shorter image side
 _CLIP_SIZE = (0.10, 0.35)
 _CROSS_SIZE = (0.12, 0.22)
 _TWO_PI = 2.0 * math.pi
@@ -125,8 +125,12 @@ def _mask_boxes(masks: np.ndarray) -> np.ndarray:
 
 
 def min_visible_area(height: int, width: int) -> int:
-    """Fewest visible pixels an instance needs (0.06% of the image, at least 40)."""
-    return max(40, math.ceil(0.0006 * height * width))
+    """Fewest visible pixels an instance needs (0.4% of the image, at least 40).
+
+    Smaller slivers are drawn as clutter but carry no mask: at SAM2's quarter-resolution mask
+    output they cannot be segmented to a meaningful IoU, and would dominate a mean IoU.
+    """
+    return max(40, math.ceil(0.004 * height * width))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -422,17 +426,17 @@ def _geometry(rng: np.random.Generator, kind: str, r: float) -> tuple[Field, flo
 
         return crescent, r
     # stroke: thick arc or sine wave, scaled so its bounding radius is r
-    thick_frac = rng.uniform(0.08, 0.2)
+    thick_frac = rng.uniform(0.12, 0.25)
     if rng.random() < 0.6:
         half = rng.uniform(0.5, 2.5)
         m = math.sin(half) / half  # centroid offset per unit radius
         bound = math.sqrt(1.0 - 2.0 * m * math.cos(half) + m * m) + thick_frac
         radius = r / bound
-        thick = max(1.2, radius * thick_frac)
+        thick = max(2.5, radius * thick_frac)
         return _arc_sdf(radius, half, thick), r
     amp_frac, waves = rng.uniform(0.1, 0.35), int(rng.integers(1, 4))
     length = r / (math.sqrt(1.0 + amp_frac**2) + thick_frac)
-    thick = max(1.2, length * thick_frac)
+    thick = max(2.5, length * thick_frac)
     k = math.pi * waves / (2.0 * length)
     return _wave_sdf(length, amp_frac * length, k, rng.uniform(0, _TWO_PI), thick), r
 

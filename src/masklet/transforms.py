@@ -27,6 +27,21 @@ def preprocess(image: np.ndarray, size: int, device: torch.device, dtype: torch.
     return ((x - mean) / std).to(dtype)
 
 
+def preprocess_frame(frame: np.ndarray, size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(H, W, 3) uint8 RGB video frame -> (1, 3, size, size) normalised model input.
+
+    Resized with PIL's bicubic filter in uint8, as the official video loader does, so tracking
+    matches ``SAM2VideoPredictor`` frame for frame.
+    """
+    from PIL import Image
+
+    resized = np.asarray(Image.fromarray(np.ascontiguousarray(frame)).resize((size, size), Image.Resampling.BICUBIC))
+    x = torch.from_numpy(resized.copy()).to(device).permute(2, 0, 1).float().div_(255.0).unsqueeze(0)
+    mean = torch.tensor(PIXEL_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(PIXEL_STD, device=device).view(1, 3, 1, 1)
+    return ((x - mean) / std).to(dtype)
+
+
 def to_model_coords(
     coords: torch.Tensor, orig_hw: tuple[int, int], size: int, normalize_coords: bool = True
 ) -> torch.Tensor:

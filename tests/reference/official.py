@@ -29,6 +29,7 @@ __all__ = [
     "build_official_model",
     "connected_components",
     "feat_sizes",
+    "float32_memory_on_cpu",
     "image_postprocess_overrides",
     "install_connected_components",
     "official_image_outputs",
@@ -190,7 +191,27 @@ def build_official_model(
     model = model.to(device="cpu", dtype=torch.float32).eval()
     if seed is not None:
         randomize_parameters_(model, seed)
+    if video:
+        float32_memory_on_cpu(model)
     return model
+
+
+def float32_memory_on_cpu(model: nn.Module) -> None:
+    """Let the official video predictor run in float32 on CPU.
+
+    It stores memory features in bfloat16. ``torch.cat`` with the float32 object pointers
+    promotes them back, but a memory made of spatial features only (an object whose one prompt
+    lies ahead of the frame) reaches float32 layers as bfloat16 and crashes without CUDA
+    autocast. Casting the memory up gives exactly what the promotion gives in every other case.
+    """
+    attention = model.memory_attention
+    forward = attention.forward
+
+    def float32_forward(curr, memory, curr_pos=None, memory_pos=None, num_obj_ptr_tokens=0):
+        memory_pos = None if memory_pos is None else memory_pos.float()
+        return forward(curr, memory.float(), curr_pos, memory_pos, num_obj_ptr_tokens)
+
+    attention.forward = float32_forward
 
 
 def save_official_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> None:

@@ -266,12 +266,20 @@ class Sam2Model(nn.Module):
         pred_masks_high_res: torch.Tensor,
         object_score_logits: torch.Tensor,
         is_mask_from_pts: bool,
+        binarize_mask_from_pts: bool | None = None,
+        non_overlap: bool | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Memory features (B, C_mem, h, w) and position encoding of a frame and its masks."""
+        """Memory features (B, C_mem, h, w) and position encoding of a frame and its masks.
+
+        ``binarize_mask_from_pts`` / ``non_overlap`` override the config's
+        ``binarize_mask_from_pts_for_mem_enc`` / ``non_overlap_masks_for_mem_enc`` when given.
+        """
         c = self.config
-        if c.non_overlap_masks_for_mem_enc and not self.training:
+        binarize = c.binarize_mask_from_pts_for_mem_enc if binarize_mask_from_pts is None else binarize_mask_from_pts
+        non_overlap = c.non_overlap_masks_for_mem_enc if non_overlap is None else non_overlap
+        if non_overlap and not self.training:
             pred_masks_high_res = non_overlapping(pred_masks_high_res)
-        if c.binarize_mask_from_pts_for_mem_enc and is_mask_from_pts and not self.training:
+        if binarize and is_mask_from_pts and not self.training:
             mask = (pred_masks_high_res > 0).float()
         else:
             mask = torch.sigmoid(pred_masks_high_res)
@@ -410,8 +418,14 @@ class Sam2Model(nn.Module):
         track_in_reverse: bool = False,
         run_mem_encoder: bool = True,
         prev_sam_mask_logits: torch.Tensor | None = None,
+        *,
+        binarize_mask_from_pts: bool | None = None,
+        non_overlap_memory: bool | None = None,
     ) -> dict[str, torch.Tensor | None]:
-        """One frame of tracking for B objects; features are sequence-first (hw, B, C), finest first."""
+        """One frame of tracking for B objects; features are sequence-first (hw, B, C), finest first.
+
+        The two keyword options override the config when encoding memory (see :meth:`encode_memory`).
+        """
         c = self.config
         b = current_vision_feats[-1].shape[1]
         high_res = None
@@ -450,7 +464,8 @@ class Sam2Model(nn.Module):
         if run_mem_encoder and c.num_maskmem > 0:
             raw_feat = current_vision_feats[-1].permute(1, 2, 0).reshape(b, c.hidden_dim, *feat_sizes[-1])
             out["maskmem_features"], out["maskmem_pos_enc"] = self.encode_memory(
-                raw_feat, sam.high_res_masks, sam.object_score_logits, point_inputs is not None
+                raw_feat, sam.high_res_masks, sam.object_score_logits, point_inputs is not None,
+                binarize_mask_from_pts, non_overlap_memory,
             )
         return out
 

@@ -1,0 +1,25 @@
+"""Video: interactive tracking sessions, live streams, lazy frame sources and result writers.
+
+Frame decoding of video files needs PyAV (``pip install 'masklet[video]'``); folders of images and
+in-memory frames work without it.
+"""
+
+from .frames import ArrayFrames, FolderFrames, FrameSource, VideoFileFrames, open_frames
+from .predictor import TrackedFrame, VideoPredictor, VideoState
+from .stream import StreamTracker
+from .writers import CocoRleWriter, DavisPngWriter, OverlayVideoWriter
+
+__all__ = [
+    "ArrayFrames",
+    "CocoRleWriter",
+    "DavisPngWriter",
+    "FolderFrames",
+    "FrameSource",
+    "OverlayVideoWriter",
+    "StreamTracker",
+    "TrackedFrame",
+    "VideoFileFrames",
+    "VideoPredictor",
+    "VideoState",
+    "open_frames",
+]
