@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -30,6 +32,78 @@ def _point(text: str) -> list[float]:
 
 def _box(text: str) -> list[float]:
     return _floats(text, (4,), "--box")
+
+
+def _index(text: str) -> int:
+    """A frame index or count: a plain non-negative integer."""
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an int >= 0")
+    return int(text)
+
+
+class _Prompt(NamedTuple):
+    """One ``--prompt``: a click (X, Y, LABEL) or a box (X0, Y0, X1, Y1) for an object on a frame."""
+
+    frame: int
+    obj: int
+    kind: str  # "point" or "box"
+    values: tuple[float, ...]
+    text: str  # as given, for error messages
+
+
+_PROMPT_SYNTAX = "FRAME:OBJ:point=X,Y[,LABEL] or FRAME:OBJ:box=X0,Y0,X1,Y1 (OBJ in 1..255, LABEL 1 or 0)"
+
+
+def _prompt(text: str) -> _Prompt:
+    """Parse ``FRAME:OBJ:point=X,Y[,LABEL]`` or ``FRAME:OBJ:box=X0,Y0,X1,Y1`` strictly."""
+
+    def bad(why: str) -> argparse.ArgumentTypeError:
+        return argparse.ArgumentTypeError(f"{text!r}: {why}; expected {_PROMPT_SYNTAX}")
+
+    parts = text.split(":")
+    if len(parts) != 3 or "=" not in parts[2]:
+        raise bad("expected FRAME:OBJ:KIND=VALUES")
+    frame, obj, (kind, _, coords) = parts[0], parts[1], parts[2].partition("=")
+    if not (frame.isascii() and frame.isdigit()):
+        raise bad(f"FRAME {frame!r} is not an int >= 0")
+    if not (obj.isascii() and obj.isdigit() and 1 <= int(obj) <= 255):
+        raise bad(f"OBJ {obj!r} is not an int in 1..255")
+    if kind not in ("point", "box"):
+        raise bad(f"unknown kind {kind!r}")
+    try:
+        values = tuple(float(v) for v in coords.split(","))
+    except ValueError:
+        raise bad(f"coordinates {coords!r} are not numbers") from None
+    if not all(math.isfinite(v) for v in values):
+        raise bad(f"coordinates {coords!r} are not finite")
+    if kind == "point" and len(values) not in (2, 3):
+        raise bad(f"a point has 2 or 3 values, got {len(values)}")
+    if kind == "point" and len(values) == 3 and values[2] not in (0, 1):
+        raise bad(f"LABEL must be 1 (positive) or 0 (negative), got {coords.split(',')[2]!r}")
+    if kind == "box" and len(values) != 4:
+        raise bad(f"a box has 4 values, got {len(values)}")
+    if kind == "box" and (values[0] > values[2] or values[1] > values[3]):
+        raise bad("a box needs X0 <= X1 and Y0 <= Y1")
+    return _Prompt(int(frame), int(obj), kind, values, text)
+
+
+def _prompt_sets(prompts: Sequence[_Prompt]) -> dict[tuple[int, int], dict]:
+    """Group prompts by (frame, object), in order: ``{"points": [[x, y]...], "labels": [...], "box": ...}``."""
+    from .errors import InvalidInputError
+
+    sets: dict[tuple[int, int], dict] = {}
+    for p in prompts:
+        entry = sets.setdefault((p.frame, p.obj), {"points": [], "labels": [], "box": None})
+        if p.kind == "point":
+            entry["points"].append(list(p.values[:2]))
+            entry["labels"].append(int(p.values[2]) if len(p.values) == 3 else 1)
+        elif entry["box"] is not None:
+            raise InvalidInputError(
+                f"--prompt {p.text!r}: a second box for frame {p.frame}, object {p.obj}; give one box per frame and object"
+            )
+        else:
+            entry["box"] = list(p.values)
+    return sets
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +141,29 @@ def build_parser() -> argparse.ArgumentParser:
                      help="fill holes and remove islands smaller than this many pixels (default 0: off)")
     amg.add_argument("--use-m2m", action="store_true", help="refine every mask once with its own logits")
     amg.add_argument("--device", default="cpu", help="torch device (default cpu)")
+
+    track = sub.add_parser("track", help="track objects through a video from clicks and boxes (COCO RLE JSON, "
+                           "DAVIS PNGs, overlay video)")
+    track.add_argument("video", help="video file or folder of frames")
+    track.add_argument("--prompt", type=_prompt, action="append", required=True, metavar="FRAME:OBJ:KIND=VALUES",
+                       help="FRAME:OBJ:point=X,Y[,LABEL] (LABEL 1 positive, the default, or 0 negative) or "
+                            "FRAME:OBJ:box=X0,Y0,X1,Y1, in video pixels, OBJ in 1..255; repeatable, points of one "
+                            "frame and object accumulate")
+    track.add_argument("--out", type=Path, required=True, help="output folder")
+    direction = track.add_mutually_exclusive_group()
+    direction.add_argument("--reverse", action="store_true", help="track backward from the start frame")
+    direction.add_argument("--both-directions", action="store_true",
+                           help="track forward from the start frame, then backward from it")
+    track.add_argument("--start", type=_index, metavar="N", help="frame to start from (default: the earliest prompted frame)")
+    track.add_argument("--max-frames", type=_index, metavar="N",
+                       help="track at most N frames beyond the start frame (default: to the end of the video)")
+    track_source = track.add_mutually_exclusive_group()
+    track_source.add_argument("--model", default=None, help="hub model name, e.g. sam2.1-hiera-tiny (the default)")
+    track_source.add_argument("--checkpoint", type=Path, help="local checkpoint: official .pt or Hugging Face folder")
+    track.add_argument("--config", type=Path, help="official-style yaml config for a non-standard checkpoint")
+    track.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    track.add_argument("--no-video", action="store_true", help="do not write overlay.mp4 (which needs PyAV)")
+    track.add_argument("--fps", type=float, default=24.0, metavar="F", help="frame rate of overlay.mp4 (default 24)")
 
     demo = sub.add_parser("demo", help="offline demo on generated data: click, box, automatic masks, tracking")
     demo.add_argument("--model", default="masklet-nano", help="model name or path (default masklet-nano)")
@@ -268,6 +365,80 @@ def run_amg(args: argparse.Namespace) -> dict:
     return coco
 
 
+def run_track(args: argparse.Namespace) -> dict:
+    """Run ``masklet track``: write masks.json, masks/ and overlay.mp4 under ``--out``; returns a summary."""
+    import time
+    from contextlib import ExitStack
+    from importlib.util import find_spec
+
+    from PIL import Image
+
+    from .errors import InvalidInputError
+    from .video import (
+        CocoRleWriter,
+        DavisPngWriter,
+        OverlayVideoWriter,
+        VideoPredictor,
+        open_frames,
+    )
+    from .weights import load_model
+
+    prompt_sets = _prompt_sets(args.prompt)
+    with open_frames(args.video) as frames:
+        # check frame indices before loading the model, naming the option at fault
+        n = len(frames)
+        for p in args.prompt:
+            if p.frame >= n:
+                raise InvalidInputError(f"--prompt {p.text!r}: frame {p.frame} is out of range; the video has {n} frames (0..{n - 1})")
+        start = args.start if args.start is not None else min(frame for frame, _ in prompt_sets)
+        if start >= n:
+            raise InvalidInputError(f"--start {start}: out of range; the video has {n} frames (0..{n - 1})")
+
+        source = args.checkpoint if args.checkpoint is not None else (args.model or "sam2.1-hiera-tiny")
+        model = load_model(source, device=args.device, config=args.config)
+        predictor = VideoPredictor(model, progress=find_spec("tqdm") is not None)
+        state = predictor.init_state(frames)
+        for (frame_idx, obj_id), entry in prompt_sets.items():
+            predictor.add_new_points_or_box(
+                state, frame_idx, obj_id, points=entry["points"] or None, labels=entry["labels"] or None, box=entry["box"]
+            )
+
+        args.out.mkdir(parents=True, exist_ok=True)
+        paths = {"masks.json": args.out / "masks.json", "masks/": args.out / "masks", "overlay.mp4": args.out / "overlay.mp4"}
+        directions = [False, True] if args.both_directions else [args.reverse]
+        done: set[int] = set()
+        steps = 0
+        with ExitStack() as stack:
+            coco = stack.enter_context(CocoRleWriter(paths["masks.json"], video_name=Path(args.video).name))
+            davis = stack.enter_context(DavisPngWriter(paths["masks/"]))
+            overlay = None if args.no_video else stack.enter_context(OverlayVideoWriter(paths["overlay.mp4"], fps=args.fps))
+            # the overlay needs increasing frame indices: stream it only when tracking forward once
+            streamed = overlay if directions == [False] else None
+            began = time.perf_counter()
+            for reverse in directions:
+                for result in predictor.propagate_in_video(state, start, args.max_frames, reverse):
+                    logits = result.mask_logits.cpu()  # (N, 1, H, W); a later result of a frame replaces it
+                    coco.write(result.frame_idx, result.obj_ids, logits)
+                    davis.write(result.frame_idx, result.obj_ids, logits)
+                    if streamed is not None:
+                        streamed.write(result.frame_idx, result.obj_ids, logits, state.frames[result.frame_idx])
+                    done.add(result.frame_idx)
+                    steps += 1
+            seconds = time.perf_counter() - began
+            if overlay is not None and streamed is None:
+                # second pass in frame order, from the PNGs just written (one frame in memory at a time)
+                ids = np.array(state.obj_ids)
+                for frame_idx in sorted(done):
+                    labels = np.array(Image.open(paths["masks/"] / f"{frame_idx:05d}.png"))  # (H, W) object ids
+                    overlay.write(frame_idx, state.obj_ids, labels[None] == ids[:, None, None], state.frames[frame_idx])
+    return {
+        "frames": len(done),
+        "obj_ids": state.obj_ids,
+        "seconds_per_frame": seconds / steps if steps else 0.0,
+        "written": {name: path for name, path in paths.items() if path.exists()},
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``masklet`` command."""
     args = build_parser().parse_args(argv)
@@ -279,6 +450,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "amg":
             coco = run_amg(args)
             print(f"wrote {len(coco['annotations'])} mask(s) to {args.out}")
+        elif args.command == "track":
+            summary = run_track(args)
+            ids = ", ".join(str(i) for i in summary["obj_ids"])
+            print(f"tracked {summary['frames']} frame(s), {len(summary['obj_ids'])} object(s) (ids {ids}), "
+                  f"{summary['seconds_per_frame']:.3f} s/frame")
+            for name, path in summary["written"].items():
+                print(f"  {name:12s} {path}")
         elif args.command == "demo":
             from .demo import run_demo
 

@@ -1,0 +1,191 @@
+"""Time video tracking: official SAM2VideoPredictor vs masklet.VideoPredictor, same run.
+
+Same seeded random weights (full config, 1024 px model input), the same JPEG frames of a
+synthetic clip (masklet.synthetic.make_clip, moving objects), one click at an object's centre on
+frame 0 per object. For one and for four objects, each implementation opens the video and takes
+the clicks (init+prompts, timed apart), then tracks with propagate_in_video. s/frame is the mean
+time per tracked frame 1..N-1 (the time between consecutive yields; frame 0 is the prompt's
+output and is left out). Prints the ratio official / masklet (> 1 means masklet is faster), the
+largest logit difference and the share of differing mask pixels of masklet float32 against the
+official on every frame and object, and with --dtype bfloat16 the mask IoU of bfloat16 (image
+encoder) against float32 masklet.
+
+    python benchmarks/video_predictor.py [--frames 12] [--objects 1 4] [--threads 2]
+    python benchmarks/video_predictor.py --frames 3 --objects 1 --size 240x427     # quick check
+
+The official predictor decodes and resizes every frame in init_state; masklet decodes frames
+lazily, so its propagation time includes decoding and its init_state does not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+import conftest  # noqa: E402,F401  (binds the torchvision stand-in the official sam2 imports)
+from reference.official import (  # noqa: E402
+    build_official_model,
+    official_model_dict,
+    patched_connected_components,
+    save_official_checkpoint,
+)
+
+import masklet  # noqa: E402
+from masklet.synthetic import make_clip  # noqa: E402
+from masklet.video import VideoPredictor  # noqa: E402
+
+MAX_OBJECTS = 4  # objects in the clip; a case prompts the first K of them
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--size {text!r}: expected HEIGHTxWIDTH, e.g. 480x854") from None
+    return h, w
+
+
+def write_frames(folder: str, num_frames: int, size: tuple[int, int], seed: int) -> np.ndarray:
+    """The clip as 00000.jpg ... in ``folder``; returns its masks (T, N, H, W) bool."""
+    clip = make_clip(seed, num_frames=num_frames, size=size, num_objects=(MAX_OBJECTS, MAX_OBJECTS))
+    for t, frame in enumerate(clip.frames):
+        Image.fromarray(frame).save(os.path.join(folder, f"{t:05d}.jpg"), quality=95)
+    return clip.masks
+
+
+def centre(mask: np.ndarray) -> list[float]:
+    """(x, y) of the mask pixel nearest the mask's centroid (inside the object even for rings)."""
+    ys, xs = np.nonzero(mask)
+    i = int(np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2))
+    return [float(xs[i]), float(ys[i])]
+
+
+def quiet_official() -> None:
+    """Silence the official progress bars (frame loading, propagation)."""
+    import sam2.sam2_video_predictor
+    import sam2.utils.misc
+
+    def no_bar(iterable, *args, **kwargs):
+        return iterable
+
+    sam2.sam2_video_predictor.tqdm = no_bar
+    sam2.utils.misc.tqdm = no_bar
+
+
+def track(predictor: Any, folder: str, clicks: list[list[float]]) -> dict[str, Any]:
+    """Open the video, click each object on frame 0, propagate; times and logits per frame."""
+    start = time.perf_counter()
+    state = predictor.init_state(folder)
+    for obj_id, point in enumerate(clicks, start=1):
+        predictor.add_new_points_or_box(state, 0, obj_id, points=np.array([point], np.float32),
+                                        labels=np.array([1], np.int32))
+    prompt_s = time.perf_counter() - start
+    logits, stamps = [], [time.perf_counter()]
+    for frame_idx, obj_ids, frame_logits in predictor.propagate_in_video(state):
+        logits.append((int(frame_idx), list(obj_ids), frame_logits.float().clone()))
+        stamps.append(time.perf_counter())
+    steps = np.diff(stamps)  # steps[k]: the time to yield the k-th frame
+    return {"prompt_s": prompt_s, "total_s": stamps[-1] - stamps[0], "frame_s": float(steps[1:].mean()), "logits": logits}
+
+
+def compare(ours: list, ref: list) -> list[str]:
+    """One line per frame: per object, max |logit difference| / share of differing mask pixels."""
+    if [o[:2] for o in ours] != [r[:2] for r in ref]:
+        return [f"    DIFFERENT frames or objects: masklet {[o[:2] for o in ours]}, official {[r[:2] for r in ref]}"]
+    lines, worst_diff, worst_share = [], 0.0, 0.0
+    for (frame_idx, obj_ids, mine), (_, _, theirs) in zip(ours, ref):
+        cells = []
+        for k, obj_id in enumerate(obj_ids):
+            diff = float((mine[k] - theirs[k]).abs().max())
+            share = float(((mine[k] > 0) != (theirs[k] > 0)).float().mean())
+            fg = float((theirs[k] > 0).float().mean())
+            worst_diff, worst_share = max(worst_diff, diff), max(worst_share, share)
+            cells.append(f"obj{obj_id} {diff:.1e} / {share:.6f} (fg {fg:.3f})")
+        lines.append(f"    frame {frame_idx:3d}: " + "   ".join(cells))
+    lines.append(f"    worst: max |logit diff| {worst_diff:.2e}, differing mask pixels {worst_share:.6f}")
+    return lines
+
+
+def mask_ious(a: list, b: list) -> list[float]:
+    """IoU of the binary masks of every frame and object (1 where both are empty)."""
+    ious = []
+    for (_, _, x), (_, _, y) in zip(a, b):
+        for mx, my in zip(x > 0, y > 0):
+            union = int((mx | my).sum())
+            ious.append(int((mx & my).sum()) / union if union else 1.0)
+    return ious
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--variant", default="sam2.1-hiera-tiny", help="config of the random model (default tiny)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    parser.add_argument("--clip-seed", type=int, default=0, help="seed of the synthetic clip")
+    parser.add_argument("--frames", type=int, default=12, help="frames in the clip (>= 2)")
+    parser.add_argument("--size", type=_size, default=(480, 854), metavar="HxW", help="frame size (default 480x854)")
+    parser.add_argument("--objects", type=int, nargs="+", default=[1, 4], help=f"objects per case, 1..{MAX_OBJECTS}")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                        help="bfloat16 adds masklet with a bfloat16 image encoder (heads float32)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads for both")
+    args = parser.parse_args()
+    if args.frames < 2:
+        parser.error("--frames: need at least 2 (frame 0 is prompted, the rest are tracked)")
+    if any(not 1 <= k <= MAX_OBJECTS for k in args.objects):
+        parser.error(f"--objects: each case needs 1..{MAX_OBJECTS} objects, got {args.objects}")
+    torch.set_num_threads(args.threads)
+    quiet_official()
+
+    official = build_official_model(official_model_dict(args.variant), seed=args.seed, video=True)
+    masklets = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = os.path.join(tmp, "model.pt")
+        save_official_checkpoint(official, ckpt)
+        for name, dtype in (("masklet fp32", torch.float32), ("masklet bf16", torch.bfloat16)):
+            if dtype == torch.float32 or args.dtype == "bfloat16":
+                model = masklet.load_model(ckpt, dtype=dtype)
+                masklets[name] = VideoPredictor(model, fill_hole_area=official.fill_hole_area)
+
+    height, width = args.size
+    print(f"{args.variant} (random, seed {args.seed}), {args.frames} frames {height}x{width}, "
+          f"{torch.get_num_threads()} threads; s/frame = mean over tracked frames 1..{args.frames - 1}")
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        masks = write_frames(folder, args.frames, args.size, args.clip_seed)
+        for num_objects in args.objects:
+            clicks = [centre(masks[0, k]) for k in range(num_objects)]
+            print(f"  {num_objects} object(s), clicks at {[[round(v) for v in c] for c in clicks]}")
+            results = {}
+            with patched_connected_components(), torch.inference_mode():
+                results["official fp32"] = track(official, folder, clicks)
+            for name, predictor in masklets.items():
+                results[name] = track(predictor, folder, clicks)
+            for name, r in results.items():
+                print(f"    {name:13s} init+prompts {r['prompt_s']:6.2f} s   propagate {r['total_s']:7.2f} s   "
+                      f"{r['frame_s']:6.3f} s/frame")
+            base = results["official fp32"]["frame_s"]
+            rows += [(name, num_objects, r["frame_s"], base / r["frame_s"]) for name, r in results.items()]
+            print("    masklet fp32 vs official, per object: max |logit diff| / share of differing mask pixels "
+                  "(fg: official foreground share)")
+            print("\n".join(compare(results["masklet fp32"]["logits"], results["official fp32"]["logits"])))
+            if "masklet bf16" in results:
+                ious = mask_ious(results["masklet bf16"]["logits"], results["masklet fp32"]["logits"])
+                print(f"    mask IoU bf16 vs fp32 masklet over {len(ious)} frame-objects: "
+                      f"mean {np.mean(ious):.4f}, min {np.min(ious):.4f}")
+
+    print(f"\n  {'implementation':14s} {'objects':>7s} {'s/frame':>8s} {'official/this':>14s}")
+    for name, num_objects, frame_s, ratio in rows:
+        print(f"  {name:14s} {num_objects:7d} {frame_s:8.3f} {ratio:13.2f}x")
+    print("  target: >= 2x with four objects, >= 1x with one")
+
+
+if __name__ == "__main__":
+    main()
