@@ -44,9 +44,10 @@ def load_model(
 ) -> Sam2Model:
     """Build a SAM2 model and load its weights, in eval mode on ``device``.
 
-    ``dtype`` is the image encoder's, where nearly all the compute is; the light prompt encoder,
-    mask decoder and memory modules stay float32, which keeps low-precision masks close to
-    float32 ones (``torch.bfloat16`` is the fast choice on recent CPUs and GPUs).
+    ``dtype`` is that of the image encoder and the memory attention, where nearly all the compute
+    of images and video is; the light prompt encoder, mask decoder, memory encoder and object
+    pointers stay float32, which keeps low-precision masks close to float32 ones
+    (``torch.bfloat16`` is the fast choice on recent CPUs and GPUs).
 
     ``name_or_path`` is a hub name (``sam2.1-hiera-tiny``, see :data:`HUB_CHECKPOINTS`), an
     official ``.pt`` file, or a Hugging Face checkpoint (a folder or ``model.safetensors`` file
@@ -65,6 +66,7 @@ def load_model(
     load_state_dict_strict(model, state)
     model = model.to(device=device).eval()
     model.image_encoder.to(dtype=dtype)
+    model.memory_attention.to(dtype=dtype)
     return model
 
 

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .attention import softmax_attention
 from .common import MLP, DropPath
 from .config import HieraConfig
 
@@ -44,24 +45,6 @@ class PatchEmbed(nn.Module):
         return self.proj(x).permute(0, 2, 3, 1)
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_chunk: int = 512) -> torch.Tensor:
-    """Softmax attention over (B, heads, N, d) tensors.
-
-    float32 uses PyTorch's fused kernel. On CPU in bfloat16 / float16, explicit matmuls over query
-    chunks are about twice as fast for small windows (oneDNN's low-precision GEMMs) and bound
-    the score memory for global attention.
-    """
-    if q.device.type != "cpu" or q.dtype not in (torch.bfloat16, torch.float16):
-        return F.scaled_dot_product_attention(q, k, v)
-    scale = q.shape[-1] ** -0.5
-    kt = k.transpose(-2, -1)
-    chunks = [
-        torch.softmax((q[:, :, i : i + query_chunk] * scale) @ kt, dim=-1) @ v
-        for i in range(0, q.shape[-2], query_chunk)
-    ]
-    return chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=2)
-
-
 class MultiScaleAttention(nn.Module):
     """Self-attention whose queries are optionally max-pooled (halving the token grid)."""
 
@@ -80,7 +63,7 @@ class MultiScaleAttention(nn.Module):
             q = self.q_pool(q.reshape(b, h, w, -1).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
             h, w = q.shape[1:3]
             q = q.reshape(b, h * w, self.num_heads, -1)
-        x = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        x = softmax_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
         return self.proj(x.transpose(1, 2).reshape(b, h, w, -1))
 
 

@@ -324,11 +324,12 @@ class Sam2Model(nn.Module):
             memory, memory_pos, num_ptr_tokens = self._gather_memory(
                 frame_idx, memory_frames, num_frames, track_in_reverse, b, vision_feat.device
             )
+        dtype = self.memory_attention.norm.weight.dtype  # bfloat16 after load_model(dtype=...)
         out = self.memory_attention(
-            curr=vision_feat, memory=memory.to(vision_feat.dtype), curr_pos=vision_pos,
-            memory_pos=memory_pos.to(vision_feat.dtype), num_obj_ptr_tokens=num_ptr_tokens,
+            curr=vision_feat.to(dtype), memory=memory.to(dtype), curr_pos=vision_pos.to(dtype),
+            memory_pos=memory_pos.to(dtype), num_obj_ptr_tokens=num_ptr_tokens,
         )
-        return to_map(out)
+        return to_map(out.to(vision_feat.dtype))
 
     def _gather_memory(
         self,
