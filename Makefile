@@ -3,11 +3,18 @@
 # installed without its dependencies because it requires torchvision, which masklet does not need.
 PYTHON ?= python
 
-.PHONY: install install-test test bench
+.PHONY: install install-demo install-test demo test bench
 
 install:
 	$(PYTHON) -m pip install --quiet torch==2.13.0
 	$(PYTHON) -m pip install --quiet -e .
+
+install-demo: install
+	$(PYTHON) -m pip install --quiet -e ".[demo]"
+
+# The offline demo on the packaged masklet-nano: click, box, automatic masks, tracking (no network).
+demo: install-demo
+	$(PYTHON) -m masklet demo --out masklet-demo
 
 install-test: install
 	$(PYTHON) -m pip install --quiet --no-deps sam2==1.1.0
@@ -18,3 +25,5 @@ test: install-test
 
 bench: install-test
 	$(PYTHON) benchmarks/image_predictor.py
+	$(PYTHON) benchmarks/amg.py
+	$(PYTHON) benchmarks/video_predictor.py

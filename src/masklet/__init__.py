@@ -1,6 +1,7 @@
 """masklet: a compact engine for Segment Anything 2 (SAM2 / SAM2.1).
 
-Public API: :func:`load_model`, :class:`ImagePredictor`, :class:`MaskGenerator`, the model and
+Public API: :func:`load_model`, :class:`ImagePredictor`, :class:`MaskGenerator`,
+:class:`VideoPredictor` and :class:`StreamTracker` (more in :mod:`masklet.video`), the model and
 config types, and the error types. Everything else is internal.
 """
 
@@ -12,10 +13,12 @@ from .errors import (
     MaskletError,
     ModelNotFoundError,
     PredictorStateError,
+    VideoDecodeError,
 )
 from .amg import MaskGenerator
 from .image import ImageEmbeddings, ImagePredictor
 from .model import Sam2Config, Sam2Model, variant_config
+from .video import StreamTracker, VideoPredictor
 from .weights import HUB_CHECKPOINTS, load_model, save_checkpoint
 
 __version__ = "0.1.0"
@@ -34,6 +37,9 @@ __all__ = [
     "PredictorStateError",
     "Sam2Config",
     "Sam2Model",
+    "StreamTracker",
+    "VideoDecodeError",
+    "VideoPredictor",
     "load_model",
     "save_checkpoint",
     "variant_config",

@@ -10,9 +10,11 @@ from pathlib import Path
 import numpy as np
 
 from .image import ImagePredictor
-from .io import overlay_masks, save_image, write_video
+from .io import overlay_masks, save_image
 from .synthetic import make_clip, make_scene
-from .train.evaluate import farthest_point, track_clip
+from .train.evaluate import farthest_point
+from .video import OverlayVideoWriter, VideoPredictor
+from .video.writers import object_colors
 from .weights import load_model
 
 
@@ -71,11 +73,17 @@ def run_demo(model_name: str = "masklet-nano", out_dir: str | Path = "masklet-de
     save_image(overlay_masks(scene.image, automatic), written["automatic"])
 
     clip = make_clip(seed, num_frames=16, size=(384, 512), crossing=True)
-    clicks = np.array([[farthest_point(m)] for m in clip.masks[0]], dtype=np.float32)
-    tracked = track_clip(model, clip.frames, first_points=(clicks, np.ones(clicks.shape[:2], np.int32)))
-    frames = [overlay_masks(frame, masks) for frame, masks in zip(clip.frames, tracked)]
+    video = VideoPredictor(model)
+    state = video.init_state(list(clip.frames))
+    for obj_id, mask in enumerate(clip.masks[0], start=1):
+        x, y = farthest_point(mask)
+        video.add_new_points_or_box(state, 0, obj_id, points=[[x, y]], labels=[1])
     written["first_frame"] = out / "tracking_frame0.png"
-    save_image(frames[0], written["first_frame"])
     written["video"] = out / "tracking.mp4"
-    write_video(frames, written["video"], fps=6)
+    with OverlayVideoWriter(written["video"], fps=6) as writer:
+        for frame_idx, obj_ids, logits in video.propagate_in_video(state):
+            writer.write(frame_idx, obj_ids, logits, clip.frames[frame_idx])
+            if frame_idx == 0:
+                first = overlay_masks(clip.frames[0], (logits[:, 0] > 0).cpu().numpy(), colors=object_colors(obj_ids))
+                save_image(first, written["first_frame"])
     return written, len(records)

@@ -76,10 +76,7 @@ def resolve_checkpoint(name_or_path: str | Path) -> Path:
     if path.exists():
         return path
     if str(name_or_path) in PACKAGED_CHECKPOINTS:
-        packaged = Path(__file__).parent / "checkpoints" / PACKAGED_CHECKPOINTS[str(name_or_path)]
-        if not packaged.exists():
-            raise ModelNotFoundError(f"the packaged checkpoint {packaged} is missing from this installation")
-        return packaged
+        return packaged_checkpoint(str(name_or_path))
     key = str(name_or_path).removeprefix("facebook/")
     if key not in HUB_CHECKPOINTS:
         raise ModelNotFoundError(
@@ -214,6 +211,16 @@ def detect_config(state: dict[str, torch.Tensor]) -> Sam2Config:
     return VARIANTS[f"{version}-hiera-{size}"]
 
 
+def packaged_checkpoint(name: str) -> Path:
+    """Path of a checkpoint shipped inside the package (its official-style yaml sits beside it)."""
+    if name not in PACKAGED_CHECKPOINTS:
+        raise ModelNotFoundError(f"{name!r} is not a packaged model; packaged: {', '.join(PACKAGED_CHECKPOINTS)}")
+    path = Path(__file__).parent / "checkpoints" / PACKAGED_CHECKPOINTS[name]
+    if not path.exists():
+        raise ModelNotFoundError(f"the packaged checkpoint {path} is missing from this installation")
+    return path
+
+
 def load_state_dict_strict(model: Sam2Model, state: dict[str, torch.Tensor]) -> None:
     """Load ``state`` into ``model``; any missing, unexpected or mis-shaped key is a CheckpointError."""
     own = model.state_dict()
@@ -230,7 +237,14 @@ def load_state_dict_strict(model: Sam2Model, state: dict[str, torch.Tensor]) -> 
     model.load_state_dict(state, strict=True)
 
 
-def save_checkpoint(model: Sam2Model, path: str | Path) -> None:
-    """Save in the official format (``{"model": state_dict}``) that ``sam2`` and masklet both load."""
-    torch.save({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, Path(path))
+def save_checkpoint(model: Sam2Model, path: str | Path, dtype: torch.dtype | None = None) -> None:
+    """Save in the official format (``{"model": state_dict}``) that ``sam2`` and masklet both load.
+
+    ``dtype`` (e.g. ``torch.float16``) stores the floating-point tensors smaller; loading casts
+    them back to the model's dtype.
+    """
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    torch.save({"model": state}, Path(path))
 

@@ -1,0 +1,102 @@
+"""The packaged masklet-nano checkpoint: loads offline (in masklet and in the official package),
+segments and tracks held-out synthetic shapes, and gives the official automatic masks and video
+tracking on data where masks are meaningful (not the degenerate blobs of random weights)."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from masklet import MaskGenerator, load_model
+from masklet.synthetic import make_clip, make_scene
+from masklet.video import VideoPredictor
+from masklet.weights import PACKAGED_CHECKPOINTS, packaged_checkpoint
+from reference.official import build_official_model
+from test_amg import assert_same_masks, official_records
+from test_video_parity import assert_same, later_objects, scenario
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+from evaluate_synthetic import evaluate  # noqa: E402
+
+HELD_OUT = 10**6
+
+
+@functools.cache
+def nano_pair(video: bool = False):
+    """(official model or video predictor, masklet model) from the packaged files."""
+    checkpoint = packaged_checkpoint("masklet-nano")
+    model_dict = yaml.safe_load(checkpoint.with_suffix(".yaml").read_text())["model"]
+    official = build_official_model(copy.deepcopy(model_dict), seed=None, video=video)
+    official.load_state_dict(torch.load(checkpoint, weights_only=True)["model"], strict=True)
+    return official, load_model("masklet-nano")
+
+
+def test_packaged_files_load_offline_in_masklet_and_official(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    checkpoint = packaged_checkpoint("masklet-nano")
+    assert checkpoint.name == PACKAGED_CHECKPOINTS["masklet-nano"] and checkpoint.suffix == ".pt"
+    assert "nano" in checkpoint.name and checkpoint.with_suffix(".yaml").is_file()
+    assert checkpoint.stat().st_size < 12 * 2**20
+    official, ours = nano_pair()
+    assert ours.image_size == 256
+    assert 3e6 < sum(p.numel() for p in ours.parameters()) < 6e6
+    for name, value in official.state_dict().items():
+        torch.testing.assert_close(ours.state_dict()[name], value, rtol=0, atol=0, msg=name)
+
+
+def test_held_out_figures_clear_floors():
+    """Small held-out sample; floors a broken pipeline (or random weights) cannot reach.
+
+    The real figures come from ``python benchmarks/evaluate_synthetic.py``.
+    """
+    figures = evaluate("masklet-nano", scenes=12, clips=4, frames=8, amg_scenes=4)
+    assert figures["click_miou"] >= 0.45, figures
+    assert figures["box_miou"] >= 0.5, figures
+    assert figures["video_jf"] >= 0.3, figures
+    assert figures["amg_recall"] >= 0.1, figures
+
+
+def scene_image(seed: int) -> np.ndarray:
+    return make_scene(HELD_OUT + seed).image
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(points_per_side=16),  # the official defaults otherwise
+        dict(points_per_side=8, crop_n_layers=1),
+        dict(points_per_side=12, use_m2m=True),
+        dict(points_per_side=16, min_mask_region_area=40),
+    ],
+    ids=["defaults", "crop-layer", "m2m", "min-region-area"],
+)
+def test_automatic_masks_match_official_on_nano(options):
+    official, ours = nano_pair()
+    image = np.concatenate([scene_image(s) for s in range(4)], axis=1)  # 256 x 1024: many shapes
+    reference = official_records(official, image, **options)
+    assert len(reference) >= 20, f"only {len(reference)} official masks: the test proves little"
+    assert_same_masks(MaskGenerator(ours, **options).generate(image), reference)
+
+
+@pytest.mark.parametrize("story", [scenario, later_objects])
+def test_video_tracking_matches_official_on_nano(tmp_path, story):
+    from reference.official import patched_connected_components
+
+    official, model = nano_pair(video=True)
+    ours = VideoPredictor(model, fill_hole_area=official.fill_hole_area)
+    clip = make_clip(HELD_OUT + 3, num_frames=8, size=(96, 128), num_objects=(3, 3))
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    for t, frame in enumerate(clip.frames):
+        Image.fromarray(frame).save(folder / f"{t:05d}.jpg", quality=95)
+    with patched_connected_components(), torch.inference_mode():
+        ref = story(official, official.init_state(str(folder)), clip.masks)
+    assert_same(story(ours, ours.init_state(folder), clip.masks), ref)
