@@ -11,22 +11,34 @@ from torch import nn
 from .position import apply_rope, axial_rope_angles
 
 
-def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_chunk: int = 512) -> torch.Tensor:
+#: Score elements per low-precision matmul (8 MB in bfloat16): big attentions are split into
+#: slices this size, which stay in cache (memory attention has ~28k keys per query at 1024 px).
+_SCORE_BUDGET = 1 << 22
+
+
+def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Softmax attention over (B, heads, N, d) tensors.
 
-    float32 uses PyTorch's fused kernel. On CPU in bfloat16 / float16, explicit matmuls over query
-    chunks are about twice as fast (oneDNN's low-precision GEMMs; the fused kernel is slower there
-    than in float32) and bound the score memory for global and memory attention.
+    float32 uses PyTorch's fused kernel. On CPU in bfloat16 / float16, explicit matmuls are about
+    twice as fast (oneDNN's low-precision GEMMs; the fused kernel is slower there than in
+    float32). Small attentions (windows) run as one batched matmul; big ones go one batch-head
+    and a few hundred queries at a time, with the transposed keys made contiguous once.
     """
     if q.device.type != "cpu" or q.dtype not in (torch.bfloat16, torch.float16):
         return F.scaled_dot_product_attention(q, k, v)
     scale = q.shape[-1] ** -0.5
-    kt = k.transpose(-2, -1)
-    chunks = [
-        torch.softmax((q[:, :, i : i + query_chunk] * scale) @ kt, dim=-1) @ v
-        for i in range(0, q.shape[-2], query_chunk)
-    ]
-    return chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=2)
+    b, h, n, _ = q.shape
+    num_keys = k.shape[-2]
+    if b * h * n * num_keys <= _SCORE_BUDGET:
+        return torch.softmax((q * scale) @ k.transpose(-2, -1), dim=-1) @ v
+    qs, ks, vs = (q * scale).flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1)
+    out = q.new_empty(b * h, n, v.shape[-1])
+    rows = max(1, _SCORE_BUDGET // num_keys)
+    for i in range(b * h):
+        kt = ks[i].transpose(0, 1).contiguous()
+        for j in range(0, n, rows):
+            torch.matmul(torch.softmax(qs[i, j : j + rows] @ kt, dim=-1), vs[i], out=out[i, j : j + rows])
+    return out.view(b, h, n, -1)
 
 
 class Attention(nn.Module):
