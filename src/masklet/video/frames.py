@@ -48,13 +48,15 @@ class FrameSource(ABC):
     @abstractmethod
     def __len__(self) -> int: ...
 
-    @property
-    @abstractmethod
-    def height(self) -> int: ...
+    _size: tuple[int, int]  # (height, width) of every frame; set by subclasses
 
     @property
-    @abstractmethod
-    def width(self) -> int: ...
+    def height(self) -> int:
+        return self._size[0]
+
+    @property
+    def width(self) -> int:
+        return self._size[1]
 
     @abstractmethod
     def _frame(self, index: int) -> np.ndarray:
@@ -95,14 +97,6 @@ class _ImageListFrames(FrameSource):
 
     def __len__(self) -> int:
         return len(self._items)
-
-    @property
-    def height(self) -> int:
-        return self._size[0]
-
-    @property
-    def width(self) -> int:
-        return self._size[1]
 
     def _frame(self, index: int) -> np.ndarray:
         frame = load_image(self._items[index])
@@ -211,14 +205,6 @@ class VideoFileFrames(FrameSource):
 
     def __len__(self) -> int:
         return len(self._pts)
-
-    @property
-    def height(self) -> int:
-        return self._size[0]
-
-    @property
-    def width(self) -> int:
-        return self._size[1]
 
     def _frame(self, index: int) -> np.ndarray:
         if self._container is None:

@@ -25,6 +25,7 @@ class _LatestFrame(FrameSource):
 
     def __init__(self, frame: np.ndarray) -> None:
         self._index, self._latest = 0, frame
+        self._size = (int(frame.shape[0]), int(frame.shape[1]))
 
     def push(self, index: int, frame: np.ndarray) -> None:
         self._index, self._latest = index, frame
@@ -36,14 +37,6 @@ class _LatestFrame(FrameSource):
         if index != self._index:
             raise PredictorStateError(f"frame {index} of the stream is gone; only frame {self._index} is held")
         return self._latest
-
-    @property
-    def height(self) -> int:
-        return int(self._latest.shape[0])
-
-    @property
-    def width(self) -> int:
-        return int(self._latest.shape[1])
 
 
 class StreamTracker:
