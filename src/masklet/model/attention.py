@@ -122,7 +122,8 @@ class RoPEAttention(Attention):
     ) -> torch.Tensor:
         q = self._heads(self.q_proj(q))
         k = self._heads(self.k_proj(k))
-        v = self._heads(self.v_proj(v))
+        project_late = self._project_values_late(q)
+        v = v[:, None] if project_late else self._heads(self.v_proj(v))
         rotations = self._rotations(q.shape[-2], q.device)
         q = apply_rope(q, rotations)
         num_rope = k.shape[-2] - num_k_exclude_rope
@@ -136,4 +137,22 @@ class RoPEAttention(Attention):
             else:
                 k_rope = apply_rope(k_rope, rotations)
             k = torch.cat((k_rope, k[:, :, num_rope:]), dim=2) if num_k_exclude_rope else k_rope
+        if project_late:
+            return self.out_proj(self.v_proj(softmax_attention(q, k, v)[:, 0]))
         return self._attend(q, k, v)
+
+    def _project_values_late(self, q: torch.Tensor) -> bool:
+        """Whether to attend over the raw values and project the result instead.
+
+        softmax(qk) @ v_proj(v) equals v_proj(softmax(qk) @ v) (the weights of a row sum to 1, so
+        the bias passes through). With one head and narrow values (64-channel memories against
+        256-channel queries) it quarters the value product; used where attention runs as explicit
+        low-precision matmuls (float32 keeps the fused kernel, which is slower with narrow values).
+        """
+        return (
+            self.num_heads == 1
+            and self.v_proj.in_features < self.internal_dim
+            and q.device.type == "cpu"
+            and q.dtype in (torch.bfloat16, torch.float16)
+            and not (self.training and self.dropout_p > 0)
+        )
