@@ -6,11 +6,9 @@ from dataclasses import dataclass
 from typing import Iterable
 
 import numpy as np
-import torch
 
 from ..image import ImagePredictor
-from ..model import MemoryBank, Sam2Model
-from ..transforms import preprocess, to_model_coords, upscale_masks
+from ..model import Sam2Model
 from .data import ImageSample, VideoSample
 
 
@@ -82,44 +80,28 @@ def track_clip(
     first_masks: np.ndarray | None = None,
     first_points: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
-    """Track objects prompted on frame 0 through a clip: (T, N, H, W) bool.
+    """Track objects prompted on frame 0 through a clip with :class:`~masklet.video.VideoPredictor`:
+    (T, N, H, W) bool.
 
     Prompts are masks (N, H, W), or clicks: coordinates (N, P, 2) in frame pixels and labels (N, P).
-    A minimal forward tracker over ``Sam2Model.track_step`` for evaluation and the demo.
     """
+    from ..video import VideoPredictor
+
     if (first_masks is None) == (first_points is None):
         raise ValueError("give exactly one of first_masks and first_points")
-    size, device = model.image_size, model.device
-    num_frames = frames.shape[0]
-    height, width = frames.shape[1:3]
-    bank = MemoryBank(cond={}, non_cond={})
-    point_inputs = mask_inputs = None
+    predictor = VideoPredictor(model)
+    state = predictor.init_state(list(frames))
     if first_masks is not None:
-        num_obj = first_masks.shape[0]
-        prompt = torch.from_numpy(first_masks).to(device)[:, None].float()
-        mask_inputs = torch.nn.functional.interpolate(prompt, size=(size, size), mode="bilinear", align_corners=False) > 0.5
+        for n, mask in enumerate(first_masks):
+            predictor.add_new_mask(state, 0, n + 1, mask)
     else:
-        coords = torch.as_tensor(first_points[0], dtype=torch.float32, device=device)
-        num_obj = coords.shape[0]
-        point_inputs = {
-            "point_coords": to_model_coords(coords, (height, width), size),
-            "point_labels": torch.as_tensor(first_points[1], dtype=torch.int32, device=device),
-        }
-    out_masks = []
-    with torch.inference_mode():
-        for t in range(num_frames):
-            features = model.encode_image(preprocess(frames[t], size, device, model.encoder_dtype))
-            feats = [x.expand(num_obj, -1, -1, -1).flatten(2).permute(2, 0, 1) for x in features.levels]
-            pos = [x.expand(num_obj, -1, -1, -1).flatten(2).permute(2, 0, 1) for x in features.positions]
-            sizes = [tuple(x.shape[-2:]) for x in features.levels]
-            first = t == 0
-            out = model.track_step(
-                t, first, feats, pos, sizes, point_inputs if first else None, mask_inputs if first else None,
-                bank, num_frames,
-            )
-            (bank.cond if first else bank.non_cond)[t] = out
-            out_masks.append((upscale_masks(out["pred_masks"], (height, width))[:, 0] > 0).cpu().numpy())
-    return np.stack(out_masks)
+        coords, labels = first_points
+        for n in range(len(coords)):
+            predictor.add_new_points_or_box(state, 0, n + 1, coords[n], labels[n])
+    out = np.zeros((frames.shape[0], len(state.obj_ids), *frames.shape[1:3]), dtype=bool)
+    for result in predictor.propagate_in_video(state):
+        out[result.frame_idx] = result.masks.cpu().numpy()
+    return out
 
 
 def evaluate_clips(model: Sam2Model, clips: Iterable[VideoSample]) -> float:
