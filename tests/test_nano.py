@@ -9,6 +9,7 @@ import functools
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -100,3 +101,19 @@ def test_video_tracking_matches_official_on_nano(tmp_path, story):
     with patched_connected_components(), torch.inference_mode():
         ref = story(official, official.init_state(str(folder)), clip.masks)
     assert_same(story(ours, ours.init_state(folder), clip.masks), ref)
+
+
+def test_bfloat16_tracking_agrees_with_float32_on_nano():
+    clip = make_clip(HELD_OUT + 5, num_frames=8, size=(256, 256), crossing=True)
+    results = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        predictor = VideoPredictor(load_model("masklet-nano", dtype=dtype))
+        state = predictor.init_state(list(clip.frames))
+        for n, mask in enumerate(clip.masks[0]):
+            predictor.add_new_mask(state, 0, n + 1, mask)
+        results[dtype] = np.stack([r.masks.numpy() for r in predictor.propagate_in_video(state)])
+    full, low = results[torch.float32], results[torch.bfloat16]
+    assert full[1:].any(axis=(2, 3)).all(), "objects lost in float32: the comparison proves little"
+    inter = (full & low).sum(axis=(2, 3))
+    union = np.maximum((full | low).sum(axis=(2, 3)), 1)
+    assert float((inter / union)[1:].mean()) >= 0.95
