@@ -117,3 +117,15 @@ def test_bfloat16_tracking_agrees_with_float32_on_nano():
     inter = (full & low).sum(axis=(2, 3))
     union = np.maximum((full | low).sum(axis=(2, 3)), 1)
     assert float((inter / union)[1:].mean()) >= 0.95
+
+
+def test_offline_demo_writes_pictures_and_video(tmp_path, monkeypatch):
+    from masklet.cli import main
+    from masklet.video import VideoFileFrames
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    for name in ("click.png", "box.png", "automatic.png", "tracking_frame0.png"):
+        assert Image.open(tmp_path / name).size == (512, 384)
+    with VideoFileFrames(tmp_path / "tracking.mp4") as video:
+        assert len(video) == 16
