@@ -22,9 +22,7 @@ def preprocess(image: np.ndarray, size: int, device: torch.device, dtype: torch.
     """
     x = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1).float().div_(255.0)
     x = F.interpolate(x.unsqueeze(0), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    mean = torch.tensor(PIXEL_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(PIXEL_STD, device=device).view(1, 3, 1, 1)
-    return ((x - mean) / std).to(dtype)
+    return _normalize(x, dtype)
 
 
 def preprocess_frame(frame: np.ndarray, size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -37,8 +35,13 @@ def preprocess_frame(frame: np.ndarray, size: int, device: torch.device, dtype: 
 
     resized = np.asarray(Image.fromarray(np.ascontiguousarray(frame)).resize((size, size), Image.Resampling.BICUBIC))
     x = torch.from_numpy(resized.copy()).to(device).permute(2, 0, 1).float().div_(255.0).unsqueeze(0)
-    mean = torch.tensor(PIXEL_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(PIXEL_STD, device=device).view(1, 3, 1, 1)
+    return _normalize(x, dtype)
+
+
+def _normalize(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(1, 3, S, S) float32 pixels in [0, 1] -> ImageNet-normalised, in ``dtype``."""
+    mean = torch.tensor(PIXEL_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(PIXEL_STD, device=x.device).view(1, 3, 1, 1)
     return ((x - mean) / std).to(dtype)
 
 
