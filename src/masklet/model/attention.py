@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .position import apply_rope, axial_rope_angles
+from .position import apply_rope, apply_rope_, axial_rope_angles
 
 
 #: Score elements per low-precision matmul (8 MB in bfloat16): big attentions are split into
@@ -22,7 +22,7 @@ def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torc
     float32 uses PyTorch's fused kernel. On CPU in bfloat16 / float16, explicit matmuls are about
     twice as fast (oneDNN's low-precision GEMMs; the fused kernel is slower there than in
     float32). Small attentions (windows) run as one batched matmul; big ones go one batch-head
-    and a few hundred queries at a time, with the transposed keys made contiguous once.
+    and a few hundred queries at a time.
     """
     if q.device.type != "cpu" or q.dtype not in (torch.bfloat16, torch.float16):
         return F.scaled_dot_product_attention(q, k, v)
@@ -35,7 +35,7 @@ def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torc
     out = q.new_empty(b * h, n, v.shape[-1])
     rows = max(1, _SCORE_BUDGET // num_keys)
     for i in range(b * h):
-        kt = ks[i].transpose(0, 1).contiguous()
+        kt = ks[i].transpose(0, 1)  # oneDNN reads transposed keys as fast as a contiguous copy
         for j in range(0, n, rows):
             torch.matmul(torch.softmax(qs[i, j : j + rows] @ kt, dim=-1), vs[i], out=out[i, j : j + rows])
     return out.view(b, h, n, -1)
@@ -125,18 +125,14 @@ class RoPEAttention(Attention):
         project_late = self._project_values_late(q)
         v = v[:, None] if project_late else self._heads(self.v_proj(v))
         rotations = self._rotations(q.shape[-2], q.device)
-        q = apply_rope(q, rotations)
+        # q and k are fresh projections: CPU inference rotates them in place
+        rotate = apply_rope_ if q.device.type == "cpu" and not torch.is_grad_enabled() else apply_rope
+        q = rotate(q, rotations)
         num_rope = k.shape[-2] - num_k_exclude_rope
         if num_rope > 0:
-            k_rope = k[:, :, :num_rope]
-            if num_rope != q.shape[-2]:
-                if not self.rope_k_repeat or num_rope % q.shape[-2]:
-                    raise ValueError("keys must hold a whole number of query grids for RoPE")
-                repeat = num_rope // q.shape[-2]
-                k_rope = apply_rope(k_rope, rotations.repeat(repeat, 1))
-            else:
-                k_rope = apply_rope(k_rope, rotations)
-            k = torch.cat((k_rope, k[:, :, num_rope:]), dim=2) if num_k_exclude_rope else k_rope
+            if num_rope != q.shape[-2] and (not self.rope_k_repeat or num_rope % q.shape[-2]):
+                raise ValueError("keys must hold a whole number of query grids for RoPE")
+            k = rotate(k, rotations, num_rope)
         if project_late:
             return self.out_proj(self.v_proj(softmax_attention(q, k, v)[:, 0]))
         return self._attend(q, k, v)

@@ -50,10 +50,24 @@ class MemoryAttentionLayer(nn.Module):
         num_k_exclude_rope: int = 0,
     ) -> torch.Tensor:
         """tgt (B, N, C), memory (B, M, C_mem) with pos encodings of the same shapes."""
+        tgt = self.attend_self(tgt, query_pos)
+        return self.attend_memory(tgt, memory, pos, query_pos, num_k_exclude_rope)
+
+    def attend_self(self, tgt: torch.Tensor, query_pos: torch.Tensor) -> torch.Tensor:
+        """The self-attention block (residual included)."""
         x = self.norm1(tgt)
         q = x + query_pos if self.pos_enc_at_attn else x
-        tgt = tgt + self.dropout1(self.self_attn(q, q, x))
+        return tgt + self.dropout1(self.self_attn(q, q, x))
 
+    def attend_memory(
+        self,
+        tgt: torch.Tensor,
+        memory: torch.Tensor,
+        pos: torch.Tensor,
+        query_pos: torch.Tensor,
+        num_k_exclude_rope: int = 0,
+    ) -> torch.Tensor:
+        """The cross-attention to memories and the feed-forward blocks (residuals included)."""
         x = self.norm2(tgt)
         x = self.cross_attn_image(
             x + query_pos if self.pos_enc_at_cross_attn_queries else x,
@@ -62,7 +76,6 @@ class MemoryAttentionLayer(nn.Module):
             num_k_exclude_rope=num_k_exclude_rope,
         )
         tgt = tgt + self.dropout2(x)
-
         x = self.linear2(self.dropout(self.activation(self.linear1(self.norm3(tgt)))))
         return tgt + self.dropout3(x)
 
@@ -86,12 +99,20 @@ class MemoryAttention(nn.Module):
         memory_pos: torch.Tensor,
         num_obj_ptr_tokens: int = 0,
     ) -> torch.Tensor:
-        """Sequence-first inputs: curr (N, B, C), memory (M, B, C_mem); returns (N, B, C)."""
+        """Sequence-first inputs: curr (N, B, C), memory (M, B, C_mem); returns (N, B, C).
+
+        ``curr`` (and ``curr_pos``) may have batch 1 for one frame shared by the B objects: the
+        first self-attention then runs once instead of B times.
+        """
         output = curr + 0.1 * curr_pos if self.pos_enc_at_input else curr
         output, curr_pos = output.transpose(0, 1), curr_pos.transpose(0, 1)
         memory, memory_pos = memory.transpose(0, 1), memory_pos.transpose(0, 1)
+        batch = memory.shape[0]
         for layer in self.layers:
-            output = layer(output, memory, memory_pos, curr_pos, num_k_exclude_rope=num_obj_ptr_tokens)
+            output = layer.attend_self(output, curr_pos)
+            if output.shape[0] != batch:
+                output, curr_pos = output.expand(batch, -1, -1), curr_pos.expand(batch, -1, -1)
+            output = layer.attend_memory(output, memory, memory_pos, curr_pos, num_k_exclude_rope=num_obj_ptr_tokens)
         return self.norm(output).transpose(0, 1)
 
 

@@ -325,6 +325,9 @@ class Sam2Model(nn.Module):
                 frame_idx, memory_frames, num_frames, track_in_reverse, b, vision_feat.device
             )
         dtype = self.memory_attention.norm.weight.dtype  # bfloat16 after load_model(dtype=...)
+        if b > 1 and vision_feat.stride(1) == 0 and vision_pos.stride(1) == 0:
+            # one frame expanded over the objects: memory attention shares its first self-attention
+            vision_feat, vision_pos = vision_feat[:, :1], vision_pos[:, :1]
         out = self.memory_attention(
             curr=vision_feat.to(dtype), memory=memory.to(dtype), curr_pos=vision_pos.to(dtype),
             memory_pos=memory_pos.to(dtype), num_obj_ptr_tokens=num_ptr_tokens,
