@@ -7,8 +7,9 @@ the clicks (init+prompts, timed apart), then tracks with propagate_in_video. s/f
 time per tracked frame 1..N-1 (the time between consecutive yields; frame 0 is the prompt's
 output and is left out). Prints the ratio official / masklet (> 1 means masklet is faster), the
 largest logit difference and the share of differing mask pixels of masklet float32 against the
-official on every frame and object, and with --dtype bfloat16 the mask IoU of bfloat16 (image
-encoder) against float32 masklet.
+official on every frame and object, and with --dtype bfloat16 the mask IoU against float32
+masklet of two low-precision variants: bf16mem (memory attention in bfloat16, image encoder
+float32) and bf16 (both in bfloat16).
 
     python benchmarks/video_predictor.py [--frames 12] [--objects 1 4] [--threads 2]
     python benchmarks/video_predictor.py --frames 3 --objects 1 --size 240x427     # quick check
@@ -134,7 +135,8 @@ def main() -> None:
     parser.add_argument("--size", type=_size, default=(480, 854), metavar="HxW", help="frame size (default 480x854)")
     parser.add_argument("--objects", type=int, nargs="+", default=[1, 4], help=f"objects per case, 1..{MAX_OBJECTS}")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
-                        help="bfloat16 adds masklet with a bfloat16 image encoder (heads float32)")
+                        help="bfloat16 adds masklet with bfloat16 memory attention (encoder float32), "
+                        "and with bfloat16 image encoder and memory attention (heads float32)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for both")
     args = parser.parse_args()
     if args.frames < 2:
@@ -149,10 +151,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = os.path.join(tmp, "model.pt")
         save_official_checkpoint(official, ckpt)
-        for name, dtype in (("masklet fp32", torch.float32), ("masklet bf16", torch.bfloat16)):
-            if dtype == torch.float32 or args.dtype == "bfloat16":
-                model = masklet.load_model(ckpt, dtype=dtype)
-                masklets[name] = VideoPredictor(model, fill_hole_area=official.fill_hole_area)
+        variants = {"masklet fp32": (torch.float32, torch.float32)}
+        if args.dtype == "bfloat16":
+            variants["masklet bf16mem"] = (torch.float32, torch.bfloat16)
+            variants["masklet bf16"] = (torch.bfloat16, torch.bfloat16)
+        for name, (dtype, memory_dtype) in variants.items():
+            model = masklet.load_model(ckpt, dtype=dtype, memory_dtype=memory_dtype)
+            masklets[name] = VideoPredictor(model, fill_hole_area=official.fill_hole_area)
 
     height, width = args.size
     print(f"{args.variant} (random, seed {args.seed}), {args.frames} frames {height}x{width}, "
@@ -169,21 +174,22 @@ def main() -> None:
             for name, predictor in masklets.items():
                 results[name] = track(predictor, folder, clicks)
             for name, r in results.items():
-                print(f"    {name:13s} init+prompts {r['prompt_s']:6.2f} s   propagate {r['total_s']:7.2f} s   "
+                print(f"    {name:15s} init+prompts {r['prompt_s']:6.2f} s   propagate {r['total_s']:7.2f} s   "
                       f"{r['frame_s']:6.3f} s/frame")
             base = results["official fp32"]["frame_s"]
             rows += [(name, num_objects, r["frame_s"], base / r["frame_s"]) for name, r in results.items()]
             print("    masklet fp32 vs official, per object: max |logit diff| / share of differing mask pixels "
                   "(fg: official foreground share)")
             print("\n".join(compare(results["masklet fp32"]["logits"], results["official fp32"]["logits"])))
-            if "masklet bf16" in results:
-                ious = mask_ious(results["masklet bf16"]["logits"], results["masklet fp32"]["logits"])
-                print(f"    mask IoU bf16 vs fp32 masklet over {len(ious)} frame-objects: "
-                      f"mean {np.mean(ious):.4f}, min {np.min(ious):.4f}")
+            for name in ("masklet bf16mem", "masklet bf16"):
+                if name in results:
+                    ious = mask_ious(results[name]["logits"], results["masklet fp32"]["logits"])
+                    print(f"    mask IoU {name[8:]} vs fp32 masklet over {len(ious)} frame-objects: "
+                          f"mean {np.mean(ious):.4f}, min {np.min(ious):.4f}")
 
-    print(f"\n  {'implementation':14s} {'objects':>7s} {'s/frame':>8s} {'official/this':>14s}")
+    print(f"\n  {'implementation':15s} {'objects':>7s} {'s/frame':>8s} {'official/this':>14s}")
     for name, num_objects, frame_s, ratio in rows:
-        print(f"  {name:14s} {num_objects:7d} {frame_s:8.3f} {ratio:13.2f}x")
+        print(f"  {name:15s} {num_objects:7d} {frame_s:8.3f} {ratio:13.2f}x")
     print("  target: >= 2x with four objects, >= 1x with one")
 
 

@@ -1,4 +1,6 @@
-"""Low-precision attention paths (sliced explicit matmuls, values projected late) against float32."""
+"""Attention fast paths: low precision (sliced explicit matmuls, values projected late) against
+float32, in-place RoPE against the official rotation, chunked rows and a shared frame against
+the plain computation."""
 
 from __future__ import annotations
 
@@ -8,9 +10,12 @@ import pytest
 import torch
 
 from masklet.model import attention as attention_module
+from masklet.model import common as common_module
 from masklet.model.attention import RoPEAttention, softmax_attention
 from masklet.model.config import MemoryAttentionConfig
+from masklet.model.common import map_rows
 from masklet.model.memory import MemoryAttention
+from masklet.model.position import apply_rope, apply_rope_, axial_rope_angles
 
 
 @pytest.mark.parametrize("budget", [1 << 22, 1000])  # one batched matmul, or many small slices
@@ -48,3 +53,50 @@ def test_memory_attention_in_bfloat16_stays_close_to_float32(monkeypatch):
         result = low(curr.bfloat16(), memory.bfloat16(), curr_pos.bfloat16(), memory_pos.bfloat16(), 8).float()
     cosine = torch.nn.functional.cosine_similarity(result.flatten(), reference.flatten(), dim=0)
     assert float(cosine) > 0.999
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rope_matches_the_official_rotation(dtype):
+    from sam2.modeling.position_encoding import apply_rotary_enc, compute_axial_cis
+
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 1, 16, 32, generator=gen).to(dtype)
+    k = torch.randn(2, 1, 3 * 16 + 4, 32, generator=gen).to(dtype)  # three 4x4 grids + 4 pointers
+    ref_q, ref_k = apply_rotary_enc(q, k[:, :, :48], compute_axial_cis(32, 4, 4), repeat_freqs_k=True)
+    rotations = axial_rope_angles(32, 4, 4)
+    torch.testing.assert_close(apply_rope(q, rotations), ref_q)
+    rotated = apply_rope(k, rotations, 48)
+    torch.testing.assert_close(rotated[:, :, :48], ref_k)
+    assert torch.equal(rotated[:, :, 48:], k[:, :, 48:])
+    in_place = k.clone()
+    assert apply_rope_(in_place, rotations, 48) is in_place
+    assert torch.equal(in_place, rotated)
+    with pytest.raises(ValueError, match="whole number"):
+        apply_rope(k, rotations, 40)
+
+
+def test_map_rows_in_chunks_equals_one_call(monkeypatch):
+    monkeypatch.setattr(common_module, "_CHUNK_ROWS", 7)
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.LayerNorm(6), torch.nn.Linear(6, 24), torch.nn.GELU(), torch.nn.Linear(24, 5))
+    x = torch.randn(3, 6, 10).permute(0, 2, 1)  # 30 rows, not contiguous
+    reference = mlp(x)
+    calls = []
+    with torch.no_grad():
+        result = map_rows(lambda rows: calls.append(len(rows)) or mlp(rows), x)
+    assert calls == [7, 7, 7, 7, 2] and result.shape == (3, 10, 5)
+    torch.testing.assert_close(result, reference)
+
+
+def test_memory_attention_runs_a_shared_frame_once():
+    torch.manual_seed(0)
+    module = MemoryAttention(MemoryAttentionConfig(num_layers=2, dim_feedforward=128), 64, 16, 8).eval()
+    curr, curr_pos = torch.randn(64, 1, 64), torch.randn(64, 1, 64)
+    memory, memory_pos = torch.randn(2 * 64 + 8, 3, 16), torch.randn(2 * 64 + 8, 3, 16)
+    calls = []
+    module.layers[0].self_attn.register_forward_hook(lambda mod, args, out: calls.append(args[0].shape[0]))
+    with torch.no_grad():
+        shared = module(curr, memory, curr_pos, memory_pos, num_obj_ptr_tokens=8)
+        expanded = module(curr.expand(-1, 3, -1), memory, curr_pos.expand(-1, 3, -1), memory_pos, num_obj_ptr_tokens=8)
+    assert calls == [1, 3] and shared.shape == (64, 3, 64)
+    torch.testing.assert_close(shared, expanded)

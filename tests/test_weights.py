@@ -96,6 +96,10 @@ def test_explicit_config_for_a_non_standard_checkpoint(tmp_path):
     config = config_from_official(official_model_dict("sam2-hiera-tiny", **SMALL))
     model = load_model(ckpt, config=config, dtype=torch.bfloat16)
     assert model.encoder_dtype == torch.bfloat16 and model.dtype == torch.float32 and not model.training
+    assert model.memory_attention.norm.weight.dtype == torch.bfloat16
+    mixed = load_model(ckpt, config=config, memory_dtype=torch.bfloat16)
+    assert mixed.encoder_dtype == torch.float32 and mixed.memory_attention.norm.weight.dtype == torch.bfloat16
+    assert mixed.memory_encoder.out_proj.weight.dtype == torch.bfloat16 and mixed.dtype == torch.float32
 
 
 def test_truncated_and_foreign_files(tmp_path):
@@ -180,6 +184,8 @@ def test_hub_name_uses_the_cache(tmp_path, monkeypatch):
 def test_bad_dtype_and_inconsistent_config():
     with pytest.raises(ConfigError, match="dtype"):
         load_model("sam2.1-hiera-tiny", dtype=torch.int8)
+    with pytest.raises(ConfigError, match="memory_dtype"):
+        load_model("sam2.1-hiera-tiny", memory_dtype=torch.float64)
     with pytest.raises(ConfigError, match="unknown variant"):
         variant_config("sam2.1-hiera-huge")
     with pytest.raises(ConfigError, match="window_spec"):

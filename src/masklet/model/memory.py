@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .attention import RoPEAttention
-from .common import LayerNorm2d, activation_fn
+from .common import LayerNorm2d, activation_fn, map_rows
 from .config import MemoryAttentionConfig, MemoryEncoderConfig
 from .position import PositionEmbeddingSine
 
@@ -76,7 +77,7 @@ class MemoryAttentionLayer(nn.Module):
             num_k_exclude_rope=num_k_exclude_rope,
         )
         tgt = tgt + self.dropout2(x)
-        x = self.linear2(self.dropout(self.activation(self.linear1(self.norm3(tgt)))))
+        x = map_rows(lambda r: self.linear2(self.dropout(self.activation(self.linear1(self.norm3(r))))), tgt)
         return tgt + self.dropout3(x)
 
 
@@ -150,11 +151,15 @@ class CXBlock(nn.Module):
         self.gamma = nn.Parameter(layer_scale_init_value * torch.ones(dim)) if layer_scale_init_value > 0 else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.norm(self.dwconv(x)).permute(0, 2, 3, 1)
-        y = self.pwconv2(self.act(self.pwconv1(y)))
+        y = map_rows(self._pointwise, self.dwconv(x).permute(0, 2, 3, 1))
         if self.gamma is not None:
             y = self.gamma * y
         return x + y.permute(0, 3, 1, 2)
+
+    def _pointwise(self, y: torch.Tensor) -> torch.Tensor:
+        """Channels-last LayerNorm (the normalisation of LayerNorm2d) and the pointwise MLP."""
+        y = F.layer_norm(y, y.shape[-1:], self.norm.weight, self.norm.bias, self.norm.eps)
+        return self.pwconv2(self.act(self.pwconv1(y)))
 
 
 class Fuser(nn.Module):

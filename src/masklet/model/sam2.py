@@ -287,7 +287,9 @@ class Sam2Model(nn.Module):
             mask = mask * c.sigmoid_scale_for_mem_enc
         if c.sigmoid_bias_for_mem_enc != 0.0:
             mask = mask + c.sigmoid_bias_for_mem_enc
-        features, position = self.memory_encoder(pix_feat, mask.to(pix_feat.dtype), skip_mask_sigmoid=True)
+        dtype = self.memory_encoder.pix_feat_proj.weight.dtype  # bfloat16 after load_model(memory_dtype=...)
+        features, position = self.memory_encoder(pix_feat.to(dtype), mask.to(dtype), skip_mask_sigmoid=True)
+        features, position = features.to(pix_feat.dtype), position.to(pix_feat.dtype)
         if c.no_obj_embed_spatial:
             absent = 1 - (object_score_logits > 0).float()
             features = features + absent[..., None, None] * self.no_obj_embed_spatial[..., None, None]
