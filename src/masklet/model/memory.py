@@ -15,7 +15,11 @@ from .position import PositionEmbeddingSine
 
 
 class MemoryAttentionLayer(nn.Module):
-    """Pre-norm layer: RoPE self-attention, RoPE cross-attention to memories, feed-forward."""
+    """Pre-norm layer: RoPE self-attention, RoPE cross-attention to memories, feed-forward.
+
+    It runs in two halves (:meth:`attend_self`, then :meth:`attend_memory`) so that objects
+    sharing a frame can share the first self-attention (see :class:`MemoryAttention`).
+    """
 
     def __init__(self, config: MemoryAttentionConfig, d_model: int, kv_dim: int, feat_size: int) -> None:
         super().__init__()
@@ -41,18 +45,6 @@ class MemoryAttentionLayer(nn.Module):
         self.pos_enc_at_attn = c.pos_enc_at_attn
         self.pos_enc_at_cross_attn_queries = c.pos_enc_at_cross_attn_queries
         self.pos_enc_at_cross_attn_keys = c.pos_enc_at_cross_attn_keys
-
-    def forward(
-        self,
-        tgt: torch.Tensor,
-        memory: torch.Tensor,
-        pos: torch.Tensor,
-        query_pos: torch.Tensor,
-        num_k_exclude_rope: int = 0,
-    ) -> torch.Tensor:
-        """tgt (B, N, C), memory (B, M, C_mem) with pos encodings of the same shapes."""
-        tgt = self.attend_self(tgt, query_pos)
-        return self.attend_memory(tgt, memory, pos, query_pos, num_k_exclude_rope)
 
     def attend_self(self, tgt: torch.Tensor, query_pos: torch.Tensor) -> torch.Tensor:
         """The self-attention block (residual included)."""
