@@ -3,9 +3,10 @@
 Same seeded random weights (full config, 1024 px model input), the same JPEG frames of a
 synthetic clip (masklet.synthetic.make_clip, moving objects), one click at an object's centre on
 frame 0 per object. For one and for four objects, each implementation opens the video and takes
-the clicks (init+prompts, timed apart), then tracks with propagate_in_video. s/frame is the mean
-time per tracked frame 1..N-1 (the time between consecutive yields; frame 0 is the prompt's
-output and is left out). Prints the ratio official / masklet (> 1 means masklet is faster), the
+the clicks (init+prompts, timed apart), then all track with propagate_in_video taking turns, one
+frame each (so that a drift of the machine's speed hits them alike). s/frame is the mean time
+per tracked frame 1..N-1 (the time to yield a frame; frame 0 is the prompt's output and is left
+out); full-memory s/frame the mean over frames from num_maskmem on, as in a long video. Prints the ratio official / masklet (> 1 means masklet is faster), the
 largest logit difference and the share of differing mask pixels of masklet float32 against the
 official on every frame and object, and with --dtype bfloat16 the mask IoU against float32
 masklet of two low-precision variants: bf16mem (memory attention in bfloat16, image encoder
@@ -87,20 +88,41 @@ def quiet_official() -> None:
     sam2.utils.misc.tqdm = no_bar
 
 
-def track(predictor: Any, folder: str, clicks: list[list[float]]) -> dict[str, Any]:
-    """Open the video, click each object on frame 0, propagate; times and logits per frame."""
+def open_and_prompt(predictor: Any, folder: str, clicks: list[list[float]]) -> tuple[Any, float]:
+    """Open the video and click each object on frame 0; returns the state and the seconds taken."""
     start = time.perf_counter()
     state = predictor.init_state(folder)
     for obj_id, point in enumerate(clicks, start=1):
         predictor.add_new_points_or_box(state, 0, obj_id, points=np.array([point], np.float32),
                                         labels=np.array([1], np.int32))
-    prompt_s = time.perf_counter() - start
-    logits, stamps = [], [time.perf_counter()]
-    for frame_idx, obj_ids, frame_logits in predictor.propagate_in_video(state):
-        logits.append((int(frame_idx), list(obj_ids), frame_logits.float().clone()))
-        stamps.append(time.perf_counter())
-    steps = np.diff(stamps)  # steps[k]: the time to yield the k-th frame
-    return {"prompt_s": prompt_s, "total_s": stamps[-1] - stamps[0], "frame_s": float(steps[1:].mean()), "logits": logits}
+    return state, time.perf_counter() - start
+
+
+def track_interleaved(predictors: dict[str, Any], folder: str, clicks: list[list[float]]) -> dict[str, dict]:
+    """Prompt with every implementation, then propagate them in turn, one frame each per round.
+
+    Taking turns exposes all implementations to the same machine conditions (a shared 2-core
+    machine drifts by several percent over minutes); each step is timed on its own.
+    """
+    results, generators = {}, {}
+    for name, predictor in predictors.items():
+        state, prompt_s = open_and_prompt(predictor, folder, clicks)
+        results[name] = {"prompt_s": prompt_s, "steps": [], "logits": []}
+        generators[name] = iter(predictor.propagate_in_video(state))
+    while generators:
+        for name in list(generators):
+            start = time.perf_counter()
+            item = next(generators[name], None)
+            if item is None:
+                del generators[name]
+                continue
+            frame_idx, obj_ids, frame_logits = item
+            results[name]["logits"].append((int(frame_idx), list(obj_ids), frame_logits.float().clone()))
+            results[name]["steps"].append(time.perf_counter() - start)  # the time to yield this frame
+    for r in results.values():
+        r["steps"] = steps = np.array(r["steps"])
+        r["total_s"], r["frame_s"] = float(steps.sum()), float(steps[1:].mean())
+    return results
 
 
 def compare(ours: list, ref: list) -> list[str]:
@@ -152,6 +174,7 @@ def main() -> None:
     quiet_official()
 
     official = build_official_model(official_model_dict(args.variant), seed=args.seed, video=True)
+    full_memory = official.num_maskmem  # from this frame on: the prompted frame + num_maskmem - 1 recent ones
     masklets = {}
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = os.path.join(tmp, "model.pt")
@@ -173,16 +196,16 @@ def main() -> None:
         for num_objects in args.objects:
             clicks = [centre(masks[0, k]) for k in range(num_objects)]
             print(f"  {num_objects} object(s), clicks at {[[round(v) for v in c] for c in clicks]}")
-            results = {}
             with patched_connected_components(), torch.inference_mode():
-                results["official fp32"] = track(official, folder, clicks)
-            for name, predictor in masklets.items():
-                results[name] = track(predictor, folder, clicks)
+                results = track_interleaved({"official fp32": official, **masklets}, folder, clicks)
             for name, r in results.items():
                 print(f"    {name:15s} init+prompts {r['prompt_s']:6.2f} s   propagate {r['total_s']:7.2f} s   "
-                      f"{r['frame_s']:6.3f} s/frame")
-            base = results["official fp32"]["frame_s"]
-            rows += [(name, num_objects, r["frame_s"], base / r["frame_s"]) for name, r in results.items()]
+                      f"{r['frame_s']:6.3f} s/frame   per frame {np.round(r['steps'], 2).tolist()}")
+            base = results["official fp32"]
+            for name, r in results.items():
+                steady = r["steps"][full_memory:].mean() if args.frames > full_memory else float("nan")
+                base_steady = base["steps"][full_memory:].mean() if args.frames > full_memory else float("nan")
+                rows.append((name, num_objects, r["frame_s"], base["frame_s"] / r["frame_s"], steady, base_steady / steady))
             print("    masklet fp32 vs official, per object: max |logit diff| / share of differing mask pixels "
                   "(fg: official foreground share)")
             print("\n".join(compare(results["masklet fp32"]["logits"], results["official fp32"]["logits"])))
@@ -192,9 +215,12 @@ def main() -> None:
                     print(f"    mask IoU {name[8:]} vs fp32 masklet over {len(ious)} frame-objects: "
                           f"mean {np.mean(ious):.4f}, min {np.min(ious):.4f}")
 
-    print(f"\n  {'implementation':15s} {'objects':>7s} {'s/frame':>8s} {'official/this':>14s}")
-    for name, num_objects, frame_s, ratio in rows:
-        print(f"  {name:15s} {num_objects:7d} {frame_s:8.3f} {ratio:13.2f}x")
+    print(f"\n  {'implementation':15s} {'objects':>7s} {'s/frame':>8s} {'official/this':>14s}"
+          f" {'full-memory s/frame':>20s} {'official/this':>14s}")
+    for name, num_objects, frame_s, ratio, steady, steady_ratio in rows:
+        print(f"  {name:15s} {num_objects:7d} {frame_s:8.3f} {ratio:13.2f}x {steady:20.3f} {steady_ratio:13.2f}x")
+    print(f"  s/frame: mean over tracked frames 1..{args.frames - 1}; full-memory: mean over frames "
+          f"{full_memory}..{args.frames - 1}, where the memory bank is full as in a long video")
     print("  target: >= 2x with four objects, >= 1x with one")
 
 

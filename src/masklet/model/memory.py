@@ -99,7 +99,8 @@ class MemoryAttention(nn.Module):
         """
         output = curr + 0.1 * curr_pos if self.pos_enc_at_input else curr
         output, curr_pos = output.transpose(0, 1), curr_pos.transpose(0, 1)
-        memory, memory_pos = memory.transpose(0, 1), memory_pos.transpose(0, 1)
+        # batch-first and contiguous once: every layer projects them (and reads them as values)
+        memory, memory_pos = memory.transpose(0, 1).contiguous(), memory_pos.transpose(0, 1).contiguous()
         batch = memory.shape[0]
         for layer in self.layers:
             output = layer.attend_self(output, curr_pos)
