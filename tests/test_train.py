@@ -153,3 +153,65 @@ def test_bad_training_arguments():
         Trainer(model, TrainConfig(freeze=("encoder_of_nothing",)), images=rectangles)
     with pytest.raises(InvalidInputError, match="video dataset"):
         Trainer(model, TrainConfig(video_fraction=0.5), images=rectangles)
+    with pytest.raises(InvalidInputError, match="prob_video_mask_prompt"):
+        Trainer(model, TrainConfig(prob_video_mask_prompt=1.5), images=rectangles)
+
+
+def test_mask_prompted_clips_train_the_decoder_reading_of_the_mask():
+    # with the first frame prompted by its mask, that frame's mask is given as the output; the SAM
+    # heads that read it into the object pointer are supervised on that frame itself (a one-frame
+    # clip has no later frame through which the pointer could be trained)
+    torch.manual_seed(2)
+    model = Sam2Model(variant_config("masklet-nano"))
+    trainer = Trainer(model, TrainConfig(video_fraction=1.0, prob_video_mask_prompt=1.0), videos=moving_square)
+    model.train()
+    clip = next(moving_square(0))
+    losses = trainer.video_step(VideoSample(clip.frames[:1], clip.masks[:1]))
+    assert torch.isfinite(losses["total"]) and losses["focal"] > 0 and losses["dice"] > 0
+    losses["total"].backward()
+    for module in (model.mask_downsample, model.sam_mask_decoder.iou_prediction_head.layers[0]):
+        assert module.weight.grad is not None and module.weight.grad.abs().sum() > 0
+
+
+def test_training_after_inference_mode_evaluation():
+    # RoPE tables first built under torch.inference_mode (evaluation) must not break a later
+    # training step: inference tensors cannot be saved for backward
+    torch.manual_seed(3)
+    model = Sam2Model(variant_config("masklet-nano")).eval()
+    from masklet.video import VideoPredictor
+
+    clip = next(moving_square(0))
+    predictor = VideoPredictor(model)
+    state = predictor.init_state(list(clip.frames))
+    predictor.add_new_mask(state, 0, 1, clip.masks[0, 0])
+    assert len(list(predictor.propagate_in_video(state))) == 3
+    trainer = Trainer(model, TrainConfig(video_fraction=1.0, prob_video_mask_prompt=0.0), videos=moving_square)
+    model.train()
+    trainer.video_step(next(moving_square(0)))["total"].backward()
+    assert model.memory_attention.layers[0].self_attn.q_proj.weight.grad is not None
+
+
+def test_synthetic_clips_mix_crossing_clips():
+    from masklet import InvalidInputError
+    from masklet.synthetic import clip_stream
+    from masklet.train import synthetic_clips
+
+    mixed = synthetic_clips(5, size=96, num_frames=3, crossing_share=0.5)
+    free = clip_stream(5, size=96, num_frames=3)
+    crossing = clip_stream(5, size=96, num_frames=3, crossing=True)
+    next_free, next_crossing = next(free), next(crossing)
+    kinds = []
+    for _ in range(10):
+        clip = next(mixed)
+        if np.array_equal(clip.frames, next_free.frames):
+            kinds.append("free")
+            next_free = next(free)
+        else:
+            assert np.array_equal(clip.frames, next_crossing.frames) and clip.masks.shape[1] == 2
+            kinds.append("crossing")
+            next_crossing = next(crossing)
+    assert set(kinds) == {"free", "crossing"}
+    plain = next(synthetic_clips(5, size=96, num_frames=3))
+    assert np.array_equal(plain.frames, next(clip_stream(5, size=96, num_frames=3)).frames)
+    with pytest.raises(InvalidInputError, match="crossing_share"):
+        next(synthetic_clips(0, crossing_share=1.5))

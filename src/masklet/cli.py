@@ -181,6 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--videos", default=None, help="'synthetic', or davis:ROOT (folders of frames + indexed PNGs)")
     train.add_argument("--video-fraction", type=float, default=0.0, help="share of steps on clips (default 0)")
     train.add_argument("--clip-frames", type=int, default=4, help="frames per synthetic clip (default 4)")
+    train.add_argument("--crossing-share", type=float, default=0.0,
+                       help="share of synthetic clips with two crossing objects (default 0)")
+    train.add_argument("--video-mask-prompts", type=float, default=0.2,
+                       help="share of clips whose first frame is prompted with its masks (default 0.2)")
     train.add_argument("--steps", type=int, default=1000)
     train.add_argument("--batch-size", type=int, default=4)
     train.add_argument("--max-objects", type=int, default=4)
@@ -197,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _dataset(spec: str | None, kind: str, seed: int, size: int, clip_frames: int):
+def _dataset(spec: str | None, kind: str, seed: int, size: int, clip_frames: int, crossing_share: float = 0.0):
     """A training source from a command-line spec."""
     from functools import partial
 
@@ -208,7 +212,7 @@ def _dataset(spec: str | None, kind: str, seed: int, size: int, clip_frames: int
         return None
     if spec == "synthetic":
         return partial(synthetic_images, size=size) if kind == "images" else partial(
-            synthetic_clips, size=size, num_frames=clip_frames)
+            synthetic_clips, size=size, num_frames=clip_frames, crossing_share=crossing_share)
     if kind == "images" and spec.startswith("coco:"):
         parts = spec.split(":", 2)
         if len(parts) != 3:
@@ -239,12 +243,13 @@ def run_train(args: argparse.Namespace) -> Path:
     config = TrainConfig(
         steps=args.steps, batch_size=args.batch_size, max_objects=args.max_objects, lr=args.lr,
         warmup_steps=args.warmup_steps, correction_rounds=args.correction_rounds,
-        video_fraction=args.video_fraction, freeze=tuple(args.freeze), save_every=args.save_every, seed=args.seed,
+        video_fraction=args.video_fraction, prob_video_mask_prompt=args.video_mask_prompts,
+        freeze=tuple(args.freeze), save_every=args.save_every, seed=args.seed,
     )
     trainer = Trainer(
         model, config,
         images=_dataset(args.images, "images", args.seed, size, args.clip_frames),
-        videos=_dataset(args.videos, "videos", args.seed, size, args.clip_frames),
+        videos=_dataset(args.videos, "videos", args.seed, size, args.clip_frames, args.crossing_share),
         out_dir=args.out,
     )
     if args.resume:

@@ -128,7 +128,9 @@ class RoPEAttention(Attention):
                     raise ValueError(f"RoPE needs a square token grid, got {num_tokens} tokens")
                 end_x = end_y = side
             head_dim = self.internal_dim // self.num_heads
-            self._rotation_cache[key] = axial_rope_angles(head_dim, end_x, end_y, self.rope_theta).to(device)
+            # a normal tensor even when first built under inference_mode, so training can follow evaluation
+            with torch.inference_mode(False):
+                self._rotation_cache[key] = axial_rope_angles(head_dim, end_x, end_y, self.rope_theta).to(device)
         return self._rotation_cache[key]
 
     def forward(

@@ -128,9 +128,18 @@ def synthetic_images(seed: int, size: int = 256) -> Iterator[ImageSample]:
         yield ImageSample(image=scene.image, masks=scene.masks)
 
 
-def synthetic_clips(seed: int, size: int = 256, num_frames: int = 4) -> Iterator[VideoSample]:
-    """Endless synthetic clips (see :mod:`masklet.synthetic`)."""
+def synthetic_clips(
+    seed: int, size: int = 256, num_frames: int = 4, crossing_share: float = 0.0
+) -> Iterator[VideoSample]:
+    """Endless synthetic clips (see :mod:`masklet.synthetic`); a ``crossing_share`` of them show
+    exactly two objects that cross, the case where trackers swap or merge identities."""
     from ..synthetic import clip_stream
 
-    for clip in clip_stream(seed, size=size, num_frames=num_frames):
+    if not 0.0 <= crossing_share <= 1.0:
+        raise InvalidInputError(f"crossing_share: expected a share in [0, 1], got {crossing_share!r}")
+    free = clip_stream(seed, size=size, num_frames=num_frames)
+    crossing = clip_stream(seed, size=size, num_frames=max(num_frames, 3), crossing=True) if crossing_share else None
+    choose = random.Random(seed)
+    while True:
+        clip = next(crossing) if crossing is not None and choose.random() < crossing_share else next(free)
         yield VideoSample(frames=clip.frames, masks=clip.masks)

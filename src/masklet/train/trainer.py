@@ -66,6 +66,10 @@ class Trainer:
         videos: Iterable[VideoSample] | None = None,
         out_dir: str | Path | None = None,
     ) -> None:
+        for name in ("prob_box", "prob_mask_input", "video_fraction", "prob_video_mask_prompt"):
+            value = getattr(config, name)
+            if not 0.0 <= value <= 1.0:
+                raise InvalidInputError(f"{name}: expected a probability in [0, 1], got {value!r}")
         if images is None and config.video_fraction < 1:
             raise InvalidInputError("images: an image dataset is needed unless video_fraction is 1")
         if videos is None and config.video_fraction > 0:
@@ -231,13 +235,32 @@ class Trainer:
             )
             (bank.cond if t == 0 else bank.non_cond)[t] = out
             if mask_inputs is not None:
-                continue  # the mask was given, not predicted
-            full = F.interpolate(out["pred_multimasks"], size=masks.shape[-2:], mode="bilinear", align_corners=False)
-            losses = sam_loss(full, out["ious"], out["object_score_logits"], masks[t], c.loss_weights)
+                # The mask is the output as given; what is learnt is the SAM decoder's reading of it,
+                # whose output token becomes the object pointer: supervise its mask, so the pointer
+                # describes this object rather than the image.
+                low_res, ious, object_logits = self._decode_given_mask(feats, sizes, mask_inputs)
+            else:
+                low_res, ious, object_logits = out["pred_multimasks"], out["ious"], out["object_score_logits"]
+            full = F.interpolate(low_res, size=masks.shape[-2:], mode="bilinear", align_corners=False)
+            losses = sam_loss(full, ious, object_logits, masks[t], c.loss_weights)
             for k, v in losses.items():
                 totals[k] = totals.get(k, 0) + v
             counted += 1
         return {k: v / counted for k, v in totals.items()}
+
+    def _decode_given_mask(
+        self, feats: list[torch.Tensor], sizes: list[tuple[int, int]], mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The SAM heads on a frame prompted by ``mask`` (B, 1, S, S), as the tracker runs them to
+        get the object pointer: low-res masks (B, 1, h, w), IoU (B, 1), object logits (B, 1)."""
+        model = self.model
+        b = mask.shape[0]
+        maps = [x.permute(1, 2, 0).reshape(b, x.shape[2], *s) for x, s in zip(feats, sizes)]
+        sam = model.forward_sam_heads(
+            maps[-1], mask_inputs=model.mask_downsample(mask.to(model.mask_downsample.weight.dtype)),
+            high_res_features=maps[:-1] or None,
+        )
+        return sam.low_res_multimasks, sam.ious, sam.object_score_logits
 
     # ------------------------------------------------------------ checkpoints
 
