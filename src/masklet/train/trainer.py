@@ -3,8 +3,9 @@
 Image steps: prompts sampled from the ground truth (a click inside the object or a jittered box),
 then corrective clicks in the error region over several rounds, with the previous logits as mask
 input. Video steps: the first frame of a clip is prompted (click, box or the ground-truth mask) and
-the others are tracked through memory. Losses: focal + dice on the best of the candidate masks,
-L1 on the predicted IoU, BCE on the object score.
+the others are tracked through memory; on a mask-prompted frame the SAM heads' reading of the
+mask (which yields the object pointer) is supervised too. Losses: focal + dice on the best of the
+candidate masks, L1 on the predicted IoU, BCE on the object score.
 """
 
 from __future__ import annotations
