@@ -74,7 +74,7 @@ def test_held_out_figures_clear_floors():
         dict(points_per_side=16),
         dict(points_per_side=8, crop_n_layers=1),
         dict(points_per_side=16, use_m2m=True),
-        dict(points_per_side=16, min_mask_region_area=40),
+        dict(points_per_side=16, min_mask_region_area=20),
     ],
     ids=["defaults", "crop-layer", "m2m", "min-region-area"],
 )
