@@ -138,7 +138,7 @@ def synthetic_clips(
     if not 0.0 <= crossing_share <= 1.0:
         raise InvalidInputError(f"crossing_share: expected a share in [0, 1], got {crossing_share!r}")
     free = clip_stream(seed, size=size, num_frames=num_frames)
-    crossing = clip_stream(seed, size=size, num_frames=max(num_frames, 3), crossing=True) if crossing_share else None
+    crossing = clip_stream(seed, size=size, num_frames=num_frames, crossing=True) if crossing_share else None
     choose = random.Random(seed)
     while True:
         clip = next(crossing) if crossing is not None and choose.random() < crossing_share else next(free)
