@@ -62,10 +62,11 @@ def test_held_out_figures_clear_floors():
     The real figures come from ``python benchmarks/evaluate_synthetic.py``.
     """
     figures = evaluate("masklet-nano", scenes=12, clips=4, frames=8, amg_scenes=4, **NANO_FILTERS)
-    assert figures["click_miou"] >= 0.45, figures
-    assert figures["box_miou"] >= 0.5, figures
-    assert figures["video_jf"] >= 0.3, figures
-    assert figures["amg_recall"] >= 0.1, figures
+    assert figures["click_miou"] >= 0.55, figures
+    assert figures["box_miou"] >= 0.6, figures
+    # 0.85 on these clips; the run-2 nano, whose two tracks collapsed onto one object, scored 0.43
+    assert figures["video_jf"] >= 0.6, figures
+    assert figures["amg_recall"] >= 0.5, figures
 
 
 @pytest.mark.parametrize(
