@@ -8,10 +8,13 @@ paired with an official one at IoU >= 0.99 and area within 0.5%).
     python benchmarks/amg.py                                   # full tiny config, 32x32 grid, 1200x900
     python benchmarks/amg.py --points-per-side 4               # quick check
     python benchmarks/amg.py --checkpoint trained.pt [--config trained.yaml]
+    python benchmarks/amg.py --checkpoint masklet-nano --scene 7 --pred-iou-thresh 0.5 --stability-score-thresh 0.7
 
 Random weights predict low IoUs, so with the official thresholds (pred_iou_thresh 0.8,
 stability_score_thresh 0.95) no mask survives; lower them (--pred-iou-thresh 0
---stability-score-thresh 0.3) or pass a trained checkpoint to compare masks too.
+--stability-score-thresh 0.3) or pass a trained checkpoint to compare masks too. ``--checkpoint
+masklet-nano`` takes the packaged nano; ``--scene SEED`` draws a synthetic scene of shapes (the
+data nano was trained on) at the image size instead of the smooth test image.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ from reference.official import (  # noqa: E402
 from test_amg import match_masks  # noqa: E402
 
 import masklet  # noqa: E402
+from masklet.synthetic import make_scene  # noqa: E402
+from masklet.weights import packaged_checkpoint  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 from image_predictor import test_image  # noqa: E402  (the same smooth 1200x900 image)
@@ -77,10 +82,13 @@ def encoder_seconds(set_image) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--variant", default="sam2.1-hiera-tiny", help="config of the random model (default tiny)")
-    parser.add_argument("--checkpoint", default=None, help="official-format .pt checkpoint (e.g. a trained one)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="official-format .pt checkpoint (e.g. a trained one), or masklet-nano for the packaged one")
     parser.add_argument("--config", default=None, help="official yaml of --checkpoint (default: the variant's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     parser.add_argument("--image-size", type=_size, default=(1200, 900), metavar="WxH")
+    parser.add_argument("--scene", type=int, default=None, metavar="SEED",
+                        help="a synthetic scene of shapes with this seed instead of the smooth test image")
     parser.add_argument("--points-per-side", type=int, default=32)
     parser.add_argument("--pred-iou-thresh", type=float, default=0.8)
     parser.add_argument("--stability-score-thresh", type=float, default=0.95)
@@ -91,8 +99,11 @@ def main() -> None:
 
     from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
 
+    if args.checkpoint == "masklet-nano":
+        args.checkpoint = str(packaged_checkpoint("masklet-nano"))
+        args.config = args.config or args.checkpoint.replace(".pt", ".yaml")
     width, height = args.image_size
-    image = test_image(height, width)
+    image = test_image(height, width) if args.scene is None else make_scene(args.scene, size=(height, width)).image
     options = dict(
         points_per_side=args.points_per_side,
         pred_iou_thresh=args.pred_iou_thresh,
@@ -108,7 +119,8 @@ def main() -> None:
         ours = masklet.load_model(ckpt, config=config)
 
     source = args.checkpoint or f"{args.variant} (random, seed {args.seed})"
-    print(f"{source}, image {width}x{height}, {args.points_per_side}x{args.points_per_side} grid, "
+    picture = "smooth test image" if args.scene is None else f"synthetic scene {args.scene}"
+    print(f"{source}, {picture} {width}x{height}, {args.points_per_side}x{args.points_per_side} grid, "
           f"{torch.get_num_threads()} threads, options {options}")
 
     prompts = args.points_per_side**2  # of the whole-image crop; crops add their own
