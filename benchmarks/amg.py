@@ -8,7 +8,7 @@ paired with an official one at IoU >= 0.99 and area within 0.5%).
     python benchmarks/amg.py                                   # full tiny config, 32x32 grid, 1200x900
     python benchmarks/amg.py --points-per-side 4               # quick check
     python benchmarks/amg.py --checkpoint trained.pt [--config trained.yaml]
-    python benchmarks/amg.py --checkpoint masklet-nano --scene 7 --pred-iou-thresh 0.5 --stability-score-thresh 0.7
+    python benchmarks/amg.py --checkpoint masklet-nano --scene 1 --pred-iou-thresh 0.5 --stability-score-thresh 0.7
 
 Random weights predict low IoUs, so with the official thresholds (pred_iou_thresh 0.8,
 stability_score_thresh 0.95) no mask survives; lower them (--pred-iou-thresh 0
