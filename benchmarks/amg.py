@@ -24,6 +24,7 @@ import os
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -101,7 +102,7 @@ def main() -> None:
 
     if args.checkpoint == "masklet-nano":
         args.checkpoint = str(packaged_checkpoint("masklet-nano"))
-        args.config = args.config or args.checkpoint.replace(".pt", ".yaml")
+        args.config = args.config or str(Path(args.checkpoint).with_suffix(".yaml"))
     width, height = args.image_size
     image = test_image(height, width) if args.scene is None else make_scene(args.scene, size=(height, width)).image
     options = dict(
