@@ -164,6 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
     track.add_argument("--device", default="cpu", help="torch device (default cpu)")
     track.add_argument("--no-video", action="store_true", help="do not write overlay.mp4 (which needs PyAV)")
     track.add_argument("--fps", type=float, default=24.0, metavar="F", help="frame rate of overlay.mp4 (default 24)")
+    track.add_argument("--lost-threshold", type=float, default=0.5, metavar="P",
+                       help="presence below this counts towards 'lost' (default 0.5)")
+    track.add_argument("--lost-frames", type=int, default=2, metavar="K",
+                       help="frames of low presence or collapsed mask before 'lost' (default 2)")
+    track.add_argument("--low-confidence", type=float, default=0.8, metavar="P",
+                       help="presence below this (but not lost) is 'low_confidence' (default 0.8)")
+    track.add_argument("--min-area-ratio", type=float, default=0.25, metavar="R",
+                       help="a mask below R x its recent area counts towards 'lost'; 0 turns it off (default 0.25)")
 
     demo = sub.add_parser("demo", help="offline demo on generated data: click, box, automatic masks, tracking")
     demo.add_argument("--model", default="masklet-nano", help="model name or path (default masklet-nano)")
@@ -382,6 +390,7 @@ def run_track(args: argparse.Namespace) -> dict:
     from .video import (
         CocoRleWriter,
         DavisPngWriter,
+        HealthMonitor,
         OverlayVideoWriter,
         VideoPredictor,
         open_frames,
@@ -389,6 +398,10 @@ def run_track(args: argparse.Namespace) -> dict:
     from .weights import load_model
 
     prompt_sets = _prompt_sets(args.prompt)
+    health_options = {"lost_threshold": args.lost_threshold, "lost_frames": args.lost_frames,
+                      "low_confidence": args.low_confidence, "min_area_ratio": args.min_area_ratio}
+    HealthMonitor(**health_options)  # check the options before any work
+    lost_on: dict[int, list[int]] = {}  # frame -> ids of the objects lost there
     with open_frames(args.video) as frames:
         # check frame indices before loading the model, naming the option at fault
         n = len(frames)
@@ -421,12 +434,15 @@ def run_track(args: argparse.Namespace) -> dict:
             streamed = overlay if directions == [False] else None
             began = time.perf_counter()
             for reverse in directions:
-                for result in predictor.propagate_in_video(state, start, args.max_frames, reverse):
+                health = HealthMonitor(**health_options)
+                for result in predictor.propagate_in_video(state, start, args.max_frames, reverse, health=health):
                     logits = result.mask_logits.cpu()  # (N, 1, H, W); a later result of a frame replaces it
-                    coco.write(result.frame_idx, result.obj_ids, logits)
+                    lost_on[result.frame_idx] = [i for i in result.obj_ids if health.is_lost(i)]
+                    coco.write(result.frame_idx, result.obj_ids, logits, result.presence, result.events)
                     davis.write(result.frame_idx, result.obj_ids, logits)
                     if streamed is not None:
-                        streamed.write(result.frame_idx, result.obj_ids, logits, state.frames[result.frame_idx])
+                        streamed.write(result.frame_idx, result.obj_ids, logits, state.frames[result.frame_idx],
+                                       lost=lost_on[result.frame_idx])
                     done.add(result.frame_idx)
                     steps += 1
             seconds = time.perf_counter() - began
@@ -435,7 +451,8 @@ def run_track(args: argparse.Namespace) -> dict:
                 ids = np.array(state.obj_ids)
                 for frame_idx in sorted(done):
                     labels = np.array(Image.open(paths["masks/"] / f"{frame_idx:05d}.png"))  # (H, W) object ids
-                    overlay.write(frame_idx, state.obj_ids, labels[None] == ids[:, None, None], state.frames[frame_idx])
+                    overlay.write(frame_idx, state.obj_ids, labels[None] == ids[:, None, None], state.frames[frame_idx],
+                                  lost=lost_on.get(frame_idx, []))
     return {
         "frames": len(done),
         "obj_ids": state.obj_ids,

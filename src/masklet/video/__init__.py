@@ -5,6 +5,7 @@ in-memory frames work without it.
 """
 
 from .frames import ArrayFrames, FolderFrames, FrameSource, VideoFileFrames, open_frames
+from .health import HealthMonitor, TrackEvent
 from .predictor import TrackedFrame, VideoPredictor, VideoState
 from .stream import StreamTracker
 from .writers import CocoRleWriter, DavisPngWriter, OverlayVideoWriter
@@ -15,8 +16,10 @@ __all__ = [
     "DavisPngWriter",
     "FolderFrames",
     "FrameSource",
+    "HealthMonitor",
     "OverlayVideoWriter",
     "StreamTracker",
+    "TrackEvent",
     "TrackedFrame",
     "VideoFileFrames",
     "VideoPredictor",

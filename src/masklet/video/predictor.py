@@ -26,6 +26,7 @@ from ..model import MemoryBank, Sam2Model
 from ..model.sam2 import NO_OBJ_SCORE, non_overlapping
 from ..transforms import preprocess_frame
 from .frames import FrameSource, open_frames
+from .health import HealthMonitor, presence_from_logits
 
 #: Box corners enter the prompt encoder as two points with these labels.
 _BOX_LABELS = (2, 3)
@@ -34,17 +35,44 @@ _PREV_LOGIT_CLAMP = 32.0
 _INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
-class TrackedFrame(NamedTuple):
-    """Masks of every object on one frame; unpacks like the official ``(frame_idx, obj_ids, masks)``."""
-
+class _FrameTuple(NamedTuple):
     frame_idx: int
     obj_ids: list[int]
     mask_logits: torch.Tensor  # (N, 1, H, W) float logits at video resolution
+
+
+class TrackedFrame(_FrameTuple):
+    """Masks of every object on one frame; unpacks like the official ``(frame_idx, obj_ids, masks)``.
+
+    Beyond the three tuple fields: ``object_score_logits`` (N,) (the model's object score per
+    object; ``NO_OBJ_SCORE`` where an object has no output on the frame), its sigmoid
+    ``presence``, and ``events`` (:class:`~masklet.video.health.TrackEvent` s that began or were
+    confirmed on this frame, when a health monitor watched the tracking).
+    """
+
+    object_score_logits: torch.Tensor | None
+    events: list
+
+    def __new__(
+        cls, frame_idx: int, obj_ids: list[int], mask_logits: torch.Tensor,
+        object_score_logits: torch.Tensor | None = None, events: list | None = None,
+    ) -> "TrackedFrame":
+        self = super().__new__(cls, frame_idx, obj_ids, mask_logits)
+        self.object_score_logits = object_score_logits
+        self.events = [] if events is None else list(events)
+        return self
 
     @property
     def masks(self) -> torch.Tensor:
         """(N, H, W) bool masks (logit > 0)."""
         return self.mask_logits[:, 0] > 0
+
+    @property
+    def presence(self) -> torch.Tensor | None:
+        """(N,) probability that each object is visible: sigmoid of its object score logit."""
+        if self.object_score_logits is None:
+            return None
+        return torch.sigmoid(self.object_score_logits.float())
 
 
 @dataclass(eq=False)
@@ -249,12 +277,18 @@ class VideoPredictor:
         start_frame_idx: int | None = None,
         max_frame_num_to_track: int | None = None,
         reverse: bool = False,
+        health: HealthMonitor | None = None,
     ) -> Iterator[TrackedFrame]:
         """Track every object frame by frame, yielding :class:`TrackedFrame` s.
 
         Starts at ``start_frame_idx`` (default: the earliest prompted frame) and goes forward, or
         backward with ``reverse``, over at most ``max_frame_num_to_track`` frames after the start.
+        Every frame carries each object's presence; ``health`` (a
+        :class:`~masklet.video.health.HealthMonitor`, default: a new one with default thresholds)
+        turns them into lost / reappeared / low-confidence events on the frames' ``events``.
         """
+        if health is not None and not isinstance(health, HealthMonitor):
+            raise InvalidInputError(f"health: expected a masklet.video.HealthMonitor or None, got {type(health).__name__}")
         if state.num_frames is None:
             raise PredictorStateError("propagate_in_video needs a video session; use StreamTracker.track for streams")
         if start_frame_idx is not None:
@@ -264,10 +298,11 @@ class VideoPredictor:
         ):
             raise InvalidInputError(f"max_frame_num_to_track: expected an int >= 0, got {max_frame_num_to_track!r}")
         self._commit(state)  # eagerly, so that bad state raises here rather than at the first frame
-        return self._propagate(state, start_frame_idx, max_frame_num_to_track, bool(reverse))
+        monitor = HealthMonitor() if health is None else health
+        return self._propagate(state, start_frame_idx, max_frame_num_to_track, bool(reverse), monitor)
 
     def _propagate(
-        self, state: VideoState, start: int | None, max_frames: int | None, reverse: bool
+        self, state: VideoState, start: int | None, max_frames: int | None, reverse: bool, health: HealthMonitor
     ) -> Iterator[TrackedFrame]:
         if start is None:
             start = min(t for obj in state.objects.values() for t in obj.cond)
@@ -283,7 +318,7 @@ class VideoPredictor:
         for frame_idx in order:
             with torch.inference_mode():
                 low_res = self._track_frame(state, frame_idx, reverse)
-                result = self._video_output(state, frame_idx, low_res)
+                result = self._watch(health, self._video_output(state, frame_idx, low_res))
             yield result
 
     @torch.inference_mode()
@@ -564,19 +599,39 @@ class VideoPredictor:
         """Every object's newest mask on a frame at video resolution (absent ones: NO_OBJ_SCORE)."""
         hw = (state.video_height, state.video_width)
         masks = torch.full((len(state.objects), 1, *hw), NO_OBJ_SCORE, dtype=torch.float32, device=state.device)
+        scores = torch.full((len(state.objects),), NO_OBJ_SCORE, dtype=torch.float32)
         for i, obj in enumerate(state.objects.values()):
             out = obj.output_at(frame_idx, is_cond)
             if out is not None:
                 masks[i : i + 1] = F.interpolate(
                     out["pred_masks"].to(state.device), size=hw, mode="bilinear", align_corners=False
                 )
+                scores[i] = out["object_score_logits"].float().reshape(-1)[0].cpu()
         if self.non_overlap_masks:
             masks = non_overlapping(masks)
-        return TrackedFrame(frame_idx, state.obj_ids, masks)
+        return TrackedFrame(frame_idx, state.obj_ids, masks, scores)
 
     def _video_output(self, state: VideoState, frame_idx: int, low_res: torch.Tensor) -> TrackedFrame:
         hw = (state.video_height, state.video_width)
         masks = F.interpolate(low_res.float(), size=hw, mode="bilinear", align_corners=False)
         if self.non_overlap_masks:
             masks = non_overlapping(masks)
-        return TrackedFrame(frame_idx, state.obj_ids, masks)
+        return TrackedFrame(frame_idx, state.obj_ids, masks, self._frame_scores(state, frame_idx))
+
+    @staticmethod
+    def _frame_scores(state: VideoState, frame_idx: int) -> torch.Tensor:
+        """(N,) object score logits of every object's output on a just-tracked frame (CPU float)."""
+        scores = []
+        for obj in state.objects.values():
+            out = obj.cond.get(frame_idx) or obj.non_cond.get(frame_idx)
+            scores.append(NO_OBJ_SCORE if out is None else float(out["object_score_logits"].float().reshape(-1)[0]))
+        return torch.tensor(scores, dtype=torch.float32)
+
+    @staticmethod
+    def _watch(health: HealthMonitor | None, frame: TrackedFrame) -> TrackedFrame:
+        """Feed a frame's presence to a health monitor and attach the events it reports."""
+        if health is not None and frame.object_score_logits is not None:
+            presence = presence_from_logits(frame.object_score_logits)
+            areas = [float(a) for a in frame.masks.flatten(1).sum(1).cpu()]
+            frame.events.extend(health.update(frame.frame_idx, frame.obj_ids, presence, areas))
+        return frame

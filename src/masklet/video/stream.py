@@ -17,6 +17,7 @@ from ..errors import InvalidInputError, PredictorStateError
 from ..io import load_image
 from ..model import Sam2Model
 from .frames import FrameSource
+from .health import HealthMonitor
 from .predictor import TrackedFrame, VideoPredictor, VideoState
 
 
@@ -45,10 +46,17 @@ class StreamTracker:
     ``track(frame)`` returns the masks of every object on that frame. ``add_points`` /
     ``add_box`` / ``add_mask`` prompt an object (new or tracked) on the newest frame and return
     that frame's masks; tracking continues from the next frame. Options are those of
-    :class:`~masklet.video.VideoPredictor`.
+    :class:`~masklet.video.VideoPredictor`. Every tracked frame carries each object's presence and
+    the events of ``health`` (a :class:`~masklet.video.health.HealthMonitor`; default: one with
+    default thresholds), whose ``events`` list keeps the whole history.
     """
 
-    def __init__(self, model: Sam2Model, *, offload_state_to_cpu: bool = False, **options: Any) -> None:
+    def __init__(
+        self, model: Sam2Model, *, offload_state_to_cpu: bool = False, health: HealthMonitor | None = None, **options: Any
+    ) -> None:
+        if health is not None and not isinstance(health, HealthMonitor):
+            raise InvalidInputError(f"health: expected a masklet.video.HealthMonitor or None, got {type(health).__name__}")
+        self.health = HealthMonitor() if health is None else health
         self._predictor = VideoPredictor(model, **options)
         self._offload = bool(offload_state_to_cpu)
         self._state: VideoState | None = None
@@ -79,12 +87,12 @@ class StreamTracker:
         self.frame_idx += 1
         if not state.objects:
             empty = torch.zeros(0, 1, state.video_height, state.video_width, device=state.device)
-            return TrackedFrame(self.frame_idx, [], empty)
+            return TrackedFrame(self.frame_idx, [], empty, torch.zeros(0))
         predictor = self._predictor
         with torch.inference_mode():
             predictor._commit(state)
             low_res = predictor._track_frame(state, self.frame_idx, reverse=False)
-            result = predictor._video_output(state, self.frame_idx, low_res)
+            result = predictor._watch(self.health, predictor._video_output(state, self.frame_idx, low_res))
         self._forget_old(state)
         return result
 
@@ -112,12 +120,14 @@ class StreamTracker:
     def remove_object(self, obj_id: int) -> list[int]:
         """Stop tracking an object; returns the remaining object ids."""
         ids, _ = self._predictor.remove_object(self._require_frame(), obj_id, need_output=False)
+        self.health.forget(obj_id)
         return ids
 
     def reset(self) -> None:
         """Forget every object (the stream itself continues)."""
         if self._state is not None:
             self._predictor.reset_state(self._state)
+        self.health.reset()
 
     def _require_frame(self) -> VideoState:
         if self._state is None:

@@ -86,6 +86,44 @@ def _label_map(fg: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return labels
 
 
+def _check_presence(presence: Any, count: int) -> list[float] | None:
+    """One probability in [0, 1] per object, as floats, or None."""
+    if presence is None:
+        return None
+    if isinstance(presence, torch.Tensor):
+        presence = presence.detach().float().cpu().numpy()
+    values = np.asarray(presence, dtype=np.float64).reshape(-1) if not isinstance(presence, (str, bytes)) else None
+    if values is None or values.shape != (count,) or not np.all((values >= 0) & (values <= 1)):
+        raise InvalidInputError(f"presence: expected {count} probabilities in [0, 1], one per object, got {presence!r}")
+    return [round(float(v), 6) for v in values]
+
+
+def _event_dict(event: Any) -> dict[str, Any]:
+    """A JSON dict of a track event (anything with ``to_dict``, or a dict)."""
+    if isinstance(event, dict):
+        return dict(event)
+    if hasattr(event, "to_dict"):
+        return event.to_dict()
+    raise InvalidInputError(f"events: expected TrackEvent objects or dicts, got {type(event).__name__}")
+
+
+def _mark_lost(image: np.ndarray, colors: np.ndarray) -> np.ndarray:
+    """Crossed-out squares of the given colours along the top-left edge: objects currently lost."""
+    out = image.copy()
+    h, w = out.shape[:2]
+    side = max(6, min(h, w) // 12)
+    diag = np.arange(side)
+    for k, color in enumerate(colors):
+        x0, y0 = 2 + k * (side + 2), 2
+        if x0 + side > w or y0 + side > h:
+            break
+        square = out[y0 : y0 + side, x0 : x0 + side]
+        square[:] = color
+        square[[0, -1], :] = square[:, [0, -1]] = 255
+        square[diag, diag] = square[diag, side - 1 - diag] = 0
+    return out
+
+
 class _Writer:
     """Context-manager plumbing shared by the writers."""
 
@@ -114,21 +152,32 @@ class CocoRleWriter(_Writer):
     def __init__(self, path: str | os.PathLike, video_name: str | None = None) -> None:
         self.path, self.video_name = Path(path), video_name
         self._frames: dict[int, list[dict[str, Any]]] = {}
+        self._events: dict[int, list[dict[str, Any]]] = {}
         self._size: tuple[int, int] | None = None
 
-    def write(self, frame_idx: int, obj_ids: Sequence[int], masks: Any) -> None:
-        """Encode the masks of frame ``frame_idx``, one per object id."""
+    def write(
+        self, frame_idx: int, obj_ids: Sequence[int], masks: Any, presence: Any = None, events: Sequence[Any] = ()
+    ) -> None:
+        """Encode the masks of frame ``frame_idx``, one per object id; ``presence`` (one probability
+        per object) and ``events`` (:class:`~masklet.video.health.TrackEvent` s) are stored with it."""
         self._check_open()
         frame_idx, ids, fg, _ = _check_frame(frame_idx, obj_ids, masks)
+        probs = _check_presence(presence, len(ids))
+        notes = [_event_dict(e) for e in events]
         size = fg.shape[1:]
         if self._size is not None and size != self._size:
             raise InvalidInputError(f"masks: size {size} differs from earlier frames' {self._size}")
         self._size = size
         rles = encode_rle(fg)
-        self._frames[frame_idx] = [
+        objects = [
             {"object_id": i, "segmentation": rle, "area": rle_area(rle), "bbox": rle_to_bbox(rle)}
             for i, rle in zip(ids, rles)
         ]
+        if probs is not None:
+            for entry, p in zip(objects, probs):
+                entry["presence"] = p
+        self._frames[frame_idx] = objects
+        self._events[frame_idx] = notes
 
     def close(self) -> None:
         """Write the JSON file (frames sorted by index)."""
@@ -139,10 +188,17 @@ class CocoRleWriter(_Writer):
             "video": self.video_name,
             "height": h,
             "width": w,
-            "frames": [{"frame_index": i, "objects": self._frames[i]} for i in sorted(self._frames)],
+            "frames": [
+                {"frame_index": i, "objects": self._frames[i], **({"events": self._events[i]} if self._events[i] else {})}
+                for i in sorted(self._frames)
+            ],
         }
+        everything = [e for i in sorted(self._events) for e in self._events[i]]
+        if everything:
+            doc["events"] = everything
         self.path.write_text(json.dumps(doc))
         self._frames.clear()
+        self._events.clear()
         super().close()
 
 
@@ -198,8 +254,13 @@ class OverlayVideoWriter(_Writer):
         self._stream.pix_fmt = "yuv420p"
         self._size = (height, width)
 
-    def write(self, frame_idx: int, obj_ids: Sequence[int], masks: Any, frame: ImageSource) -> None:
-        """Blend the masks into ``frame`` (H, W, 3) and encode it; indices must increase."""
+    def write(
+        self, frame_idx: int, obj_ids: Sequence[int], masks: Any, frame: ImageSource, lost: Sequence[int] = ()
+    ) -> None:
+        """Blend the masks into ``frame`` (H, W, 3) and encode it; indices must increase.
+
+        Objects in ``lost`` (ids) are marked by crossed-out squares of their colour at the top left.
+        """
         self._check_open()
         frame_idx, ids, fg, scores = _check_frame(frame_idx, obj_ids, masks)
         if frame_idx <= self._last:
@@ -218,6 +279,9 @@ class OverlayVideoWriter(_Writer):
         labels = _label_map(fg, scores)  # resolve overlaps as the DAVIS PNGs do
         exclusive = labels[None] == np.arange(1, len(ids) + 1)[:, None, None]
         blended = overlay_masks(rgb, exclusive, alpha=self.alpha, colors=object_colors(ids))
+        lost_ids = [int(i) for i in lost]
+        if lost_ids:
+            blended = _mark_lost(blended, object_colors(lost_ids))
         h, w = self._stream.height, self._stream.width
         picture = self._av.VideoFrame.from_ndarray(np.ascontiguousarray(blended[:h, :w]), format="rgb24")
         self._container.mux(self._stream.encode(picture))
