@@ -1,0 +1,332 @@
+"""Segment by example: objects prompted on support images are found again on new images.
+
+Each prompted example is decoded as SAM2 decodes a first video frame (no memory), and its mask is
+encoded by the memory encoder into the object's memory bank. A query image is segmented without
+prompts: its features attend, through memory attention, to the object's memories (all given the
+temporal encoding of a conditioning frame, and no object pointers), and the SAM heads decode the
+result. These are the semantics of Ultralytics' ``SAM2DynamicInteractivePredictor``, with its
+problems fixed: any int object ids, one bank per object (an object not prompted on a support image
+gets no "absent" memory from it), cost proportional to the real number of objects, a bounded bank,
+and presence reported as the sigmoid of the object score logit (a calibrated probability) rather
+than the logit divided by 32.
+
+Bank rule (per object, at most ``max_memory`` memories): prompted examples come first -- once
+there are ``max_memory`` of them, a new example replaces the oldest; query results added with
+``segment(..., update_memory=True)`` fill the remaining slots, the newest replacing the oldest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import numbers
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import InvalidInputError, PredictorStateError
+from .image import ImagePredictor
+from .io import ImageSource, load_image
+from .model import Sam2Model
+from .transforms import preprocess, upscale_masks
+
+__all__ = ["ExemplarPredictor", "ExemplarResult"]
+
+_BANK_FORMAT = "masklet-exemplar-bank"
+_INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
+@dataclass
+class ExemplarResult:
+    """Objects found on a query image, in the order they were first added."""
+
+    obj_ids: list[int]
+    masks: torch.Tensor  # (N, H, W) bool at the image size
+    mask_logits: torch.Tensor  # (N, H, W) float at the image size
+    low_res_logits: torch.Tensor  # (N, 1, h, w) float, the decoder's output (-1024 where absent)
+    scores: torch.Tensor  # (N,) predicted IoU of each mask
+    object_score_logits: torch.Tensor  # (N,)
+    presence: torch.Tensor  # (N,) probability the object is on the image: sigmoid of its logit
+
+    def __len__(self) -> int:
+        return len(self.obj_ids)
+
+
+@dataclass
+class _Memory:
+    kind: str  # "example" or "query"
+    features: torch.Tensor  # (1, C_mem, h, w)
+
+
+@dataclass
+class _ImageState:
+    key: bytes
+    hw: tuple[int, int]
+    levels: list[torch.Tensor]  # (1, C, h, w) finest first
+    positions: list[torch.Tensor]
+
+
+@dataclass
+class _Bank:
+    memories: dict[int, list[_Memory]] = field(default_factory=dict)
+    pos_enc: torch.Tensor | None = None  # (1, C_mem, h, w): the same for every memory
+
+
+class ExemplarPredictor:
+    """Segment objects on new images from a memory of prompted examples (see the module doc)."""
+
+    def __init__(self, model: Sam2Model, max_memory: int = 8, *, mask_threshold: float = 0.0) -> None:
+        if not isinstance(model, Sam2Model):
+            raise InvalidInputError(f"model: expected a masklet Sam2Model (see masklet.load_model), got {type(model).__name__}")
+        if model.config.num_maskmem == 0:
+            raise InvalidInputError("model: this config has no memory (num_maskmem=0) and cannot segment by example")
+        if not isinstance(max_memory, int) or isinstance(max_memory, bool) or max_memory < 1:
+            raise InvalidInputError(f"max_memory: expected an int >= 1 (memories kept per object), got {max_memory!r}")
+        if not isinstance(mask_threshold, numbers.Real) or isinstance(mask_threshold, bool):
+            raise InvalidInputError(f"mask_threshold: expected a number, got {mask_threshold!r}")
+        self.model = model.eval()
+        self.max_memory = max_memory
+        self.mask_threshold = float(mask_threshold)
+        self._prompts = ImagePredictor(model)  # the shared prompt validation
+        self._bank = _Bank()
+        self._image: _ImageState | None = None
+
+    @property
+    def obj_ids(self) -> list[int]:
+        """Ids of the objects in the bank, in the order they were first added."""
+        return list(self._bank.memories)
+
+    def memory_kinds(self, obj_id: int) -> list[str]:
+        """The kinds ("example" / "query") of an object's memories, oldest first within each kind."""
+        return [m.kind for m in self._memories_of(obj_id)]
+
+    # ------------------------------------------------------------------ examples
+
+    @torch.inference_mode()
+    def add_example(
+        self,
+        image: ImageSource,
+        obj_id: int,
+        points: Any = None,
+        labels: Any = None,
+        box: Any = None,
+        mask: Any = None,
+    ) -> ExemplarResult:
+        """Prompt one object on a support image (clicks with labels, a box, both, or a binary mask
+        (H, W) at the image size) and add its mask to the object's memory; returns that mask."""
+        _check_obj_id(obj_id)
+        if mask is not None and (points is not None or labels is not None or box is not None):
+            raise InvalidInputError("give a mask alone, or points with labels and/or a box")
+        if mask is None and points is None and labels is None and box is None:
+            raise InvalidInputError("give points with labels, a box, or a mask for the example")
+        state = self._encode(image)
+        model = self.model
+        raw = state.levels[-1]
+        high_res = state.levels[:-1] or None
+        if mask is not None:
+            binary = self._mask_tensor(mask, state.hw)
+            if model.config.use_mask_input_as_output_without_sam:
+                sam = model.use_mask_as_output(raw, high_res, binary)
+            else:
+                low = F.interpolate(binary, size=model.sam_prompt_encoder.mask_input_size, mode="bilinear",
+                                    align_corners=False, antialias=True)
+                sam = model.forward_sam_heads(self._no_memory(raw), None, low * 20.0 - 10.0, high_res, False)
+        else:
+            prompts = self._prompts._prepare_prompts(points, labels, box, None, state.hw, True)
+            if prompts.points is None or prompts.points[0].shape[0] != 1:
+                raise InvalidInputError("points / box: an example is one object; give (P, 2) points and one box")
+            coords, point_labels = prompts.points
+            point_inputs = {"point_coords": coords.to(raw.dtype), "point_labels": point_labels}
+            sam = model.forward_sam_heads(self._no_memory(raw), point_inputs, None, high_res, False)
+        memory = self._encode_memory(raw, sam.low_res_masks, sam.object_score_logits, from_prompt=True)
+        self._store(int(obj_id), _Memory("example", memory))
+        return self._result([int(obj_id)], sam.low_res_masks, sam.ious[:, :1], sam.object_score_logits, state.hw)
+
+    def remove_object(self, obj_id: int) -> list[int]:
+        """Forget an object and its memories; returns the remaining ids."""
+        self._memories_of(obj_id)
+        del self._bank.memories[int(obj_id)]
+        return self.obj_ids
+
+    def reset(self) -> None:
+        """Forget every object and memory (and the cached image features)."""
+        self._bank = _Bank()
+        self._image = None
+
+    # ------------------------------------------------------------------- queries
+
+    @torch.inference_mode()
+    def segment(self, image: ImageSource, update_memory: bool = False) -> ExemplarResult:
+        """Find every object of the bank on ``image``; with ``update_memory``, each object found
+        (presence > 0.5) adds this result to its memory as a query memory."""
+        if not self._bank.memories:
+            raise PredictorStateError("no objects in the memory: add_example(...) first")
+        state = self._encode(image)
+        model = self.model
+        c = model.config
+        ids = self.obj_ids
+        h, w = state.levels[-1].shape[-2:]
+        vision = state.levels[-1].flatten(2).permute(2, 0, 1)  # (hw, 1, C)
+        vision_pos = state.positions[-1].flatten(2).permute(2, 0, 1)
+        pos = self._bank.pos_enc.flatten(2).permute(2, 0, 1) + model.maskmem_tpos_enc[c.num_maskmem - 1]  # (hw, 1, Cm)
+        # Objects with as many memories share one batched memory attention call.
+        groups: dict[int, list[int]] = {}
+        for i, obj_id in enumerate(ids):
+            groups.setdefault(len(self._bank.memories[obj_id]), []).append(i)
+        fused = torch.empty(len(ids), c.hidden_dim, h, w, dtype=state.levels[-1].dtype, device=model.device)
+        attn_dtype = model.memory_attention.norm.weight.dtype
+        for count, members in groups.items():
+            batch = len(members)
+            memory = torch.stack(
+                [torch.cat([m.features for m in self._bank.memories[ids[i]]]).flatten(2).permute(0, 2, 1).flatten(0, 1)
+                 for i in members], dim=1,
+            )  # (count * hw, B, Cm), memories in bank order
+            memory_pos = pos.repeat(count, 1, 1).expand(-1, batch, -1)
+            out = model.memory_attention(
+                curr=vision.to(attn_dtype), memory=memory.to(attn_dtype), curr_pos=vision_pos.to(attn_dtype),
+                memory_pos=memory_pos.to(attn_dtype), num_obj_ptr_tokens=0,
+            )
+            out = out.to(fused.dtype).expand(-1, batch, -1) if out.shape[1] == 1 else out.to(fused.dtype)
+            fused[members] = out.permute(1, 2, 0).reshape(batch, c.hidden_dim, h, w)
+        n = len(ids)
+        high_res = None if len(state.levels) == 1 else [f.expand(n, -1, -1, -1) for f in state.levels[:-1]]
+        sam = model.forward_sam_heads(fused, None, None, high_res, False)
+        result = self._result(ids, sam.low_res_masks, sam.ious[:, :1], sam.object_score_logits, state.hw)
+        if update_memory:
+            found = [i for i in range(n) if float(sam.object_score_logits[i, 0]) > 0]
+            if found:
+                raw = state.levels[-1].expand(len(found), -1, -1, -1)
+                memories = self._encode_memory(raw, sam.low_res_masks[found], sam.object_score_logits[found], from_prompt=False)
+                for j, i in enumerate(found):
+                    self._store(ids[i], _Memory("query", memories[j : j + 1]))
+        return result
+
+    # ---------------------------------------------------------------- persistence
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the memory bank to a safetensors file (memories, ids, kinds and model shape)."""
+        from safetensors.torch import save_file
+
+        if not self._bank.memories:
+            raise PredictorStateError("the memory bank is empty: nothing to save")
+        tensors = {"pos_enc": self._bank.pos_enc.detach().float().contiguous().cpu()}
+        kinds: dict[str, list[str]] = {}
+        for obj_id, memories in self._bank.memories.items():
+            kinds[str(obj_id)] = [m.kind for m in memories]
+            for k, m in enumerate(memories):
+                tensors[f"obj{obj_id}.{k}"] = m.features.detach().float().contiguous().cpu()
+        meta = {"format": _BANK_FORMAT, "version": "1", "objects": json.dumps(kinds), "model": json.dumps(self._shape())}
+        save_file(tensors, os.fspath(path), metadata=meta)
+
+    def load(self, path: str | os.PathLike) -> None:
+        """Replace the memory bank with one :meth:`save` wrote (for a model of the same shape)."""
+        from safetensors import safe_open
+
+        try:
+            handle = safe_open(os.fspath(path), framework="pt", device="cpu")
+        except Exception as err:  # safetensors raises its own error types
+            raise InvalidInputError(f"{path}: not a readable safetensors file ({err})") from None
+        with handle as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != _BANK_FORMAT:
+                raise InvalidInputError(f"{path}: not a masklet exemplar bank (format {meta.get('format')!r})")
+            shape = json.loads(meta["model"])
+            if shape != self._shape():
+                raise InvalidInputError(f"{path}: the bank was made with a model of shape {shape}, this one is {self._shape()}")
+            kinds = json.loads(meta["objects"])
+            device, dtype = self.model.device, self.model.dtype
+            bank = _Bank(pos_enc=f.get_tensor("pos_enc").to(device, dtype))
+            for key, object_kinds in kinds.items():
+                if len(object_kinds) > self.max_memory:
+                    raise InvalidInputError(
+                        f"{path}: object {key} has {len(object_kinds)} memories, more than max_memory={self.max_memory}"
+                    )
+                bank.memories[int(key)] = [
+                    _Memory(kind, f.get_tensor(f"obj{key}.{k}").to(device, dtype)) for k, kind in enumerate(object_kinds)
+                ]
+        self._bank = bank
+
+    # ------------------------------------------------------------------ internals
+
+    def _shape(self) -> dict[str, int]:
+        c = self.model.config
+        return {"image_size": c.image_size, "mem_dim": c.mem_dim, "hidden_dim": c.hidden_dim, "embedding_size": c.embedding_size}
+
+    def _memories_of(self, obj_id: Any) -> list[_Memory]:
+        _check_obj_id(obj_id)
+        if int(obj_id) not in self._bank.memories:
+            raise InvalidInputError(f"obj_id: unknown object {obj_id!r}; known objects: {self.obj_ids}")
+        return self._bank.memories[int(obj_id)]
+
+    def _store(self, obj_id: int, memory: _Memory) -> None:
+        """Add a memory under the bank rule (see the module doc)."""
+        memories = self._bank.memories.setdefault(obj_id, [])
+        examples = [m for m in memories if m.kind == "example"]
+        queries = [m for m in memories if m.kind == "query"]
+        if memory.kind == "example":
+            examples = (examples + [memory])[-self.max_memory :]
+        elif len(examples) < self.max_memory:
+            queries.append(memory)
+        queries = queries[len(queries) - (self.max_memory - len(examples)) :] if len(examples) < self.max_memory else []
+        memories[:] = examples + queries
+
+    def _encode(self, image: ImageSource) -> _ImageState:
+        """Features of an image, reusing the last image's when the pixels are the same."""
+        pixels = load_image(image)
+        key = hashlib.blake2b(np.ascontiguousarray(pixels).tobytes(), digest_size=16).digest() + bytes(str(pixels.shape), "ascii")
+        if self._image is not None and self._image.key == key:
+            return self._image
+        model = self.model
+        batch = preprocess(pixels, model.image_size, model.device, model.encoder_dtype)
+        encoded = model.encode_image(batch)
+        self._image = _ImageState(key, tuple(pixels.shape[:2]), encoded.levels, encoded.positions)
+        return self._image
+
+    def _no_memory(self, raw: torch.Tensor) -> torch.Tensor:
+        """The features of an image decoded without memory, as SAM2 decodes a first frame."""
+        b, ch, h, w = raw.shape
+        seq = raw.flatten(2).permute(2, 0, 1)
+        pos = self._image.positions[-1].flatten(2).permute(2, 0, 1)
+        return self.model.condition_on_memory(0, True, seq, pos, (h, w), None, None)  # type: ignore[arg-type]
+
+    def _encode_memory(
+        self, raw: torch.Tensor, low_res: torch.Tensor, object_logits: torch.Tensor, from_prompt: bool
+    ) -> torch.Tensor:
+        size = self.model.image_size
+        high_res = F.interpolate(low_res.float(), size=(size, size), mode="bilinear", align_corners=False)
+        features, pos_enc = self.model.encode_memory(raw, high_res.to(raw.dtype), object_logits, is_mask_from_pts=from_prompt)
+        if self._bank.pos_enc is None:
+            self._bank.pos_enc = pos_enc[:1].clone()
+        return features
+
+    def _mask_tensor(self, mask: Any, hw: tuple[int, int]) -> torch.Tensor:
+        m = mask if isinstance(mask, torch.Tensor) else torch.as_tensor(np.asarray(mask))
+        if m.ndim != 2 or m.is_complex() or not (m.dtype == torch.bool or m.dtype.is_floating_point or m.dtype in _INT_DTYPES):
+            raise InvalidInputError(f"mask: expected a 2-D (H, W) binary mask (bool or 0/1 numbers), got {m.dtype} of shape {tuple(m.shape)}")
+        if tuple(m.shape) != hw:
+            raise InvalidInputError(f"mask: expected the image size {hw} (H, W), got {tuple(m.shape)}")
+        size = self.model.image_size
+        m = m.to(self.model.device).float()[None, None]
+        if m.shape[-2:] != (size, size):
+            m = (F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False, antialias=True) >= 0.5).float()
+        return m
+
+    def _result(
+        self, ids: list[int], low_res: torch.Tensor, ious: torch.Tensor, object_logits: torch.Tensor, hw: tuple[int, int]
+    ) -> ExemplarResult:
+        low_res = low_res.float()
+        logits = upscale_masks(low_res, hw)[:, 0]
+        scores = object_logits.float().reshape(-1)
+        return ExemplarResult(
+            obj_ids=list(ids), masks=logits > self.mask_threshold, mask_logits=logits, low_res_logits=low_res,
+            scores=ious.float().reshape(-1), object_score_logits=scores, presence=torch.sigmoid(scores),
+        )
+
+
+def _check_obj_id(obj_id: Any) -> None:
+    if not isinstance(obj_id, (int, np.integer)) or isinstance(obj_id, bool):
+        raise InvalidInputError(f"obj_id: expected an int, got {obj_id!r}")
