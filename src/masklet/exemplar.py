@@ -60,6 +60,7 @@ class ExemplarResult:
 class _Memory:
     kind: str  # "example" or "query"
     features: torch.Tensor  # (1, C_mem, h, w)
+    obj_ptr: torch.Tensor | None = None  # (1, C): the decoder's object pointer (examples only)
 
 
 @dataclass
@@ -77,9 +78,28 @@ class _Bank:
 
 
 class ExemplarPredictor:
-    """Segment objects on new images from a memory of prompted examples (see the module doc)."""
+    """Segment objects on new images from a memory of prompted examples (see the module doc).
 
-    def __init__(self, model: Sam2Model, max_memory: int = 8, *, mask_threshold: float = 0.0) -> None:
+    ``max_memory``: memories kept per object. ``object_pointers``: queries also attend to the
+    examples' object pointers (placed one frame before the query); SAM2 models are trained to track
+    with them and small ones (masklet-nano) find little without. ``multimask_queries`` (default: as
+    SAM2 decodes a tracked frame, from the config) picks the best of the decoder's three masks by
+    predicted IoU. ``binarize_examples`` (default: the config's
+    ``binarize_mask_from_pts_for_mem_enc``) encodes example masks as hard 0/1. With
+    ``object_pointers=False, multimask_queries=False`` the masks are those of Ultralytics'
+    ``SAM2DynamicInteractivePredictor`` when every object is prompted on every support image.
+    """
+
+    def __init__(
+        self,
+        model: Sam2Model,
+        max_memory: int = 8,
+        *,
+        object_pointers: bool = True,
+        multimask_queries: bool | None = None,
+        binarize_examples: bool | None = None,
+        mask_threshold: float = 0.0,
+    ) -> None:
         if not isinstance(model, Sam2Model):
             raise InvalidInputError(f"model: expected a masklet Sam2Model (see masklet.load_model), got {type(model).__name__}")
         if model.config.num_maskmem == 0:
@@ -90,7 +110,13 @@ class ExemplarPredictor:
             raise InvalidInputError(f"mask_threshold: expected a number, got {mask_threshold!r}")
         self.model = model.eval()
         self.max_memory = max_memory
+        self.object_pointers = bool(object_pointers) and model.config.use_obj_ptrs_in_encoder
         self.mask_threshold = float(mask_threshold)
+        self.binarize_examples = binarize_examples
+        c = model.config
+        if multimask_queries is None:  # as SAM2 decodes a tracked frame (no clicks)
+            multimask_queries = c.multimask_output_in_sam and c.multimask_output_for_tracking and c.multimask_min_pt_num <= 0
+        self.multimask_queries = bool(multimask_queries)
         self._prompts = ImagePredictor(model)  # the shared prompt validation
         self._bank = _Bank()
         self._image: _ImageState | None = None
@@ -143,7 +169,7 @@ class ExemplarPredictor:
             point_inputs = {"point_coords": coords.to(raw.dtype), "point_labels": point_labels}
             sam = model.forward_sam_heads(self._no_memory(raw), point_inputs, None, high_res, False)
         memory = self._encode_memory(raw, sam.low_res_masks, sam.object_score_logits, from_prompt=True)
-        self._store(int(obj_id), _Memory("example", memory))
+        self._store(int(obj_id), _Memory("example", memory, sam.obj_ptr))
         return self._result([int(obj_id)], sam.low_res_masks, sam.ious[:, :1], sam.object_score_logits, state.hw)
 
     def remove_object(self, obj_id: int) -> list[int]:
@@ -174,28 +200,35 @@ class ExemplarPredictor:
         vision_pos = state.positions[-1].flatten(2).permute(2, 0, 1)
         pos = self._bank.pos_enc.flatten(2).permute(2, 0, 1) + model.maskmem_tpos_enc[c.num_maskmem - 1]  # (hw, 1, Cm)
         # Objects with as many memories share one batched memory attention call.
-        groups: dict[int, list[int]] = {}
+        groups: dict[tuple[int, int], list[int]] = {}
         for i, obj_id in enumerate(ids):
-            groups.setdefault(len(self._bank.memories[obj_id]), []).append(i)
+            memories = self._bank.memories[obj_id]
+            pointers = sum(m.obj_ptr is not None for m in memories) if self.object_pointers else 0
+            groups.setdefault((len(memories), pointers), []).append(i)
         fused = torch.empty(len(ids), c.hidden_dim, h, w, dtype=state.levels[-1].dtype, device=model.device)
         attn_dtype = model.memory_attention.norm.weight.dtype
-        for count, members in groups.items():
+        for (count, pointers), members in groups.items():
             batch = len(members)
             memory = torch.stack(
                 [torch.cat([m.features for m in self._bank.memories[ids[i]]]).flatten(2).permute(0, 2, 1).flatten(0, 1)
                  for i in members], dim=1,
             )  # (count * hw, B, Cm), memories in bank order
             memory_pos = pos.repeat(count, 1, 1).expand(-1, batch, -1)
+            num_ptr_tokens = 0
+            if pointers:
+                tokens, tokens_pos = self._pointer_tokens([ids[i] for i in members])
+                memory, memory_pos = torch.cat([memory, tokens]), torch.cat([memory_pos, tokens_pos])
+                num_ptr_tokens = tokens.shape[0]
             out = model.memory_attention(
                 curr=vision.to(attn_dtype), memory=memory.to(attn_dtype), curr_pos=vision_pos.to(attn_dtype),
-                memory_pos=memory_pos.to(attn_dtype), num_obj_ptr_tokens=0,
+                memory_pos=memory_pos.to(attn_dtype), num_obj_ptr_tokens=num_ptr_tokens,
             )
             out = out.to(fused.dtype).expand(-1, batch, -1) if out.shape[1] == 1 else out.to(fused.dtype)
             fused[members] = out.permute(1, 2, 0).reshape(batch, c.hidden_dim, h, w)
         n = len(ids)
         high_res = None if len(state.levels) == 1 else [f.expand(n, -1, -1, -1) for f in state.levels[:-1]]
-        sam = model.forward_sam_heads(fused, None, None, high_res, False)
-        result = self._result(ids, sam.low_res_masks, sam.ious[:, :1], sam.object_score_logits, state.hw)
+        sam = model.forward_sam_heads(fused, None, None, high_res, self.multimask_queries)
+        result = self._result(ids, sam.low_res_masks, sam.ious.max(dim=1, keepdim=True).values, sam.object_score_logits, state.hw)
         if update_memory:
             found = [i for i in range(n) if float(sam.object_score_logits[i, 0]) > 0]
             if found:
@@ -204,6 +237,29 @@ class ExemplarPredictor:
                 for j, i in enumerate(found):
                     self._store(ids[i], _Memory("query", memories[j : j + 1]))
         return result
+
+    def _pointer_tokens(self, obj_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Object pointers of the objects' examples as memory tokens (P * split, B, C_mem), each
+        placed one frame before the query (as a video's last conditioning frame)."""
+        from .model.position import sine_1d
+
+        model = self.model
+        c = model.config
+        ptrs = torch.stack(
+            [torch.cat([m.obj_ptr for m in self._bank.memories[i] if m.obj_ptr is not None]) for i in obj_ids], dim=1
+        )  # (P, B, C)
+        count, batch = ptrs.shape[:2]
+        if c.add_tpos_enc_to_obj_ptrs:
+            tpos_dim = c.hidden_dim if c.proj_tpos_enc_in_obj_ptrs else c.mem_dim
+            rel = torch.ones(count, device=ptrs.device) / max(c.max_obj_ptrs_in_encoder - 1, 1)
+            pos = model.obj_ptr_tpos_proj(sine_1d(rel, tpos_dim).to(model.dtype)).unsqueeze(1).expand(-1, batch, c.mem_dim)
+        else:
+            pos = ptrs.new_zeros(count, batch, c.mem_dim)
+        if c.mem_dim < c.hidden_dim:
+            split = c.hidden_dim // c.mem_dim
+            ptrs = ptrs.reshape(count, batch, split, c.mem_dim).permute(0, 2, 1, 3).flatten(0, 1)
+            pos = pos.repeat_interleave(split, dim=0)
+        return ptrs, pos
 
     # ---------------------------------------------------------------- persistence
 
@@ -298,7 +354,10 @@ class ExemplarPredictor:
     ) -> torch.Tensor:
         size = self.model.image_size
         high_res = F.interpolate(low_res.float(), size=(size, size), mode="bilinear", align_corners=False)
-        features, pos_enc = self.model.encode_memory(raw, high_res.to(raw.dtype), object_logits, is_mask_from_pts=from_prompt)
+        features, pos_enc = self.model.encode_memory(
+            raw, high_res.to(raw.dtype), object_logits, is_mask_from_pts=from_prompt,
+            binarize_mask_from_pts=self.binarize_examples, non_overlap=False,
+        )
         if self._bank.pos_enc is None:
             self._bank.pos_enc = pos_enc[:1].clone()
         return features
