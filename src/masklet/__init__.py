@@ -16,6 +16,7 @@ from .errors import (
     VideoDecodeError,
 )
 from .amg import MaskGenerator
+from .exemplar import ExemplarPredictor, ExemplarResult
 from .image import ImageEmbeddings, ImagePredictor
 from .model import Sam2Config, Sam2Model, variant_config
 from .video import StreamTracker, VideoPredictor
@@ -27,6 +28,8 @@ __all__ = [
     "HUB_CHECKPOINTS",
     "CheckpointError",
     "ConfigError",
+    "ExemplarPredictor",
+    "ExemplarResult",
     "ImageDecodeError",
     "ImageEmbeddings",
     "ImagePredictor",

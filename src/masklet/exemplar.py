@@ -264,7 +264,7 @@ class ExemplarPredictor:
     # ---------------------------------------------------------------- persistence
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the memory bank to a safetensors file (memories, ids, kinds and model shape)."""
+        """Write the memory bank to a safetensors file (memories, object pointers, ids, kinds and model shape)."""
         from safetensors.torch import save_file
 
         if not self._bank.memories:
@@ -275,6 +275,8 @@ class ExemplarPredictor:
             kinds[str(obj_id)] = [m.kind for m in memories]
             for k, m in enumerate(memories):
                 tensors[f"obj{obj_id}.{k}"] = m.features.detach().float().contiguous().cpu()
+                if m.obj_ptr is not None:
+                    tensors[f"obj{obj_id}.{k}.ptr"] = m.obj_ptr.detach().float().contiguous().cpu()
         meta = {"format": _BANK_FORMAT, "version": "1", "objects": json.dumps(kinds), "model": json.dumps(self._shape())}
         save_file(tensors, os.fspath(path), metadata=meta)
 
@@ -294,7 +296,13 @@ class ExemplarPredictor:
             if shape != self._shape():
                 raise InvalidInputError(f"{path}: the bank was made with a model of shape {shape}, this one is {self._shape()}")
             kinds = json.loads(meta["objects"])
+            names = set(f.keys())
             device, dtype = self.model.device, self.model.dtype
+
+            def pointer(key: str, k: int) -> torch.Tensor | None:
+                name = f"obj{key}.{k}.ptr"
+                return f.get_tensor(name).to(device, dtype) if name in names else None
+
             bank = _Bank(pos_enc=f.get_tensor("pos_enc").to(device, dtype))
             for key, object_kinds in kinds.items():
                 if len(object_kinds) > self.max_memory:
@@ -302,7 +310,8 @@ class ExemplarPredictor:
                         f"{path}: object {key} has {len(object_kinds)} memories, more than max_memory={self.max_memory}"
                     )
                 bank.memories[int(key)] = [
-                    _Memory(kind, f.get_tensor(f"obj{key}.{k}").to(device, dtype)) for k, kind in enumerate(object_kinds)
+                    _Memory(kind, f.get_tensor(f"obj{key}.{k}").to(device, dtype), pointer(key, k))
+                    for k, kind in enumerate(object_kinds)
                 ]
         self._bank = bank
 

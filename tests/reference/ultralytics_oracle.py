@@ -22,7 +22,7 @@ def import_ultralytics() -> Any:
     real = importlib.metadata.version
 
     def version(name: str) -> str:
-        return "0.0.0" if name == "torchvision" else real(name)
+        return "0.28.0" if name == "torchvision" else real(name)
 
     importlib.metadata.version = version
     try:
