@@ -18,6 +18,7 @@ demo: install-demo
 
 install-test: install
 	$(PYTHON) -m pip install --quiet --no-deps sam2==1.1.0
+	$(PYTHON) -m pip install --quiet --no-deps ultralytics==8.4.190
 	$(PYTHON) -m pip install --quiet -e ".[test]"
 
 test: install-test
@@ -27,3 +28,4 @@ bench: install-test
 	$(PYTHON) benchmarks/image_predictor.py
 	$(PYTHON) benchmarks/amg.py
 	$(PYTHON) benchmarks/video_predictor.py
+	$(PYTHON) benchmarks/exemplar.py

@@ -207,9 +207,10 @@ def test_cost_follows_the_real_number_of_objects(small_pair, monkeypatch):
 # ----------------------------------------------------------------- quality with masklet-nano
 
 
-def evaluate_nano(model, num_objects: int, seeds: range) -> tuple[float, float]:
-    """(mIoU over present objects, presence accuracy at 0.5) on generated support / query scenes."""
-    ious, correct = [], []
+def evaluate_nano(model, num_objects: int, seeds: range) -> tuple[float, float, float]:
+    """(mIoU over present objects, presence accuracy at 0.5, AUC of presence for "is on the
+    image") on generated support / query scenes."""
+    ious, correct, present, absent = [], [], [], []
     for seed in seeds:
         scenes = make_example_set(seed, num_objects=num_objects, num_support=2, num_query=20, size=256)
         predictor = ExemplarPredictor(model)
@@ -221,14 +222,19 @@ def evaluate_nano(model, num_objects: int, seeds: range) -> tuple[float, float]:
             for n in range(num_objects):
                 truth = scenes.masks[k, n]
                 correct.append(bool(result.presence[n] > 0.5) == bool(truth.any()))
+                (present if truth.any() else absent).append(float(result.object_score_logits[n]))
                 if truth.any():
                     found = result.masks[n].numpy()
                     ious.append((found & truth).sum() / (found | truth).sum())
-    return float(np.mean(ious)), float(np.mean(correct))
+    auc = float(np.mean([p > a for p in present for a in absent]))
+    return float(np.mean(ious)), float(np.mean(correct)), auc
 
 
 def test_nano_finds_prompted_objects_on_new_scenes():
-    # measured: mIoU 0.706, presence accuracy 0.73 on these 4 x 20 queries (see benchmarks/exemplar.py)
-    miou, accuracy = evaluate_nano(load_model("masklet-nano"), num_objects=2, seeds=range(4))
+    # Measured on these 4 x 20 queries: mIoU 0.706. masklet-nano's presence is above 0.5 for every
+    # object-query, so its accuracy (0.694) is the share of present objects; it still ranks present
+    # objects above absent ones (AUC 0.751).
+    miou, accuracy, auc = evaluate_nano(load_model("masklet-nano"), num_objects=2, seeds=range(4))
     assert miou >= 0.68, miou
     assert accuracy >= 0.65, accuracy
+    assert auc >= 0.6, auc
