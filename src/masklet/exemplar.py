@@ -160,14 +160,14 @@ class ExemplarPredictor:
             else:
                 low = F.interpolate(binary, size=model.sam_prompt_encoder.mask_input_size, mode="bilinear",
                                     align_corners=False, antialias=True)
-                sam = model.forward_sam_heads(self._no_memory(raw), None, low * 20.0 - 10.0, high_res, False)
+                sam = model.forward_sam_heads(self._no_memory(state), None, low * 20.0 - 10.0, high_res, False)
         else:
             prompts = self._prompts._prepare_prompts(points, labels, box, None, state.hw, True)
             if prompts.points is None or prompts.points[0].shape[0] != 1:
                 raise InvalidInputError("points / box: an example is one object; give (P, 2) points and one box")
             coords, point_labels = prompts.points
             point_inputs = {"point_coords": coords.to(raw.dtype), "point_labels": point_labels}
-            sam = model.forward_sam_heads(self._no_memory(raw), point_inputs, None, high_res, False)
+            sam = model.forward_sam_heads(self._no_memory(state), point_inputs, None, high_res, False)
         memory = self._encode_memory(raw, sam.low_res_masks, sam.object_score_logits, from_prompt=True)
         self._store(int(obj_id), _Memory("example", memory, sam.obj_ptr))
         return self._result([int(obj_id)], sam.low_res_masks, sam.ious[:, :1], sam.object_score_logits, state.hw)
@@ -351,11 +351,12 @@ class ExemplarPredictor:
         self._image = _ImageState(key, tuple(pixels.shape[:2]), encoded.levels, encoded.positions)
         return self._image
 
-    def _no_memory(self, raw: torch.Tensor) -> torch.Tensor:
+    def _no_memory(self, state: _ImageState) -> torch.Tensor:
         """The features of an image decoded without memory, as SAM2 decodes a first frame."""
-        b, ch, h, w = raw.shape
+        raw = state.levels[-1]
+        h, w = raw.shape[-2:]
         seq = raw.flatten(2).permute(2, 0, 1)
-        pos = self._image.positions[-1].flatten(2).permute(2, 0, 1)
+        pos = state.positions[-1].flatten(2).permute(2, 0, 1)
         return self.model.condition_on_memory(0, True, seq, pos, (h, w), None, None)  # type: ignore[arg-type]
 
     def _encode_memory(
