@@ -136,7 +136,7 @@ def test_presence_equals_official_object_scores(tmp_path, event, weights):
     assert [f.frame_idx for f in frames] == ref_frames
     mine = torch.stack([f.object_score_logits for f in frames])  # (T, N)
     theirs = torch.tensor([[_official_scores(ref_state, k, t) for k in range(len(prompts))] for t in ref_frames])
-    assert float((mine - theirs).abs().max()) <= 1e-3
+    assert float((mine - theirs).abs().max()) <= 1e-3, float((mine - theirs).abs().max())
     if weights == "masklet-nano":  # the trained model's scores fall where the object is gone
         assert float(theirs.max() - theirs.min()) > 1.0, "the scores barely vary: the comparison proves little"
     for f in frames:
