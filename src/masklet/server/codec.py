@@ -38,7 +38,8 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
         buf = io.BytesIO(data)
         try:
             version = np.lib.format.read_magic(buf)
-            shape, _, dtype = np.lib.format._read_array_header(buf, version)  # header only
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, _ = read_header(buf)  # the header only
             if len(shape) < 2:
                 raise ValueError(f"shape {shape}")
             _check_pixels(int(shape[0]), int(shape[1]), max_pixels)

@@ -8,11 +8,13 @@ from typing import Any
 
 import asyncio
 
+import torch
+
 from ..errors import PredictorStateError
 from ..video import TrackedFrame
 from .codec import masks_to_rles, pack_array
 from .pool import Loaded, ModelPool
-from .schemas import FrameResult, PropagateRequest
+from .schemas import FrameResult, PackedArray, PropagateRequest
 from .store import Session
 
 
@@ -21,7 +23,7 @@ def frame_result(tf: TrackedFrame, logits: bool) -> FrameResult:
     masks = tf.masks.cpu().numpy()
     out = FrameResult(frame_idx=int(tf.frame_idx), obj_ids=[int(i) for i in tf.obj_ids], masks=masks_to_rles(masks))
     if logits:
-        out.mask_logits = pack_array(tf.mask_logits.float().cpu().numpy())  # type: ignore[assignment]
+        out.mask_logits = PackedArray(**pack_array(tf.mask_logits.float().cpu().numpy()))
     return out
 
 
@@ -32,7 +34,8 @@ def _plan(session: Session, body: PropagateRequest) -> list[tuple[int, bool, int
         predictor._check_frame(state, body.start_frame_idx, "start_frame_idx")
     if not any(obj.cond or obj.pending[True] for obj in state.objects.values()):
         raise PredictorStateError("propagate: no object has prompts yet; add points, a box or a mask first")
-    predictor._commit(state)
+    with torch.inference_mode():
+        predictor._commit(state)
     start = body.start_frame_idx
     if start is None:
         start = min(t for obj in state.objects.values() for t in obj.cond)

@@ -19,7 +19,7 @@ from ..deps import Context, get_ctx, require_key
 from ..errors import ApiError
 from ..pool import Loaded
 from ..schemas import (
-    AutomaticOptions, AutomaticResponse, BatchRequest, BatchResponse, ImageInfo, ImagePrompt, PredictOptions,
+    AutomaticOptions, AutomaticResponse, BatchRequest, BatchResponse, ImageInfo, ImagePrompt, PackedArray, PredictOptions,
     PredictRequest, PredictResponse,
 )
 from ..store import CachedImage
@@ -101,11 +101,11 @@ def _predict(loaded: Loaded, emb: ImageEmbeddings, prompt: ImagePrompt, opts: Pr
     out = PredictResponse(image_id=iid, lead=list(masks.shape[:-2]), height=h, width=w,
                           scores=scores.astype(np.float32).reshape(-1).tolist(), scores_shape=list(scores.shape))
     if opts.return_logits:
-        out.mask_logits = pack_array(masks)  # type: ignore[assignment]
+        out.mask_logits = PackedArray(**pack_array(masks))
     else:
         out.masks = masks_to_rles(masks)
     if opts.low_res_logits:
-        out.low_res_logits = pack_array(low)  # type: ignore[assignment]
+        out.low_res_logits = PackedArray(**pack_array(low))
     return out
 
 

@@ -16,7 +16,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from ...errors import InvalidInputError
 from ...video import ArrayFrames, CocoRleWriter, DavisPngWriter, VideoPredictor, open_frames
-from ..codec import check_encoded_size, data_uri_bytes
+from ..codec import NPY_MAGIC, check_encoded_size, data_uri_bytes, decode_image
 from ..deps import Context, get_ctx, media_path, require_key
 from ..errors import ApiError, request_id, to_api_error
 from ..schemas import ClearRequest, FrameResult, MaskRequest, PointsRequest, PropagateRequest, RemoveResponse, VideoInfo
@@ -34,9 +34,12 @@ def _frames_from_parts(parts: list[bytes], ctx: Context) -> ArrayFrames:
         raise InvalidInputError(f"frames: {len(parts)} frames exceed the limit of {limit}")
     if not parts:
         raise InvalidInputError("frames: expected at least one frame, got none")
+    items: list[Any] = []
     for data in parts:
         check_encoded_size(data, ctx.settings.max_pixels)
-    return ArrayFrames(parts)  # decoded lazily, one frame at a time
+        # .npy frames as arrays (already raw); encoded images stay bytes, decoded lazily one at a time
+        items.append(decode_image(data, ctx.settings.max_pixels) if data.startswith(NPY_MAGIC) else data)
+    return ArrayFrames(items)
 
 
 async def _source(request: Request, ctx: Context) -> tuple[Any, str | None, dict, Any]:
