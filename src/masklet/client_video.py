@@ -248,15 +248,17 @@ class RemoteStreamTracker:
     def __init__(self, client: "Client", model: str | None = None, **options: Any) -> None:
         from websockets.sync.client import connect
 
+        if options:
+            raise E.InvalidInputError(f"options: a remote stream uses the server's default tracker options; got {sorted(options)}")
         self.client, self.info = client, client.model_info(model)
         self._shim = SimpleNamespace(image_size=self.info["imageSize"])
         url = client.url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
-        self.ws = connect(f"{url}/v1/streams?model={self.info['name']}", additional_headers=client.headers,
-                          max_size=2**28)
+        self._cm = connect(f"{url}/v1/streams?model={self.info['name']}", additional_headers=client.headers,
+                           max_size=2**28)
+        self.ws = self._cm.__enter__()
         self.frame_idx = -1
         self._hw: tuple[int, int] | None = None
         self._obj_ids: list[int] = []
-        del options
 
     @property
     def obj_ids(self) -> list[int]:
@@ -337,4 +339,4 @@ class RemoteStreamTracker:
             self.ws.recv(timeout=5)
         except Exception:
             pass
-        self.ws.close()
+        self._cm.__exit__(None, None, None)

@@ -10,7 +10,6 @@ import asyncio
 
 import torch
 
-from ..errors import PredictorStateError
 from ..video import TrackedFrame
 from .codec import masks_to_rles, pack_array
 from .pool import Loaded, ModelPool
@@ -27,13 +26,11 @@ def frame_result(tf: TrackedFrame, logits: bool) -> FrameResult:
     return out
 
 
-def _plan(session: Session, body: PropagateRequest) -> list[tuple[int, bool, int]]:
+def plan(session: Session, body: PropagateRequest) -> list[tuple[int, bool, int]]:
     """Legs (start, reverse, frame count) of a propagation, validated like the predictor does."""
     state, predictor = session.state, session.predictor
     if body.start_frame_idx is not None:
         predictor._check_frame(state, body.start_frame_idx, "start_frame_idx")
-    if not any(obj.cond or obj.pending[True] for obj in state.objects.values()):
-        raise PredictorStateError("propagate: no object has prompts yet; add points, a box or a mask first")
     with torch.inference_mode():
         predictor._commit(state)
     start = body.start_frame_idx
@@ -58,10 +55,11 @@ class Progress:
 
 
 async def propagate(pool: ModelPool, loaded: Loaded, session: Session, body: PropagateRequest,
-                    progress: Progress) -> AsyncIterator[FrameResult]:
+                    progress: Progress, legs: list[tuple[int, bool, int]] | None = None) -> AsyncIterator[FrameResult]:
     """Track frame by frame on the device worker, one frame per model call, so other requests
     interleave and a cancellation (client gone, job deleted) stops after the current frame."""
-    legs = await pool.run(loaded, _plan, session, body)
+    if legs is None:
+        legs = await pool.run(loaded, plan, session, body)
     progress.total = sum(c for _, _, c in legs)
     done_per_leg: list[int] = []
     try:

@@ -44,6 +44,9 @@ async def upload_bytes(request: Request, field: str = "image") -> tuple[bytes, s
             doc = json.loads(body)
         except ValueError as err:
             raise ApiError(400, "malformed_json", f"body: not valid JSON ({err})") from None
+        if isinstance(doc, dict) and "url" in doc:
+            raise ApiError(403, "url_fetch_disabled", "url: fetching images from URLs is disabled on this server; "
+                           "upload the image bytes instead")
         if not isinstance(doc, dict) or not isinstance(doc.get("image"), str):
             raise InvalidInputError('body: expected {"image": "data:image/...;base64,..."}')
         model = doc.get("model")

@@ -21,7 +21,7 @@ from ..deps import Context, get_ctx, media_path, require_key
 from ..errors import ApiError, request_id, to_api_error
 from ..schemas import ClearRequest, FrameResult, MaskRequest, PointsRequest, PropagateRequest, RemoveResponse, VideoInfo
 from ..store import Session
-from ..video_ops import Progress, frame_result, propagate
+from ..video_ops import Progress, frame_result, plan, propagate
 
 router = APIRouter(prefix="/v1/videos", dependencies=[Depends(require_key)])
 _OPTIONS = ("fill_hole_area", "non_overlap_masks", "clear_non_cond_mem_around_input",
@@ -195,12 +195,14 @@ async def propagate_stream(sid: str, body: PropagateRequest, request: Request, c
     session = ctx.sessions.get(sid)
     loaded = ctx.pool.get(session.model)
     rid = request_id(request)
+    async with session.busy:  # bad arguments and state answer a 4xx here, before the stream starts
+        legs = await ctx.pool.run(loaded, plan, session, body)
 
     async def lines() -> Any:
         progress = Progress()
         async with session.busy:
             try:
-                async for fr in propagate(ctx.pool, loaded, session, body, progress):
+                async for fr in propagate(ctx.pool, loaded, session, body, progress, legs):
                     doc = {"type": "frame", **fr.model_dump(by_alias=True), "done": progress.done, "total": progress.total}
                     yield json.dumps(doc) + "\n"
                 yield json.dumps({"type": "end", "frames": progress.done}) + "\n"
