@@ -24,7 +24,7 @@ from masklet.synthetic import make_clip, make_scene
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
-from masklet.client import Client, RemoteError  # noqa: E402
+from masklet.client import Client, RemoteError
 
 KEY = "test-key-123"
 
@@ -81,12 +81,12 @@ def test_image_prompts_match_local(client, model, scene):
     local.set_image(scene.image)
     remote.set_image(scene.image)
     cases = [
-        dict(point_coords=[[40.5, 30.25]], point_labels=[1]),
-        dict(point_coords=[[40, 30], [70, 60]], point_labels=[1, 0], multimask_output=False),
-        dict(box=[10, 12, 80.5, 70]),
-        dict(box=[[10, 12, 60, 70], [50, 20, 120, 90]], multimask_output=True),  # two objects in one call
-        dict(point_coords=[[0.3, 0.4]], point_labels=[1], normalize_coords=False),
-        dict(point_coords=[[40, 30]], point_labels=[1], return_logits=True),
+        {"point_coords": [[40.5, 30.25]], "point_labels": [1]},
+        {"point_coords": [[40, 30], [70, 60]], "point_labels": [1, 0], "multimask_output": False},
+        {"box": [10, 12, 80.5, 70]},
+        {"box": [[10, 12, 60, 70], [50, 20, 120, 90]], "multimask_output": True},  # two objects in one call
+        {"point_coords": [[0.3, 0.4]], "point_labels": [1], "normalize_coords": False},
+        {"point_coords": [[40, 30]], "point_labels": [1], "return_logits": True},
     ]
     for kwargs in cases:
         a, b = local.predict(**kwargs), remote.predict(**kwargs)
@@ -94,16 +94,16 @@ def test_image_prompts_match_local(client, model, scene):
             assert x.dtype == y.dtype and x.shape == y.shape
             np.testing.assert_array_equal(x, y)
     # refinement from the returned logits round-trips exactly
-    masks, scores, low = remote.predict(point_coords=[[40, 30]], point_labels=[1])
+    _masks, scores, low = remote.predict(point_coords=[[40, 30]], point_labels=[1])
     prior = low[None, int(np.argmax(scores))]
     a = local.predict([[40, 30], [60, 50]], [1, 0], mask_input=prior, multimask_output=False)
     b = remote.predict([[40, 30], [60, 50]], [1, 0], mask_input=prior, multimask_output=False)
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
     # same error types, raised before sending
-    for bad, err in ((dict(point_coords=[[1, 2]], point_labels=[4]), InvalidInputError),
-                     (dict(point_coords=[[1, np.nan]], point_labels=[1]), InvalidInputError),
-                     (dict(box=[5, 5, 1, 1]), InvalidInputError)):
+    for bad, err in (({"point_coords": [[1, 2]], "point_labels": [4]}, InvalidInputError),
+                     ({"point_coords": [[1, np.nan]], "point_labels": [1]}, InvalidInputError),
+                     ({"box": [5, 5, 1, 1]}, InvalidInputError)):
         with pytest.raises(err) as local_err:
             local.predict(**bad)
         with pytest.raises(err) as remote_err:
@@ -132,8 +132,8 @@ def test_embeddings_round_trip_and_batch(client, model, scene):
     second = make_scene(9, size=(80, 100)).image
     local.set_images([scene.image, second])
     remote.set_images([scene.image, second])
-    args = dict(point_coords_batch=[[[40, 30]], None], point_labels_batch=[[1], None],
-                box_batch=[None, [[5, 5, 50, 40], [30, 20, 90, 70]]])
+    args = {"point_coords_batch": [[[40, 30]], None], "point_labels_batch": [[1], None],
+                "box_batch": [None, [[5, 5, 50, 40], [30, 20, 90, 70]]]}
     a, b = local.predict_batch(**args), remote.predict_batch(**args)
     for xs, ys in zip(a, b):
         for x, y in zip(xs, ys):
@@ -147,7 +147,7 @@ def torch_equal(a, b) -> bool:
 
 
 def test_automatic_masks_match_local(client, model, scene):
-    opts = dict(points_per_side=8, pred_iou_thresh=0.5, stability_score_thresh=0.6, min_mask_region_area=10)
+    opts = {"points_per_side": 8, "pred_iou_thresh": 0.5, "stability_score_thresh": 0.6, "min_mask_region_area": 10}
     for mode in ("binary_mask", "coco_rle", "uncompressed_rle"):
         local = masklet.MaskGenerator(model, output_mode=mode, **opts).generate(scene.image)
         remote = client.mask_generator(output_mode=mode, **opts).generate(scene.image)
@@ -299,54 +299,54 @@ def ids(client, scene):
 J = {"content-type": "application/json"}
 BAD = [
     # (name, method, path, kwargs, status, code)
-    ("malformed json", "POST", "/v1/images/{image}/predict", dict(content=b"{bad", headers=J), 422, "validation_error"),
-    ("not an object", "POST", "/v1/images/{image}/predict", dict(content=b"[1,2]", headers=J), 422, "validation_error"),
-    ("coords not numbers", "POST", "/v1/images/{image}/predict", dict(json={"pointCoords": "abc", "pointLabels": [1]}), 400, "invalid_input"),
-    ("NaN coords", "POST", "/v1/images/{image}/predict", dict(content=b'{"pointCoords": [[1, NaN]], "pointLabels": [1]}', headers=J), 400, "invalid_input"),
-    ("label out of range", "POST", "/v1/images/{image}/predict", dict(json={"pointCoords": [[1, 2]], "pointLabels": [7]}), 400, "invalid_input"),
-    ("labels shape", "POST", "/v1/images/{image}/predict", dict(json={"pointCoords": [[1, 2], [3, 4]], "pointLabels": [1]}), 400, "invalid_input"),
-    ("coords without labels", "POST", "/v1/images/{image}/predict", dict(json={"pointCoords": [[1, 2]]}), 400, "invalid_input"),
-    ("inverted box", "POST", "/v1/images/{image}/predict", dict(json={"box": [50, 50, 10, 10]}), 400, "invalid_input"),
-    ("box of 3", "POST", "/v1/images/{image}/predict", dict(json={"box": [1, 2, 3]}), 400, "invalid_input"),
-    ("mask input shape", "POST", "/v1/images/{image}/predict", dict(json={"box": [1, 2, 30, 40], "maskInput": {"shape": [1, 8, 8], "data": base64.b64encode(b"\0" * 256).decode()}}), 400, "invalid_input"),
-    ("mask input base64", "POST", "/v1/images/{image}/predict", dict(json={"maskInput": {"shape": [1, 64, 64], "data": "!!"}}), 400, "invalid_input"),
-    ("bool as list", "POST", "/v1/images/{image}/predict", dict(json={"box": [1, 2, 30, 40], "multimaskOutput": [1]}), 422, "validation_error"),
-    ("unknown field", "POST", "/v1/images/{image}/predict", dict(json={"box": [1, 2, 30, 40], "colour": 1}), 422, "validation_error"),
-    ("negative hole area", "POST", "/v1/images/{image}/predict", dict(json={"box": [1, 2, 30, 40], "maxHoleArea": -1}), 422, "validation_error"),
-    ("unknown image", "POST", "/v1/images/0123/predict", dict(json={"box": [1, 2, 3, 4]}), 404, "unknown_image"),
+    ("malformed json", "POST", "/v1/images/{image}/predict", {"content": b"{bad", "headers": J}, 422, "validation_error"),
+    ("not an object", "POST", "/v1/images/{image}/predict", {"content": b"[1,2]", "headers": J}, 422, "validation_error"),
+    ("coords not numbers", "POST", "/v1/images/{image}/predict", {"json": {"pointCoords": "abc", "pointLabels": [1]}}, 400, "invalid_input"),
+    ("NaN coords", "POST", "/v1/images/{image}/predict", {"content": b'{"pointCoords": [[1, NaN]], "pointLabels": [1]}', "headers": J}, 400, "invalid_input"),
+    ("label out of range", "POST", "/v1/images/{image}/predict", {"json": {"pointCoords": [[1, 2]], "pointLabels": [7]}}, 400, "invalid_input"),
+    ("labels shape", "POST", "/v1/images/{image}/predict", {"json": {"pointCoords": [[1, 2], [3, 4]], "pointLabels": [1]}}, 400, "invalid_input"),
+    ("coords without labels", "POST", "/v1/images/{image}/predict", {"json": {"pointCoords": [[1, 2]]}}, 400, "invalid_input"),
+    ("inverted box", "POST", "/v1/images/{image}/predict", {"json": {"box": [50, 50, 10, 10]}}, 400, "invalid_input"),
+    ("box of 3", "POST", "/v1/images/{image}/predict", {"json": {"box": [1, 2, 3]}}, 400, "invalid_input"),
+    ("mask input shape", "POST", "/v1/images/{image}/predict", {"json": {"box": [1, 2, 30, 40], "maskInput": {"shape": [1, 8, 8], "data": base64.b64encode(b"\0" * 256).decode()}}}, 400, "invalid_input"),
+    ("mask input base64", "POST", "/v1/images/{image}/predict", {"json": {"maskInput": {"shape": [1, 64, 64], "data": "!!"}}}, 400, "invalid_input"),
+    ("bool as list", "POST", "/v1/images/{image}/predict", {"json": {"box": [1, 2, 30, 40], "multimaskOutput": [1]}}, 422, "validation_error"),
+    ("unknown field", "POST", "/v1/images/{image}/predict", {"json": {"box": [1, 2, 30, 40], "colour": 1}}, 422, "validation_error"),
+    ("negative hole area", "POST", "/v1/images/{image}/predict", {"json": {"box": [1, 2, 30, 40], "maxHoleArea": -1}}, 422, "validation_error"),
+    ("unknown image", "POST", "/v1/images/0123/predict", {"json": {"box": [1, 2, 3, 4]}}, 404, "unknown_image"),
     ("unknown image info", "GET", "/v1/images/nope", {}, 404, "unknown_image"),
-    ("empty batch", "POST", "/v1/images/predict_batch", dict(json={"items": []}), 422, "validation_error"),
-    ("undecodable image", "POST", "/v1/images", dict(content=b"GIF89a-garbage", headers={"content-type": "image/gif"}), 400, "image_decode_error"),
-    ("empty upload", "POST", "/v1/images", dict(content=b"", headers={"content-type": "image/png"}), 400, "image_decode_error"),
-    ("decompression bomb", "POST", "/v1/images", dict(content=_png(30000, 30000), headers={"content-type": "image/png"}), 400, "invalid_input"),
-    ("huge npy dims", "POST", "/v1/images", dict(content=_npy_header((100000, 100000, 3)), headers={"content-type": "application/x-npy"}), 400, "invalid_input"),
-    ("oversized body", "POST", "/v1/images", dict(content=b"\0" * (4 * 2**20 + 1), headers={"content-type": "image/png"}), 413, "payload_too_large"),
-    ("bad data uri", "POST", "/v1/images", dict(json={"image": "data:image/png;base64,@@@"}), 400, "image_decode_error"),
-    ("private url", "POST", "/v1/images", dict(json={"url": "http://10.0.0.1/a.png"}), 403, "url_fetch_disabled"),
-    ("unknown model", "POST", "/v1/images?model=nope", dict(content=_png(4, 4), headers={"content-type": "image/png"}), 404, "unknown_model"),
-    ("amg zero grid", "POST", "/v1/images/{image}/automatic", dict(json={"pointsPerSide": 0}), 400, "invalid_input"),
-    ("amg threshold", "POST", "/v1/images/{image}/automatic", dict(json={"predIouThresh": 2}), 400, "invalid_input"),
-    ("amg unknown option", "POST", "/v1/images/{image}/automatic", dict(json={"pointsPerSide": 4, "turbo": True}), 422, "validation_error"),
-    ("embeddings garbage", "POST", "/v1/images/embeddings", dict(content=b"12345678garbage"), 400, "invalid_input"),
-    ("path traversal", "POST", "/v1/videos", dict(json={"path": "../../../etc"}), 403, "path_not_allowed"),
-    ("absolute path outside", "POST", "/v1/videos", dict(json={"path": "/etc"}), 403, "path_not_allowed"),
-    ("missing media path", "POST", "/v1/videos", dict(json={"path": "nothing-here"}), 404, "not_found"),
-    ("video body", "POST", "/v1/videos", dict(json={"frames": 3}), 400, "invalid_input"),
-    ("too many frames", "POST", "/v1/videos", dict(files=[("frames", ("f.png", _png(2, 2)))] * 41), 400, "invalid_input"),
-    ("frame out of range", "POST", "/v1/videos/{session}/points", dict(json={"frameIdx": 9, "objId": 1, "points": [[1, 1]], "labels": [1]}), 400, "invalid_input"),
-    ("no prompt", "POST", "/v1/videos/{session}/points", dict(json={"frameIdx": 0, "objId": 1}), 400, "invalid_input"),
-    ("frame idx string", "POST", "/v1/videos/{session}/points", dict(json={"frameIdx": "a", "objId": 1}), 422, "validation_error"),
-    ("bad mask rle", "POST", "/v1/videos/{session}/mask", dict(json={"frameIdx": 0, "objId": 1, "mask": {"size": [2, 2], "counts": [9]}}), 400, "invalid_input"),
+    ("empty batch", "POST", "/v1/images/predict_batch", {"json": {"items": []}}, 422, "validation_error"),
+    ("undecodable image", "POST", "/v1/images", {"content": b"GIF89a-garbage", "headers": {"content-type": "image/gif"}}, 400, "image_decode_error"),
+    ("empty upload", "POST", "/v1/images", {"content": b"", "headers": {"content-type": "image/png"}}, 400, "image_decode_error"),
+    ("decompression bomb", "POST", "/v1/images", {"content": _png(30000, 30000), "headers": {"content-type": "image/png"}}, 400, "invalid_input"),
+    ("huge npy dims", "POST", "/v1/images", {"content": _npy_header((100000, 100000, 3)), "headers": {"content-type": "application/x-npy"}}, 400, "invalid_input"),
+    ("oversized body", "POST", "/v1/images", {"content": b"\0" * (4 * 2**20 + 1), "headers": {"content-type": "image/png"}}, 413, "payload_too_large"),
+    ("bad data uri", "POST", "/v1/images", {"json": {"image": "data:image/png;base64,@@@"}}, 400, "image_decode_error"),
+    ("private url", "POST", "/v1/images", {"json": {"url": "http://10.0.0.1/a.png"}}, 403, "url_fetch_disabled"),
+    ("unknown model", "POST", "/v1/images?model=nope", {"content": _png(4, 4), "headers": {"content-type": "image/png"}}, 404, "unknown_model"),
+    ("amg zero grid", "POST", "/v1/images/{image}/automatic", {"json": {"pointsPerSide": 0}}, 400, "invalid_input"),
+    ("amg threshold", "POST", "/v1/images/{image}/automatic", {"json": {"predIouThresh": 2}}, 400, "invalid_input"),
+    ("amg unknown option", "POST", "/v1/images/{image}/automatic", {"json": {"pointsPerSide": 4, "turbo": True}}, 422, "validation_error"),
+    ("embeddings garbage", "POST", "/v1/images/embeddings", {"content": b"12345678garbage"}, 400, "invalid_input"),
+    ("path traversal", "POST", "/v1/videos", {"json": {"path": "../../../etc"}}, 403, "path_not_allowed"),
+    ("absolute path outside", "POST", "/v1/videos", {"json": {"path": "/etc"}}, 403, "path_not_allowed"),
+    ("missing media path", "POST", "/v1/videos", {"json": {"path": "nothing-here"}}, 404, "not_found"),
+    ("video body", "POST", "/v1/videos", {"json": {"frames": 3}}, 400, "invalid_input"),
+    ("too many frames", "POST", "/v1/videos", {"files": [("frames", ("f.png", _png(2, 2)))] * 41}, 400, "invalid_input"),
+    ("frame out of range", "POST", "/v1/videos/{session}/points", {"json": {"frameIdx": 9, "objId": 1, "points": [[1, 1]], "labels": [1]}}, 400, "invalid_input"),
+    ("no prompt", "POST", "/v1/videos/{session}/points", {"json": {"frameIdx": 0, "objId": 1}}, 400, "invalid_input"),
+    ("frame idx string", "POST", "/v1/videos/{session}/points", {"json": {"frameIdx": "a", "objId": 1}}, 422, "validation_error"),
+    ("bad mask rle", "POST", "/v1/videos/{session}/mask", {"json": {"frameIdx": 0, "objId": 1, "mask": {"size": [2, 2], "counts": [9]}}}, 400, "invalid_input"),
     ("remove unknown object", "DELETE", "/v1/videos/{session}/objects/77", {}, 400, "invalid_input"),
-    ("propagate start out of range", "POST", "/v1/videos/{session}/propagate", dict(json={"startFrameIdx": 50}), 400, "invalid_input"),
-    ("propagate direction", "POST", "/v1/videos/{session}/propagate", dict(json={"direction": "sideways"}), 422, "validation_error"),
-    ("unknown session", "POST", "/v1/videos/abc/points", dict(json={"frameIdx": 0, "objId": 1, "box": [1, 1, 5, 5]}), 404, "unknown_session"),
+    ("propagate start out of range", "POST", "/v1/videos/{session}/propagate", {"json": {"startFrameIdx": 50}}, 400, "invalid_input"),
+    ("propagate direction", "POST", "/v1/videos/{session}/propagate", {"json": {"direction": "sideways"}}, 422, "validation_error"),
+    ("unknown session", "POST", "/v1/videos/abc/points", {"json": {"frameIdx": 0, "objId": 1, "box": [1, 1, 5, 5]}}, 404, "unknown_session"),
     ("unknown job", "GET", "/v1/jobs/abc", {}, 404, "unknown_job"),
     ("unknown route", "GET", "/v1/nothing", {}, 404, "not_found"),
     ("wrong method", "PUT", "/v1/images", {}, 405, "method_not_allowed"),
-    ("missing key", "GET", "/v1/models", dict(headers={"X-API-Key": ""}), 401, "unauthorized"),
-    ("wrong key", "GET", "/v1/models", dict(headers={"X-API-Key": "wrong"}), 403, "forbidden"),
-    ("wrong bearer", "GET", "/v1/models", dict(headers={"Authorization": "Bearer wrong"}), 403, "forbidden"),
+    ("missing key", "GET", "/v1/models", {"headers": {"X-API-Key": ""}}, 401, "unauthorized"),
+    ("wrong key", "GET", "/v1/models", {"headers": {"X-API-Key": "wrong"}}, 403, "forbidden"),
+    ("wrong bearer", "GET", "/v1/models", {"headers": {"Authorization": "Bearer wrong"}}, 403, "forbidden"),
 ]
 
 

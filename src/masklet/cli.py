@@ -171,9 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=7, help="seed of the generated scene and clip")
     demo.add_argument("--device", default="cpu")
 
-    from .server.serve import add_parser as add_serve_parser  # masklet serve (server/serve.py)
+    from .server.serve import add_parser as add_serve_parser
 
-    add_serve_parser(sub)
+    add_serve_parser(sub)  # masklet serve, in server/serve.py
     train = sub.add_parser("train", help="train or fine-tune a model on instance masks (needs masklet[train])")
     init = train.add_mutually_exclusive_group(required=True)
     init.add_argument("--model", help="weights to fine-tune: hub name, .pt file or Hugging Face folder")

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from typing_extensions import Self
 
 from . import errors as E
 from .image import ImageEmbeddings, ImagePredictor, _is_number
@@ -86,7 +87,7 @@ class Client:
     def close(self) -> None:
         self.http.close()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -132,16 +133,16 @@ class Client:
             return self.model_info(model)
         return info
 
-    def image_predictor(self, model: str | None = None, **options: Any) -> "RemoteImagePredictor":
+    def image_predictor(self, model: str | None = None, **options: Any) -> RemoteImagePredictor:
         return RemoteImagePredictor(self, model, **options)
 
-    def mask_generator(self, model: str | None = None, **options: Any) -> "RemoteMaskGenerator":
+    def mask_generator(self, model: str | None = None, **options: Any) -> RemoteMaskGenerator:
         return RemoteMaskGenerator(self, model, **options)
 
-    def video_predictor(self, model: str | None = None, *, exact_logits: bool = False, **options: Any) -> "RemoteVideoPredictor":
+    def video_predictor(self, model: str | None = None, *, exact_logits: bool = False, **options: Any) -> RemoteVideoPredictor:
         return RemoteVideoPredictor(self, model, exact_logits=exact_logits, **options)
 
-    def stream_tracker(self, model: str | None = None, **options: Any) -> "RemoteStreamTracker":
+    def stream_tracker(self, model: str | None = None, **options: Any) -> RemoteStreamTracker:
         return RemoteStreamTracker(self, model, **options)
 
     # ------------------------------------------------------------------ images
@@ -285,7 +286,7 @@ class RemoteImagePredictor:
         for name, value in batches:
             if value is not None and len(value) != n:
                 raise E.InvalidInputError(f"{name}: expected one entry per image ({n}), got {len(value)}")
-        pick = lambda b, i: None if b is None else b[i]  # noqa: E731
+        pick = lambda b, i: None if b is None else b[i]
         prompts = [self._prompt(i, pick(point_coords_batch, i), pick(point_labels_batch, i), pick(box_batch, i),
                                 pick(mask_input_batch, i), normalize_coords) for i in range(n)]
 
@@ -347,6 +348,6 @@ class RemoteMaskGenerator:
         return records
 
 
-from .client_video import RemoteStreamTracker, RemoteVideoPredictor, RemoteVideoState  # noqa: E402
+from .client_video import RemoteStreamTracker, RemoteVideoPredictor, RemoteVideoState
 
-__all__ += ["RemoteImagePredictor", "RemoteMaskGenerator", "RemoteVideoPredictor", "RemoteStreamTracker", "RemoteVideoState"]
+__all__ += ["RemoteImagePredictor", "RemoteMaskGenerator", "RemoteStreamTracker", "RemoteVideoPredictor", "RemoteVideoState"]

@@ -63,7 +63,7 @@ def _frame_parts(source: Any) -> tuple[list[tuple[str, tuple[str, bytes, str]]],
 class RemoteVideoPredictor:
     """:class:`~masklet.VideoPredictor` on a server; ``exact_logits`` also transfers float mask logits."""
 
-    def __init__(self, client: "Client", model: str | None = None, *, exact_logits: bool = False, **options: Any) -> None:
+    def __init__(self, client: Client, model: str | None = None, *, exact_logits: bool = False, **options: Any) -> None:
         self.client, self.info = client, client.model_info(model)
         self.model_name, self.exact_logits, self.options = self.info["name"], bool(exact_logits), options
         self._shim = SimpleNamespace(image_size=self.info["imageSize"])
@@ -245,7 +245,7 @@ class RemoteVideoPredictor:
 class RemoteStreamTracker:
     """:class:`~masklet.StreamTracker` over a WebSocket: each ``track`` sends a frame and reads its masks."""
 
-    def __init__(self, client: "Client", model: str | None = None, **options: Any) -> None:
+    def __init__(self, client: Client, model: str | None = None, **options: Any) -> None:
         from websockets.sync.client import connect
 
         if options:
@@ -337,6 +337,6 @@ class RemoteStreamTracker:
         try:
             self.ws.send(json.dumps({"op": "close"}))
             self.ws.recv(timeout=5)
-        except Exception:
+        except Exception:  # noqa: BLE001, S110 (the server may already be gone)
             pass
         self._cm.__exit__(None, None, None)

@@ -46,7 +46,7 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
             array = np.load(io.BytesIO(data), allow_pickle=False)
         except InvalidInputError:
             raise
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 (anything unreadable is the caller's bad input)
             raise ImageDecodeError(f"image: not a readable .npy image array ({err})") from None
         return load_image(array)
     try:
@@ -54,7 +54,7 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
             w, h = img.size
     except Image.DecompressionBombError as err:
         raise InvalidInputError(f"image: refused as a decompression bomb ({err})") from None
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 (anything unreadable is the caller's bad input)
         raise ImageDecodeError(f"image: cannot decode {len(data)} bytes as an image ({type(err).__name__})") from None
     _check_pixels(h, w, max_pixels)
     try:
@@ -71,7 +71,7 @@ def check_encoded_size(data: bytes, max_pixels: int) -> tuple[int, int]:
     try:
         with Image.open(io.BytesIO(data)) as img:
             w, h = img.size
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 (anything unreadable is the caller's bad input)
         raise ImageDecodeError(f"frames: cannot decode {len(data)} bytes as an image ({type(err).__name__})") from None
     _check_pixels(h, w, max_pixels)
     return h, w
@@ -107,7 +107,7 @@ def unpack_array(packed: dict, name: str) -> np.ndarray:
         if packed.get("dtype", "float32") != "float32" or any(s < 0 for s in shape):
             raise ValueError("dtype must be float32 and sizes >= 0")
         return np.frombuffer(raw, dtype="<f4").reshape(shape).astype(np.float32)
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 (anything unreadable is the caller's bad input)
         raise InvalidInputError(
             f"{name}: expected {{'dtype': 'float32', 'shape': [...], 'data': base64 of the raw float32 bytes}} ({err})"
         ) from None

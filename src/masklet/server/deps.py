@@ -5,9 +5,9 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Depends, Request
 from starlette.requests import HTTPConnection
 
 from .errors import ApiError
@@ -52,6 +52,9 @@ def check_key(conn: HTTPConnection) -> None:
         ok |= hmac.compare_digest(given.encode(), key.encode())
     if not ok:
         raise ApiError(403, "forbidden", "the API key is not valid")
+
+
+Ctx = Annotated[Context, Depends(get_ctx)]
 
 
 async def require_key(request: Request) -> None:

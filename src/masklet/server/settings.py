@@ -25,11 +25,11 @@ class Settings:
     session_ttl_s: float = 1800.0
 
     @classmethod
-    def from_env(cls, **overrides: object) -> "Settings":
+    def from_env(cls, **overrides: object) -> Settings:
         """Defaults, then ``MASKLET_*`` environment variables, then ``overrides`` (CLI flags)."""
         env = os.environ
         s = cls()
-        csv = lambda name: [v.strip() for v in env[name].split(",") if v.strip()]  # noqa: E731
+        csv = lambda name: [v.strip() for v in env[name].split(",") if v.strip()]
         if "MASKLET_MODELS" in env:
             s.models = csv("MASKLET_MODELS")
         s.device = env.get("MASKLET_DEVICE", s.device)

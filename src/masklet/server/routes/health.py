@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 
 from ... import __version__
-from ..deps import Context, get_ctx, require_key
+from ..deps import Ctx, require_key
 from ..schemas import ModelInfo
 
 router = APIRouter()
@@ -21,7 +21,7 @@ async def health() -> dict:
 
 @router.get("/ready")
 @router.get("/v1/ready")
-async def ready(ctx: Context = Depends(get_ctx)) -> JSONResponse:
+async def ready(ctx: Ctx) -> JSONResponse:
     """Readiness: 200 once every model is loaded, else 503 with the same body."""
     pool = ctx.pool
     body = {"ready": pool.ready and not ctx.shutting_down, "models": dict(pool.status),
@@ -32,7 +32,7 @@ async def ready(ctx: Context = Depends(get_ctx)) -> JSONResponse:
 
 
 @router.get("/metrics")
-async def metrics(ctx: Context = Depends(get_ctx)) -> Response:
+async def metrics(ctx: Ctx) -> Response:
     """Prometheus metrics."""
     ctx.metrics.cache_bytes.set(ctx.images.nbytes)
     ctx.metrics.sessions.set(len(ctx.sessions))
@@ -40,7 +40,7 @@ async def metrics(ctx: Context = Depends(get_ctx)) -> Response:
 
 
 @router.get("/v1/models", dependencies=[Depends(require_key)])
-async def models(ctx: Context = Depends(get_ctx)) -> list[ModelInfo]:
+async def models(ctx: Ctx) -> list[ModelInfo]:
     """The served models and what a client needs to check prompts before sending them."""
     out = []
     for name in ctx.pool.names:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
@@ -14,13 +14,28 @@ from fastapi.responses import Response
 from ...amg import MaskGenerator
 from ...errors import InvalidInputError, PredictorStateError
 from ...image import ImageEmbeddings, ImagePredictor
-from ..codec import data_uri_bytes, decode_image, image_id, masks_to_rles, pack_array, unpack_array
-from ..deps import Context, get_ctx, require_key
+from ..codec import (
+    data_uri_bytes,
+    decode_image,
+    image_id,
+    masks_to_rles,
+    pack_array,
+    unpack_array,
+)
+from ..deps import Ctx, require_key
 from ..errors import ApiError
 from ..pool import Loaded
 from ..schemas import (
-    AutomaticOptions, AutomaticResponse, BatchRequest, BatchResponse, ImageInfo, ImagePrompt, PackedArray, PredictOptions,
-    PredictRequest, PredictResponse,
+    AutomaticOptions,
+    AutomaticResponse,
+    BatchRequest,
+    BatchResponse,
+    ImageInfo,
+    ImagePrompt,
+    PackedArray,
+    PredictOptions,
+    PredictRequest,
+    PredictResponse,
 )
 from ..store import CachedImage
 
@@ -63,7 +78,7 @@ def _encode(loaded: Loaded, pixels: np.ndarray) -> ImageEmbeddings:
 
 
 @router.post("/images", status_code=201)
-async def upload_image(request: Request, model: str | None = Query(None), ctx: Context = Depends(get_ctx)) -> ImageInfo:
+async def upload_image(request: Request, ctx: Ctx, model: Annotated[str | None, Query()] = None) -> ImageInfo:
     """Upload an image (raw body, multipart ``image`` or JSON data URI); encoded once per content and model."""
     data, json_model = await upload_bytes(request)
     loaded = ctx.pool.get(model or json_model)
@@ -78,7 +93,7 @@ async def upload_image(request: Request, model: str | None = Query(None), ctx: C
 
 
 @router.get("/images/{iid}")
-async def image_info(iid: str, ctx: Context = Depends(get_ctx)) -> ImageInfo:
+async def image_info(iid: str, ctx: Ctx) -> ImageInfo:
     """Whether an image is cached (clients check before uploading)."""
     item = ctx.images.get(iid)
     h, w = item.embeddings.orig_hw[0]
@@ -86,7 +101,7 @@ async def image_info(iid: str, ctx: Context = Depends(get_ctx)) -> ImageInfo:
 
 
 @router.delete("/images/{iid}")
-async def delete_image(iid: str, ctx: Context = Depends(get_ctx)) -> dict:
+async def delete_image(iid: str, ctx: Ctx) -> dict:
     ctx.images.get(iid)
     ctx.images.pop(iid)
     return {"deleted": iid}
@@ -113,7 +128,7 @@ def _predict(loaded: Loaded, emb: ImageEmbeddings, prompt: ImagePrompt, opts: Pr
 
 
 @router.post("/images/{iid}/predict")
-async def predict(iid: str, body: PredictRequest, ctx: Context = Depends(get_ctx)) -> PredictResponse:
+async def predict(iid: str, body: PredictRequest, ctx: Ctx) -> PredictResponse:
     """Masks, scores and (optionally) low-res logits for prompts on a cached image."""
     item = ctx.images.get(iid)
     loaded = ctx.pool.get(item.model)
@@ -121,7 +136,7 @@ async def predict(iid: str, body: PredictRequest, ctx: Context = Depends(get_ctx
 
 
 @router.post("/images/predict_batch")
-async def predict_batch(body: BatchRequest, ctx: Context = Depends(get_ctx)) -> BatchResponse:
+async def predict_batch(body: BatchRequest, ctx: Ctx) -> BatchResponse:
     """Prompts on several cached images (each with its own objects) in one request."""
     items = [ctx.images.get(it.image_id) for it in body.items]
     loaded = {ctx.pool.get(item.model).name: ctx.pool.get(item.model) for item in items}
@@ -143,14 +158,14 @@ def _generator(loaded: Loaded, opts: AutomaticOptions) -> MaskGenerator:
 
 
 @router.post("/models/{name}/automatic/check")
-async def check_automatic(name: str, body: AutomaticOptions, ctx: Context = Depends(get_ctx)) -> dict:
+async def check_automatic(name: str, body: AutomaticOptions, ctx: Ctx) -> dict:
     """Validate MaskGenerator options (the remote twin calls this from its constructor)."""
     _generator(ctx.pool.get(name), body)
     return {"ok": True}
 
 
 @router.post("/images/{iid}/automatic")
-async def automatic(iid: str, body: AutomaticOptions, ctx: Context = Depends(get_ctx)) -> AutomaticResponse:
+async def automatic(iid: str, body: AutomaticOptions, ctx: Ctx) -> AutomaticResponse:
     """Automatic masks of a cached image with any MaskGenerator options (COCO RLE records)."""
     item = ctx.images.get(iid)
     if item.pixels.size == 0:
@@ -162,7 +177,7 @@ async def automatic(iid: str, body: AutomaticOptions, ctx: Context = Depends(get
 
 
 @router.get("/images/{iid}/embeddings")
-async def download_embeddings(iid: str, ctx: Context = Depends(get_ctx)) -> Response:
+async def download_embeddings(iid: str, ctx: Ctx) -> Response:
     """The encoder output as safetensors (raw tensors plus a small header, never base64)."""
     from safetensors.torch import save
 
@@ -182,7 +197,7 @@ def _read_safetensors(data: bytes) -> ImageEmbeddings:
         orig_hw = [tuple(int(v) for v in hw) for hw in json.loads(meta["orig_hw"])]
         tensors = load(data)
         levels = [tensors[f"level_{i}"] for i in range(len(tensors))]
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 (anything unreadable is the caller's bad input)
         raise InvalidInputError(
             f"embeddings: expected a masklet safetensors file (level_0.. tensors, orig_hw metadata): {type(err).__name__} {err}"
         ) from None
@@ -190,7 +205,7 @@ def _read_safetensors(data: bytes) -> ImageEmbeddings:
 
 
 @router.post("/images/embeddings", status_code=201)
-async def upload_embeddings(request: Request, model: str | None = Query(None), ctx: Context = Depends(get_ctx)) -> ImageInfo:
+async def upload_embeddings(request: Request, ctx: Ctx, model: Annotated[str | None, Query()] = None) -> ImageInfo:
     """Register downloaded embeddings (safetensors body) under an id; the encoder is skipped."""
     loaded = ctx.pool.get(model)
     data = await request.body()

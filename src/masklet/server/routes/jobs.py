@@ -7,7 +7,7 @@ import uuid
 
 from fastapi import APIRouter, Depends
 
-from ..deps import Context, get_ctx, require_key
+from ..deps import Context, Ctx, require_key
 from ..errors import ApiError, to_api_error
 from ..schemas import JobStatus, PropagateRequest
 from ..video_ops import Job, propagate
@@ -22,7 +22,7 @@ def _status(job: Job) -> JobStatus:
 
 
 @router.post("/videos/{sid}/jobs", status_code=202)
-async def start_job(sid: str, body: PropagateRequest, ctx: Context = Depends(get_ctx)) -> JobStatus:
+async def start_job(sid: str, body: PropagateRequest, ctx: Ctx) -> JobStatus:
     """Propagate in the background; results land in the session (GET /v1/videos/{sid}/results)."""
     session = ctx.sessions.get(sid)
     loaded = ctx.pool.get(session.model)
@@ -39,7 +39,7 @@ async def start_job(sid: str, body: PropagateRequest, ctx: Context = Depends(get
             job.status = "completed"
         except asyncio.CancelledError:
             job.status = "canceled"
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 (reported in the job's status)
             api = to_api_error(err)
             job.status = "failed"
             job.error = {"code": api.code if api else "internal_error", "message": api.message if api else "internal error"}
@@ -56,12 +56,12 @@ def _job(ctx: Context, jid: str) -> Job:
 
 
 @router.get("/jobs/{jid}")
-async def job_status(jid: str, ctx: Context = Depends(get_ctx)) -> JobStatus:
+async def job_status(jid: str, ctx: Ctx) -> JobStatus:
     return _status(_job(ctx, jid))
 
 
 @router.delete("/jobs/{jid}")
-async def cancel_job(jid: str, ctx: Context = Depends(get_ctx)) -> JobStatus:
+async def cancel_job(jid: str, ctx: Ctx) -> JobStatus:
     """Cancel a running job (it stops after the frame in progress)."""
     job = _job(ctx, jid)
     job.cancel()

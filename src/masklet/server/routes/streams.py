@@ -81,7 +81,7 @@ async def stream(ws: WebSocket, model: str | None = None) -> None:
                         break
                     reply = await ctx.pool.run(loaded, _apply, tracker, msg)
                 await ws.send_text(json.dumps(reply))
-            except Exception as err:
+            except Exception as err:  # noqa: BLE001 (answered as an error event; the stream goes on)
                 await send_error(err)
         await ws.send_text(json.dumps({"type": "end", "frames": tracker.frame_idx + 1}))
         await ws.close()

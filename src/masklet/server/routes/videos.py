@@ -8,18 +8,32 @@ import json
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from ...errors import InvalidInputError
-from ...video import ArrayFrames, CocoRleWriter, DavisPngWriter, VideoPredictor, open_frames
+from ...video import (
+    ArrayFrames,
+    CocoRleWriter,
+    DavisPngWriter,
+    VideoPredictor,
+    open_frames,
+)
 from ..codec import NPY_MAGIC, check_encoded_size, data_uri_bytes, decode_image
-from ..deps import Context, get_ctx, media_path, require_key
+from ..deps import Context, Ctx, media_path, require_key
 from ..errors import ApiError, request_id, to_api_error
-from ..schemas import ClearRequest, FrameResult, MaskRequest, PointsRequest, PropagateRequest, RemoveResponse, VideoInfo
+from ..schemas import (
+    ClearRequest,
+    FrameResult,
+    MaskRequest,
+    PointsRequest,
+    PropagateRequest,
+    RemoveResponse,
+    VideoInfo,
+)
 from ..store import Session
 from ..video_ops import Progress, frame_result, plan, propagate
 
@@ -74,7 +88,7 @@ async def _source(request: Request, ctx: Context) -> tuple[Any, str | None, dict
 
 
 @router.post("", status_code=201)
-async def create_session(request: Request, model: str | None = Query(None), ctx: Context = Depends(get_ctx)) -> VideoInfo:
+async def create_session(request: Request, ctx: Ctx, model: Annotated[str | None, Query()] = None) -> VideoInfo:
     """A session from uploaded frames (multipart ``frames``), a video file (``video``), data URIs or a path."""
     source, json_model, options, tmp = await _source(request, ctx)
     loaded = ctx.pool.get(model or json_model)
@@ -109,18 +123,18 @@ def _info(s: Session) -> VideoInfo:
 
 
 @router.get("/{sid}")
-async def session_info(sid: str, ctx: Context = Depends(get_ctx)) -> VideoInfo:
+async def session_info(sid: str, ctx: Ctx) -> VideoInfo:
     return _info(ctx.sessions.get(sid))
 
 
 @router.get("/{sid}/log")
-async def session_log(sid: str, ctx: Context = Depends(get_ctx)) -> list[dict]:
+async def session_log(sid: str, ctx: Ctx) -> list[dict]:
     """The session's prompt log, in order (what a client replays into a new session)."""
     return ctx.sessions.get(sid).log
 
 
 @router.delete("/{sid}")
-async def close_session(sid: str, ctx: Context = Depends(get_ctx)) -> dict:
+async def close_session(sid: str, ctx: Ctx) -> dict:
     """Close a session and free its memory."""
     session = ctx.sessions.get(sid)
     async with session.busy:
@@ -138,7 +152,7 @@ async def _op(ctx: Context, sid: str, name: str, args: dict, fn: Any) -> Any:
 
 
 @router.post("/{sid}/points")
-async def add_points(sid: str, body: PointsRequest, ctx: Context = Depends(get_ctx)) -> FrameResult:
+async def add_points(sid: str, body: PointsRequest, ctx: Ctx) -> FrameResult:
     """Clicks and/or a box for one object on any frame; answers that frame's masks."""
     def run(s: Session) -> FrameResult:
         tf = s.predictor.add_new_points_or_box(s.state, body.frame_idx, body.obj_id, body.points, body.labels,
@@ -148,7 +162,7 @@ async def add_points(sid: str, body: PointsRequest, ctx: Context = Depends(get_c
 
 
 @router.post("/{sid}/mask")
-async def add_mask(sid: str, body: MaskRequest, ctx: Context = Depends(get_ctx)) -> FrameResult:
+async def add_mask(sid: str, body: MaskRequest, ctx: Ctx) -> FrameResult:
     """A binary mask (COCO RLE, any size) for one object on one frame."""
     from ...masks import decode_rle
 
@@ -160,7 +174,7 @@ async def add_mask(sid: str, body: MaskRequest, ctx: Context = Depends(get_ctx))
 
 
 @router.post("/{sid}/clear")
-async def clear_prompts(sid: str, body: ClearRequest, ctx: Context = Depends(get_ctx)) -> FrameResult | None:
+async def clear_prompts(sid: str, body: ClearRequest, ctx: Ctx) -> FrameResult | None:
     """Remove one object's prompts on a frame."""
     def run(s: Session) -> FrameResult | None:
         tf = s.predictor.clear_all_prompts_in_frame(s.state, body.frame_idx, body.obj_id, body.need_output)
@@ -169,8 +183,8 @@ async def clear_prompts(sid: str, body: ClearRequest, ctx: Context = Depends(get
 
 
 @router.delete("/{sid}/objects/{obj_id}")
-async def remove_object(sid: str, obj_id: int, need_output: bool = True, logits: bool = False,
-                        ctx: Context = Depends(get_ctx)) -> RemoveResponse:
+async def remove_object(sid: str, obj_id: int, ctx: Ctx, need_output: bool = True,
+                        logits: bool = False) -> RemoveResponse:
     """Forget an object; answers the remaining ids and its prompted frames' new masks."""
     def run(s: Session) -> RemoveResponse:
         ids, updated = s.predictor.remove_object(s.state, obj_id, need_output)
@@ -179,7 +193,7 @@ async def remove_object(sid: str, obj_id: int, need_output: bool = True, logits:
 
 
 @router.post("/{sid}/reset")
-async def reset(sid: str, ctx: Context = Depends(get_ctx)) -> VideoInfo:
+async def reset(sid: str, ctx: Ctx) -> VideoInfo:
     """Remove every object, prompt and result."""
     def run(s: Session) -> None:
         s.predictor.reset_state(s.state)
@@ -189,7 +203,7 @@ async def reset(sid: str, ctx: Context = Depends(get_ctx)) -> VideoInfo:
 
 
 @router.post("/{sid}/propagate")
-async def propagate_stream(sid: str, body: PropagateRequest, request: Request, ctx: Context = Depends(get_ctx)) -> StreamingResponse:
+async def propagate_stream(sid: str, body: PropagateRequest, request: Request, ctx: Ctx) -> StreamingResponse:
     """Track frame by frame, streamed as NDJSON lines ``{"type": "frame", ..., "done", "total"}``,
     then ``{"type": "end"}`` (or ``{"type": "error", "error": envelope}``). Closing the connection stops it."""
     session = ctx.sessions.get(sid)
@@ -206,7 +220,7 @@ async def propagate_stream(sid: str, body: PropagateRequest, request: Request, c
                     doc = {"type": "frame", **fr.model_dump(by_alias=True), "done": progress.done, "total": progress.total}
                     yield json.dumps(doc) + "\n"
                 yield json.dumps({"type": "end", "frames": progress.done}) + "\n"
-            except Exception as err:
+            except Exception as err:  # noqa: BLE001 (the stream has started: answered as an error line)
                 api = to_api_error(err)
                 code, msg = (api.code, api.message) if api else ("internal_error", "internal error")
                 yield json.dumps({"type": "error", "error": {"code": code, "message": msg, "requestId": rid}}) + "\n"
@@ -215,7 +229,7 @@ async def propagate_stream(sid: str, body: PropagateRequest, request: Request, c
 
 
 @router.get("/{sid}/results")
-async def results(sid: str, format: str = Query("coco", pattern="^(coco|davis)$"), ctx: Context = Depends(get_ctx)) -> Response:
+async def results(sid: str, ctx: Ctx, format: Annotated[str, Query(pattern="^(coco|davis)$")] = "coco") -> Response:
     """The latest propagated masks: COCO RLE JSON or a zip of DAVIS palette PNGs."""
     session = ctx.sessions.get(sid)
     with tempfile.TemporaryDirectory(prefix="masklet-results-") as tmp:

@@ -1,0 +1,113 @@
+"""Bounded load and fault tests of masklet serve on loopback: concurrency, restart + replay, cache budget."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+from server_util import ServerProcess, free_port
+
+import masklet
+from masklet.synthetic import make_clip, make_scene
+
+pytest.importorskip("fastapi")
+from masklet.client import Client
+
+BUDGET = 3_000_000
+
+
+@pytest.fixture(scope="module")
+def server():
+    proc = ServerProcess(env={"MASKLET_CACHE_BYTES": str(BUDGET)}).start()
+    yield proc
+    proc.stop()
+
+
+def test_concurrent_clients_click_without_errors(server):
+    scene = make_scene(5, size=(96, 128))
+    errors: list[BaseException] = []
+    latencies: list[float] = []
+    stop = time.monotonic() + 3.0
+
+    def clicker(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        try:
+            with Client(server.url) as c:
+                p = c.image_predictor()
+                p.set_image(scene.image)
+                for _ in range(200):  # bounded in count and in time
+                    if time.monotonic() > stop:
+                        break
+                    t = time.perf_counter()
+                    masks, scores, _ = p.predict(rng.uniform(0, [128, 96], (1, 2)), [1])
+                    latencies.append(time.perf_counter() - t)
+                    assert masks.shape == (3, 96, 128) and scores.shape == (3,)
+        except BaseException as err:  # noqa: BLE001 (reported below)
+            errors.append(err)
+
+    threads = [threading.Thread(target=clicker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    health = []
+    while any(t.is_alive() for t in threads):
+        t0 = time.perf_counter()
+        assert httpx.get(f"{server.url}/health", timeout=5).status_code == 200
+        health.append(time.perf_counter() - t0)
+        time.sleep(0.2)
+    for t in threads:
+        t.join(30)
+    assert not errors, errors[:3]
+    lat = np.array(latencies) * 1000
+    print(f"\n8 clients: {len(lat)} clicks, p50 {np.percentile(lat, 50):.1f} ms, p99 {np.percentile(lat, 99):.1f} ms, "
+          f"health max {max(health) * 1000:.1f} ms")
+    assert len(lat) > 40
+
+
+def test_cache_stays_within_budget_and_client_reuploads(server):
+    with Client(server.url) as c:
+        p = c.image_predictor()
+        first = make_scene(100, size=(96, 128)).image
+        p.set_image(first)
+        kept = p.predict([[30, 30]], [1])
+        for seed in range(101, 131):  # 30 distinct images through a cache holding a few
+            c.image_predictor().set_image(make_scene(seed, size=(96, 128)).image)
+        text = httpx.get(f"{server.url}/metrics").text
+        cached = float(re.search(r"^masklet_image_cache_bytes (\S+)", text, re.MULTILINE).group(1))
+        assert 0 < cached <= BUDGET
+        assert httpx.get(f"{server.url}/v1/images/{p._images[0][0]}").status_code == 404  # evicted
+        again = p.predict([[30, 30]], [1])  # re-uploaded transparently
+        for x, y in zip(kept, again):
+            np.testing.assert_array_equal(x, y)
+
+
+def test_server_restart_mid_session_replays_the_log():
+    port = free_port()
+    proc = ServerProcess(port=port).start()
+    clip = make_clip(12, num_frames=6, size=(64, 80), num_objects=(2, 2))
+    model = masklet.load_model("masklet-nano")
+    local = masklet.VideoPredictor(model)
+    ls = local.init_state(list(clip.frames))
+    try:
+        with Client(proc.url, retries=40, backoff=0.1) as c:
+            remote = c.video_predictor()
+            rs = remote.init_state(list(clip.frames))
+            for pred, st in ((local, ls), (remote, rs)):
+                pred.add_new_points_or_box(st, 1, 1, points=[[30, 25]], labels=[1])
+                pred.add_new_points_or_box(st, 1, 2, box=[5, 5, 40, 45])
+                list(pred.propagate_in_video(st))
+            old = rs.session_id
+            proc.kill()  # the server dies, and comes back empty
+            proc = ServerProcess(port=port).start()
+            a = [local.add_new_points_or_box(ls, 3, 1, points=[[35, 30]], labels=[0], clear_old_points=False)]
+            b = [remote.add_new_points_or_box(rs, 3, 1, points=[[35, 30]], labels=[0], clear_old_points=False)]
+            a += list(local.propagate_in_video(ls, reverse=True))
+            b += list(remote.propagate_in_video(rs, reverse=True))
+            assert rs.session_id != old and len(a) == len(b) == 3
+            for x, y in zip(a, b):
+                assert x.frame_idx == y.frame_idx and bool((x.masks == y.masks).all())
+    finally:
+        proc.stop()
