@@ -12,7 +12,7 @@ from PIL import Image
 
 from ..errors import ImageDecodeError, InvalidInputError
 from ..io import load_image
-from ..masks import decode_rle, encode_rle
+from ..masks import _rle_counts, encode_rle
 
 NPY_MAGIC = b"\x93NUMPY"
 
@@ -123,4 +123,14 @@ def rles_to_masks(rles: list[dict], lead: list[int], hw: tuple[int, int]) -> np.
     """Inverse of :func:`masks_to_rles`: (*lead, H, W) bool."""
     if not rles:
         return np.zeros((*lead, *hw), dtype=bool)
-    return decode_rle(rles).numpy().reshape(*lead, *hw)
+    h, w = hw
+    out = np.empty((len(rles), h, w), dtype=bool)
+    for i, rle in enumerate(rles):
+        if list(rle.get("size", ())) != [h, w]:
+            raise InvalidInputError(f"masks[{i}]: size {rle.get('size')} differs from {[h, w]}")
+        counts = _rle_counts(rle, f"masks[{i}]")
+        if int(counts.sum()) != h * w:
+            raise InvalidInputError(f"masks[{i}]: run lengths sum to {int(counts.sum())}, expected {h * w}")
+        flat = np.repeat(np.arange(counts.size) % 2 == 1, counts)  # column-major (COCO)
+        out[i] = flat.reshape(w, h).T
+    return out.reshape(*lead, h, w)
