@@ -398,3 +398,25 @@ def test_remote_errors_map_to_types(client):
     with pytest.raises(RemoteError) as err:
         client.request("GET", "/v1/videos/nope")
     assert err.value.code == "unknown_session" and err.value.status == 404
+
+
+def test_cli_server_flag_matches_local(server, media, tmp_path, monkeypatch, scene):
+    from masklet.cli import main
+
+    monkeypatch.setenv("MASKLET_API_KEY", KEY)
+    image = tmp_path / "scene.png"
+    Image.fromarray(scene.image).save(image)
+    runs = {
+        "segment": [str(image), "--point", "40,30", "--box", "10,10,90,80"],
+        "amg": [str(image), "--points-per-side", "8", "--pred-iou-thresh", "0.5", "--stability-score-thresh", "0.6"],
+        "track": [str(media / "clip"), "--prompt", "1:1:point=30,25", "--both-directions", "--no-video"],
+    }
+    for command, argv in runs.items():
+        local, remote = tmp_path / f"{command}-local", tmp_path / f"{command}-remote"
+        assert main([command, *argv, "--model", "masklet-nano", "--out", str(local)]) == 0
+        assert main([command, *argv, "--model", "masklet-nano", "--server", server.url, "--out", str(remote)]) == 0
+        for path in sorted(local.glob("*.json")):
+            a, b = json.loads(path.read_text()), json.loads((remote / path.name).read_text())
+            a.pop("seconds_per_frame", None), b.pop("seconds_per_frame", None)
+            assert a == b, (command, path.name)
+        assert sorted(p.name for p in local.iterdir()) == sorted(p.name for p in remote.iterdir())

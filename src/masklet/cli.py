@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--bf16", action="store_true", help="run the model in bfloat16")
     seg.add_argument("--max-hole-area", type=float, default=0.0, help="fill holes up to this low-res area")
     seg.add_argument("--max-sprinkle-area", type=float, default=0.0, help="remove specks up to this low-res area")
+    seg.add_argument("--server", metavar="URL", help="run on a masklet server (masklet serve) instead; key from MASKLET_API_KEY")
 
     amg = sub.add_parser("amg", help="segment everything: automatic masks from a grid of points (COCO JSON + overlay)")
     amg.add_argument("image", help="image file (any format Pillow reads)")
@@ -141,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="fill holes and remove islands smaller than this many pixels (default 0: off)")
     amg.add_argument("--use-m2m", action="store_true", help="refine every mask once with its own logits")
     amg.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    amg.add_argument("--server", metavar="URL", help="run on a masklet server (masklet serve) instead; key from MASKLET_API_KEY")
 
     track = sub.add_parser("track", help="track objects through a video from clicks and boxes (COCO RLE JSON, "
                            "DAVIS PNGs, overlay video)")
@@ -162,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     track_source.add_argument("--checkpoint", type=Path, help="local checkpoint: official .pt or Hugging Face folder")
     track.add_argument("--config", type=Path, help="official-style yaml config for a non-standard checkpoint")
     track.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    track.add_argument("--server", metavar="URL", help="run on a masklet server (masklet serve) instead; key from MASKLET_API_KEY")
     track.add_argument("--no-video", action="store_true", help="do not write overlay.mp4 (which needs PyAV)")
     track.add_argument("--fps", type=float, default=24.0, metavar="F", help="frame rate of overlay.mp4 (default 24)")
 
@@ -261,6 +264,15 @@ def run_train(args: argparse.Namespace) -> Path:
     return trainer.save(args.out)
 
 
+def _client(args: argparse.Namespace):
+    """The masklet server client of ``--server URL`` (needs masklet[client])."""
+    import os
+
+    from .client import Client
+
+    return Client(args.server, api_key=os.environ.get("MASKLET_API_KEY"))
+
+
 def run_segment(args: argparse.Namespace) -> dict:
     """Run ``masklet segment`` and return the JSON summary it writes."""
     import torch
@@ -275,8 +287,12 @@ def run_segment(args: argparse.Namespace) -> dict:
     image = load_image(args.image)
     source = args.checkpoint if args.checkpoint is not None else (args.model or "sam2.1-hiera-tiny")
     dtype = torch.bfloat16 if args.bf16 else torch.float32
-    model = load_model(source, device=args.device, dtype=dtype, config=args.config)
-    predictor = ImagePredictor(model, max_hole_area=args.max_hole_area, max_sprinkle_area=args.max_sprinkle_area)
+    if args.server:  # the same run on a masklet server
+        predictor = _client(args).image_predictor(
+            args.model, max_hole_area=args.max_hole_area, max_sprinkle_area=args.max_sprinkle_area)
+    else:
+        model = load_model(source, device=args.device, dtype=dtype, config=args.config)
+        predictor = ImagePredictor(model, max_hole_area=args.max_hole_area, max_sprinkle_area=args.max_sprinkle_area)
     predictor.set_image(image)
 
     coords = labels = None
@@ -323,9 +339,9 @@ def run_amg(args: argparse.Namespace) -> dict:
 
     image = load_image(args.image)
     source = args.checkpoint if args.checkpoint is not None else (args.model or "sam2.1-hiera-tiny")
-    model = load_model(source, device=args.device, config=args.config)
-    generator = MaskGenerator(
-        model,
+    make = _client(args).mask_generator if args.server else MaskGenerator
+    generator = make(
+        args.model if args.server else load_model(source, device=args.device, config=args.config),
         points_per_side=args.points_per_side,
         pred_iou_thresh=args.pred_iou_thresh,
         stability_score_thresh=args.stability_score_thresh,
@@ -403,8 +419,11 @@ def run_track(args: argparse.Namespace) -> dict:
             raise InvalidInputError(f"--start {start}: out of range; the video has {n} frames (0..{n - 1})")
 
         source = args.checkpoint if args.checkpoint is not None else (args.model or "sam2.1-hiera-tiny")
-        model = load_model(source, device=args.device, config=args.config)
-        predictor = VideoPredictor(model, progress=find_spec("tqdm") is not None)
+        if args.server:  # the same run on a masklet server
+            predictor = _client(args).video_predictor(args.model)
+        else:
+            model = load_model(source, device=args.device, config=args.config)
+            predictor = VideoPredictor(model, progress=find_spec("tqdm") is not None)
         state = predictor.init_state(frames)
         for (frame_idx, obj_id), entry in prompt_sets.items():
             predictor.add_new_points_or_box(

@@ -51,13 +51,13 @@ def _frame_parts(source: Any) -> tuple[list[tuple[str, tuple[str, bytes, str]]],
     frames = open_frames(source)  # the local checks: missing path, empty folder, bad arrays
     try:
         if isinstance(frames, VideoFileFrames):
-            return [("video", (frames.path.name if hasattr(frames, "path") else "video.mp4",
-                               open(source, "rb").read(), "application/octet-stream"))], len(frames)
+            return [("video", (frames.path.name, frames.path.read_bytes(), "application/octet-stream"))], len(frames)
         if isinstance(frames, FolderFrames):
             return [("frames", (p.name, p.read_bytes(), "application/octet-stream")) for p in frames.paths], len(frames)
         return [("frames", (f"{i:05d}.npy", npy_bytes(frames[i]), "application/x-npy")) for i in range(len(frames))], len(frames)
     finally:
-        frames.close()
+        if frames is not source:  # close only what was opened here
+            frames.close()
 
 
 class RemoteVideoPredictor:
