@@ -15,10 +15,10 @@ from masklet.synthetic import make_clip, make_scene
 
 hypothesis = pytest.importorskip("hypothesis")
 pytest.importorskip("fastapi")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from masklet.client import Client  # noqa: E402
+from masklet.client import Client
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=True, allow_infinity=True)
@@ -64,6 +64,22 @@ def _json_routes(spec: dict) -> list[tuple[str, dict]]:
     return routes
 
 
+def _fuzz(http: httpx.Client, url: str, body: st.SearchStrategy, seen: dict) -> None:
+    """Post bounded random bodies to one route; every answer is < 500, errors in the envelope."""
+
+    @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(body)
+    def check(doc: object) -> None:
+        r = http.post(url, content=json.dumps(doc), headers={"content-type": "application/json"})
+        key = (url.rsplit("/", 1)[-1], r.status_code)
+        seen[key] = seen.get(key, 0) + 1
+        assert r.status_code < 500, (url, doc, r.text[:300])
+        if r.status_code >= 400:
+            assert set(r.json()["error"]) == {"code", "message", "requestId"}
+
+    check()
+
+
 def test_fuzz_json_routes_answer_no_5xx(live):
     proc, spec, ids = live
     routes = _json_routes(spec)
@@ -75,18 +91,7 @@ def test_fuzz_json_routes_answer_no_5xx(live):
             values = st.fixed_dictionaries({}, optional={f: NEAR.get(f, JSON) | JSON for f in fields})
             body = st.one_of(values, JSON)
 
-            url = path.format(**ids)
-
-            @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-            @given(body)
-            def check(doc):
-                r = http.post(url, content=json.dumps(doc), headers={"content-type": "application/json"})
-                seen[(url.split("/")[-1], r.status_code)] = seen.get((url.split("/")[-1], r.status_code), 0) + 1
-                assert r.status_code < 500, (url, doc, r.text[:300])
-                if r.status_code >= 400:
-                    assert set(r.json()["error"]) == {"code", "message", "requestId"}
-
-            check()
+            _fuzz(http, path.format(**ids), body, seen)
         assert http.get("/health").status_code == 200
     print(sorted(seen.items()))
     assert sum(n for (_, code), n in seen.items() if code < 300) > 5  # the fuzz reaches the model too
