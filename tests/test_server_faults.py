@@ -22,7 +22,7 @@ BUDGET = 3_000_000
 
 @pytest.fixture(scope="module")
 def server():
-    proc = ServerProcess(env={"MASKLET_CACHE_BYTES": str(BUDGET)}).start()
+    proc = ServerProcess(env={"MASKLET_CACHE_BYTES": str(BUDGET), "MASKLET_MAX_SESSIONS": "3"}).start()
     yield proc
     proc.stop()
 
@@ -82,6 +82,41 @@ def test_cache_stays_within_budget_and_client_reuploads(server):
         again = p.predict([[30, 30]], [1])  # re-uploaded transparently
         for x, y in zip(kept, again):
             np.testing.assert_array_equal(x, y)
+
+
+def _metric(url: str, name: str) -> float:
+    return float(re.search(rf"^{name} (\S+)", httpx.get(f"{url}/metrics").text, re.MULTILINE).group(1))
+
+
+def test_memory_stays_flat_over_many_images(server):
+    with Client(server.url) as c:
+        for seed in range(200, 240):
+            c.image_predictor().set_image(make_scene(seed, size=(96, 128)).image)
+        before = _metric(server.url, "process_resident_memory_bytes")
+        for seed in range(240, 440):  # 200 more distinct images through a 3 MB cache
+            c.image_predictor().set_image(make_scene(seed % 60, size=(96, 128)).image + (seed // 60))
+        after = _metric(server.url, "process_resident_memory_bytes")
+    print(f"\nresident memory {before / 2**20:.1f} -> {after / 2**20:.1f} MiB over 200 images (cache budget 3 MB)")
+    assert _metric(server.url, "masklet_image_cache_bytes") <= BUDGET
+    assert after - before < 48 * 2**20
+
+
+def test_session_limit_answers_429_and_close_frees(server):
+    frames = list(make_clip(3, num_frames=2, size=(32, 48), num_objects=(1, 1)).frames)
+    with Client(server.url, retries=0) as c:
+        v = c.video_predictor()
+        states = [v.init_state(frames) for _ in range(3)]
+        r = httpx.post(f"{server.url}/v1/videos", files=[("frames", ("a.npy", b"x"))])
+        assert r.status_code in (400, 429)
+        from masklet.server.codec import npy_bytes
+
+        r = httpx.post(f"{server.url}/v1/videos", files=[("frames", ("a.npy", npy_bytes(frames[0])))])
+        assert r.status_code == 429 and r.json()["error"]["code"] == "too_many_sessions" and int(r.headers["retry-after"]) > 0
+        v.close_state(states[0])
+        v.close_state(states[1])
+        states.append(v.init_state(frames))
+        for s in states[2:]:
+            v.close_state(s)
 
 
 def test_server_restart_mid_session_replays_the_log():
