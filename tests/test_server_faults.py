@@ -146,3 +146,26 @@ def test_server_restart_mid_session_replays_the_log():
                 assert x.frame_idx == y.frame_idx and bool((x.masks == y.masks).all())
     finally:
         proc.stop()
+
+
+def test_evicted_sessions_replay_with_the_same_masks():
+    """A session byte budget of 1 byte: each operation evicts the other session, which replays."""
+    proc = ServerProcess(env={"MASKLET_SESSION_BYTES": "1"}).start()
+    clip = make_clip(14, num_frames=4, size=(48, 64), num_objects=(2, 2))
+    model = masklet.load_model("masklet-nano")
+    try:
+        with Client(proc.url) as c:
+            local, remote = masklet.VideoPredictor(model), c.video_predictor()
+            pairs = [(local.init_state(list(clip.frames)), remote.init_state(list(clip.frames))) for _ in range(2)]
+            ids = [rs.session_id for _, rs in pairs]
+            for step, (x, y, label) in enumerate([(20, 20, 1), (30, 25, 1), (25, 30, 0)]):
+                for ls, rs in pairs:
+                    a = local.add_new_points_or_box(ls, 1, 1, points=[[x, y]], labels=[label], clear_old_points=step == 0)
+                    b = remote.add_new_points_or_box(rs, 1, 1, points=[[x, y]], labels=[label], clear_old_points=step == 0)
+                    assert bool((a.masks == b.masks).all())
+            for ls, rs in pairs:
+                a, b = list(local.propagate_in_video(ls)), list(remote.propagate_in_video(rs))
+                assert len(a) == len(b) == 3 and all(bool((x.masks == y.masks).all()) for x, y in zip(a, b))
+            assert [rs.session_id for _, rs in pairs] != ids  # they were evicted and replayed
+    finally:
+        proc.stop()

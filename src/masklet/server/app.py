@@ -25,7 +25,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics = Metrics()
     pool = ModelPool(settings.models, settings.device, settings.dtype, metrics)
     ctx = Context(settings, pool, ImageCache(settings.cache_bytes),
-                  SessionStore(settings.max_sessions, settings.session_ttl_s), metrics)
+                  SessionStore(settings.max_sessions, settings.session_ttl_s, settings.session_bytes), metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -20,6 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="folder whose files sessions may open by path; repeatable (default: none)")
     p.add_argument("--cache-bytes", type=int, default=None, help="byte budget of the image cache")
     p.add_argument("--max-sessions", type=int, default=None, help="video sessions held at once")
+    p.add_argument("--session-bytes", type=int, default=None, help="byte budget of the video sessions' tensors")
     p.add_argument("--max-body-bytes", type=int, default=None, help="largest request body")
     p.add_argument("--max-pixels", type=int, default=None, help="largest decoded image (pixels)")
     p.add_argument("--max-frames", type=int, default=None, help="most frames per video session")
@@ -35,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from .settings import Settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    overrides = {k: getattr(args, k) for k in ("device", "dtype", "media_roots", "cache_bytes", "max_sessions",
+    overrides = {k: getattr(args, k) for k in ("device", "dtype", "media_roots", "cache_bytes", "max_sessions", "session_bytes",
                                                "max_body_bytes", "max_pixels", "max_frames", "session_ttl_s")}
     settings = Settings.from_env(models=args.model, **overrides)
     if not settings.api_keys and args.host not in ("127.0.0.1", "localhost", "::1"):

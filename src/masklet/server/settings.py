@@ -22,6 +22,7 @@ class Settings:
     max_frames: int = 2000
     cache_bytes: int = 1 * 2**30
     max_sessions: int = 16
+    session_bytes: int = 4 * 2**30
     session_ttl_s: float = 1800.0
 
     @classmethod
@@ -42,7 +43,7 @@ class Settings:
             s.cors_origins = csv("MASKLET_CORS_ORIGINS")
         if "MASKLET_MEDIA_ROOTS" in env:
             s.media_roots = [Path(p) for p in csv("MASKLET_MEDIA_ROOTS")]
-        for name in ("max_body_bytes", "max_pixels", "max_frames", "cache_bytes", "max_sessions"):
+        for name in ("max_body_bytes", "max_pixels", "max_frames", "cache_bytes", "max_sessions", "session_bytes"):
             key = f"MASKLET_{name.upper()}"
             if key in env:
                 setattr(s, name, int(env[key]))

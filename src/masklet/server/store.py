@@ -113,9 +113,21 @@ class Session:
 class SessionStore:
     """Open sessions with an idle TTL and a count limit (answered with 429 and Retry-After)."""
 
-    def __init__(self, max_sessions: int, ttl_s: float) -> None:
-        self.max_sessions, self.ttl_s = max_sessions, ttl_s
+    def __init__(self, max_sessions: int, ttl_s: float, max_bytes: int) -> None:
+        self.max_sessions, self.ttl_s, self.max_bytes = max_sessions, ttl_s, max_bytes
         self._sessions: dict[str, Session] = {}
+
+    def enforce_budget(self, keep: str) -> None:
+        """Evict least recently used idle sessions (not ``keep``) while their tensors exceed the byte
+        budget; a client replays an evicted session's log, so no work is lost."""
+        sizes = {sid: tensor_bytes(s.state) for sid, s in self._sessions.items()}
+        total = sum(sizes.values())
+        for sid in sorted(self._sessions, key=lambda k: self._sessions[k].last_used):
+            if total <= self.max_bytes:
+                break
+            if sid != keep and not self._sessions[sid].busy.locked():
+                total -= sizes[sid]
+                self.close(sid)
 
     def expire(self) -> None:
         """Drop sessions idle longer than the TTL (their memory goes with them)."""

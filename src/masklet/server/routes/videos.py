@@ -148,7 +148,8 @@ async def _op(ctx: Context, sid: str, name: str, args: dict, fn: Any) -> Any:
     async with session.busy:
         result = await ctx.pool.run(loaded, fn, session)
         session.log.append({"op": name, "args": args})
-        return result
+    ctx.sessions.enforce_budget(sid)
+    return result
 
 
 @router.post("/{sid}/points")
@@ -220,6 +221,7 @@ async def propagate_stream(sid: str, body: PropagateRequest, request: Request, c
                     doc = {"type": "frame", **fr.model_dump(by_alias=True), "done": progress.done, "total": progress.total}
                     yield json.dumps(doc) + "\n"
                 yield json.dumps({"type": "end", "frames": progress.done}) + "\n"
+                ctx.sessions.enforce_budget(sid)
             except Exception as err:  # noqa: BLE001 (the stream has started: answered as an error line)
                 api = to_api_error(err)
                 code, msg = (api.code, api.message) if api else ("internal_error", "internal error")
