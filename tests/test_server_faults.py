@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -167,5 +168,23 @@ def test_evicted_sessions_replay_with_the_same_masks():
                 a, b = list(local.propagate_in_video(ls)), list(remote.propagate_in_video(rs))
                 assert len(a) == len(b) == 3 and all(bool((x.masks == y.masks).all()) for x, y in zip(a, b))
             assert [rs.session_id for _, rs in pairs] != ids  # they were evicted and replayed
+    finally:
+        proc.stop()
+
+
+def test_graceful_shutdown_ends_open_streams():
+    from websockets.sync.client import connect
+
+    proc = ServerProcess().start()
+    try:
+        with connect(proc.url.replace("http", "ws") + "/v1/streams") as ws:
+            from masklet.server.codec import npy_bytes
+
+            ws.send(npy_bytes(make_scene(1, size=(48, 64)).image))
+            assert json.loads(ws.recv())["type"] == "frame"
+            proc.proc.terminate()  # SIGTERM: graceful
+            end = json.loads(ws.recv(timeout=15))
+            assert end == {"type": "end", "reason": "shutdown", "frames": 1}
+        assert proc.proc.wait(30) in (0, -15)  # uvicorn re-raises SIGTERM once it has shut down
     finally:
         proc.stop()

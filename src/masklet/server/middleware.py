@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from typing import Any
@@ -10,6 +11,7 @@ from .errors import ApiError
 from .metrics import Metrics
 
 _MAX_ID = 128
+log = logging.getLogger("masklet.server.access")
 
 
 class RequestMiddleware:
@@ -59,7 +61,9 @@ class RequestMiddleware:
         finally:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
-            self.metrics.observe(scope.get("method", "GET"), path, status["code"], time.perf_counter() - start)
+            seconds = time.perf_counter() - start
+            self.metrics.observe(scope.get("method", "GET"), path, status["code"], seconds)
+            log.info("%s %s %s %d %.1f ms", rid, scope.get("method"), scope.get("path"), status["code"], seconds * 1000)
 
 
 async def _reject(send: Any, rid: str, status: int, code: str, message: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 from pathlib import Path
 
@@ -41,6 +42,19 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env(models=args.model, **overrides)
     if not settings.api_keys and args.host not in ("127.0.0.1", "localhost", "::1"):
         logging.getLogger("masklet.server").error("no API keys set (MASKLET_API_KEYS) on a non-loopback host")
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info",
-                timeout_graceful_shutdown=10)
+    app = create_app(settings)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: object) -> None:
+            """First signal: streams end with a final event and /ready turns 503, then uvicorn's
+            graceful shutdown (in-flight requests finish) one second later; a second: at once."""
+            ctx = app.state.ctx
+            if ctx.shutting_down:
+                return super().handle_exit(sig, frame)  # type: ignore[arg-type]
+            ctx.shutting_down = True
+            loop = asyncio.get_event_loop()
+            loop.call_soon_threadsafe(loop.call_later, 1.0, super().handle_exit, sig, frame)
+
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=30)
+    Server(config).run()
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -62,7 +63,10 @@ async def stream(ws: WebSocket, model: str | None = None) -> None:
     tracker = StreamTracker(loaded.model)
     try:
         while not ctx.shutting_down:
-            message = await ws.receive()
+            try:
+                message = await asyncio.wait_for(ws.receive(), timeout=0.5)
+            except asyncio.TimeoutError:
+                continue  # look at ctx.shutting_down again
             if message["type"] == "websocket.disconnect":
                 return
             try:
@@ -83,7 +87,8 @@ async def stream(ws: WebSocket, model: str | None = None) -> None:
                 await ws.send_text(json.dumps(reply))
             except Exception as err:  # noqa: BLE001 (answered as an error event; the stream goes on)
                 await send_error(err)
-        await ws.send_text(json.dumps({"type": "end", "frames": tracker.frame_idx + 1}))
-        await ws.close()
+        reason = "shutdown" if ctx.shutting_down else "closed"
+        await ws.send_text(json.dumps({"type": "end", "reason": reason, "frames": tracker.frame_idx + 1}))
+        await ws.close(code=1001 if ctx.shutting_down else 1000)
     except WebSocketDisconnect:
         return
