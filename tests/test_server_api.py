@@ -12,19 +12,19 @@ import struct
 import zipfile
 import zlib
 
-import httpx
 import numpy as np
 import pytest
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
 from PIL import Image
 from server_util import ServerProcess
 
 import masklet
+from masklet.client import Client, RemoteError
 from masklet.errors import ImageDecodeError, InvalidInputError, PredictorStateError
 from masklet.synthetic import make_clip, make_scene
-
-pytest.importorskip("fastapi")
-pytest.importorskip("uvicorn")
-from masklet.client import Client, RemoteError
 
 KEY = "test-key-123"
 

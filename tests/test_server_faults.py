@@ -7,16 +7,17 @@ import re
 import threading
 import time
 
-import httpx
 import numpy as np
 import pytest
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
 from server_util import ServerProcess, free_port
 
 import masklet
-from masklet.synthetic import make_clip, make_scene
-
-pytest.importorskip("fastapi")
 from masklet.client import Client
+from masklet.synthetic import make_clip, make_scene
 
 BUDGET = 3_000_000
 

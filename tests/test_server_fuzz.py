@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import json
 
-import httpx
 import pytest
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
 from server_util import ServerProcess
 
 from masklet.synthetic import make_clip, make_scene
 
 hypothesis = pytest.importorskip("hypothesis")
-pytest.importorskip("fastapi")
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
