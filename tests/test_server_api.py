@@ -264,6 +264,18 @@ def test_stream_matches_local(client, model):
     with pytest.raises(InvalidInputError):
         remote.add_points(1, [[1, 1]], [9])
     remote.close()
+    with pytest.raises(InvalidInputError):
+        client.stream_tracker(fill_hole_area=-1)
+    with pytest.raises(InvalidInputError):
+        client.stream_tracker(turbo=True)
+    local, remote = masklet.StreamTracker(model, non_overlap_masks=True), client.stream_tracker(non_overlap_masks=True)
+    for i, frame in enumerate(clip.frames[:4]):
+        x, y = local.track(frame), remote.track(frame)
+        if i == 0:
+            x, y = local.add_box(1, [5, 5, 60, 50]), remote.add_box(1, [5, 5, 60, 50])
+            x, y = local.add_points(2, [[30, 25]], [1]), remote.add_points(2, [[30, 25]], [1])
+        assert torch_equal(x.masks, y.masks)
+    remote.close()
 
 
 # ----------------------------------------------------------------------------- bad requests

@@ -246,16 +246,29 @@ class RemoteStreamTracker:
     """:class:`~masklet.StreamTracker` over a WebSocket: each ``track`` sends a frame and reads its masks."""
 
     def __init__(self, client: Client, model: str | None = None, **options: Any) -> None:
+        from urllib.parse import urlencode
+
         from websockets.sync.client import connect
 
-        if options:
-            raise E.InvalidInputError(f"options: a remote stream uses the server's default tracker options; got {sorted(options)}")
         self.client, self.info = client, client.model_info(model)
         self._shim = SimpleNamespace(image_size=self.info["imageSize"])
         url = client.url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
-        self._cm = connect(f"{url}/v1/streams?model={self.info['name']}", additional_headers=client.headers,
-                           max_size=2**28)
+        try:
+            query = urlencode({"model": self.info["name"], "options": json.dumps(options)})
+        except TypeError as err:
+            raise E.InvalidInputError(f"options: {err}") from None
+        self._cm = connect(f"{url}/v1/streams?{query}", additional_headers=client.headers, max_size=2**28)
         self.ws = self._cm.__enter__()
+        try:  # the server answers bad options with an error event before any frame
+            first = self.ws.recv(timeout=0.05)
+        except TimeoutError:
+            first = None
+        if first is not None:
+            from .client import _error
+
+            doc = json.loads(first)
+            self._cm.__exit__(None, None, None)
+            raise _error(doc.get("status", 400), doc)
         self.frame_idx = -1
         self._hw: tuple[int, int] | None = None
         self._obj_ids: list[int] = []

@@ -17,6 +17,9 @@ from ..errors import ApiError, to_api_error
 from ..video_ops import frame_result
 
 router = APIRouter()
+#: StreamTracker options a client may set (those of VideoPredictor plus state offloading).
+STREAM_OPTIONS = ("fill_hole_area", "non_overlap_masks", "clear_non_cond_mem_around_input",
+                  "add_all_frames_to_correct_as_cond", "binarize_mask_from_pts", "offload_state_to_cpu")
 
 
 def _apply(tracker: StreamTracker, msg: dict) -> dict:
@@ -42,7 +45,7 @@ def _apply(tracker: StreamTracker, msg: dict) -> dict:
 
 
 @router.websocket("/v1/streams")
-async def stream(ws: WebSocket, model: str | None = None) -> None:
+async def stream(ws: WebSocket, model: str | None = None, options: str | None = None) -> None:
     """One StreamTracker per connection; errors answer ``{"type": "error"}`` and keep the stream open."""
     await ws.accept()
     rid = ws.scope.get("state", {}).get("request_id", "")
@@ -56,11 +59,17 @@ async def stream(ws: WebSocket, model: str | None = None) -> None:
     try:
         check_key(ws)
         loaded = ctx.pool.get(model)
-    except ApiError as err:
+        try:
+            opts = json.loads(options) if options else {}
+        except ValueError:
+            raise ApiError(400, "malformed_json", "options: not valid JSON") from None
+        if not isinstance(opts, dict) or set(opts) - set(STREAM_OPTIONS):
+            raise InvalidInputError(f"options: accepted keys are {', '.join(STREAM_OPTIONS)}, got {opts!r}")
+        tracker = StreamTracker(loaded.model, **opts)
+    except Exception as err:  # noqa: BLE001 (answered as an error event, then closed)
         await send_error(err)
         await ws.close(code=1008)
         return
-    tracker = StreamTracker(loaded.model)
     try:
         while not ctx.shutting_down:
             try:
