@@ -396,6 +396,7 @@ def test_stream_auth_and_bad_messages(server):
         doc = json.loads(ws.recv())
         assert doc["type"] == "error" and doc["error"]["code"] == "forbidden"
     with connect(url, additional_headers={"X-API-Key": KEY}) as ws:
+        assert json.loads(ws.recv())["type"] == "ready"
         for msg, code in (("{oops", "malformed_json"), ('{"op": "fly"}', "invalid_input"),
                           ('{"op": "add_points", "objId": 1, "points": [[1, 1]], "labels": [1]}', "predictor_state"),
                           (b"not an image", "image_decode_error")):

@@ -181,6 +181,7 @@ def test_graceful_shutdown_ends_open_streams():
         with connect(proc.url.replace("http", "ws") + "/v1/streams") as ws:
             from masklet.server.codec import npy_bytes
 
+            assert json.loads(ws.recv())["type"] == "ready"
             ws.send(npy_bytes(make_scene(1, size=(48, 64)).image))
             assert json.loads(ws.recv())["type"] == "frame"
             proc.proc.terminate()  # SIGTERM: graceful

@@ -259,14 +259,10 @@ class RemoteStreamTracker:
             raise E.InvalidInputError(f"options: {err}") from None
         self._cm = connect(f"{url}/v1/streams?{query}", additional_headers=client.headers, max_size=2**28)
         self.ws = self._cm.__enter__()
-        try:  # the server answers bad options with an error event before any frame
-            first = self.ws.recv(timeout=0.05)
-        except TimeoutError:
-            first = None
-        if first is not None:
+        doc = json.loads(self.ws.recv(timeout=client.http.timeout.read))  # "ready", or an error event
+        if doc.get("type") != "ready":
             from .client import _error
 
-            doc = json.loads(first)
             self._cm.__exit__(None, None, None)
             raise _error(doc.get("status", 400), doc)
         self.frame_idx = -1

@@ -46,7 +46,8 @@ def _apply(tracker: StreamTracker, msg: dict) -> dict:
 
 @router.websocket("/v1/streams")
 async def stream(ws: WebSocket, model: str | None = None, options: str | None = None) -> None:
-    """One StreamTracker per connection; errors answer ``{"type": "error"}`` and keep the stream open."""
+    """One StreamTracker per connection: first ``{"type": "ready"}`` (or an error event and a close, for a
+    bad key, model or options); errors later answer ``{"type": "error"}`` and keep the stream open."""
     await ws.accept()
     rid = ws.scope.get("state", {}).get("request_id", "")
     ctx = ws.app.state.ctx
@@ -70,6 +71,7 @@ async def stream(ws: WebSocket, model: str | None = None, options: str | None = 
         await send_error(err)
         await ws.close(code=1008)
         return
+    await ws.send_text(json.dumps({"type": "ready", "model": loaded.name}))
     try:
         while not ctx.shutting_down:
             try:
