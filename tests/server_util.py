@@ -33,7 +33,7 @@ class ServerProcess:
 
     def start(self, timeout: float = 60.0) -> ServerProcess:
         cmd = [sys.executable, "-m", "masklet", "serve", "--host", "127.0.0.1", "--port", str(self.port), *self.args]
-        self.log = tempfile.TemporaryFile()  # never a pipe: a full pipe would block the server's logging
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the server; never a pipe, whose full buffer would block its logging)
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.DEVNULL, stderr=self.log)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
