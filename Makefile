@@ -19,7 +19,7 @@ demo: install-demo
 install-test: install
 	$(PYTHON) -m pip install --quiet --no-deps sam2==1.1.0
 	$(PYTHON) -m pip install --quiet --no-deps ultralytics==8.4.190
-	$(PYTHON) -m pip install --quiet -e ".[test]"
+	$(PYTHON) -m pip install --quiet -e ".[test,server,client]"
 
 test: install-test
 	$(PYTHON) -m pytest tests

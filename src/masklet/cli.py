@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--bf16", action="store_true", help="run the model in bfloat16")
     seg.add_argument("--max-hole-area", type=float, default=0.0, help="fill holes up to this low-res area")
     seg.add_argument("--max-sprinkle-area", type=float, default=0.0, help="remove specks up to this low-res area")
+    seg.add_argument("--server", metavar="URL", help="run on a masklet server (masklet serve) instead; key from MASKLET_API_KEY")
 
     amg = sub.add_parser("amg", help="segment everything: automatic masks from a grid of points (COCO JSON + overlay)")
     amg.add_argument("image", help="image file (any format Pillow reads)")
@@ -141,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="fill holes and remove islands smaller than this many pixels (default 0: off)")
     amg.add_argument("--use-m2m", action="store_true", help="refine every mask once with its own logits")
     amg.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    amg.add_argument("--server", metavar="URL", help="run on a masklet server (masklet serve) instead; key from MASKLET_API_KEY")
 
     track = sub.add_parser("track", help="track objects through a video from clicks and boxes (COCO RLE JSON, "
                            "DAVIS PNGs, overlay video)")
@@ -162,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     track_source.add_argument("--checkpoint", type=Path, help="local checkpoint: official .pt or Hugging Face folder")
     track.add_argument("--config", type=Path, help="official-style yaml config for a non-standard checkpoint")
     track.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    track.add_argument("--server", metavar="URL", help="run on a masklet server (masklet serve) instead; key from MASKLET_API_KEY")
     track.add_argument("--no-video", action="store_true", help="do not write overlay.mp4 (which needs PyAV)")
     track.add_argument("--fps", type=float, default=24.0, metavar="F", help="frame rate of overlay.mp4 (default 24)")
     track.add_argument("--lost-threshold", type=float, default=0.5, metavar="P",
@@ -179,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=7, help="seed of the generated scene and clip")
     demo.add_argument("--device", default="cpu")
 
+    from .server.serve import add_parser as add_serve_parser
+
+    add_serve_parser(sub)  # masklet serve, in server/serve.py
     train = sub.add_parser("train", help="train or fine-tune a model on instance masks (needs masklet[train])")
     init = train.add_mutually_exclusive_group(required=True)
     init.add_argument("--model", help="weights to fine-tune: hub name, .pt file or Hugging Face folder")
@@ -266,6 +272,15 @@ def run_train(args: argparse.Namespace) -> Path:
     return trainer.save(args.out)
 
 
+def _client(args: argparse.Namespace):
+    """The masklet server client of ``--server URL`` (needs masklet[client])."""
+    import os
+
+    from .client import Client
+
+    return Client(args.server, api_key=os.environ.get("MASKLET_API_KEY"))
+
+
 def run_segment(args: argparse.Namespace) -> dict:
     """Run ``masklet segment`` and return the JSON summary it writes."""
     import torch
@@ -280,8 +295,12 @@ def run_segment(args: argparse.Namespace) -> dict:
     image = load_image(args.image)
     source = args.checkpoint if args.checkpoint is not None else (args.model or "sam2.1-hiera-tiny")
     dtype = torch.bfloat16 if args.bf16 else torch.float32
-    model = load_model(source, device=args.device, dtype=dtype, config=args.config)
-    predictor = ImagePredictor(model, max_hole_area=args.max_hole_area, max_sprinkle_area=args.max_sprinkle_area)
+    if args.server:  # the same run on a masklet server
+        predictor = _client(args).image_predictor(
+            args.model, max_hole_area=args.max_hole_area, max_sprinkle_area=args.max_sprinkle_area)
+    else:
+        model = load_model(source, device=args.device, dtype=dtype, config=args.config)
+        predictor = ImagePredictor(model, max_hole_area=args.max_hole_area, max_sprinkle_area=args.max_sprinkle_area)
     predictor.set_image(image)
 
     coords = labels = None
@@ -328,9 +347,9 @@ def run_amg(args: argparse.Namespace) -> dict:
 
     image = load_image(args.image)
     source = args.checkpoint if args.checkpoint is not None else (args.model or "sam2.1-hiera-tiny")
-    model = load_model(source, device=args.device, config=args.config)
-    generator = MaskGenerator(
-        model,
+    make = _client(args).mask_generator if args.server else MaskGenerator
+    generator = make(
+        args.model if args.server else load_model(source, device=args.device, config=args.config),
         points_per_side=args.points_per_side,
         pred_iou_thresh=args.pred_iou_thresh,
         stability_score_thresh=args.stability_score_thresh,
@@ -413,8 +432,11 @@ def run_track(args: argparse.Namespace) -> dict:
             raise InvalidInputError(f"--start {start}: out of range; the video has {n} frames (0..{n - 1})")
 
         source = args.checkpoint if args.checkpoint is not None else (args.model or "sam2.1-hiera-tiny")
-        model = load_model(source, device=args.device, config=args.config)
-        predictor = VideoPredictor(model, progress=find_spec("tqdm") is not None)
+        if args.server:  # the same run on a masklet server
+            predictor = _client(args).video_predictor(args.model)
+        else:
+            model = load_model(source, device=args.device, config=args.config)
+            predictor = VideoPredictor(model, progress=find_spec("tqdm") is not None)
         state = predictor.init_state(frames)
         for (frame_idx, obj_id), entry in prompt_sets.items():
             predictor.add_new_points_or_box(
@@ -489,6 +511,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  ({count} automatic masks)")
         elif args.command == "train":
             print(f"saved {run_train(args)}")
+        elif args.command == "serve":
+            return args.run(args)
     except MaskletError as err:
         print(f"masklet {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -1,0 +1,351 @@
+"""Remote twins of :class:`~masklet.VideoPredictor` and :class:`~masklet.StreamTracker` (see :mod:`masklet.client`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from . import errors as E
+from .io import load_image
+from .masks import encode_rle
+from .server.codec import npy_bytes, rles_to_masks, unpack_array
+from .video import TrackedFrame, VideoPredictor
+from .video.frames import FolderFrames, VideoFileFrames, open_frames
+
+if TYPE_CHECKING:
+    from .client import Client
+
+
+@dataclass(eq=False)
+class RemoteVideoState:
+    """A server-side session: its id, video size, object ids and the client's copy of the prompt log."""
+
+    session_id: str
+    num_frames: int
+    video_height: int
+    video_width: int
+    obj_ids: list[int] = field(default_factory=list)
+    log: list[tuple[str, dict]] = field(default_factory=list)
+    upload: Any = None  # rebuilds the creation request (for replay)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+
+def _tracked(fr: dict, height: int, width: int) -> TrackedFrame:
+    """A FrameResult as a TrackedFrame: exact logits when sent, else the masks as +1 / -1 logits."""
+    if fr.get("maskLogits") is not None:
+        logits = torch.from_numpy(unpack_array(fr["maskLogits"], "maskLogits"))
+    else:
+        masks = torch.from_numpy(rles_to_masks(fr["masks"], [len(fr["masks"])], (height, width)))
+        logits = torch.where(masks, 1.0, -1.0)[:, None].float()
+    return TrackedFrame(fr["frameIdx"], list(fr["objIds"]), logits)
+
+
+def _frame_parts(source: Any) -> tuple[list[tuple[str, tuple[str, bytes, str]]], int]:
+    """Multipart parts uploading a video source the way ``open_frames`` reads it, and its frame count."""
+    frames = open_frames(source)  # the local checks: missing path, empty folder, bad arrays
+    try:
+        if isinstance(frames, VideoFileFrames):
+            return [("video", (frames.path.name, frames.path.read_bytes(), "application/octet-stream"))], len(frames)
+        if isinstance(frames, FolderFrames):
+            return [("frames", (p.name, p.read_bytes(), "application/octet-stream")) for p in frames.paths], len(frames)
+        return [("frames", (f"{i:05d}.npy", npy_bytes(frames[i]), "application/x-npy")) for i in range(len(frames))], len(frames)
+    finally:
+        if frames is not source:  # close only what was opened here
+            frames.close()
+
+
+class RemoteVideoPredictor:
+    """:class:`~masklet.VideoPredictor` on a server; ``exact_logits`` also transfers float mask logits."""
+
+    def __init__(self, client: Client, model: str | None = None, *, exact_logits: bool = False, **options: Any) -> None:
+        self.client, self.info = client, client.model_info(model)
+        self.model_name, self.exact_logits, self.options = self.info["name"], bool(exact_logits), options
+        self._shim = SimpleNamespace(image_size=self.info["imageSize"])
+
+    @property
+    def image_size(self) -> int:
+        return self.info["imageSize"]
+
+    def init_state(self, source: Any, *, offload_video_to_cpu: bool = False, offload_state_to_cpu: bool = False,
+                   feature_cache_size: int = 2) -> RemoteVideoState:
+        """Upload a video file, a frame folder, a list of frames or an array, and open a session."""
+        if not isinstance(feature_cache_size, int) or isinstance(feature_cache_size, bool) or feature_cache_size < 1:
+            raise E.InvalidInputError(f"feature_cache_size: expected an int >= 1, got {feature_cache_size!r}")
+        parts, _ = _frame_parts(source)
+        options = json.dumps(self.options)
+
+        def upload() -> dict:
+            return self.client.request("POST", "/v1/videos", params={"model": self.model_name},
+                                       files=parts, data={"options": options})
+
+        info = upload()
+        return RemoteVideoState(info["sessionId"], info["numFrames"], info["height"], info["width"], upload=upload)
+
+    def close_state(self, state: RemoteVideoState) -> None:
+        """Close the server session (frees its memory)."""
+        self.client.request("DELETE", f"/v1/videos/{state.session_id}")
+
+    # ------------------------------------------------------------ replay
+
+    def _send(self, state: RemoteVideoState, method: str, path: str, **kwargs: Any) -> Any:
+        """A session request; if the server lost the session, re-create it, replay the log, retry."""
+        try:
+            return self.client.request(method, f"/v1/videos/{state.session_id}{path}", **kwargs)
+        except E.MaskletError as err:
+            if getattr(err, "code", None) != "unknown_session" or state.upload is None:
+                raise
+        self.replay(state)
+        return self.client.request(method, f"/v1/videos/{state.session_id}{path}", **kwargs)
+
+    def replay(self, state: RemoteVideoState) -> None:
+        """Open a new session on the same frames and re-apply every logged operation in order."""
+        state.session_id = state.upload()["sessionId"]
+        for op, args in state.log:
+            base = f"/v1/videos/{state.session_id}"
+            if op == "propagate":
+                for reverse, done in args["legs"]:
+                    if done > 0:
+                        body = {"startFrameIdx": args["start"], "maxFrameNumToTrack": done - 1,
+                                "direction": "backward" if reverse else "forward"}
+                        for _ in self._lines(base, body):
+                            pass
+            elif op == "remove_object":
+                self.client.request("DELETE", f"{base}/objects/{args['obj_id']}", params={"need_output": False})
+            else:
+                self.client.request("POST", f"{base}/{op}", json=args)
+
+    # ------------------------------------------------------------ operations
+
+    def _log(self, state: RemoteVideoState, op: str, args: dict, fr: dict | None) -> None:
+        state.log.append((op, args))
+        if fr is not None:
+            state.obj_ids = list(fr["objIds"])
+
+    def add_new_points_or_box(self, state: RemoteVideoState, frame_idx: int, obj_id: int, points: Any = None,
+                              labels: Any = None, clear_old_points: bool = True, normalize_coords: bool = True,
+                              box: Any = None) -> TrackedFrame:
+        """Same as :meth:`masklet.VideoPredictor.add_new_points_or_box`."""
+        VideoPredictor._check_frame(state, frame_idx)  # type: ignore[arg-type]
+        VideoPredictor._check_obj_id(obj_id)
+        VideoPredictor._prompt_points(self._shim, state, points, labels, box, clear_old_points, normalize_coords)  # type: ignore[arg-type]
+        args = {"frameIdx": int(frame_idx), "objId": int(obj_id),
+                "points": None if points is None else np.asarray(points, dtype=np.float64).tolist(),
+                "labels": None if labels is None else np.asarray(labels).astype(int).tolist(),
+                "clearOldPoints": bool(clear_old_points), "normalizeCoords": bool(normalize_coords),
+                "box": None if box is None else np.asarray(box, dtype=np.float64).tolist()}
+        fr = self._send(state, "POST", "/points", json={**args, "logits": self.exact_logits})
+        self._log(state, "points", args, fr)
+        return _tracked(fr, state.video_height, state.video_width)
+
+    def add_new_mask(self, state: RemoteVideoState, frame_idx: int, obj_id: int, mask: Any) -> TrackedFrame:
+        """Same as :meth:`masklet.VideoPredictor.add_new_mask` (the mask travels as COCO RLE)."""
+        VideoPredictor._check_frame(state, frame_idx)  # type: ignore[arg-type]
+        VideoPredictor._check_obj_id(obj_id)
+        m = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+        if m.ndim != 2 or m.size == 0 or not (m.dtype == bool or np.issubdtype(m.dtype, np.number)) or np.iscomplexobj(m):
+            raise E.InvalidInputError(f"mask: expected a 2-D (H, W) binary mask (bool or 0/1 numbers), got {m.dtype} of shape {m.shape}")
+        if m.dtype != bool and not np.isin(m, (0, 1)).all():
+            raise E.InvalidInputError("mask: a remote mask must be binary (bool or 0/1); it travels as COCO RLE")
+        args = {"frameIdx": int(frame_idx), "objId": int(obj_id), "mask": encode_rle(m.astype(bool)[None])[0]}
+        fr = self._send(state, "POST", "/mask", json={**args, "logits": self.exact_logits})
+        self._log(state, "mask", args, fr)
+        return _tracked(fr, state.video_height, state.video_width)
+
+    def clear_all_prompts_in_frame(self, state: RemoteVideoState, frame_idx: int, obj_id: int,
+                                   need_output: bool = True) -> TrackedFrame | None:
+        VideoPredictor._check_frame(state, frame_idx)  # type: ignore[arg-type]
+        args = {"frameIdx": int(frame_idx), "objId": int(obj_id), "needOutput": bool(need_output)}
+        fr = self._send(state, "POST", "/clear", json={**args, "logits": self.exact_logits})
+        self._log(state, "clear", args, fr)
+        return None if fr is None else _tracked(fr, state.video_height, state.video_width)
+
+    def remove_object(self, state: RemoteVideoState, obj_id: int,
+                      need_output: bool = True) -> tuple[list[int], list[TrackedFrame]]:
+        out = self._send(state, "DELETE", f"/objects/{int(obj_id)}",
+                         params={"need_output": need_output, "logits": self.exact_logits})
+        state.log.append(("remove_object", {"obj_id": int(obj_id)}))
+        state.obj_ids = list(out["objIds"])
+        return out["objIds"], [_tracked(fr, state.video_height, state.video_width) for fr in out["updated"]]
+
+    def reset_state(self, state: RemoteVideoState) -> None:
+        self._send(state, "POST", "/reset")
+        state.log.append(("reset", {}))
+        state.obj_ids = []
+
+    # ------------------------------------------------------------ propagation
+
+    def _lines(self, base: str, body: dict) -> Iterator[dict]:
+        with self.client.http.stream("POST", f"{base}/propagate", json=body) as response:
+            if response.status_code >= 400:
+                response.read()
+                from .client import _error
+
+                raise _error(response.status_code, response.json())
+            for line in response.iter_lines():
+                if not line:
+                    continue
+                doc = json.loads(line)
+                if doc["type"] == "error":
+                    from .client import _error
+
+                    raise _error(400, doc)
+                if doc["type"] == "end":
+                    return
+                yield doc
+
+    def propagate_in_video(self, state: RemoteVideoState, start_frame_idx: int | None = None,
+                           max_frame_num_to_track: int | None = None, reverse: bool = False) -> Iterator[TrackedFrame]:
+        """Same as :meth:`masklet.VideoPredictor.propagate_in_video`, streamed frame by frame as the
+        server computes it; closing the iterator early stops the server's work."""
+        if start_frame_idx is not None:
+            VideoPredictor._check_frame(state, start_frame_idx, "start_frame_idx")  # type: ignore[arg-type]
+        if max_frame_num_to_track is not None and (
+            not isinstance(max_frame_num_to_track, int) or isinstance(max_frame_num_to_track, bool) or max_frame_num_to_track < 0
+        ):
+            raise E.InvalidInputError(f"max_frame_num_to_track: expected an int >= 0, got {max_frame_num_to_track!r}")
+        body = {"startFrameIdx": start_frame_idx, "maxFrameNumToTrack": max_frame_num_to_track,
+                "direction": "backward" if reverse else "forward", "logits": self.exact_logits}
+        first = self._first_line(state, body)
+        return self._follow(state, body, first, bool(reverse))
+
+    def _first_line(self, state: RemoteVideoState, body: dict) -> tuple[Iterator[dict], dict | None]:
+        """Open the stream and read its first line eagerly, so bad state raises at the call (and a lost session replays)."""
+        for attempt in (0, 1):
+            lines = self._lines(f"/v1/videos/{state.session_id}", body)
+            try:
+                return lines, next(lines, None)
+            except E.MaskletError as err:
+                if attempt or getattr(err, "code", None) != "unknown_session" or state.upload is None:
+                    raise
+                self.replay(state)
+        raise AssertionError("unreachable")
+
+    def _follow(self, state: RemoteVideoState, body: dict, first: tuple[Iterator[dict], dict | None],
+                reverse: bool) -> Iterator[TrackedFrame]:
+        lines, doc = first
+        done, start = 0, None
+        try:
+            while doc is not None:
+                start = doc["frameIdx"] if start is None else start
+                done += 1
+                yield _tracked(doc, state.video_height, state.video_width)
+                doc = next(lines, None)
+        finally:
+            lines.close()  # type: ignore[attr-defined]
+            state.log.append(("propagate", {"start": start if start is not None else body["startFrameIdx"],
+                                            "legs": [(reverse, done)]}))
+
+
+class RemoteStreamTracker:
+    """:class:`~masklet.StreamTracker` over a WebSocket: each ``track`` sends a frame and reads its masks."""
+
+    def __init__(self, client: Client, model: str | None = None, **options: Any) -> None:
+        from urllib.parse import urlencode
+
+        from websockets.sync.client import connect
+
+        self.client, self.info = client, client.model_info(model)
+        self._shim = SimpleNamespace(image_size=self.info["imageSize"])
+        url = client.url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+        try:
+            query = urlencode({"model": self.info["name"], "options": json.dumps(options)})
+        except TypeError as err:
+            raise E.InvalidInputError(f"options: {err}") from None
+        self._cm = connect(f"{url}/v1/streams?{query}", additional_headers=client.headers, max_size=2**28)
+        self.ws = self._cm.__enter__()
+        doc = json.loads(self.ws.recv(timeout=client.http.timeout.read))  # "ready", or an error event
+        if doc.get("type") != "ready":
+            from .client import _error
+
+            self._cm.__exit__(None, None, None)
+            raise _error(doc.get("status", 400), doc)
+        self.frame_idx = -1
+        self._hw: tuple[int, int] | None = None
+        self._obj_ids: list[int] = []
+
+    @property
+    def obj_ids(self) -> list[int]:
+        return list(self._obj_ids)
+
+    def _exchange(self, payload: bytes | str) -> dict:
+        from .client import _error
+
+        self.ws.send(payload)
+        doc = json.loads(self.ws.recv())
+        if doc["type"] == "error":
+            raise _error(doc.get("status", 400), doc)
+        return doc
+
+    def _frame(self, doc: dict) -> TrackedFrame:
+        assert self._hw is not None
+        self._obj_ids = list(doc["objIds"])
+        return _tracked(doc, *self._hw)
+
+    def track(self, frame: Any) -> TrackedFrame:
+        """Send the next frame; returns every object's masks on it."""
+        image = load_image(frame)
+        if self._hw is not None and image.shape[:2] != self._hw:
+            raise E.InvalidInputError(
+                f"frame: every frame of a stream must be {self._hw[0]}x{self._hw[1]}, got {image.shape[0]}x{image.shape[1]}")
+        doc = self._exchange(npy_bytes(image))
+        self._hw = image.shape[:2]
+        self.frame_idx = doc["frameIdx"]
+        return self._frame(doc)
+
+    def _require_frame(self) -> SimpleNamespace:
+        if self._hw is None:
+            raise E.PredictorStateError("no frame yet: call track(frame) before giving prompts")
+        return SimpleNamespace(video_height=self._hw[0], video_width=self._hw[1], device=torch.device("cpu"), num_frames=None)
+
+    def add_points(self, obj_id: int, points: Any, labels: Any, *, clear_old_points: bool = True,
+                   normalize_coords: bool = True) -> TrackedFrame:
+        state = self._require_frame()
+        VideoPredictor._check_obj_id(obj_id)
+        VideoPredictor._prompt_points(self._shim, state, points, labels, None, clear_old_points, normalize_coords)  # type: ignore[arg-type]
+        return self._frame(self._exchange(json.dumps({
+            "op": "add_points", "objId": int(obj_id), "points": np.asarray(points, dtype=np.float64).tolist(),
+            "labels": np.asarray(labels).astype(int).tolist(), "clearOldPoints": bool(clear_old_points),
+            "normalizeCoords": bool(normalize_coords)})))
+
+    def add_box(self, obj_id: int, box: Any, points: Any = None, labels: Any = None, *,
+                normalize_coords: bool = True) -> TrackedFrame:
+        state = self._require_frame()
+        VideoPredictor._check_obj_id(obj_id)
+        VideoPredictor._prompt_points(self._shim, state, points, labels, box, True, normalize_coords)  # type: ignore[arg-type]
+        return self._frame(self._exchange(json.dumps({
+            "op": "add_box", "objId": int(obj_id), "box": np.asarray(box, dtype=np.float64).tolist(),
+            "points": None if points is None else np.asarray(points, dtype=np.float64).tolist(),
+            "labels": None if labels is None else np.asarray(labels).astype(int).tolist(),
+            "normalizeCoords": bool(normalize_coords)})))
+
+    def add_mask(self, obj_id: int, mask: Any) -> TrackedFrame:
+        self._require_frame()
+        m = np.asarray(mask.detach().cpu() if isinstance(mask, torch.Tensor) else mask)
+        if m.ndim != 2 or m.size == 0:
+            raise E.InvalidInputError(f"mask: expected a 2-D (H, W) binary mask (bool or 0/1 numbers), got shape {m.shape}")
+        return self._frame(self._exchange(json.dumps({"op": "add_mask", "objId": int(obj_id),
+                                                      "mask": encode_rle(m.astype(bool)[None])[0]})))
+
+    def remove_object(self, obj_id: int) -> list[int]:
+        self._require_frame()
+        self._obj_ids = self._exchange(json.dumps({"op": "remove_object", "objId": int(obj_id)}))["objIds"]
+        return self.obj_ids
+
+    def reset(self) -> None:
+        if self._hw is not None:
+            self._obj_ids = self._exchange(json.dumps({"op": "reset"}))["objIds"]
+
+    def close(self) -> None:
+        """End the stream (the server answers a final ``end`` event)."""
+        try:
+            self.ws.send(json.dumps({"op": "close"}))
+            self.ws.recv(timeout=5)
+        except Exception:  # noqa: BLE001, S110 (the server may already be gone)
+            pass
+        self._cm.__exit__(None, None, None)

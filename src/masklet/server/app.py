@@ -1,0 +1,51 @@
+"""The app factory: ``create_app(settings)`` wires settings, model pool, stores, routers and errors."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from .. import __version__
+from .deps import Context
+from .errors import install_handlers
+from .metrics import Metrics
+from .middleware import RequestMiddleware
+from .pool import ModelPool
+from .settings import Settings
+from .store import ImageCache, SessionStore
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A FastAPI app serving ``settings.models`` (loaded in the background; ready when loaded)."""
+    from .routes import health, images, jobs, streams, videos
+
+    settings = settings or Settings.from_env()
+    metrics = Metrics()
+    pool = ModelPool(settings.models, settings.device, settings.dtype, metrics)
+    ctx = Context(settings, pool, ImageCache(settings.cache_bytes),
+                  SessionStore(settings.max_sessions, settings.session_ttl_s, settings.session_bytes), metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool.start_loading()
+        yield
+        ctx.shutting_down = True
+        for job in list(ctx.jobs.values()):
+            job.cancel()
+        pool.close()
+
+    app = FastAPI(title="masklet", version=__version__, lifespan=lifespan,
+                  description="Segment Anything 2 over HTTP: images by id, video sessions, jobs, live streams.")
+    app.state.ctx = ctx
+    install_handlers(app)
+    for module in (health, images, videos, jobs, streams):
+        app.include_router(module.router)
+    if settings.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
+                           allow_headers=["*"], expose_headers=["X-Request-ID"])
+    app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics)
+    return app

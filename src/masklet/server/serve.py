@@ -1,0 +1,60 @@
+"""The ``masklet serve`` subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``masklet serve`` on the CLI's subparsers."""
+    p = sub.add_parser("serve", help="serve models over HTTP (needs masklet[server])")
+    p.add_argument("--model", action="append", default=None, metavar="NAME_OR_PATH",
+                   help="model to load once and serve; repeatable (default masklet-nano)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=7463, help="port (default 7463)")
+    p.add_argument("--device", default=None, help="torch device (default cpu, or MASKLET_DEVICE)")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--media-root", action="append", type=Path, default=None, dest="media_roots",
+                   help="folder whose files sessions may open by path; repeatable (default: none)")
+    p.add_argument("--cache-bytes", type=int, default=None, help="byte budget of the image cache")
+    p.add_argument("--max-sessions", type=int, default=None, help="video sessions held at once")
+    p.add_argument("--session-bytes", type=int, default=None, help="byte budget of the video sessions' tensors")
+    p.add_argument("--max-body-bytes", type=int, default=None, help="largest request body")
+    p.add_argument("--max-pixels", type=int, default=None, help="largest decoded image (pixels)")
+    p.add_argument("--max-frames", type=int, default=None, help="most frames per video session")
+    p.add_argument("--session-ttl", type=float, default=None, dest="session_ttl_s", help="idle session TTL (s)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start uvicorn with the app; returns when the server stops (graceful on SIGINT / SIGTERM)."""
+    import uvicorn
+
+    from .app import create_app
+    from .settings import Settings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    overrides = {k: getattr(args, k) for k in ("device", "dtype", "media_roots", "cache_bytes", "max_sessions", "session_bytes",
+                                               "max_body_bytes", "max_pixels", "max_frames", "session_ttl_s")}
+    settings = Settings.from_env(models=args.model, **overrides)
+    if not settings.api_keys and args.host not in ("127.0.0.1", "localhost", "::1"):
+        logging.getLogger("masklet.server").error("no API keys set (MASKLET_API_KEYS) on a non-loopback host")
+    app = create_app(settings)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: object) -> None:
+            """First signal: streams end with a final event and /ready turns 503, then uvicorn's
+            graceful shutdown (in-flight requests finish) one second later; a second: at once."""
+            ctx = app.state.ctx
+            if ctx.shutting_down:
+                return super().handle_exit(sig, frame)  # type: ignore[arg-type]
+            ctx.shutting_down = True
+            loop = asyncio.get_event_loop()
+            loop.call_soon_threadsafe(loop.call_later, 1.0, super().handle_exit, sig, frame)
+
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=30)
+    Server(config).run()
+    return 0

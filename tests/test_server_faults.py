@@ -1,0 +1,192 @@
+"""Bounded load and fault tests of masklet serve on loopback: concurrency, restart + replay, cache budget."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+
+import numpy as np
+import pytest
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+from server_util import ServerProcess, free_port
+
+import masklet
+from masklet.client import Client
+from masklet.synthetic import make_clip, make_scene
+
+BUDGET = 3_000_000
+
+
+@pytest.fixture(scope="module")
+def server():
+    proc = ServerProcess(env={"MASKLET_CACHE_BYTES": str(BUDGET), "MASKLET_MAX_SESSIONS": "3"}).start()
+    yield proc
+    proc.stop()
+
+
+def test_concurrent_clients_click_without_errors(server):
+    scene = make_scene(5, size=(96, 128))
+    errors: list[BaseException] = []
+    latencies: list[float] = []
+    stop = time.monotonic() + 3.0
+
+    def clicker(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        try:
+            with Client(server.url) as c:
+                p = c.image_predictor()
+                p.set_image(scene.image)
+                for _ in range(200):  # bounded in count and in time
+                    if time.monotonic() > stop:
+                        break
+                    t = time.perf_counter()
+                    masks, scores, _ = p.predict(rng.uniform(0, [128, 96], (1, 2)), [1])
+                    latencies.append(time.perf_counter() - t)
+                    assert masks.shape == (3, 96, 128) and scores.shape == (3,)
+        except BaseException as err:  # noqa: BLE001 (reported below)
+            errors.append(err)
+
+    threads = [threading.Thread(target=clicker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    health = []
+    while any(t.is_alive() for t in threads):
+        t0 = time.perf_counter()
+        assert httpx.get(f"{server.url}/health", timeout=5).status_code == 200
+        health.append(time.perf_counter() - t0)
+        time.sleep(0.2)
+    for t in threads:
+        t.join(30)
+    assert not errors, errors[:3]
+    lat = np.array(latencies) * 1000
+    print(f"\n8 clients: {len(lat)} clicks, p50 {np.percentile(lat, 50):.1f} ms, p99 {np.percentile(lat, 99):.1f} ms, "
+          f"health max {max(health) * 1000:.1f} ms")
+    assert len(lat) > 40
+
+
+def test_cache_stays_within_budget_and_client_reuploads(server):
+    with Client(server.url) as c:
+        p = c.image_predictor()
+        first = make_scene(100, size=(96, 128)).image
+        p.set_image(first)
+        kept = p.predict([[30, 30]], [1])
+        for seed in range(101, 131):  # 30 distinct images through a cache holding a few
+            c.image_predictor().set_image(make_scene(seed, size=(96, 128)).image)
+        text = httpx.get(f"{server.url}/metrics").text
+        cached = float(re.search(r"^masklet_image_cache_bytes (\S+)", text, re.MULTILINE).group(1))
+        assert 0 < cached <= BUDGET
+        assert httpx.get(f"{server.url}/v1/images/{p._images[0][0]}").status_code == 404  # evicted
+        again = p.predict([[30, 30]], [1])  # re-uploaded transparently
+        for x, y in zip(kept, again):
+            np.testing.assert_array_equal(x, y)
+
+
+def _metric(url: str, name: str) -> float:
+    return float(re.search(rf"^{name} (\S+)", httpx.get(f"{url}/metrics").text, re.MULTILINE).group(1))
+
+
+def test_memory_stays_flat_over_many_images(server):
+    with Client(server.url) as c:
+        for seed in range(200, 240):
+            c.image_predictor().set_image(make_scene(seed, size=(96, 128)).image)
+        before = _metric(server.url, "process_resident_memory_bytes")
+        for seed in range(240, 440):  # 200 more distinct images through a 3 MB cache
+            c.image_predictor().set_image(make_scene(seed % 60, size=(96, 128)).image + (seed // 60))
+        after = _metric(server.url, "process_resident_memory_bytes")
+    print(f"\nresident memory {before / 2**20:.1f} -> {after / 2**20:.1f} MiB over 200 images (cache budget 3 MB)")
+    assert _metric(server.url, "masklet_image_cache_bytes") <= BUDGET
+    assert after - before < 48 * 2**20
+
+
+def test_session_limit_answers_429_and_close_frees(server):
+    frames = list(make_clip(3, num_frames=2, size=(32, 48), num_objects=(1, 1)).frames)
+    with Client(server.url, retries=0) as c:
+        v = c.video_predictor()
+        states = [v.init_state(frames) for _ in range(3)]
+        r = httpx.post(f"{server.url}/v1/videos", files=[("frames", ("a.npy", b"x"))])
+        assert r.status_code in (400, 429)
+        from masklet.server.codec import npy_bytes
+
+        r = httpx.post(f"{server.url}/v1/videos", files=[("frames", ("a.npy", npy_bytes(frames[0])))])
+        assert r.status_code == 429 and r.json()["error"]["code"] == "too_many_sessions" and int(r.headers["retry-after"]) > 0
+        v.close_state(states[0])
+        v.close_state(states[1])
+        states.append(v.init_state(frames))
+        for s in states[2:]:
+            v.close_state(s)
+
+
+def test_server_restart_mid_session_replays_the_log():
+    port = free_port()
+    proc = ServerProcess(port=port).start()
+    clip = make_clip(12, num_frames=6, size=(64, 80), num_objects=(2, 2))
+    model = masklet.load_model("masklet-nano")
+    local = masklet.VideoPredictor(model)
+    ls = local.init_state(list(clip.frames))
+    try:
+        with Client(proc.url, retries=40, backoff=0.1) as c:
+            remote = c.video_predictor()
+            rs = remote.init_state(list(clip.frames))
+            for pred, st in ((local, ls), (remote, rs)):
+                pred.add_new_points_or_box(st, 1, 1, points=[[30, 25]], labels=[1])
+                pred.add_new_points_or_box(st, 1, 2, box=[5, 5, 40, 45])
+                list(pred.propagate_in_video(st))
+            old = rs.session_id
+            proc.kill()  # the server dies, and comes back empty
+            proc = ServerProcess(port=port).start()
+            a = [local.add_new_points_or_box(ls, 3, 1, points=[[35, 30]], labels=[0], clear_old_points=False)]
+            b = [remote.add_new_points_or_box(rs, 3, 1, points=[[35, 30]], labels=[0], clear_old_points=False)]
+            a += list(local.propagate_in_video(ls, reverse=True))
+            b += list(remote.propagate_in_video(rs, reverse=True))
+            assert rs.session_id != old and len(a) == len(b) == 3
+            for x, y in zip(a, b):
+                assert x.frame_idx == y.frame_idx and bool((x.masks == y.masks).all())
+    finally:
+        proc.stop()
+
+
+def test_evicted_sessions_replay_with_the_same_masks():
+    """A session byte budget of 1 byte: each operation evicts the other session, which replays."""
+    proc = ServerProcess(env={"MASKLET_SESSION_BYTES": "1"}).start()
+    clip = make_clip(14, num_frames=4, size=(48, 64), num_objects=(2, 2))
+    model = masklet.load_model("masklet-nano")
+    try:
+        with Client(proc.url) as c:
+            local, remote = masklet.VideoPredictor(model), c.video_predictor()
+            pairs = [(local.init_state(list(clip.frames)), remote.init_state(list(clip.frames))) for _ in range(2)]
+            ids = [rs.session_id for _, rs in pairs]
+            for step, (x, y, label) in enumerate([(20, 20, 1), (30, 25, 1), (25, 30, 0)]):
+                for ls, rs in pairs:
+                    a = local.add_new_points_or_box(ls, 1, 1, points=[[x, y]], labels=[label], clear_old_points=step == 0)
+                    b = remote.add_new_points_or_box(rs, 1, 1, points=[[x, y]], labels=[label], clear_old_points=step == 0)
+                    assert bool((a.masks == b.masks).all())
+            for ls, rs in pairs:
+                a, b = list(local.propagate_in_video(ls)), list(remote.propagate_in_video(rs))
+                assert len(a) == len(b) == 3 and all(bool((x.masks == y.masks).all()) for x, y in zip(a, b))
+            assert [rs.session_id for _, rs in pairs] != ids  # they were evicted and replayed
+    finally:
+        proc.stop()
+
+
+def test_graceful_shutdown_ends_open_streams():
+    from websockets.sync.client import connect
+
+    proc = ServerProcess().start()
+    try:
+        with connect(proc.url.replace("http", "ws") + "/v1/streams") as ws:
+            from masklet.server.codec import npy_bytes
+
+            assert json.loads(ws.recv())["type"] == "ready"
+            ws.send(npy_bytes(make_scene(1, size=(48, 64)).image))
+            assert json.loads(ws.recv())["type"] == "frame"
+            proc.proc.terminate()  # SIGTERM: graceful
+            end = json.loads(ws.recv(timeout=15))
+            assert end == {"type": "end", "reason": "shutdown", "frames": 1}
+        assert proc.proc.wait(30) in (0, -15)  # uvicorn re-raises SIGTERM once it has shut down
+    finally:
+        proc.stop()
