@@ -171,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=7, help="seed of the generated scene and clip")
     demo.add_argument("--device", default="cpu")
 
+    from .export.onnx import add_cli as add_export_cli
+
+    add_export_cli(sub)
     train = sub.add_parser("train", help="train or fine-tune a model on instance masks (needs masklet[train])")
     init = train.add_mutually_exclusive_group(required=True)
     init.add_argument("--model", help="weights to fine-tune: hub name, .pt file or Hugging Face folder")
@@ -472,6 +475,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  ({count} automatic masks)")
         elif args.command == "train":
             print(f"saved {run_train(args)}")
+        elif args.command == "export":
+            from .export.onnx import run_cli as run_export
+
+            print(run_export(args))
     except MaskletError as err:
         print(f"masklet {args.command}: error: {err}", file=sys.stderr)
         return 2
