@@ -165,7 +165,7 @@ def test_mask_generator_backend(pair):
 
 def test_video_predictor_backend(pair):
     model, ort = pair
-    frames = [test_image(96, 128, seed=10 + (t // 2)) for t in range(5)]
+    frames = [test_image(96, 128, seed=10 + (t // 2)) for t in range(4)]
     results = []
     for m in (model, ort):
         vp = VideoPredictor(m)
@@ -177,3 +177,45 @@ def test_video_predictor_backend(pair):
     assert len(results[0]) == len(results[1]) == len(frames)
     for t, (a, b) in enumerate(zip(results[1], results[0])):
         _same_away_from_threshold(a, b, f"frame {t}", margin=1e-2)
+
+
+def test_stream_tracker_backend(pair):
+    from masklet.video import StreamTracker
+
+    model, ort = pair
+    frames = [test_image(96, 128, seed=20 + (t // 2)) for t in range(4)]
+    results = []
+    for m in (model, ort):
+        tracker = StreamTracker(m)
+        out = [tracker.track(frames[0])]
+        out.append(tracker.add_points(1, [[50, 40]], [1]))
+        out.append(tracker.add_box(2, [10, 10, 60, 70]))
+        out += [tracker.track(f) for f in frames[1:]]
+        results.append([o.mask_logits for o in out[1:]])
+    for t, (a, b) in enumerate(zip(results[1], results[0])):
+        _same_away_from_threshold(a, b, f"stream step {t}")
+
+
+def test_load_model_backend_and_cli(tmp_path):
+    from masklet.cli import main
+    from masklet.errors import ConfigError, InvalidInputError
+
+    assert main(["export", "onnx", "--model", "masklet-nano", "--out", str(tmp_path), "--parts", "encoder,decoder"]) == 0
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert set(manifest["parts"]) == {"encoder", "decoder"} and manifest["source"] == "masklet-nano"
+    ort = load_model("masklet-nano", backend="onnxruntime", onnx_dir=tmp_path)
+    assert isinstance(ort, OrtSam2Model)
+    ref = load_model("masklet-nano")
+    image = test_image(100, 140, seed=5)
+    outs = []
+    for m in (ref, ort):
+        p = ImagePredictor(m)
+        p.set_image(image)
+        outs.append(p.predict(point_coords=[[70, 50]], point_labels=[1], return_logits=True))
+    _same_away_from_threshold(outs[1][0], outs[0][0], "load_model backend")
+    with pytest.raises(InvalidInputError, match="memory_attention model"):
+        ort.condition_on_memory(1, False, torch.zeros(16, 1, 8), torch.zeros(16, 1, 8), (4, 4), None, 2)
+    with pytest.raises(ConfigError, match="backend"):
+        load_model("masklet-nano", backend="tensorrt")
+    assert main(["export", "onnx", "--model", "masklet-nano", "--out", str(tmp_path / "x"), "--parts", "video"]) == 2
+    assert main(["export", "onnx", "--model", "masklet-nano", "--out", str(tmp_path / "y"), "--dtype", "bfloat16"]) == 2

@@ -48,9 +48,12 @@ class OrtSam2Model(Sam2Model):
                 self.sessions[name] = ort.InferenceSession(str(folder / file), options, providers=["CPUExecutionProvider"])
         self._positions: dict[tuple, torch.Tensor] = {}
 
-    def _run(self, part: str, **inputs: torch.Tensor) -> list[torch.Tensor]:
+    def _require(self, part: str) -> None:
         if part not in self.sessions:
             raise InvalidInputError(f"the ONNX export has no {part} model; export it with --parts including it")
+
+    def _run(self, part: str, **inputs: torch.Tensor) -> list[torch.Tensor]:
+        self._require(part)
         feed = {k: (v.detach().cpu().numpy() if v.dtype == torch.int32 else _np(v)) for k, v in inputs.items()}
         return [torch.from_numpy(o) for o in self.sessions[part].run(None, feed)]
 
@@ -163,6 +166,7 @@ class OrtSam2Model(Sam2Model):
                 raise InvalidInputError("the ONNX Runtime backend needs a model with directly_add_no_mem_embed")
             return super().condition_on_memory(frame_idx, is_init_cond_frame, vision_feat, vision_pos, feat_size,
                                                memory_frames, num_frames, track_in_reverse)
+        self._require("memory_attention")
         b = vision_feat.shape[1]
         memory, memory_pos, num_ptr = self._gather_memory(frame_idx, memory_frames, num_frames, track_in_reverse, b,
                                                           vision_feat.device)
