@@ -17,9 +17,14 @@ import time
 import numpy as np
 import torch
 
+import importlib.util  # noqa: E402
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, _HERE)
-import video_predictor as vb  # noqa: E402  (frames, clicks, interleaved tracking; binds the sam2 stand-in)
+# this file is named onnx.py: its folder must not shadow the onnx package
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+_spec = importlib.util.spec_from_file_location("video_predictor_bench", os.path.join(_HERE, "video_predictor.py"))
+vb = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(vb)  # frames, clicks, interleaved tracking; binds the sam2 stand-in
 from reference.official import build_official_model, official_image_predictor, official_model_dict, save_official_checkpoint  # noqa: E402
 
 import masklet  # noqa: E402
@@ -37,6 +42,19 @@ def interleaved(fns: dict, repeats: int) -> dict[str, float]:
             fn()
             times[name].append(time.perf_counter() - start)
     return {k: statistics.median(v) for k, v in times.items()}
+
+
+def official_encoder_session(official, path: str, threads: int):
+    """The official image encoder exported with the standard torch.onnx.export, in ONNX Runtime."""
+    import onnxruntime
+
+    size = official.image_size
+    with torch.no_grad():
+        torch.onnx.export(official.image_encoder, torch.randn(1, 3, size, size), path, input_names=["pixels"],
+                          opset_version=17, dynamo=False)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
 def main() -> None:
@@ -59,6 +77,7 @@ def main() -> None:
         start = time.perf_counter()
         ort = ort_model(fp32, export_onnx(fp32, os.path.join(tmp, "onnx")), threads=args.threads)
         export_s = time.perf_counter() - start
+        official_ort = official_encoder_session(official, os.path.join(tmp, "official_encoder.onnx"), args.threads)
     models = {"masklet fp32": fp32, "masklet bf16": bf16, "masklet ORT": ort}
     print(f"{args.variant} (random weights), {args.threads} threads, export+session {export_s:.1f} s, "
           f"median of {args.repeats} interleaved runs")
@@ -71,7 +90,10 @@ def main() -> None:
         predictors = {"official fp32": official_image_predictor(official)}
         predictors.update({k: masklet.ImagePredictor(m) for k, m in models.items()})
         with torch.inference_mode():
-            enc = interleaved({k: (lambda p=p: p.set_image(image)) for k, p in predictors.items()}, args.repeats)
+            pixels = np.random.default_rng(0).standard_normal((1, 3, official.image_size, official.image_size), np.float32)
+            runs = {k: (lambda p=p: p.set_image(image)) for k, p in predictors.items()}
+            runs["official ORT"] = lambda: official_ort.run(None, {"pixels": pixels})
+            enc = interleaved(runs, args.repeats)
             clicks = interleaved({k: (lambda p=p: p.predict(**point)) for k, p in predictors.items()}, args.repeats * 5)
         videos = {"official fp32": official}
         videos.update({k: VideoPredictor(m, fill_hole_area=official.fill_hole_area) for k, m in models.items()})
@@ -83,6 +105,8 @@ def main() -> None:
         e, c, v = enc[name], clicks[name], tracked[name]["frame_s"]
         b = [enc[base[0]], clicks[base[0]], tracked[base[0]]["frame_s"]]
         print(f"  {name:15s} {e:10.3f} {b[0] / e:6.2f} {c * 1000:9.2f} {b[1] / c:6.2f} {v:14.3f} {b[2] / v:6.2f}")
+    print(f"  {'official ORT':15s} {enc['official ORT']:10.3f} {enc[base[0]] / enc['official ORT']:6.2f}"
+          "   (encoder only: the official exported with the standard torch.onnx.export)")
     ref = tracked["masklet fp32"]["logits"]
     got = tracked["masklet ORT"]["logits"]
     diff = max(float(((a[2] > 0) != (b[2] > 0)).float().mean()) for a, b in zip(got, ref))
