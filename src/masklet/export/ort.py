@@ -40,6 +40,7 @@ class OrtSam2Model(Sam2Model):
             raise InvalidInputError(f"onnx_dir: {folder} has no {MANIFEST}; write one with masklet export onnx")
         self.manifest = json.loads(manifest.read_text())
         options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only (shape-merge notes of the trunk are harmless)
         if threads is not None:
             options.intra_op_num_threads = threads
         self.sessions: dict[str, Any] = {}
