@@ -889,7 +889,7 @@ class MaskGenerator:
         size = model.image_size
         pixels = preprocess(crop, size, device, model.encoder_dtype)
         levels = model.image_embeddings(model.encode_image(pixels))
-        decoder = _GridDecoder(model, levels)
+        decoder = model.grid_decoder(levels) if hasattr(model, "grid_decoder") else _GridDecoder(model, levels)
         low_hw = (4 * decoder.hw[0], 4 * decoder.hw[1])
         upsampler = _Upsampler(low_hw, (crop_h, crop_w), device)
 

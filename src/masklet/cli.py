@@ -185,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .server.serve import add_parser as add_serve_parser
 
     add_serve_parser(sub)  # masklet serve, in server/serve.py
+    from .export.onnx import add_cli as add_export_cli
+
+    add_export_cli(sub)
     train = sub.add_parser("train", help="train or fine-tune a model on instance masks (needs masklet[train])")
     init = train.add_mutually_exclusive_group(required=True)
     init.add_argument("--model", help="weights to fine-tune: hub name, .pt file or Hugging Face folder")
@@ -513,6 +516,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"saved {run_train(args)}")
         elif args.command == "serve":
             return args.run(args)
+        elif args.command == "export":
+            from .export.onnx import run_cli as run_export
+
+            print(run_export(args))
     except MaskletError as err:
         print(f"masklet {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -42,6 +42,8 @@ def load_model(
     dtype: torch.dtype = torch.float32,
     config: Sam2Config | str | Path | None = None,
     memory_dtype: torch.dtype | None = None,
+    backend: str = "torch",
+    onnx_dir: str | Path | None = None,
 ) -> Sam2Model:
     """Build a SAM2 model and load its weights, in eval mode on ``device``.
 
@@ -58,7 +60,12 @@ def load_model(
     official ``.pt`` file, or a Hugging Face checkpoint (a folder or ``model.safetensors`` file
     with ``config.json`` beside it). ``config`` (a :class:`Sam2Config` or an official-style yaml)
     overrides the config detected from the weights.
+
+    ``backend="onnxruntime"`` (extra ``masklet[onnx]``) returns a model whose networks run in ONNX
+    Runtime on the export in ``onnx_dir`` (exported to a temporary folder when None); float32 only.
     """
+    if backend not in ("torch", "onnxruntime"):
+        raise ConfigError(f"backend must be 'torch' or 'onnxruntime', got {backend!r}")
     for name, value in (("dtype", dtype), ("memory_dtype", memory_dtype or dtype)):
         if value not in (torch.float32, torch.bfloat16, torch.float16):
             raise ConfigError(f"{name} must be torch.float32, torch.bfloat16 or torch.float16, got {value}")
@@ -75,6 +82,10 @@ def load_model(
     model.memory_attention.to(dtype=memory_dtype or dtype)
     if memory_dtype is not None:
         model.memory_encoder.to(dtype=memory_dtype)
+    if backend == "onnxruntime":
+        from .export.ort import ort_model
+
+        return ort_model(model, onnx_dir)
     return model
 
 

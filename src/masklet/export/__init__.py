@@ -1,0 +1,1 @@
+"""Export of masklet models to other runtimes (``masklet.export.onnx``, extra ``masklet[onnx]``)."""

@@ -1,0 +1,221 @@
+"""ONNX export parity: each exported part against masklet's PyTorch modules, and the ONNX Runtime
+backend's ImagePredictor, MaskGenerator and VideoPredictor outputs against the PyTorch backend."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+from masklet import ImagePredictor, load_model  # noqa: E402
+from masklet.amg import MaskGenerator  # noqa: E402
+from masklet.export.onnx import export_onnx  # noqa: E402
+from masklet.export.ort import OrtSam2Model  # noqa: E402
+from masklet.transforms import preprocess  # noqa: E402
+from masklet.video import VideoPredictor  # noqa: E402
+from reference.official import SMALL  # noqa: E402
+from reference.pairs import make_pair, test_image  # noqa: E402
+
+ATOL = 1e-4
+
+
+def close(a, b, what: str, atol: float = ATOL) -> None:
+    diff = float((torch.as_tensor(a).float() - torch.as_tensor(b).float()).abs().max())
+    assert diff <= atol, f"{what}: max abs diff {diff:.3g}"
+
+
+@pytest.fixture(scope="module", params=["small", "nano"])
+def pair(request, tmp_path_factory):
+    """(PyTorch model, ONNX Runtime model) on seeded random tiny weights or masklet-nano."""
+    if request.param == "small":
+        _, model = make_pair("sam2.1-hiera-tiny", seed=7, **SMALL)
+    else:
+        model = load_model("masklet-nano")
+    out = export_onnx(model, tmp_path_factory.mktemp(f"onnx-{request.param}"), source=request.param)
+    return model, OrtSam2Model(model, out)
+
+
+def test_manifest_describes_parts(pair):
+    model, ort = pair
+    manifest = ort.manifest
+    assert set(manifest["parts"]) == {"encoder", "decoder", "memory_attention", "memory_encoder"}
+    assert manifest["preprocess"]["image_size"] == model.image_size
+    dec = manifest["parts"]["decoder"]
+    assert [i["name"] for i in dec["inputs"]] == [s.name for s in ort.sessions["decoder"].get_inputs()]
+    json.dumps(manifest)
+
+
+def test_encoder_parity(pair):
+    model, ort = pair
+    pixels = preprocess(test_image(300, 200, seed=1), model.image_size, torch.device("cpu"), torch.float32)
+    with torch.inference_mode():
+        ref = model.encode_image(pixels)
+        got = ort.encode_image(pixels)
+        for i, (a, b) in enumerate(zip(got.levels, ref.levels)):
+            close(a, b, f"level {i}")
+        close(got.positions[-1], ref.positions[-1], "position")
+        close(ort.image_embeddings(got)[-1], model.image_embeddings(ref)[-1], "image embedding")
+
+
+@pytest.mark.parametrize("objects,points,with_mask", [(1, 1, False), (3, 2, False), (2, 5, True), (4, 3, True)])
+def test_decoder_parity(pair, objects, points, with_mask):
+    model, ort = pair
+    e, s = model.config.embedding_size, model.image_size
+    g = torch.Generator().manual_seed(objects * 10 + points)
+    pixels = preprocess(test_image(s, s, seed=2), s, torch.device("cpu"), torch.float32)
+    with torch.inference_mode():
+        levels = model.image_embeddings(model.encode_image(pixels))
+        coords = torch.rand(objects, points, 2, generator=g) * s
+        labels = torch.randint(0, 4, (objects, points), generator=g, dtype=torch.int32)
+        mask = torch.randn(objects, 1, 4 * e, 4 * e, generator=g) * 5 if with_mask else None
+        for multimask in (True, False):
+            ref = model.decode_masks(levels[-1], levels[:-1], (coords, labels), mask, multimask)
+            got = ort.decode_masks(levels[-1], levels[:-1], (coords, labels), mask, multimask)
+            for name, a, b in zip(("masks", "iou", "object logits"), got, ref):
+                close(a, b, f"{name} (multimask={multimask})")
+        # per-object image maps (the video path) and the object pointers
+        per_obj = [lv.expand(objects, -1, -1, -1) + 0.1 * torch.randn(objects, *lv.shape[1:], generator=g) for lv in levels]
+        inputs = {"point_coords": coords, "point_labels": labels}
+        for multimask in (True, False):
+            ref = model.forward_sam_heads(per_obj[-1], inputs, mask, per_obj[:-1], multimask)
+            got = ort.forward_sam_heads(per_obj[-1], inputs, mask, per_obj[:-1], multimask)
+            for name in ("low_res_masks", "ious", "obj_ptr", "object_score_logits"):
+                close(getattr(got, name), getattr(ref, name), f"{name} (multimask={multimask})")
+
+
+@pytest.mark.parametrize("objects,frames,ptrs,shared", [(1, 1, 1, True), (3, 2, 4, True), (2, 3, 7, False)])
+def test_memory_attention_parity(pair, objects, frames, ptrs, shared):
+    model, ort = pair
+    c = model.config
+    hw, split = c.embedding_size**2, max(1, c.hidden_dim // c.mem_dim)
+    g = torch.Generator().manual_seed(frames * 7 + ptrs)
+    cb = 1 if shared else objects
+    curr, curr_pos = torch.randn(hw, cb, c.hidden_dim, generator=g), torch.randn(hw, cb, c.hidden_dim, generator=g)
+    n_mem, n_ptr = frames * hw, ptrs * split
+    memory = torch.randn(n_mem + n_ptr, objects, c.mem_dim, generator=g)
+    memory_pos = torch.randn(n_mem + n_ptr, objects, c.mem_dim, generator=g)
+    with torch.inference_mode():
+        ref = model.memory_attention(curr=curr, memory=memory, curr_pos=curr_pos, memory_pos=memory_pos, num_obj_ptr_tokens=n_ptr)
+        ref = ref.permute(1, 2, 0).reshape(objects, c.hidden_dim, c.embedding_size, c.embedding_size)
+        (got,) = ort._run("memory_attention", curr=curr, curr_pos=curr_pos, memory=memory[:n_mem],
+                          memory_pos=memory_pos[:n_mem], obj_ptrs=memory[n_mem:], obj_ptrs_pos=memory_pos[n_mem:])
+    close(got, ref, "memory attention")
+
+
+@pytest.mark.parametrize("objects", [1, 3])
+def test_memory_encoder_parity(pair, objects):
+    model, ort = pair
+    c = model.config
+    g = torch.Generator().manual_seed(objects)
+    pix = torch.randn(objects, c.hidden_dim, c.embedding_size, c.embedding_size, generator=g)
+    masks = torch.randn(objects, 1, c.image_size, c.image_size, generator=g) * 4
+    scores = torch.tensor([[3.0], [-2.0], [0.5]])[:objects]
+    with torch.inference_mode():
+        for from_pts in (True, False):
+            ref = model.encode_memory(pix, masks, scores, from_pts, non_overlap=False)
+            got = ort.encode_memory(pix, masks, scores, from_pts, non_overlap=False)
+            close(got[0], ref[0], f"memory features (from points={from_pts})")
+            close(got[1], ref[1], "memory position")
+
+
+def _same_away_from_threshold(got_logits, ref_logits, what: str, margin: float = 1e-2) -> None:
+    got, ref = torch.as_tensor(got_logits), torch.as_tensor(ref_logits)
+    sure = ref.abs() > margin
+    assert bool(((got > 0) == (ref > 0))[sure].all()), f"{what}: binary masks differ away from the threshold"
+    assert 0 < float((ref > 0).float().mean()) < 1, f"{what}: degenerate masks prove nothing"
+
+
+def test_image_predictor_backend(pair):
+    model, ort = pair
+    image = test_image(240, 320, seed=3)
+    preds = [ImagePredictor(m) for m in (model, ort)]
+    for p in preds:
+        p.set_image(image)
+    boxes = np.array([[20, 30, 200, 180], [150, 60, 300, 220]], dtype=np.float32)
+    clicks = np.array([[[100, 100]], [[220, 140]]], dtype=np.float32)
+    outs = [p.predict(point_coords=clicks, point_labels=np.ones((2, 1)), box=boxes, multimask_output=True,
+                      return_logits=True) for p in preds]
+    _same_away_from_threshold(outs[1][0], outs[0][0], "two objects")
+    close(outs[1][1], outs[0][1], "scores")
+    # refinement: a second click with the previous low-res logits as mask prompt
+    best = outs[0][1].argmax(-1)
+    prev = outs[0][2][np.arange(2), best][:, None]
+    refine = [p.predict(point_coords=np.concatenate([clicks, clicks + 15], 1), point_labels=np.array([[1, 0], [1, 1]]),
+                        mask_input=prev, multimask_output=False, return_logits=True) for p in preds]
+    _same_away_from_threshold(refine[1][0], refine[0][0], "refinement")
+
+
+def test_mask_generator_backend(pair):
+    model, ort = pair
+    image = test_image(128, 160, seed=4)
+    kwargs = dict(points_per_side=8, points_per_batch=32, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    ref = MaskGenerator(model, **kwargs).generate(image)
+    got = MaskGenerator(ort, **kwargs).generate(image)
+    assert len(ref) > 0 and len(got) == len(ref)
+    for a, b in zip(got, ref):
+        agree = float((a["segmentation"] == b["segmentation"]).mean())
+        assert agree > 0.999, f"AMG mask agreement {agree}"
+        assert abs(a["predicted_iou"] - b["predicted_iou"]) < 1e-3
+
+
+def test_video_predictor_backend(pair):
+    model, ort = pair
+    frames = [test_image(96, 128, seed=10 + (t // 2)) for t in range(4)]
+    results = []
+    for m in (model, ort):
+        vp = VideoPredictor(m)
+        state = vp.init_state(frames)
+        vp.add_new_points_or_box(state, 0, 1, points=[[40, 40]], labels=[1])
+        vp.add_new_points_or_box(state, 0, 2, box=[60, 30, 120, 90])
+        vp.add_new_points_or_box(state, 2, 1, points=[[40, 40], [70, 50]], labels=[1, 0])  # a correction
+        results.append([f.mask_logits for f in vp.propagate_in_video(state)])
+    assert len(results[0]) == len(results[1]) == len(frames)
+    for t, (a, b) in enumerate(zip(results[1], results[0])):
+        _same_away_from_threshold(a, b, f"frame {t}", margin=1e-2)
+
+
+def test_stream_tracker_backend(pair):
+    from masklet.video import StreamTracker
+
+    model, ort = pair
+    frames = [test_image(96, 128, seed=20 + (t // 2)) for t in range(4)]
+    results = []
+    for m in (model, ort):
+        tracker = StreamTracker(m)
+        out = [tracker.track(frames[0])]
+        out.append(tracker.add_points(1, [[50, 40]], [1]))
+        out.append(tracker.add_box(2, [10, 10, 60, 70]))
+        out += [tracker.track(f) for f in frames[1:]]
+        results.append([o.mask_logits for o in out[1:]])
+    for t, (a, b) in enumerate(zip(results[1], results[0])):
+        _same_away_from_threshold(a, b, f"stream step {t}")
+
+
+def test_load_model_backend_and_cli(tmp_path):
+    from masklet.cli import main
+    from masklet.errors import ConfigError, InvalidInputError
+
+    assert main(["export", "onnx", "--model", "masklet-nano", "--out", str(tmp_path), "--parts", "encoder,decoder"]) == 0
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert set(manifest["parts"]) == {"encoder", "decoder"} and manifest["source"] == "masklet-nano"
+    ort = load_model("masklet-nano", backend="onnxruntime", onnx_dir=tmp_path)
+    assert isinstance(ort, OrtSam2Model)
+    ref = load_model("masklet-nano")
+    image = test_image(100, 140, seed=5)
+    outs = []
+    for m in (ref, ort):
+        p = ImagePredictor(m)
+        p.set_image(image)
+        outs.append(p.predict(point_coords=[[70, 50]], point_labels=[1], return_logits=True))
+    _same_away_from_threshold(outs[1][0], outs[0][0], "load_model backend")
+    with pytest.raises(InvalidInputError, match="memory_attention model"):
+        ort.condition_on_memory(1, False, torch.zeros(16, 1, 8), torch.zeros(16, 1, 8), (4, 4), None, 2)
+    with pytest.raises(ConfigError, match="backend"):
+        load_model("masklet-nano", backend="tensorrt")
+    assert main(["export", "onnx", "--model", "masklet-nano", "--out", str(tmp_path / "x"), "--parts", "video"]) == 2
+    assert main(["export", "onnx", "--model", "masklet-nano", "--out", str(tmp_path / "y"), "--dtype", "bfloat16"]) == 2
