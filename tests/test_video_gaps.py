@@ -5,6 +5,10 @@ Each case runs the same prompts through the official ``SAM2VideoPredictor`` and 
 ``VideoPredictor`` holding the same weights and asserts that the outputs agree, and that the
 case really exercises what it is about (absent and present outputs both occur, the option
 changes the output, the logits pass the clamp).
+
+Planted-bug check (issue 15): removing the no-object pointer mix fails these cases; removing
+the no-object spatial embedding still SURVIVES them (open: the SAM2.1 case needs non-degenerate
+masks, e.g. on masklet-nano); the no-object score fill was not checked before the deadline.
 """
 
 from __future__ import annotations
