@@ -88,7 +88,7 @@ def resolve_checkpoint(name_or_path: str | Path) -> Path:
     key = str(name_or_path).removeprefix("facebook/")
     if key not in HUB_CHECKPOINTS:
         raise ModelNotFoundError(
-            f"{name_or_path!r} is neither an existing file or folder nor a known model name; "
+            f"{str(name_or_path)!r} is neither an existing file or folder nor a known model name; "
             f"known names: {', '.join([*PACKAGED_CHECKPOINTS, *HUB_CHECKPOINTS])}"
         )
     repo, filename = HUB_CHECKPOINTS[key]
