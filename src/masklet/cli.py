@@ -190,12 +190,18 @@ def build_parser() -> argparse.ArgumentParser:
     amg_source.add_argument("--model", default=None, help=_MODEL_HELP)
     amg_source.add_argument("--checkpoint", type=Path, help="local checkpoint: official .pt or Hugging Face folder")
     amg.add_argument("--config", type=Path, help="official-style yaml config for a non-standard checkpoint")
-    amg.add_argument("--points-per-side", type=int, default=32, help="grid points per image side (default 32)")
-    amg.add_argument("--pred-iou-thresh", type=float, default=0.8, help="predicted-IoU filter (default 0.8)")
-    amg.add_argument("--stability-score-thresh", type=float, default=0.95, help="stability filter (default 0.95)")
-    amg.add_argument("--crop-n-layers", type=int, default=0, help="layers of overlapping crops (default 0)")
-    amg.add_argument("--min-mask-region-area", type=float, default=0,
+    # defaults: the model's recommended options (STEM.amg.json beside it), else MaskGenerator's own
+    amg.add_argument("--points-per-side", type=int, help="grid points per image side (default 32)")
+    amg.add_argument("--pred-iou-thresh", type=float,
+                     help="predicted-IoU filter (default 0.8; masklet-nano recommends its own)")
+    amg.add_argument("--stability-score-thresh", type=float,
+                     help="stability filter (default 0.95; masklet-nano recommends its own)")
+    amg.add_argument("--mask-nms-thresh", type=float,
+                     help="drop masks whose mask IoU with a better one exceeds this (default 0: off, as the official)")
+    amg.add_argument("--crop-n-layers", type=int, help="layers of overlapping crops (default 0)")
+    amg.add_argument("--min-mask-region-area", type=float,
                      help="fill holes and remove islands smaller than this many pixels (default 0: off)")
+    amg.add_argument("--progress", action="store_true", help="report progress on stderr (prompts decoded)")
     amg.add_argument("--use-m2m", action="store_true", help="refine every mask once with its own logits")
     amg.add_argument("--device", default="cpu", help="torch device (default cpu)")
 
@@ -372,6 +378,41 @@ def run_segment(args: argparse.Namespace) -> dict:
     return summary
 
 
+_AMG_OPTIONS = ("points_per_side", "pred_iou_thresh", "stability_score_thresh", "mask_nms_thresh",
+                "crop_n_layers", "min_mask_region_area")
+
+
+def amg_options(source: str, args: argparse.Namespace | None = None) -> tuple[dict, dict[str, str]]:
+    """MaskGenerator options: explicit ones, else the model's recommended ones, else the library
+    defaults; returns the options and where each came from ("option", the source, "default")."""
+    import inspect
+
+    from .amg import MaskGenerator
+    from .weights import recommended_amg_options
+
+    defaults = {k: p.default for k, p in inspect.signature(MaskGenerator).parameters.items()}
+    recommended = recommended_amg_options(source)
+    options: dict = {}
+    origin: dict[str, str] = {}
+    for name in _AMG_OPTIONS:
+        given = None if args is None else getattr(args, name, None)
+        if given is not None:
+            options[name], origin[name] = given, "option"
+        elif name in recommended:
+            value = recommended[name]
+            options[name] = int(value) if isinstance(defaults[name], int) and value.is_integer() else value
+            origin[name] = Path(source).name if Path(source).exists() else source
+        else:
+            options[name], origin[name] = defaults[name], "default"
+    return options, origin
+
+
+def _stderr_progress(done: int, total: int) -> None:
+    """A one-line progress report on stderr, rewritten in place."""
+    end = "\n" if done >= total else ""
+    print(f"\rmasklet amg: {done}/{total} prompts ({100 * done // max(total, 1)}%)", end=end, file=sys.stderr, flush=True)
+
+
 def run_amg(args: argparse.Namespace) -> dict:
     """Run ``masklet amg``: write ``STEM.json`` (COCO format) and ``STEM_overlay.png``; returns the JSON."""
     from .amg import MaskGenerator
@@ -381,15 +422,11 @@ def run_amg(args: argparse.Namespace) -> dict:
     image = load_image(args.image)
     source = _model_source(args)
     model = _load_model(args)
+    options, origin = amg_options(source, args)
+    args.amg_options = {k: (v, origin[k]) for k, v in options.items()}
     generator = MaskGenerator(
-        model,
-        points_per_side=args.points_per_side,
-        pred_iou_thresh=args.pred_iou_thresh,
-        stability_score_thresh=args.stability_score_thresh,
-        crop_n_layers=args.crop_n_layers,
-        min_mask_region_area=args.min_mask_region_area,
-        use_m2m=args.use_m2m,
-        output_mode="coco_rle",
+        model, **options, use_m2m=args.use_m2m, output_mode="coco_rle",
+        progress=_stderr_progress if args.progress else False,
     )
     records = generator.generate(image)
 
@@ -560,7 +597,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"wrote {len(summary['masks'])} mask(s) to {args.out} (best score {best['score']:.3f})")
         elif args.command == "amg":
             coco = run_amg(args)
+            used = ", ".join(f"{k}={v:g} ({o})" for k, (v, o) in args.amg_options.items())
             print(f"wrote {len(coco['annotations'])} mask(s) to {args.out}")
+            print(f"  options: {used}")
         elif args.command == "track":
             summary = run_track(args)
             ids = ", ".join(str(i) for i in summary["obj_ids"])
@@ -575,7 +614,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"masklet demo with {args.model}:")
             for name, path in written.items():
                 print(f"  {name:12s} {path}")
-            print(f"  ({count} automatic masks)")
+            from .weights import recommended_amg_options
+
+            filters = ", ".join(f"{k}={v:g}" for k, v in recommended_amg_options(args.model).items()) or "defaults"
+            print(f"  ({count} automatic masks; options: {filters})")
         elif args.command == "train":
             print(f"saved {run_train(args)}")
     except MaskletError as err:
