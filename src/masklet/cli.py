@@ -178,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--config", type=Path, help="official-style yaml config for a non-standard checkpoint")
     seg.add_argument("--out", type=Path, required=True, help="output folder")
     seg.add_argument("--single", action="store_true", help="output one mask instead of three candidates")
+    seg.add_argument("--all-candidates", action="store_true",
+                     help="draw every candidate mask in the overlay (labelled by rank and score), not only the best")
     seg.add_argument("--device", default="cpu", help="torch device (default cpu)")
     seg.add_argument("--bf16", action="store_true", help="run the model in bfloat16")
     seg.add_argument("--max-hole-area", type=float, default=0.0, help="fill holes up to this low-res area")
@@ -362,7 +364,11 @@ def run_segment(args: argparse.Namespace) -> dict:
         rle = encode_rle(torch.from_numpy(mask[None]))[0]
         records.append({"mask_png": png.name, "score": float(score), "area": int(mask.sum()), "rle": rle})
     overlay = args.out / f"{stem}_overlay.png"
-    save_image(overlay_masks(image, masks[:1]), overlay)
+    from .annotate import annotate_masks
+
+    shown = len(masks) if args.all_candidates else 1
+    labels = [f"mask{rank} {score:.2f}" for rank, score in enumerate(scores[:shown])]
+    save_image(annotate_masks(image, masks[:shown][::-1], labels[::-1]), overlay)  # the best on top
     summary = {
         "image": str(args.image),
         "height": int(image.shape[0]),
@@ -463,7 +469,11 @@ def run_amg(args: argparse.Namespace) -> dict:
         masks = decode_rle([records[i]["segmentation"] for i in order]).numpy()
     else:
         masks = np.zeros((0, height, width), dtype=bool)
-    save_image(overlay_masks(image, masks), args.out / f"{stem}_overlay.png")
+    from .annotate import annotate_masks
+
+    # labels are the annotation ids of masks.json; a legend only while it stays readable
+    save_image(annotate_masks(image, masks, [str(i + 1) for i in order], legend=len(order) <= 24),
+               args.out / f"{stem}_overlay.png")
     return coco
 
 
@@ -529,7 +539,8 @@ def run_track(args: argparse.Namespace) -> dict:
             with ExitStack() as stack:
                 coco = stack.enter_context(CocoRleWriter(paths["masks.json"], video_name=Path(args.video).name))
                 davis = stack.enter_context(DavisPngWriter(paths["masks/"]))
-                overlay = None if args.no_video else stack.enter_context(OverlayVideoWriter(paths["overlay.mp4"], fps=args.fps))
+                overlay = None if args.no_video else stack.enter_context(
+                    OverlayVideoWriter(paths["overlay.mp4"], fps=args.fps, annotate=True))
                 # the overlay needs increasing frame indices: stream it only when tracking forward once
                 streamed = overlay if directions == [False] else None
                 began = time.perf_counter()
