@@ -367,8 +367,8 @@ def run_segment(args: argparse.Namespace) -> dict:
     from .annotate import annotate_masks
 
     shown = len(masks) if args.all_candidates else 1
-    labels = [f"mask{rank} {score:.2f}" for rank, score in enumerate(scores[:shown])]
-    save_image(annotate_masks(image, masks[:shown][::-1], labels[::-1]), overlay)  # the best on top
+    tags = [f"mask{rank} {score:.2f}" for rank, score in enumerate(scores[:shown])]
+    save_image(annotate_masks(image, masks[:shown][::-1], tags[::-1]), overlay)  # the best on top
     summary = {
         "image": str(args.image),
         "height": int(image.shape[0]),
