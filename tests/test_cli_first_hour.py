@@ -3,7 +3,6 @@ duplicate masks, project files. Each test asserts exit codes and messages; all r
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -80,11 +79,12 @@ def test_version_has_one_source(capsys):
     assert not re.search(r'^version = "', pyproject, re.M)
 
 
-def test_help_mentions_the_packaged_model():
+def test_help_mentions_the_packaged_model(capsys):
     for argv in ([], ["segment"], ["amg"], ["track"]):
-        result = subprocess.run([sys.executable, "-m", "masklet", *argv, "--help"], capture_output=True, text=True,
-                                env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
-        assert result.returncode == 0 and "masklet-nano" in result.stdout, argv
+        with pytest.raises(SystemExit) as exit_info:
+            main([*argv, "--help"])
+        assert exit_info.value.code == 0
+        assert "masklet-nano" in " ".join(capsys.readouterr().out.split()), argv
 
 
 def test_offline_error_names_the_cli_options(photo, tmp_path, capsys, monkeypatch):

@@ -327,10 +327,11 @@ def run_segment(args: argparse.Namespace) -> dict:
     """Run ``masklet segment`` and return the JSON summary it writes."""
     import torch
 
-    from .image import ImagePredictor
-    from .io import load_image, overlay_masks, save_image, save_mask_png
-    from .masks import encode_rle
+    from .annotate import annotate_masks
     from .errors import InvalidInputError
+    from .image import ImagePredictor
+    from .io import load_image, save_image, save_mask_png
+    from .masks import encode_rle
 
     if not args.point and args.box is None:
         raise InvalidInputError("no prompt: give at least one --point X,Y[,LABEL] or a --box X0,Y0,X1,Y1")
@@ -364,8 +365,6 @@ def run_segment(args: argparse.Namespace) -> dict:
         rle = encode_rle(torch.from_numpy(mask[None]))[0]
         records.append({"mask_png": png.name, "score": float(score), "area": int(mask.sum()), "rle": rle})
     overlay = args.out / f"{stem}_overlay.png"
-    from .annotate import annotate_masks
-
     shown = len(masks) if args.all_candidates else 1
     tags = [f"mask{rank} {score:.2f}" for rank, score in enumerate(scores[:shown])]
     save_image(annotate_masks(image, masks[:shown][::-1], tags[::-1]), overlay)  # the best on top
@@ -422,7 +421,8 @@ def _stderr_progress(done: int, total: int) -> None:
 def run_amg(args: argparse.Namespace) -> dict:
     """Run ``masklet amg``: write ``STEM.json`` (COCO format) and ``STEM_overlay.png``; returns the JSON."""
     from .amg import MaskGenerator
-    from .io import load_image, overlay_masks, save_image
+    from .annotate import annotate_masks
+    from .io import load_image, save_image
     from .masks import decode_rle
 
     image = load_image(args.image)
@@ -469,8 +469,6 @@ def run_amg(args: argparse.Namespace) -> dict:
         masks = decode_rle([records[i]["segmentation"] for i in order]).numpy()
     else:
         masks = np.zeros((0, height, width), dtype=bool)
-    from .annotate import annotate_masks
-
     # labels are the annotation ids of masks.json; a legend only while it stays readable
     save_image(annotate_masks(image, masks, [str(i + 1) for i in order], legend=len(order) <= 24),
                args.out / f"{stem}_overlay.png")
