@@ -1,12 +1,15 @@
 # One-command set-up and tests on a fresh machine (CPU). torch is pinned first: an unpinned torch
 # would pull gigabytes of CUDA packages. The official sam2 package is a test oracle only; it is
 # installed without its dependencies because it requires torchvision, which masklet does not need.
-PYTHON ?= python
+# The active virtual environment's python, else python3 (plain Debian/Ubuntu has no `python`).
+PYTHON ?= $(shell if [ -n "$$VIRTUAL_ENV" ]; then echo "$$VIRTUAL_ENV/bin/python"; else command -v python3 || command -v python; fi)
+# CPU-only torch wheels by default; on a GPU machine: make install TORCH_INDEX=https://download.pytorch.org/whl/cu126
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: install install-demo install-test demo test bench
 
 install:
-	$(PYTHON) -m pip install --quiet torch==2.13.0
+	$(PYTHON) -m pip install --quiet torch==2.13.0 --index-url $(TORCH_INDEX)
 	$(PYTHON) -m pip install --quiet -e .
 
 install-demo: install
@@ -17,6 +20,7 @@ demo: install-demo
 	$(PYTHON) -m masklet demo --out masklet-demo
 
 install-test: install
+	@echo 'note: pip may report "sam2 1.1.0 requires torchvision, which is not installed": expected, sam2 is a test oracle installed without its dependencies'
 	$(PYTHON) -m pip install --quiet --no-deps sam2==1.1.0
 	$(PYTHON) -m pip install --quiet --no-deps ultralytics==8.4.190
 	$(PYTHON) -m pip install --quiet -e ".[test,server,client]"

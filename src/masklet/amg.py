@@ -736,6 +736,9 @@ class MaskGenerator:
     - ``use_m2m``: refine every mask once with its own low-resolution logits as mask prompt.
     - ``multimask_output``: three masks per point (else one, chosen by stability).
     - ``progress``: a callable ``progress(done, total)`` (prompts decoded) or True for a tqdm bar.
+    - ``mask_nms_thresh`` (masklet option, default 0: off, the official results): if > 0, drop a
+      mask whose mask IoU with a higher-scored kept mask exceeds it (copies of one shape that
+      stray pixels keep apart under box NMS); see :func:`masklet.mask_nms.mask_iou_nms`.
     """
 
     def __init__(
@@ -758,6 +761,7 @@ class MaskGenerator:
         use_m2m: bool = False,
         multimask_output: bool = True,
         progress: bool | Callable[[int, int], Any] = False,
+        mask_nms_thresh: float = 0.0,
     ) -> None:
         if not isinstance(model, Sam2Model):
             raise InvalidInputError(f"model: expected a masklet Sam2Model (see masklet.load_model), got {type(model).__name__}")
@@ -801,6 +805,8 @@ class MaskGenerator:
                 raise InvalidInputError(f"{name}: expected a finite number, got {value!r}")
         if not _is_real(min_mask_region_area) or not min_mask_region_area >= 0 or math.isinf(min_mask_region_area):
             raise InvalidInputError(f"min_mask_region_area: expected a number >= 0, got {min_mask_region_area!r}")
+        if not _is_real(mask_nms_thresh) or not 0.0 <= mask_nms_thresh <= 1.0:
+            raise InvalidInputError(f"mask_nms_thresh: expected a number in [0, 1] (0: off), got {mask_nms_thresh!r}")
         if output_mode not in OUTPUT_MODES:
             raise InvalidInputError(f"output_mode: expected one of {', '.join(OUTPUT_MODES)}, got {output_mode!r}")
         for name, value in (("use_m2m", use_m2m), ("multimask_output", multimask_output)):
@@ -835,6 +841,7 @@ class MaskGenerator:
         self.use_m2m = bool(use_m2m)
         self.multimask_output = bool(multimask_output)
         self.progress = progress
+        self.mask_nms_thresh = float(mask_nms_thresh)
 
     # ------------------------------------------------------------------ public
 
@@ -871,7 +878,12 @@ class MaskGenerator:
                 crops = [
                     self._process_crop(img, box, layer, reporter) for box, layer in zip(crop_boxes, layer_idxs)
                 ]
-                return self._finish(crops, crop_boxes, (orig_h, orig_w))
+                records = self._finish(crops, crop_boxes, (orig_h, orig_w))
+            if self.mask_nms_thresh > 0:
+                from .mask_nms import mask_iou_nms
+
+                records = mask_iou_nms(records, self.mask_nms_thresh)
+            return records
         finally:
             reporter.close()
 

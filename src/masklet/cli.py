@@ -27,7 +27,59 @@ def _floats(text: str, count: tuple[int, ...], what: str) -> list[float]:
 
 
 def _point(text: str) -> list[float]:
-    return _floats(text, (2, 3), "--point")
+    values = _floats(text, (2, 3), "--point")
+    if len(values) == 3 and values[2] not in (0, 1):
+        raise argparse.ArgumentTypeError(f"--point {text!r}: LABEL must be 1 (foreground) or 0 (background)")
+    return values
+
+
+_DEFAULT_MODEL = "sam2.1-hiera-tiny"
+_MODEL_HELP = (f"hub model name (default {_DEFAULT_MODEL}, downloaded once); offline, use the packaged "
+               "--model masklet-nano or --checkpoint PATH")
+
+
+def _model_source(args: argparse.Namespace) -> str:
+    """The model the options name, as a plain string (a path prints as a path, not a repr)."""
+    return str(args.checkpoint) if args.checkpoint is not None else (args.model or _DEFAULT_MODEL)
+
+
+def _load_model(args: argparse.Namespace, **kwargs):
+    """Load the model the CLI options name; an unreachable hub says which options work offline."""
+    from .errors import ModelNotFoundError
+    from .weights import load_model
+
+    source = _model_source(args)
+    try:
+        return load_model(source, device=args.device, config=args.config, **kwargs)
+    except ModelNotFoundError as err:
+        if args.checkpoint is not None or "Hugging Face" not in str(err):
+            raise
+        raise ModelNotFoundError(
+            f"{source} is not in the local cache and the hub cannot be reached; offline, pass "
+            f"--model masklet-nano (packaged) or --checkpoint PATH to a downloaded .pt"
+        ) from None
+
+
+def _check_inside(what: str, values: Sequence[float], height: int, width: int) -> None:
+    """Points and boxes must lie within the image (pixels 0..W, 0..H)."""
+    from .errors import InvalidInputError
+
+    xs, ys = values[0:4:2], values[1:4:2]
+    if not all(0 <= x <= width for x in xs) or not all(0 <= y <= height for y in ys):
+        raise InvalidInputError(
+            f"{what} lies outside the image, which is {width}x{height} (WxH): x must be in 0..{width}, y in 0..{height}"
+        )
+
+
+def _join_negative(argv: Sequence[str]) -> list[str]:
+    """``--point -10,-10`` -> ``--point=-10,-10``: argparse would read the value as an option."""
+    out: list[str] = []
+    for token in argv:
+        if out and out[-1] in ("--point", "--box", "--prompt") and token[:1] == "-" and token[1:2].isdigit():
+            out[-1] = f"{out[-1]}={token}"
+        else:
+            out.append(token)
+    return out
 
 
 def _box(text: str) -> list[float]:
@@ -107,7 +159,12 @@ def _prompt_sets(prompts: Sequence[_Prompt]) -> dict[tuple[int, int], dict]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="masklet", description="Segment Anything 2 from the command line.")
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="masklet", description="Segment Anything 2 from the command line.",
+        epilog="Works offline with the packaged model: --model masklet-nano (small, trained on synthetic scenes).")
+    parser.add_argument("--version", action="version", version=f"masklet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     seg = sub.add_parser("segment", help="segment one object of an image from points and/or a box")
@@ -116,11 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a click in image pixels; LABEL 1 = foreground (default), 0 = background; repeatable")
     seg.add_argument("--box", type=_box, metavar="X0,Y0,X1,Y1", help="a box in image pixels")
     source = seg.add_mutually_exclusive_group()
-    source.add_argument("--model", default=None, help="hub model name, e.g. sam2.1-hiera-tiny (the default)")
+    source.add_argument("--model", default=None, help=_MODEL_HELP)
     source.add_argument("--checkpoint", type=Path, help="local checkpoint: official .pt or Hugging Face folder")
     seg.add_argument("--config", type=Path, help="official-style yaml config for a non-standard checkpoint")
     seg.add_argument("--out", type=Path, required=True, help="output folder")
     seg.add_argument("--single", action="store_true", help="output one mask instead of three candidates")
+    seg.add_argument("--all-candidates", action="store_true",
+                     help="draw every candidate mask in the overlay (labelled by rank and score), not only the best")
     seg.add_argument("--device", default="cpu", help="torch device (default cpu)")
     seg.add_argument("--bf16", action="store_true", help="run the model in bfloat16")
     seg.add_argument("--max-hole-area", type=float, default=0.0, help="fill holes up to this low-res area")
@@ -131,15 +190,21 @@ def build_parser() -> argparse.ArgumentParser:
     amg.add_argument("image", help="image file (any format Pillow reads)")
     amg.add_argument("--out", type=Path, required=True, help="output folder")
     amg_source = amg.add_mutually_exclusive_group()
-    amg_source.add_argument("--model", default=None, help="hub model name, e.g. sam2.1-hiera-tiny (the default)")
+    amg_source.add_argument("--model", default=None, help=_MODEL_HELP)
     amg_source.add_argument("--checkpoint", type=Path, help="local checkpoint: official .pt or Hugging Face folder")
     amg.add_argument("--config", type=Path, help="official-style yaml config for a non-standard checkpoint")
-    amg.add_argument("--points-per-side", type=int, default=32, help="grid points per image side (default 32)")
-    amg.add_argument("--pred-iou-thresh", type=float, default=0.8, help="predicted-IoU filter (default 0.8)")
-    amg.add_argument("--stability-score-thresh", type=float, default=0.95, help="stability filter (default 0.95)")
-    amg.add_argument("--crop-n-layers", type=int, default=0, help="layers of overlapping crops (default 0)")
-    amg.add_argument("--min-mask-region-area", type=float, default=0,
+    # defaults: the model's recommended options (STEM.amg.json beside it), else MaskGenerator's own
+    amg.add_argument("--points-per-side", type=int, help="grid points per image side (default 32)")
+    amg.add_argument("--pred-iou-thresh", type=float,
+                     help="predicted-IoU filter (default 0.8; masklet-nano recommends its own)")
+    amg.add_argument("--stability-score-thresh", type=float,
+                     help="stability filter (default 0.95; masklet-nano recommends its own)")
+    amg.add_argument("--mask-nms-thresh", type=float,
+                     help="drop masks whose mask IoU with a better one exceeds this (default 0: off, as the official)")
+    amg.add_argument("--crop-n-layers", type=int, help="layers of overlapping crops (default 0)")
+    amg.add_argument("--min-mask-region-area", type=float,
                      help="fill holes and remove islands smaller than this many pixels (default 0: off)")
+    amg.add_argument("--progress", action="store_true", help="report progress on stderr (prompts decoded)")
     amg.add_argument("--use-m2m", action="store_true", help="refine every mask once with its own logits")
     amg.add_argument("--device", default="cpu", help="torch device (default cpu)")
     amg.add_argument("--server", metavar="URL", help="run on a masklet server (masklet serve) instead; key from MASKLET_API_KEY")
@@ -160,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     track.add_argument("--max-frames", type=_index, metavar="N",
                        help="track at most N frames beyond the start frame (default: to the end of the video)")
     track_source = track.add_mutually_exclusive_group()
-    track_source.add_argument("--model", default=None, help="hub model name, e.g. sam2.1-hiera-tiny (the default)")
+    track_source.add_argument("--model", default=None, help=_MODEL_HELP)
     track_source.add_argument("--checkpoint", type=Path, help="local checkpoint: official .pt or Hugging Face folder")
     track.add_argument("--config", type=Path, help="official-style yaml config for a non-standard checkpoint")
     track.add_argument("--device", default="cpu", help="torch device (default cpu)")
@@ -288,21 +353,26 @@ def run_segment(args: argparse.Namespace) -> dict:
     """Run ``masklet segment`` and return the JSON summary it writes."""
     import torch
 
+    from .annotate import annotate_masks
+    from .errors import InvalidInputError
     from .image import ImagePredictor
-    from .io import load_image, overlay_masks, save_image, save_mask_png
+    from .io import load_image, save_image, save_mask_png
     from .masks import encode_rle
-    from .weights import load_model
 
     if not args.point and args.box is None:
-        raise SystemExit("masklet segment: give at least one --point or a --box")
+        raise InvalidInputError("no prompt: give at least one --point X,Y[,LABEL] or a --box X0,Y0,X1,Y1")
     image = load_image(args.image)
-    source = args.checkpoint if args.checkpoint is not None else (args.model or "sam2.1-hiera-tiny")
+    for p in args.point:
+        _check_inside(f"--point {','.join(f'{v:g}' for v in p)}", p[:2], image.shape[0], image.shape[1])
+    if args.box is not None:
+        _check_inside(f"--box {','.join(f'{v:g}' for v in args.box)}", args.box, image.shape[0], image.shape[1])
+    source = _model_source(args)
     dtype = torch.bfloat16 if args.bf16 else torch.float32
     if args.server:  # the same run on a masklet server
         predictor = _client(args).image_predictor(
             args.model, max_hole_area=args.max_hole_area, max_sprinkle_area=args.max_sprinkle_area)
     else:
-        model = load_model(source, device=args.device, dtype=dtype, config=args.config)
+        model = _load_model(args, dtype=dtype)
         predictor = ImagePredictor(model, max_hole_area=args.max_hole_area, max_sprinkle_area=args.max_sprinkle_area)
     predictor.set_image(image)
 
@@ -325,7 +395,9 @@ def run_segment(args: argparse.Namespace) -> dict:
         rle = encode_rle(torch.from_numpy(mask[None]))[0]
         records.append({"mask_png": png.name, "score": float(score), "area": int(mask.sum()), "rle": rle})
     overlay = args.out / f"{stem}_overlay.png"
-    save_image(overlay_masks(image, masks[:1]), overlay)
+    shown = len(masks) if args.all_candidates else 1
+    tags = [f"mask{rank} {score:.2f}" for rank, score in enumerate(scores[:shown])]
+    save_image(annotate_masks(image, masks[:shown][::-1], tags[::-1]), overlay)  # the best on top
     summary = {
         "image": str(args.image),
         "height": int(image.shape[0]),
@@ -341,26 +413,59 @@ def run_segment(args: argparse.Namespace) -> dict:
     return summary
 
 
+_AMG_OPTIONS = ("points_per_side", "pred_iou_thresh", "stability_score_thresh", "mask_nms_thresh",
+                "crop_n_layers", "min_mask_region_area")
+
+
+def amg_options(source: str, args: argparse.Namespace | None = None) -> tuple[dict, dict[str, str]]:
+    """MaskGenerator options: explicit ones, else the model's recommended ones, else the library
+    defaults; returns the options and where each came from ("option", the source, "default")."""
+    import inspect
+
+    from .amg import MaskGenerator
+    from .weights import recommended_amg_options
+
+    defaults = {k: p.default for k, p in inspect.signature(MaskGenerator).parameters.items()}
+    recommended = recommended_amg_options(source)
+    options: dict = {}
+    origin: dict[str, str] = {}
+    for name in _AMG_OPTIONS:
+        given = None if args is None else getattr(args, name, None)
+        if given is not None:
+            options[name], origin[name] = given, "option"
+        elif name in recommended:
+            value = recommended[name]
+            options[name] = int(value) if isinstance(defaults[name], int) and value.is_integer() else value
+            origin[name] = Path(source).name if Path(source).exists() else source
+        else:
+            options[name], origin[name] = defaults[name], "default"
+    return options, origin
+
+
+def _stderr_progress(done: int, total: int) -> None:
+    """A one-line progress report on stderr, rewritten in place."""
+    end = "\n" if done >= total else ""
+    print(f"\rmasklet amg: {done}/{total} prompts ({100 * done // max(total, 1)}%)", end=end, file=sys.stderr, flush=True)
+
+
 def run_amg(args: argparse.Namespace) -> dict:
     """Run ``masklet amg``: write ``STEM.json`` (COCO format) and ``STEM_overlay.png``; returns the JSON."""
     from .amg import MaskGenerator
-    from .io import load_image, overlay_masks, save_image
+    from .annotate import annotate_masks
+    from .io import load_image, save_image
     from .masks import decode_rle
-    from .weights import load_model
 
     image = load_image(args.image)
-    source = args.checkpoint if args.checkpoint is not None else (args.model or "sam2.1-hiera-tiny")
-    make = _client(args).mask_generator if args.server else MaskGenerator
-    generator = make(
-        args.model if args.server else load_model(source, device=args.device, config=args.config),
-        points_per_side=args.points_per_side,
-        pred_iou_thresh=args.pred_iou_thresh,
-        stability_score_thresh=args.stability_score_thresh,
-        crop_n_layers=args.crop_n_layers,
-        min_mask_region_area=args.min_mask_region_area,
-        use_m2m=args.use_m2m,
-        output_mode="coco_rle",
-    )
+    source = _model_source(args)
+    options, origin = amg_options(source, args)
+    args.amg_options = {k: (v, origin[k]) for k, v in options.items()}
+    if args.server:  # the same run on a masklet server
+        generator = _client(args).mask_generator(args.model, **options, use_m2m=args.use_m2m, output_mode="coco_rle")
+    else:
+        generator = MaskGenerator(
+            _load_model(args), **options, use_m2m=args.use_m2m, output_mode="coco_rle",
+            progress=_stderr_progress if args.progress else False,
+        )
     records = generator.generate(image)
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -396,12 +501,17 @@ def run_amg(args: argparse.Namespace) -> dict:
         masks = decode_rle([records[i]["segmentation"] for i in order]).numpy()
     else:
         masks = np.zeros((0, height, width), dtype=bool)
-    save_image(overlay_masks(image, masks), args.out / f"{stem}_overlay.png")
+    # labels are the annotation ids of masks.json; a legend only while it stays readable
+    save_image(annotate_masks(image, masks, [str(i + 1) for i in order], legend=len(order) <= 24),
+               args.out / f"{stem}_overlay.png")
     return coco
 
 
 def run_track(args: argparse.Namespace) -> dict:
     """Run ``masklet track``: write masks.json, masks/ and overlay.mp4 under ``--out``; returns a summary."""
+    import os
+    import shutil
+    import tempfile
     import time
     from contextlib import ExitStack
     from importlib.util import find_spec
@@ -417,13 +527,21 @@ def run_track(args: argparse.Namespace) -> dict:
         VideoPredictor,
         open_frames,
     )
-    from .weights import load_model
+    from .video.frames import IMAGE_EXTENSIONS
 
     prompt_sets = _prompt_sets(args.prompt)
     health_options = {"lost_threshold": args.lost_threshold, "lost_frames": args.lost_frames,
                       "low_confidence": args.low_confidence, "min_area_ratio": args.min_area_ratio}
     HealthMonitor(**health_options)  # check the options before any work
     lost_on: dict[int, list[int]] = {}  # frame -> ids of the objects lost there
+    video_path = Path(args.video)
+    if video_path.is_file() and video_path.suffix.lower() in IMAGE_EXTENSIONS:
+        raise InvalidInputError(
+            f"{args.video} is a single image; track expects a video file or a folder of frames "
+            f"(for one image use: masklet segment {args.video} --point X,Y)"
+        )
+    if video_path.is_dir():
+        _check_frame_sizes(video_path)
     with open_frames(args.video) as frames:
         # check frame indices before loading the model, naming the option at fault
         n = len(frames)
@@ -433,62 +551,97 @@ def run_track(args: argparse.Namespace) -> dict:
         start = args.start if args.start is not None else min(frame for frame, _ in prompt_sets)
         if start >= n:
             raise InvalidInputError(f"--start {start}: out of range; the video has {n} frames (0..{n - 1})")
+        for p in args.prompt:
+            _check_inside(f"--prompt {p.text!r}", p.values[:2] if p.kind == "point" else p.values,
+                          frames.height, frames.width)
 
-        source = args.checkpoint if args.checkpoint is not None else (args.model or "sam2.1-hiera-tiny")
         if args.server:  # the same run on a masklet server
             predictor = _client(args).video_predictor(args.model)
         else:
-            model = load_model(source, device=args.device, config=args.config)
-            predictor = VideoPredictor(model, progress=find_spec("tqdm") is not None)
+            predictor = VideoPredictor(_load_model(args), progress=find_spec("tqdm") is not None)
         state = predictor.init_state(frames)
         for (frame_idx, obj_id), entry in prompt_sets.items():
             predictor.add_new_points_or_box(
                 state, frame_idx, obj_id, points=entry["points"] or None, labels=entry["labels"] or None, box=entry["box"]
             )
 
-        args.out.mkdir(parents=True, exist_ok=True)
-        paths = {"masks.json": args.out / "masks.json", "masks/": args.out / "masks", "overlay.mp4": args.out / "overlay.mp4"}
+        # write into a temporary folder beside --out and move the files in only when all succeeded
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{args.out.name}.", dir=args.out.parent))
+        paths = {"masks.json": tmp / "masks.json", "masks/": tmp / "masks", "overlay.mp4": tmp / "overlay.mp4"}
         directions = [False, True] if args.both_directions else [args.reverse]
         done: set[int] = set()
         steps = 0
-        with ExitStack() as stack:
-            coco = stack.enter_context(CocoRleWriter(paths["masks.json"], video_name=Path(args.video).name))
-            davis = stack.enter_context(DavisPngWriter(paths["masks/"]))
-            overlay = None if args.no_video else stack.enter_context(OverlayVideoWriter(paths["overlay.mp4"], fps=args.fps))
-            # the overlay needs increasing frame indices: stream it only when tracking forward once
-            streamed = overlay if directions == [False] else None
-            began = time.perf_counter()
-            for reverse in directions:
-                health = HealthMonitor(**health_options)
-                for result in predictor.propagate_in_video(state, start, args.max_frames, reverse, health=health):
-                    logits = result.mask_logits.cpu()  # (N, 1, H, W); a later result of a frame replaces it
-                    lost_on[result.frame_idx] = [i for i in result.obj_ids if health.is_lost(i)]
-                    coco.write(result.frame_idx, result.obj_ids, logits, result.presence, result.events)
-                    davis.write(result.frame_idx, result.obj_ids, logits)
-                    if streamed is not None:
-                        streamed.write(result.frame_idx, result.obj_ids, logits, state.frames[result.frame_idx],
-                                       lost=lost_on[result.frame_idx])
-                    done.add(result.frame_idx)
-                    steps += 1
-            seconds = time.perf_counter() - began
-            if overlay is not None and streamed is None:
-                # second pass in frame order, from the PNGs just written (one frame in memory at a time)
-                ids = np.array(state.obj_ids)
-                for frame_idx in sorted(done):
-                    labels = np.array(Image.open(paths["masks/"] / f"{frame_idx:05d}.png"))  # (H, W) object ids
-                    overlay.write(frame_idx, state.obj_ids, labels[None] == ids[:, None, None], state.frames[frame_idx],
-                                  lost=lost_on.get(frame_idx, []))
+        try:
+            with ExitStack() as stack:
+                coco = stack.enter_context(CocoRleWriter(paths["masks.json"], video_name=Path(args.video).name))
+                davis = stack.enter_context(DavisPngWriter(paths["masks/"]))
+                overlay = None if args.no_video else stack.enter_context(
+                    OverlayVideoWriter(paths["overlay.mp4"], fps=args.fps, annotate=True))
+                # the overlay needs increasing frame indices: stream it only when tracking forward once
+                streamed = overlay if directions == [False] else None
+                began = time.perf_counter()
+                for reverse in directions:
+                    health = HealthMonitor(**health_options)
+                    for result in predictor.propagate_in_video(state, start, args.max_frames, reverse, health=health):
+                        logits = result.mask_logits.cpu()  # (N, 1, H, W); a later result of a frame replaces it
+                        lost_on[result.frame_idx] = [i for i in result.obj_ids if health.is_lost(i)]
+                        coco.write(result.frame_idx, result.obj_ids, logits, result.presence, result.events)
+                        davis.write(result.frame_idx, result.obj_ids, logits)
+                        if streamed is not None:
+                            streamed.write(result.frame_idx, result.obj_ids, logits, state.frames[result.frame_idx],
+                                           lost=lost_on[result.frame_idx])
+                        done.add(result.frame_idx)
+                        steps += 1
+                seconds = time.perf_counter() - began
+                if overlay is not None and streamed is None:
+                    # second pass in frame order, from the PNGs just written (one frame in memory at a time)
+                    ids = np.array(state.obj_ids)
+                    for frame_idx in sorted(done):
+                        labels = np.array(Image.open(paths["masks/"] / f"{frame_idx:05d}.png"))  # (H, W) object ids
+                        overlay.write(frame_idx, state.obj_ids, labels[None] == ids[:, None, None],
+                                      state.frames[frame_idx], lost=lost_on.get(frame_idx, []))
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        args.out.mkdir(parents=True, exist_ok=True)
+        final = {name: args.out / path.name for name, path in paths.items()}
+        for name, path in paths.items():
+            if path.exists():
+                if final[name].is_dir():
+                    shutil.rmtree(final[name])
+                os.replace(path, final[name])
+        shutil.rmtree(tmp, ignore_errors=True)
     return {
         "frames": len(done),
         "obj_ids": state.obj_ids,
         "seconds_per_frame": seconds / steps if steps else 0.0,
-        "written": {name: path for name, path in paths.items() if path.exists()},
+        "written": {name: path for name, path in final.items() if path.exists()},
     }
+
+
+def _check_frame_sizes(folder: Path) -> None:
+    """All frames of a folder must have one size; checked from the image headers before tracking."""
+    from PIL import Image
+
+    from .errors import InvalidInputError
+    from .video.frames import FolderFrames
+
+    paths = FolderFrames(folder).paths
+    with Image.open(paths[0]) as first:
+        size = first.size
+    for path in paths[1:]:
+        with Image.open(path) as im:
+            if im.size != size:
+                raise InvalidInputError(
+                    f"frames: {path.name} is {im.size[0]}x{im.size[1]} (WxH) but {paths[0].name} is "
+                    f"{size[0]}x{size[1]}; all frames of a video must have one size"
+                )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``masklet`` command."""
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_join_negative(sys.argv[1:] if argv is None else argv))
     try:
         if args.command == "segment":
             summary = run_segment(args)
@@ -496,7 +649,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"wrote {len(summary['masks'])} mask(s) to {args.out} (best score {best['score']:.3f})")
         elif args.command == "amg":
             coco = run_amg(args)
+            used = ", ".join(f"{k}={v:g} ({o})" for k, (v, o) in args.amg_options.items())
             print(f"wrote {len(coco['annotations'])} mask(s) to {args.out}")
+            print(f"  options: {used}")
         elif args.command == "track":
             summary = run_track(args)
             ids = ", ".join(str(i) for i in summary["obj_ids"])
@@ -511,7 +666,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"masklet demo with {args.model}:")
             for name, path in written.items():
                 print(f"  {name:12s} {path}")
-            print(f"  ({count} automatic masks)")
+            from .weights import recommended_amg_options
+
+            filters = ", ".join(f"{k}={v:g}" for k, v in recommended_amg_options(args.model).items()) or "defaults"
+            print(f"  ({count} automatic masks; options: {filters})")
         elif args.command == "train":
             print(f"saved {run_train(args)}")
         elif args.command == "serve":

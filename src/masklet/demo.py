@@ -5,6 +5,7 @@ Runs with the packaged masklet-nano and no network; any other model name or path
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from .synthetic import make_clip, make_scene
 from .train.evaluate import farthest_point
 from .video import OverlayVideoWriter, VideoPredictor
 from .video.writers import object_colors
-from .weights import load_model
+from .weights import load_model, recommended_amg_options
 
 
 def _mark(image: np.ndarray, x: float, y: float, color=(255, 255, 255)) -> np.ndarray:
@@ -44,11 +45,22 @@ def run_demo(model_name: str = "masklet-nano", out_dir: str | Path = "masklet-de
              device: str = "cpu") -> tuple[dict[str, Path], int]:
     """Write the demo pictures and video into ``out_dir``; returns the files by name and the
     number of automatic masks."""
+    out = Path(out_dir)
+    model = load_model(model_name, device=device)  # before creating the folder: a failed load leaves none
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _write_demo(model, model_name, out, seed)
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _write_demo(model, model_name: str, out: Path, seed: int) -> tuple[dict[str, Path], int]:
+    """The demo's pictures and video, written into an existing folder ``out``."""
     from .amg import MaskGenerator
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model = load_model(model_name, device=device)
     written: dict[str, Path] = {}
 
     scene = make_scene(seed, size=(384, 512), num_shapes=(4, 6))
@@ -67,9 +79,8 @@ def run_demo(model_name: str = "masklet-nano", out_dir: str | Path = "masklet-de
     written["box"] = out / "box.png"
     save_image(_box(overlay_masks(scene.image, masks), box), written["box"])
 
-    # masklet-nano's IoU and stability scores are timid: the official 0.8 / 0.95 filters keep
-    # almost nothing, so the demo lowers them for it (real weights keep the defaults).
-    filters = {"pred_iou_thresh": 0.5, "stability_score_thresh": 0.7} if model_name == "masklet-nano" else {}
+    # the model's recommended options (masklet-nano ships them beside its weights), as `masklet amg` uses
+    filters = recommended_amg_options(model_name)
     records = MaskGenerator(model, **filters).generate(scene.image)
     automatic = np.stack([r["segmentation"] for r in records]) if records else np.zeros((0, *scene.image.shape[:2]), bool)
     written["automatic"] = out / "automatic.png"

@@ -99,7 +99,7 @@ def resolve_checkpoint(name_or_path: str | Path) -> Path:
     key = str(name_or_path).removeprefix("facebook/")
     if key not in HUB_CHECKPOINTS:
         raise ModelNotFoundError(
-            f"{name_or_path!r} is neither an existing file or folder nor a known model name; "
+            f"{str(name_or_path)!r} is neither an existing file or folder nor a known model name; "
             f"known names: {', '.join([*PACKAGED_CHECKPOINTS, *HUB_CHECKPOINTS])}"
         )
     repo, filename = HUB_CHECKPOINTS[key]
@@ -238,6 +238,30 @@ def packaged_checkpoint(name: str) -> Path:
     if not path.exists():
         raise ModelNotFoundError(f"the packaged checkpoint {path} is missing from this installation")
     return path
+
+
+def recommended_amg_options(name_or_path: str | Path) -> dict[str, float]:
+    """The MaskGenerator options a checkpoint recommends, from ``STEM.amg.json`` beside it (the
+    packaged masklet-nano ships one: its scores are timid, the official 0.8 / 0.95 filters keep
+    almost nothing); ``{}`` when there is none."""
+    if str(name_or_path) in PACKAGED_CHECKPOINTS:
+        path = packaged_checkpoint(str(name_or_path))
+    else:
+        path = Path(name_or_path).expanduser()
+        if not path.is_file():
+            return {}
+    sidecar = path.with_name(path.stem + ".amg.json")
+    if not sidecar.is_file():
+        return {}
+    try:
+        options = json.loads(sidecar.read_text())
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{sidecar} is not valid JSON: {err}") from None
+    if not isinstance(options, dict) or not all(
+        isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) for k, v in options.items()
+    ):
+        raise ConfigError(f"{sidecar}: expected a JSON object of option names to numbers")
+    return {k: float(v) for k, v in options.items()}
 
 
 def load_state_dict_strict(model: Sam2Model, state: dict[str, torch.Tensor]) -> None:

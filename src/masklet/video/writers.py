@@ -224,10 +224,13 @@ class DavisPngWriter(_Writer):
 class OverlayVideoWriter(_Writer):
     """Encode frames with their masks blended in (colour by object id) into a video, frame by frame.
 
-    Uses PyAV: H.264 for .mp4, MPEG-4 otherwise (as :func:`masklet.io.write_video`).
+    Uses PyAV: H.264 for .mp4, MPEG-4 otherwise (as :func:`masklet.io.write_video`). Frames of odd
+    width or height are padded with black by one pixel (yuv420p needs even sizes), never cropped.
+    With ``annotate``, each object is outlined in a contrasting colour and tagged with its id,
+    with a legend of ids and colours.
     """
 
-    def __init__(self, path: str | os.PathLike, fps: float = 24.0, alpha: float = 0.5) -> None:
+    def __init__(self, path: str | os.PathLike, fps: float = 24.0, alpha: float = 0.5, annotate: bool = False) -> None:
         try:
             import av
         except ImportError:
@@ -240,6 +243,7 @@ class OverlayVideoWriter(_Writer):
         self.path: Path = Path(path)
         self.fps: float = float(fps)
         self.alpha: float = float(alpha)
+        self.annotate: bool = bool(annotate)
         self._container: Any = None
         self._stream: Any = None
         self._size: tuple[int, int] | None = None
@@ -250,7 +254,7 @@ class OverlayVideoWriter(_Writer):
         codec = "libx264" if self.path.suffix.lower() == ".mp4" else "mpeg4"
         self._container = self._av.open(os.fspath(self.path), mode="w")
         self._stream = self._container.add_stream(codec, rate=Fraction(self.fps).limit_denominator(1001))
-        self._stream.width, self._stream.height = width - width % 2, height - height % 2  # yuv420p
+        self._stream.width, self._stream.height = width + width % 2, height + height % 2  # yuv420p: pad
         self._stream.pix_fmt = "yuv420p"
         self._size = (height, width)
 
@@ -278,12 +282,19 @@ class OverlayVideoWriter(_Writer):
             )
         labels = _label_map(fg, scores)  # resolve overlaps as the DAVIS PNGs do
         exclusive = labels[None] == np.arange(1, len(ids) + 1)[:, None, None]
-        blended = overlay_masks(rgb, exclusive, alpha=self.alpha, colors=object_colors(ids))
+        if self.annotate:
+            from ..annotate import annotate_masks
+
+            blended = annotate_masks(rgb, exclusive, [f"id {i}" for i in ids], object_colors(ids), alpha=self.alpha)
+        else:
+            blended = overlay_masks(rgb, exclusive, alpha=self.alpha, colors=object_colors(ids))
         lost_ids = [int(i) for i in lost]
         if lost_ids:
             blended = _mark_lost(blended, object_colors(lost_ids))
         h, w = self._stream.height, self._stream.width
-        picture = self._av.VideoFrame.from_ndarray(np.ascontiguousarray(blended[:h, :w]), format="rgb24")
+        padded = np.zeros((h, w, 3), dtype=np.uint8)
+        padded[: blended.shape[0], : blended.shape[1]] = blended
+        picture = self._av.VideoFrame.from_ndarray(padded, format="rgb24")
         self._container.mux(self._stream.encode(picture))
         self._last = frame_idx
 
