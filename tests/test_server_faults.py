@@ -41,8 +41,8 @@ def test_concurrent_clients_click_without_errors(server):
             with Client(server.url) as c:
                 p = c.image_predictor()
                 p.set_image(scene.image)
-                for _ in range(200):  # bounded in count and in time
-                    if time.monotonic() > stop:
+                for i in range(200):  # bounded in count and in time (at least 3 clicks each, even on a loaded host)
+                    if i >= 3 and time.monotonic() > stop:
                         break
                     t = time.perf_counter()
                     masks, scores, _ = p.predict(rng.uniform(0, [128, 96], (1, 2)), [1])
@@ -66,7 +66,7 @@ def test_concurrent_clients_click_without_errors(server):
     lat = np.array(latencies) * 1000
     print(f"\n8 clients: {len(lat)} clicks, p50 {np.percentile(lat, 50):.1f} ms, p99 {np.percentile(lat, 99):.1f} ms, "
           f"health max {max(health) * 1000:.1f} ms")
-    assert len(lat) > 40
+    assert len(lat) >= 8 * 3
 
 
 def test_cache_stays_within_budget_and_client_reuploads(server):
