@@ -156,8 +156,8 @@ class _ReturnLogits:
 
 # The notebook's default options except an 8x8 grid (32x32 takes minutes on shared CPUs), and a custom set.
 AMG_DEFAULT = dict(points_per_side=8)
-AMG_CUSTOM = dict(points_per_side=8, points_per_batch=16, pred_iou_thresh=0.0, stability_score_thresh=0.0,
-                  stability_score_offset=0.7, box_nms_thresh=0.95, multimask_output=True)
+AMG_CUSTOM = dict(points_per_side=6, points_per_batch=16, pred_iou_thresh=0.0, stability_score_thresh=0.0,
+                  stability_score_offset=0.7, box_nms_thresh=0.8, multimask_output=True)
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -44,6 +45,34 @@ class SAM2VideoPredictor(VideoPredictor):
         del async_loading_frames  # frames are always decoded lazily
         return super().init_state(video_path, offload_video_to_cpu=offload_video_to_cpu,
                                   offload_state_to_cpu=offload_state_to_cpu)
+
+    # The official keyword names (``inference_state``, ``mask``) over masklet's methods.
+
+    def add_new_points_or_box(self, inference_state: VideoState, frame_idx: int, obj_id: int,  # type: ignore[override]
+                              points: Any = None, labels: Any = None, clear_old_points: bool = True,
+                              normalize_coords: bool = True, box: Any = None) -> TrackedFrame:
+        """Clicks and/or a box for one object on one frame: ``(frame_idx, obj_ids, video_res_masks)``."""
+        return super().add_new_points_or_box(inference_state, frame_idx, obj_id, points, labels,
+                                             clear_old_points, normalize_coords, box)
+
+    def add_new_mask(self, inference_state: VideoState, frame_idx: int, obj_id: int,  # type: ignore[override]
+                     mask: Any) -> TrackedFrame:
+        """A binary mask for one object on one frame: ``(frame_idx, obj_ids, video_res_masks)``."""
+        return super().add_new_mask(inference_state, frame_idx, obj_id, mask)
+
+    def propagate_in_video(self, inference_state: VideoState, start_frame_idx: int | None = None,  # type: ignore[override]
+                           max_frame_num_to_track: int | None = None, reverse: bool = False) -> Iterator[TrackedFrame]:
+        """Yield ``(frame_idx, obj_ids, video_res_masks)`` for every tracked frame."""
+        return super().propagate_in_video(inference_state, start_frame_idx, max_frame_num_to_track, reverse)
+
+    def clear_all_prompts_in_frame(self, inference_state: VideoState, frame_idx: int, obj_id: int,  # type: ignore[override]
+                                   need_output: bool = True) -> TrackedFrame | None:
+        """Remove one object's prompts on a frame: ``(frame_idx, obj_ids, video_res_masks)``."""
+        return super().clear_all_prompts_in_frame(inference_state, frame_idx, obj_id, need_output)
+
+    def reset_state(self, inference_state: VideoState) -> None:  # type: ignore[override]
+        """Remove every object, prompt and result of the session."""
+        super().reset_state(inference_state)
 
     def add_new_points(self, *args: Any, **kwargs: Any) -> TrackedFrame:
         """Deprecated official alias of :meth:`add_new_points_or_box`."""
