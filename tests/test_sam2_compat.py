@@ -179,7 +179,7 @@ def test_automatic_mask_generator_notebook_matches_official(kind, options):
 
 
 def write_frames(folder: Path) -> np.ndarray:
-    clip = make_clip(4, num_frames=6, size=(96, 128), num_objects=(2, 2))
+    clip = make_clip(4, num_frames=4, size=(96, 128), num_objects=(2, 2))
     folder.mkdir(parents=True, exist_ok=True)
     for t, frame in enumerate(clip.frames):
         Image.fromarray(frame).save(folder / f"{t:05d}.jpg", quality=95)
@@ -207,12 +207,12 @@ def video_notebook(predictor, video_dir: str, masks: np.ndarray) -> list:
     keep(predictor.add_new_points_or_box(inference_state, 0, 2, box=box))
     for r in predictor.propagate_in_video(inference_state):
         keep(r)
-    keep(predictor.add_new_points_or_box(inference_state, 3, 2, points=np.array([centre(masks[3, 1])], np.float32),
+    keep(predictor.add_new_points_or_box(inference_state, 2, 2, points=np.array([centre(masks[2, 1])], np.float32),
                                          labels=np.array([1], np.int32)))
-    for r in predictor.propagate_in_video(inference_state, start_frame_idx=5, reverse=True):
+    for r in predictor.propagate_in_video(inference_state, start_frame_idx=3, reverse=True):
         keep(r)
     predictor.reset_state(inference_state)
-    keep(predictor.add_new_points_or_box(inference_state, 2, 4, points=np.array([centre(masks[2, 0])], np.float32),
+    keep(predictor.add_new_points_or_box(inference_state, 1, 4, points=np.array([centre(masks[1, 0])], np.float32),
                                          labels=np.array([1], np.int32)))
     for r in predictor.propagate_in_video(inference_state, max_frame_num_to_track=2):
         keep(r)
@@ -235,6 +235,8 @@ def test_video_predictor_notebook_matches_official(kind, tmp_path):
         near = r[2].abs() < 1e-3
         assert diff.max() <= ATOL, f"output {i} (frame {o[0]}): logits differ by {diff.max():.3g}"
         assert ((o[2] > 0) == (r[2] > 0))[~near].all()
+    if kind != "small":
+        return  # bf16 autocast is checked once (the nano adds minutes on shared CPUs, and no new code path)
     with torch.autocast(**BF16):
         low = video_notebook(build_sam2_video_predictor(cfg, pt, device="cpu"), str(tmp_path / "frames"), masks)
     for i, (o, lo) in enumerate(zip(ours, low)):
