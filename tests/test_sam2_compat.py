@@ -20,7 +20,6 @@ from PIL import Image
 from reference.official import (
     SMALL,
     build_official_model,
-    feat_sizes,
     official_image_predictor,
     official_model_dict,
     patched_connected_components,
@@ -29,14 +28,19 @@ from reference.official import (
 from test_amg import assert_same_masks, official_records
 
 from masklet import ConfigError
-from masklet.synthetic import make_clip, make_scene
-from masklet.weights import packaged_checkpoint
 
 # --- the only lines a user changes: `from sam2...` -> `from masklet.sam2...`
 from masklet.sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
-from masklet.sam2.build_sam import build_sam2, build_sam2_hf, build_sam2_video_predictor, build_sam2_video_predictor_hf
+from masklet.sam2.build_sam import (
+    build_sam2,
+    build_sam2_hf,
+    build_sam2_video_predictor,
+    build_sam2_video_predictor_hf,
+)
 from masklet.sam2.sam2_image_predictor import SAM2ImagePredictor
 from masklet.sam2.sam2_video_predictor import SAM2VideoPredictor
+from masklet.synthetic import make_clip, make_scene
+from masklet.weights import packaged_checkpoint
 
 ATOL = 1e-4
 KINDS = ("small", "nano")
@@ -194,7 +198,7 @@ def centre(mask: np.ndarray) -> list[float]:
 def video_notebook(predictor, video_dir: str, masks: np.ndarray) -> list:
     """The video predictor notebook's calls, in order; returns every (frame_idx, obj_ids, logits)."""
     out = []
-    keep = lambda r: out.append((int(r[0]), list(r[1]), r[2].detach().float().clone()))  # noqa: E731
+    keep = lambda r: out.append((int(r[0]), list(r[1]), r[2].detach().float().clone()))
     inference_state = predictor.init_state(video_path=video_dir)
     predictor.reset_state(inference_state)
     points, labels = np.array([centre(masks[0, 0])], dtype=np.float32), np.array([1], np.int32)
@@ -296,7 +300,7 @@ def test_hydra_overrides_honoured_or_refused_by_name():
 
 
 def test_hub_names_resolve_from_a_local_cache_without_network(tmp_path, monkeypatch):
-    import huggingface_hub.constants as constants
+    from huggingface_hub import constants
 
     from masklet.model import VARIANTS, Sam2Model
     from masklet.weights import save_checkpoint

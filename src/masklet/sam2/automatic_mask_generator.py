@@ -34,7 +34,7 @@ class SAM2AutomaticMaskGenerator(MaskGenerator):
         )
 
     @classmethod
-    def from_pretrained(cls, model_id: str, **kwargs: Any) -> "SAM2AutomaticMaskGenerator":
+    def from_pretrained(cls, model_id: str, **kwargs: Any) -> SAM2AutomaticMaskGenerator:
         """Build from an official hub id via the local hub cache or a download; kwargs go to both, as officially."""
         from .build_sam import build_sam2_hf
 

@@ -26,7 +26,7 @@ class SAM2ImagePredictor(ImagePredictor):
                          max_sprinkle_area=max_sprinkle_area)
 
     @classmethod
-    def from_pretrained(cls, model_id: str, **kwargs: Any) -> "SAM2ImagePredictor":
+    def from_pretrained(cls, model_id: str, **kwargs: Any) -> SAM2ImagePredictor:
         """Build from an official hub id (``facebook/sam2.1-hiera-tiny``) via the local hub cache or a download."""
         from .build_sam import build_sam2_hf
 

@@ -33,7 +33,7 @@ class SAM2VideoPredictor(VideoPredictor):
                          binarize_mask_from_pts=model.config.binarize_mask_from_pts_for_mem_enc)
 
     @classmethod
-    def from_pretrained(cls, model_id: str, **kwargs: Any) -> "SAM2VideoPredictor":
+    def from_pretrained(cls, model_id: str, **kwargs: Any) -> SAM2VideoPredictor:
         """Build from an official hub id (``facebook/sam2.1-hiera-tiny``) via the local hub cache or a download."""
         from .build_sam import build_sam2_video_predictor_hf
 
