@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InvalidInputError
+from .precision import inference
 from .io import ImageSource, load_image
 from .masks import (
     batched_nms,
@@ -874,7 +875,7 @@ class MaskGenerator:
         total = sum(len(self.point_grids[i]) for i in layer_idxs) * (1 + (per_point if self.use_m2m else 0))
         reporter = _Progress(self.progress, total)
         try:
-            with torch.inference_mode():
+            with inference():
                 crops = [
                     self._process_crop(img, box, layer, reporter) for box, layer in zip(crop_boxes, layer_idxs)
                 ]

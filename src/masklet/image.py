@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .errors import InvalidInputError, PredictorStateError
+from .precision import inference
 from .io import ImageSource, load_image
 from .masks import fill_holes_and_remove_sprinkles
 from .model import Sam2Model
@@ -114,7 +115,7 @@ class ImagePredictor:
 
     def _encode(self, images: list[np.ndarray]) -> ImageEmbeddings:
         size, device, dtype = self.model.image_size, self.device, self.model.encoder_dtype
-        with torch.inference_mode():
+        with inference():
             batch = torch.cat([preprocess(img, size, device, dtype) for img in images])  # (B, 3, S, S)
             levels = self.model.image_embeddings(self.model.encode_image(batch))
         return ImageEmbeddings(levels=levels, orig_hw=[img.shape[:2] for img in images])
@@ -239,7 +240,7 @@ class ImagePredictor:
         orig_hw = embeddings.orig_hw[index]
         prompts = self._prepare_prompts(point_coords, point_labels, box, mask_input, orig_hw, normalize_coords)
         levels = [level[index : index + 1] for level in embeddings.levels]
-        with torch.inference_mode():
+        with inference():
             low_res, ious, _ = self.model.decode_masks(
                 levels[-1], levels[:-1] or None, prompts.points, prompts.mask, bool(multimask_output)
             )

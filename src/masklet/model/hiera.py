@@ -159,14 +159,16 @@ class Hiera(nn.Module):
         loading new weights (or moving the module) recomputes it.
         """
         params = (self.pos_embed, self.pos_embed_window)
-        key = (tuple(hw),) + tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
-        if self._pos_cache is not None and self._pos_cache[0] == key:
+        key = None  # parameters made under torch.inference_mode() have no version counter: never cached
+        if not any(p.is_inference() for p in params):
+            key = (tuple(hw),) + tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+        if key is not None and self._pos_cache is not None and self._pos_cache[0] == key:
             return self._pos_cache[1]
         pos = F.interpolate(self.pos_embed, size=hw, mode="bicubic")
         window = self.pos_embed_window
         reps = [a // b for a, b in zip(pos.shape, window.shape)]
         pos = (pos + window.tile(reps)).permute(0, 2, 3, 1)  # (1, H, W, C)
-        if not (self.training and torch.is_grad_enabled()):
+        if key is not None and not (self.training and torch.is_grad_enabled()):
             self._pos_cache = (key, pos)
         return pos
 

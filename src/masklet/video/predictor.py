@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InvalidInputError, PredictorStateError
+from ..precision import inference
 from ..image import _as_float_tensor, _as_label_tensor
 from ..masks import fill_small_holes
 from ..model import MemoryBank, Sam2Model
@@ -220,7 +221,7 @@ class VideoPredictor:
             feature_cache_size=feature_cache_size,
         )
 
-    @torch.inference_mode()
+    @inference()
     def add_new_points_or_box(
         self,
         state: VideoState,
@@ -252,7 +253,7 @@ class VideoPredictor:
         obj.mask_inputs.pop(frame_idx, None)
         return self._run_prompt(state, obj, frame_idx, point_inputs=obj.points[frame_idx], mask_inputs=None)
 
-    @torch.inference_mode()
+    @inference()
     def add_new_mask(self, state: VideoState, frame_idx: int, obj_id: int, mask: Any) -> TrackedFrame:
         """A binary mask (H, W) of any size for one object on one frame; returns that frame's masks."""
         self._check_frame(state, frame_idx)
@@ -270,7 +271,7 @@ class VideoPredictor:
         obj.points.pop(frame_idx, None)
         return self._run_prompt(state, obj, frame_idx, point_inputs=None, mask_inputs=m)
 
-    @torch.inference_mode()
+    @inference()
     def propagate_in_video(
         self,
         state: VideoState,
@@ -316,12 +317,12 @@ class VideoPredictor:
 
             order = tqdm(order, desc="tracking", unit="frame")
         for frame_idx in order:
-            with torch.inference_mode():
+            with inference():
                 low_res = self._track_frame(state, frame_idx, reverse)
                 result = self._watch(health, self._video_output(state, frame_idx, low_res))
             yield result
 
-    @torch.inference_mode()
+    @inference()
     def clear_all_prompts_in_frame(
         self, state: VideoState, frame_idx: int, obj_id: int, need_output: bool = True
     ) -> TrackedFrame | None:
@@ -334,7 +335,7 @@ class VideoPredictor:
         is_cond = any(frame_idx in o.pending[True] for o in state.objects.values())
         return self._consolidated(state, frame_idx, is_cond)
 
-    @torch.inference_mode()
+    @inference()
     def remove_object(
         self, state: VideoState, obj_id: int, need_output: bool = True
     ) -> tuple[list[int], list[TrackedFrame]]:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import InvalidInputError, PredictorStateError
+from ..precision import inference
 from ..io import load_image
 from ..model import Sam2Model
 from .frames import FrameSource
@@ -89,7 +90,7 @@ class StreamTracker:
             empty = torch.zeros(0, 1, state.video_height, state.video_width, device=state.device)
             return TrackedFrame(self.frame_idx, [], empty, torch.zeros(0))
         predictor = self._predictor
-        with torch.inference_mode():
+        with inference():
             predictor._commit(state)
             low_res = predictor._track_frame(state, self.frame_idx, reverse=False)
             result = predictor._watch(self.health, predictor._video_output(state, self.frame_idx, low_res))
