@@ -480,3 +480,28 @@ def test_error_messages_name_the_argument() -> None:
         make_clip(0, num_frames=0)
     with pytest.raises(InvalidInputError, match="num_objects"):
         make_clip(0, num_objects=(3, 1))
+
+
+def test_grayscale_and_multicolor_mix() -> None:
+    from masklet.synthetic import MULTICOLOR_TEXTURE_KINDS
+
+    plain = make_scene(21, size=96)
+    multi = make_scene(21, size=96, multicolor_share=1.0)
+    assert set(multi.textures) <= set(MULTICOLOR_TEXTURE_KINDS) and not multi.grayscale
+    np.testing.assert_array_equal(multi.masks, plain.masks)  # colours change, shapes do not
+    assert multi.image.tobytes() != plain.image.tobytes()
+    assert _same_scene(multi, make_scene(21, size=96, multicolor_share=1.0))
+    for mask in multi.masks:  # several distinct colours inside one object
+        core = ndimage.binary_erosion(mask, iterations=2)
+        if core.sum() >= 100:
+            colours = np.unique(multi.image[core] // 32, axis=0)
+            assert len(colours) >= 2
+    gray = make_scene(21, size=96, grayscale_share=1.0)
+    assert gray.grayscale and (gray.image[..., 0] == gray.image[..., 1]).all()
+    assert (gray.image[..., 1] == gray.image[..., 2]).all()
+    assert _same_scene(gray, make_scene(21, size=96, grayscale_share=1.0))
+    assert gray.masks.sum(axis=0).max() <= 1 and (gray.masks.reshape(len(gray.masks), -1).sum(1) >= 40).all()
+    clip = make_clip(4, num_frames=3, size=96, grayscale_share=1.0, multicolor_share=1.0)
+    assert clip.grayscale and (clip.frames[..., 0] == clip.frames[..., 2]).all()
+    with pytest.raises(InvalidInputError, match="grayscale_share"):
+        make_scene(0, grayscale_share=2.0)

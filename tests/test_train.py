@@ -193,25 +193,38 @@ def test_training_after_inference_mode_evaluation():
 
 def test_synthetic_clips_mix_crossing_clips():
     from masklet import InvalidInputError
-    from masklet.synthetic import clip_stream
+    from masklet.synthetic import make_clip
     from masklet.train import synthetic_clips
+    from masklet.train.data import HELD_OUT_SEED, training_seeds
 
-    mixed = synthetic_clips(5, size=96, num_frames=3, crossing_share=0.5)
-    free = clip_stream(5, size=96, num_frames=3)
-    crossing = clip_stream(5, size=96, num_frames=3, crossing=True)
-    next_free, next_crossing = next(free), next(crossing)
+    seeds = training_seeds(5)
+    items = [next(seeds) for _ in range(10)]
+    assert len(set(items)) == 10 and all(s >= 2**63 > HELD_OUT_SEED + 10**6 for s in items)
+    mixed = synthetic_clips(5, size=96, num_frames=3, crossing_share=0.5, grayscale_share=0, multicolor_share=0)
     kinds = []
-    for _ in range(10):
+    for item in items:
         clip = next(mixed)
-        if np.array_equal(clip.frames, next_free.frames):
+        free = make_clip(item, num_frames=3, size=96)
+        if np.array_equal(clip.frames, free.frames):
             kinds.append("free")
-            next_free = next(free)
         else:
-            assert np.array_equal(clip.frames, next_crossing.frames) and clip.masks.shape[1] == 2
+            crossing = make_clip(item, num_frames=3, size=96, crossing=True)
+            assert np.array_equal(clip.frames, crossing.frames) and clip.masks.shape[1] == 2
             kinds.append("crossing")
-            next_crossing = next(crossing)
     assert set(kinds) == {"free", "crossing"}
-    plain = next(synthetic_clips(5, size=96, num_frames=3))
-    assert np.array_equal(plain.frames, next(clip_stream(5, size=96, num_frames=3)).frames)
     with pytest.raises(InvalidInputError, match="crossing_share"):
         next(synthetic_clips(0, crossing_share=1.5))
+
+
+def test_step_stream_workers_reproducible_and_disjoint():
+    from masklet.train import synthetic_images
+    from masklet.train.loader import StepStream, stream_seed
+
+    stream = StepStream(synthetic_images, None, size=64, batch_size=2, clips_per_step=1, max_objects=3,
+                        video_fraction=0.0, seed=0)
+    a = [next(stream.worker_streams(w, 2)) for w in range(2)]
+    b = [next(stream.worker_streams(w, 2)) for w in range(2)]
+    assert all(torch.equal(x.pixels, y.pixels) for x, y in zip(a, b))
+    assert not torch.equal(a[0].pixels, a[1].pixels)
+    assert len({stream_seed(0, "images", w) for w in range(8)}) == 8
+    assert a[0].pixels.shape == (2, 3, 64, 64) and a[0].masks.shape[0] == a[0].owners.shape[0]

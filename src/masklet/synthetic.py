@@ -38,6 +38,7 @@ from masklet.errors import InvalidInputError
 
 __all__ = [
     "BACKGROUND_KINDS",
+    "MULTICOLOR_TEXTURE_KINDS",
     "SHAPE_KINDS",
     "TEXTURE_KINDS",
     "EVENT_KINDS",
@@ -58,6 +59,7 @@ __all__ = [
 SHAPE_KINDS = ("ellipse", "rectangle", "triangle", "polygon", "star", "ring", "crescent", "stroke")
 TEXTURE_KINDS = ("flat", "gradient", "stripes", "checker", "noise")
 BACKGROUND_KINDS = ("flat", "gradient", "noise", "stripes", "checker", "clutter")
+MULTICOLOR_TEXTURE_KINDS = ("patches", "bands")  # 3-5 distinct colours in one shape (opt-in)
 
 MIN_SIZE = 32  # smallest image side accepted
 MAX_SIZE = 8192  # largest image side accepted
@@ -68,6 +70,7 @@ _SCENE_SIZE = (0.08, 0.40)  # object extent as a fraction of the shorter image s
 _CLIP_SIZE = (0.10, 0.35)
 _CROSS_SIZE = (0.12, 0.22)
 _TWO_PI = 2.0 * math.pi
+_STYLE_STREAM = 0x5C0105  # tags the style generator's seed: independent of the geometry's
 
 FloatArray = np.ndarray
 Field = Callable[[FloatArray, FloatArray], FloatArray]
@@ -89,6 +92,7 @@ class Scene:
     colors: np.ndarray  # (N, 3) uint8 base colour of each instance
     background: str  # background kind (BACKGROUND_KINDS)
     seed: int
+    grayscale: bool = False  # drawn in greys only (the three channels are equal)
 
     @property
     def boxes(self) -> np.ndarray:
@@ -109,6 +113,7 @@ class Clip:
     motions: tuple[str, ...]  # "roam", "enter", "leave" or "cross" per object
     background: str
     seed: int
+    grayscale: bool = False
 
     @property
     def boxes(self) -> np.ndarray:
@@ -195,22 +200,27 @@ def _check_count(value: object, name: str, low: int = 1) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def _random_color(rng: np.random.Generator) -> np.ndarray:
-    """A random colour (3,) float32 in [0, 255] drawn in HSV (some greys, varied brightness)."""
+def _random_color(rng: np.random.Generator, gray: bool = False) -> np.ndarray:
+    """A random colour (3,) float32 in [0, 255] drawn in HSV (some greys, varied brightness);
+    ``gray``: the same draws with no saturation, a grey of that brightness."""
     hue = rng.random() * 6.0
     sat = rng.uniform(0.0, 0.15) if rng.random() < 0.15 else rng.uniform(0.35, 1.0)
     val = rng.uniform(0.15, 1.0)
+    if gray:
+        sat = 0.0
     i, f = int(hue) % 6, hue - int(hue)
     p, q, t = val * (1 - sat), val * (1 - sat * f), val * (1 - sat * (1 - f))
     rgb = [(val, t, p), (q, val, p), (p, val, t), (p, q, val), (t, p, val), (val, p, q)][i]
     return np.array(rgb, dtype=np.float32) * 255.0
 
 
-def _distinct_color(rng: np.random.Generator, avoid: Sequence[np.ndarray]) -> np.ndarray:
+def _distinct_color(
+    rng: np.random.Generator, avoid: Sequence[np.ndarray], gray: bool = False
+) -> np.ndarray:
     """A random colour at least ~60 RGB units away from every colour in ``avoid`` (best effort)."""
-    best, best_dist = _random_color(rng), -1.0
+    best, best_dist = _random_color(rng, gray), -1.0
     for _ in range(12):
-        color = _random_color(rng)
+        color = _random_color(rng, gray)
         dist = min((float(np.linalg.norm(color - a)) for a in avoid), default=math.inf)
         if dist >= 60.0:
             return color
@@ -219,14 +229,14 @@ def _distinct_color(rng: np.random.Generator, avoid: Sequence[np.ndarray]) -> np
     return best
 
 
-def _second_color(rng: np.random.Generator, c1: np.ndarray) -> np.ndarray:
+def _second_color(rng: np.random.Generator, c1: np.ndarray, gray: bool = False) -> np.ndarray:
     """The other colour of a two-colour texture: a darker / lighter shade or another hue."""
     roll = rng.random()
     if roll < 0.35:
         return c1 * rng.uniform(0.3, 0.65)
     if roll < 0.6:
         return c1 + (255.0 - c1) * rng.uniform(0.35, 0.7)
-    return _random_color(rng)
+    return _random_color(rng, gray)
 
 
 def _wave_field(rng: np.random.Generator, scale: float, waves: int = 3) -> Field:
@@ -274,23 +284,89 @@ class _Texture:
     c1: np.ndarray
     c2: np.ndarray
     field: Field | None
+    paint: Callable[[FloatArray, FloatArray], np.ndarray] | None = None  # multi-colour: (h, w, 3)
 
     def colors(self, u: FloatArray, v: FloatArray) -> np.ndarray:
         """(h, w, 3) colours at local coordinates, or (3,) for a flat texture."""
+        if self.paint is not None:
+            return self.paint(u, v)
         if self.field is None:
             return self.c1
         t = self.field(u, v).astype(np.float32, copy=False)
         return self.c1 + t[..., None] * (self.c2 - self.c1)
 
 
-def _random_texture(rng: np.random.Generator, radius: float, c1: np.ndarray) -> _Texture:
+def _random_texture(
+    rng: np.random.Generator, radius: float, c1: np.ndarray, gray: bool = False
+) -> _Texture:
     """A random texture for a shape of bounding ``radius`` (px) with base colour ``c1``."""
     kind = TEXTURE_KINDS[int(rng.integers(len(TEXTURE_KINDS)))]
     if kind == "flat":
         return _Texture(kind, c1, c1, None)
-    c2 = np.clip(_second_color(rng, c1), 0.0, 255.0).astype(np.float32)
+    c2 = np.clip(_second_color(rng, c1, gray), 0.0, 255.0).astype(np.float32)
     period = rng.uniform(max(4.0, 0.15 * radius), max(7.0, 0.8 * radius))
     return _Texture(kind, c1, c2, _pattern_field(rng, kind, 2.0 * radius, period))
+
+
+def _multicolor_texture(
+    rng: np.random.Generator, radius: float, c1: np.ndarray, gray: bool = False
+) -> _Texture:
+    """3 to 5 mutually distinct colours (``c1`` first) in one shape: Voronoi patches or bands.
+
+    Hard colour borders inside one object: what a model must learn not to split along.
+    """
+    kind = MULTICOLOR_TEXTURE_KINDS[int(rng.integers(len(MULTICOLOR_TEXTURE_KINDS)))]
+    count = int(rng.integers(3, 6))
+    colors = [np.asarray(c1, np.float32)]
+    for _ in range(count - 1):
+        colors.append(_distinct_color(rng, colors, gray))
+    palette = np.clip(np.stack(colors), 0.0, 255.0).astype(np.float32)
+    if kind == "patches":
+        cx = (rng.uniform(-0.7, 0.7, count) * radius).astype(np.float32)
+        cy = (rng.uniform(-0.7, 0.7, count) * radius).astype(np.float32)
+
+        def paint(u: FloatArray, v: FloatArray) -> np.ndarray:
+            d = (u[..., None] - cx) ** 2 + (v[..., None] - cy) ** 2
+            return palette[np.argmin(d, axis=-1)]
+    else:
+        ang = rng.uniform(0.0, _TWO_PI)
+        ca, sa = np.float32(math.cos(ang)), np.float32(math.sin(ang))
+        period = np.float32(rng.uniform(0.25, 0.6) * radius)
+        phase = np.float32(rng.uniform(0.0, count))
+
+        def paint(u: FloatArray, v: FloatArray) -> np.ndarray:
+            band = np.floor((u * ca + v * sa) / period + phase).astype(np.int64) % count
+            return palette[band]
+
+    return _Texture(kind, palette[0], palette[1], None, paint)
+
+
+@dataclass(frozen=True)
+class _Style:
+    """How a scene or clip is coloured: greys only, and the share of multi-coloured shapes.
+
+    ``rng`` draws the multi-colour choices apart from the geometry's generator, so turning
+    multi-colour shapes on changes their colours only, never where shapes are or their masks.
+    """
+
+    gray: bool = False
+    multicolor_share: float = 0.0
+    rng: np.random.Generator | None = None
+
+
+_PLAIN = _Style()
+
+
+def _style(seed: int, grayscale_share: float, multicolor_share: float) -> _Style:
+    """The style of the scene or clip of ``seed``: deterministic, independent of its geometry."""
+    for name, share in (("grayscale_share", grayscale_share), ("multicolor_share", multicolor_share)):
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 <= share <= 1.0:
+            raise InvalidInputError(f"{name}: expected a share in [0, 1], got {share!r}")
+    if grayscale_share == 0 and multicolor_share == 0:
+        return _PLAIN
+    rng = np.random.default_rng(np.random.SeedSequence([seed, _STYLE_STREAM]))
+    gray = bool(rng.random() < grayscale_share)
+    return _Style(gray, float(multicolor_share), rng)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -451,13 +527,17 @@ def _random_shape(
     extent: tuple[float, float],
     kinds: Sequence[str],
     avoid: Sequence[np.ndarray],
+    style: _Style = _PLAIN,
 ) -> _Shape:
     """A random textured shape whose extent (diameter) is a uniform fraction of ``side``."""
     kind = kinds[int(rng.integers(len(kinds)))]
     r = 0.5 * side * rng.uniform(extent[0], extent[1])
     sdf, radius = _geometry(rng, kind, r)
-    c1 = _distinct_color(rng, avoid)
-    return _Shape(kind, sdf, radius, _random_texture(rng, radius, c1))
+    c1 = _distinct_color(rng, avoid, style.gray)
+    texture = _random_texture(rng, radius, c1, style.gray)
+    if style.rng is not None and style.multicolor_share > 0 and style.rng.random() < style.multicolor_share:
+        texture = _multicolor_texture(style.rng, radius, c1, style.gray)
+    return _Shape(kind, sdf, radius, texture)
 
 
 def _draw(
@@ -514,7 +594,7 @@ def _smooth_noise(rng: np.random.Generator, h: int, w: int, cells: int) -> np.nd
     return (out - lo) * np.float32(1.0 / max(hi - lo, 1e-6))
 
 
-def _specks(rng: np.random.Generator, image: np.ndarray, density: float) -> None:
+def _specks(rng: np.random.Generator, image: np.ndarray, density: float, gray: bool = False) -> None:
     """Scatter tiny random-coloured dots (radius <= 2.5 px) over ``image`` in place."""
     h, w, _ = image.shape
     count = int(density * h * w)
@@ -522,7 +602,7 @@ def _specks(rng: np.random.Generator, image: np.ndarray, density: float) -> None
         return
     cy, cx = rng.integers(0, h, count), rng.integers(0, w, count)
     radius = rng.uniform(0.6, 2.5, count)
-    colors = np.stack([_random_color(rng) for _ in range(count)])
+    colors = np.stack([_random_color(rng, gray) for _ in range(count)])
     off = np.arange(-2, 3)
     oy, ox = np.meshgrid(off, off, indexing="ij")
     hit = (oy**2 + ox**2)[None] <= (radius**2)[:, None, None]  # (count, 5, 5)
@@ -533,12 +613,12 @@ def _specks(rng: np.random.Generator, image: np.ndarray, density: float) -> None
 
 
 def _background(
-    rng: np.random.Generator, h: int, w: int
+    rng: np.random.Generator, h: int, w: int, gray: bool = False
 ) -> tuple[np.ndarray, str, list[np.ndarray]]:
     """A random (h, w, 3) float32 background, its kind and its main colours."""
     kind = BACKGROUND_KINDS[int(rng.integers(len(BACKGROUND_KINDS)))]
-    c1 = _random_color(rng)
-    c2 = c1 + (_random_color(rng) - c1) * np.float32(rng.uniform(0.3, 1.0))
+    c1 = _random_color(rng, gray)
+    c2 = c1 + (_random_color(rng, gray) - c1) * np.float32(rng.uniform(0.3, 1.0))
     ys = np.arange(h, dtype=np.float32)[:, None]
     xs = np.arange(w, dtype=np.float32)[None, :]
     base = kind
@@ -561,14 +641,14 @@ def _background(
             t = _pattern_field(rng, base, 1.0, period)(xs, ys)
         image = c1 + np.broadcast_to(t, (h, w))[..., None] * (c2 - c1)
         if base == "noise" and rng.random() < 0.5:  # a third colour in another noise field
-            c3 = _random_color(rng)
+            c3 = _random_color(rng, gray)
             colors.append(c3)
             t3 = _smooth_noise(rng, h, w, int(rng.integers(2, 6)))[..., None]
             image += (t3 * t3) * (c3 - image)
     if kind == "clutter":
-        _specks(rng, image, rng.uniform(0.0015, 0.004))
+        _specks(rng, image, rng.uniform(0.0015, 0.004), gray)
     elif rng.random() < 0.2:
-        _specks(rng, image, rng.uniform(0.0002, 0.001))
+        _specks(rng, image, rng.uniform(0.0002, 0.001), gray)
     return image.astype(np.float32, copy=False), kind, colors
 
 
@@ -580,8 +660,11 @@ def _blur(image: np.ndarray) -> np.ndarray:
     return (p[:, :-2] + 2 * p[:, 1:-1] + p[:, 2:]) * np.float32(0.25)
 
 
-def _finish(rng: np.random.Generator, image: np.ndarray, noise: float, blur: bool) -> np.ndarray:
-    """Optional blur, uniform per-pixel noise of std ``noise``, rounding to uint8."""
+def _finish(
+    rng: np.random.Generator, image: np.ndarray, noise: float, blur: bool, gray: bool = False
+) -> np.ndarray:
+    """Optional blur, uniform per-pixel noise of std ``noise``, rounding to uint8 (``gray``: the
+    channels averaged, so the noise is grey too)."""
     if blur:
         image = _blur(image)
     if noise > 0:
@@ -589,6 +672,8 @@ def _finish(rng: np.random.Generator, image: np.ndarray, noise: float, blur: boo
         jitter -= np.float32(0.5)
         jitter *= np.float32(noise * math.sqrt(12.0))
         image = image + jitter
+    if gray:
+        image = np.repeat(image.mean(axis=2, keepdims=True, dtype=np.float32), 3, axis=2)
     image += np.float32(0.5)
     return np.clip(image, 0.0, 255.0, out=image).astype(np.uint8)
 
@@ -603,16 +688,18 @@ def _camera(rng: np.random.Generator) -> tuple[float, bool]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _scene_once(rng: np.random.Generator, h: int, w: int, lo: int, hi: int, seed: int) -> Scene:
+def _scene_once(
+    rng: np.random.Generator, h: int, w: int, lo: int, hi: int, seed: int, style: _Style = _PLAIN
+) -> Scene:
     """One attempt at a scene (may end with no instance above the visibility threshold)."""
     side = min(h, w)
-    image, bg_kind, bg_colors = _background(rng, h, w)
+    image, bg_kind, bg_colors = _background(rng, h, w, style.gray)
     labels = np.full((h, w), -1, dtype=np.int16)
     shapes: list[_Shape] = []
     centres: list[tuple[float, float, float]] = []
     for i in range(int(rng.integers(lo, hi + 1))):
         avoid = bg_colors + [s.texture.c1 for s in shapes]
-        shape = _random_shape(rng, side, _SCENE_SIZE, SHAPE_KINDS, avoid)
+        shape = _random_shape(rng, side, _SCENE_SIZE, SHAPE_KINDS, avoid, style)
         if centres and rng.random() < 0.4:  # overlap an earlier shape
             px, py, pr = centres[int(rng.integers(len(centres)))]
             ang, dist = rng.uniform(0, _TWO_PI), rng.uniform(0.3, 1.0) * (pr + shape.radius)
@@ -627,29 +714,40 @@ def _scene_once(rng: np.random.Generator, h: int, w: int, lo: int, hi: int, seed
     masks = labels[None] == keep.astype(np.int16)[:, None, None]
     noise, blur = _camera(rng)
     return Scene(
-        image=_finish(rng, image, noise, blur),
+        image=_finish(rng, image, noise, blur, style.gray),
         masks=masks,
         kinds=tuple(shapes[i].kind for i in keep),
         textures=tuple(shapes[i].texture.kind for i in keep),
         colors=np.array([np.rint(shapes[i].texture.c1) for i in keep], np.uint8).reshape(-1, 3),
         background=bg_kind,
         seed=seed,
+        grayscale=style.gray,
     )
 
 
 def make_scene(
-    seed: int, size: int | tuple[int, int] = 256, num_shapes: tuple[int, int] = (2, 6)
+    seed: int,
+    size: int | tuple[int, int] = 256,
+    num_shapes: tuple[int, int] = (2, 6),
+    grayscale_share: float = 0.0,
+    multicolor_share: float = 0.0,
 ) -> Scene:
-    """A random image of ``num_shapes`` (inclusive range) shapes; at least one visible instance."""
+    """A random image of ``num_shapes`` (inclusive range) shapes; at least one visible instance.
+
+    ``grayscale_share``: chance that the scene is drawn in greys; ``multicolor_share``: chance per
+    shape of a 3-5 colour texture (MULTICOLOR_TEXTURE_KINDS), which changes that shape's colours
+    only. Both 0 by default, which keeps the scenes of every seed as they were.
+    """
     seed = _check_seed(seed)
     h, w = _check_size(size)
     lo, hi = _check_range(num_shapes, "num_shapes", 1, MAX_OBJECTS)
+    style = _style(seed, grayscale_share, multicolor_share)
     rng = np.random.default_rng(seed)
-    scene = _scene_once(rng, h, w, lo, hi, seed)
+    scene = _scene_once(rng, h, w, lo, hi, seed, style)
     for _ in range(100):
         if len(scene.masks):
             break
-        scene = _scene_once(rng, h, w, lo, hi, seed)
+        scene = _scene_once(rng, h, w, lo, hi, seed, style)
     return scene
 
 
@@ -742,7 +840,12 @@ def _free_track(
 
 
 def _crossing_tracks(
-    rng: np.random.Generator, h: int, w: int, num_frames: int, avoid: list[np.ndarray]
+    rng: np.random.Generator,
+    h: int,
+    w: int,
+    num_frames: int,
+    avoid: list[np.ndarray],
+    style: _Style = _PLAIN,
 ) -> list[_Track]:
     """Two solid objects on straight paths through one point at the middle frame."""
     side = min(h, w)
@@ -750,7 +853,7 @@ def _crossing_tracks(
     for _ in range(100):
         shapes = []
         for _ in range(2):
-            shapes.append(_random_shape(rng, side, _CROSS_SIZE, _SOLID_KINDS, avoid))
+            shapes.append(_random_shape(rng, side, _CROSS_SIZE, _SOLID_KINDS, avoid, style))
             avoid = avoid + [shapes[-1].texture.c1]
         cx, cy = (0.5 + rng.uniform(-0.1, 0.1)) * w, (0.5 + rng.uniform(-0.1, 0.1)) * h
         ang_a = rng.uniform(0, _TWO_PI)
@@ -784,10 +887,11 @@ def _new_track(
     extent: tuple[float, float],
     others: Sequence[_Track],
     avoid: Sequence[np.ndarray],
+    style: _Style = _PLAIN,
 ) -> _Track:
     """A random free (roaming / entering / leaving) object track."""
     colors = list(avoid) + [tr.shape.texture.c1 for tr in others]
-    shape = _random_shape(rng, min(h, w), extent, SHAPE_KINDS, colors)
+    shape = _random_shape(rng, min(h, w), extent, SHAPE_KINDS, colors, style)
     near = others[int(rng.integers(len(others)))] if others and rng.random() < 0.4 else None
     return _free_track(rng, shape, h, w, num_frames, near)
 
@@ -813,11 +917,12 @@ def _clip_once(
     objects: tuple[int, int],
     crossing: bool,
     seed: int,
+    style: _Style = _PLAIN,
 ) -> Clip | None:
     """One attempt at a clip; None when frame 0 cannot show every object well enough."""
     side = min(h, w)
     pan = max(2, math.ceil(0.08 * side))
-    canvas, bg_kind, bg_colors = _background(rng, h + 2 * pan, w + 2 * pan)
+    canvas, bg_kind, bg_colors = _background(rng, h + 2 * pan, w + 2 * pan, style.gray)
     origin = rng.uniform(0, 2 * pan, 2)
     pan_vel = rng.uniform(-1.5, 1.5, 2) if rng.random() < 0.5 else np.zeros(2)
     n = 2 if crossing else int(rng.integers(objects[0], objects[1] + 1))
@@ -826,10 +931,10 @@ def _clip_once(
     extent = (max(_CLIP_SIZE[0] * shrink, smallest), max(_CLIP_SIZE[1] * shrink, 1.5 * smallest))
     tracks: list[_Track] = []
     if crossing:
-        tracks = _crossing_tracks(rng, h, w, num_frames, bg_colors)
+        tracks = _crossing_tracks(rng, h, w, num_frames, bg_colors, style)
     else:
         for _ in range(n):
-            tracks.append(_new_track(rng, h, w, num_frames, extent, tracks, bg_colors))
+            tracks.append(_new_track(rng, h, w, num_frames, extent, tracks, bg_colors, style))
     order = rng.permutation(n)  # z-order: order[0] is drawn first (at the back)
     views = []  # the background of each frame: a window sliding over the canvas
     for t in range(num_frames):
@@ -844,11 +949,11 @@ def _clip_once(
         if len(bad) == 0:
             break
         if crossing:
-            tracks = _crossing_tracks(rng, h, w, num_frames, bg_colors)
+            tracks = _crossing_tracks(rng, h, w, num_frames, bg_colors, style)
             continue
         for k in bad:
             others = [tr for i, tr in enumerate(tracks) if i != k]
-            tracks[k] = _new_track(rng, h, w, num_frames, extent, others, bg_colors)
+            tracks[k] = _new_track(rng, h, w, num_frames, extent, others, bg_colors, style)
     else:
         return None
     noise, blur = _camera(rng)
@@ -861,7 +966,7 @@ def _clip_once(
             image, labels, amodal0 = _render(views[t], tracks, order, t)
         amodal[t] = amodal0
         masks[t] = labels[None] == ids
-        frames[t] = _finish(rng, image, noise, blur)
+        frames[t] = _finish(rng, image, noise, blur, style.gray)
     return Clip(
         frames=frames,
         masks=masks,
@@ -872,6 +977,7 @@ def _clip_once(
         motions=tuple(tr.motion for tr in tracks),
         background=bg_kind,
         seed=seed,
+        grayscale=style.gray,
     )
 
 
@@ -881,8 +987,15 @@ def make_clip(
     size: int | tuple[int, int] = 256,
     num_objects: tuple[int, int] = (2, 4),
     crossing: bool = False,
+    grayscale_share: float = 0.0,
+    multicolor_share: float = 0.0,
 ) -> Clip:
-    """A clip of moving objects, all visible in frame 0 (``crossing``: exactly two that cross)."""
+    """A clip of moving objects, all visible in frame 0 (``crossing``: exactly two that cross).
+
+    ``grayscale_share``: chance that the clip is drawn in greys; ``multicolor_share``: chance per
+    object of a 3-5 colour texture (MULTICOLOR_TEXTURE_KINDS). Both 0 by default, which keeps the
+    clips of every seed as they were.
+    """
     seed = _check_seed(seed)
     num_frames = _check_count(num_frames, "num_frames", 3 if crossing else 1)
     h, w = _check_size(size)
@@ -893,9 +1006,10 @@ def make_clip(
         raise InvalidInputError(
             f"num_objects: {objects[0]} objects cannot all be visible in a {h}x{w} frame"
         )
+    style = _style(seed, grayscale_share, multicolor_share)
     rng = np.random.default_rng(seed)
     for _ in range(3):
-        clip = _clip_once(rng, h, w, num_frames, objects, bool(crossing), seed)
+        clip = _clip_once(rng, h, w, num_frames, objects, bool(crossing), seed, style)
         if clip is not None:
             return clip
     raise InvalidInputError(

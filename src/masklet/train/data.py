@@ -105,41 +105,79 @@ class DavisFolders:
         return VideoSample(frames=frames, masks=masks)
 
 
-def endless(source: Iterable | Callable[[int], Iterator], seed: int = 0) -> Iterator:
-    """Samples forever: a generator function of a seed, or a dataset shuffled each epoch."""
+HELD_OUT_SEED = 10**6  # held-out evaluation builds scenes and clips from HELD_OUT_SEED + i
+TRAINING_SEED_BIT = 1 << 63  # set in every synthetic training seed: never a held-out seed
+
+# The default generator mix of synthetic training data (see masklet.synthetic.make_scene): the
+# packaged nano failed on grayscale scenes and split multi-coloured shapes.
+GRAYSCALE_SHARE = 0.15
+MULTICOLOR_SHARE = 0.25
+
+
+def endless(
+    source: Iterable | Callable[[int], Iterator], seed: int = 0, shard: tuple[int, int] = (0, 1)
+) -> Iterator:
+    """Samples forever: a generator function of a seed, or a dataset shuffled each epoch.
+
+    ``shard`` (index, count): a dataset yields only its items ``index, index + count, ...`` (the
+    share of one of ``count`` workers); a generator function gets its seed and yields all.
+    """
     if callable(source) and not hasattr(source, "__getitem__"):
         yield from source(seed)
         return
     rng = random.Random(seed)
-    order = list(range(len(source)))  # type: ignore[arg-type]
+    order = list(range(shard[0], len(source), shard[1]))  # type: ignore[arg-type]
     if not order:
-        raise InvalidInputError("the training dataset is empty")
+        raise InvalidInputError(f"the training dataset is empty (or has fewer items than the {shard[1]} workers)")
     while True:
         rng.shuffle(order)
         for i in order:
             yield source[i]  # type: ignore[index]
 
 
-def synthetic_images(seed: int, size: int = 256) -> Iterator[ImageSample]:
-    """Endless synthetic scenes (see :mod:`masklet.synthetic`)."""
-    from ..synthetic import scene_stream
+def training_seeds(seed: int) -> Iterator[int]:
+    """The item seeds of a synthetic training stream: distinct 64-bit hashes of (seed, i), each
+    with :data:`TRAINING_SEED_BIT` set, so no training item is ever a held-out one."""
+    from ..synthetic import _check_seed, _child_seed
 
-    for scene in scene_stream(seed, size=size):
+    seed = _check_seed(seed)
+    index = 0
+    while True:
+        yield _child_seed(seed, index) | TRAINING_SEED_BIT
+        index += 1
+
+
+def synthetic_images(
+    seed: int, size: int = 256, grayscale_share: float = GRAYSCALE_SHARE, multicolor_share: float = MULTICOLOR_SHARE
+) -> Iterator[ImageSample]:
+    """Endless synthetic training scenes (see :func:`masklet.synthetic.make_scene`) in the
+    default mix: ``grayscale_share`` of the scenes in greys, ``multicolor_share`` of the shapes
+    multi-coloured."""
+    from ..synthetic import make_scene
+
+    for item in training_seeds(seed):
+        scene = make_scene(item, size=size, grayscale_share=grayscale_share, multicolor_share=multicolor_share)
         yield ImageSample(image=scene.image, masks=scene.masks)
 
 
 def synthetic_clips(
-    seed: int, size: int = 256, num_frames: int = 4, crossing_share: float = 0.0
+    seed: int,
+    size: int = 256,
+    num_frames: int = 4,
+    crossing_share: float = 0.0,
+    grayscale_share: float = GRAYSCALE_SHARE,
+    multicolor_share: float = MULTICOLOR_SHARE,
 ) -> Iterator[VideoSample]:
-    """Endless synthetic clips (see :mod:`masklet.synthetic`); a ``crossing_share`` of them show
-    exactly two objects that cross, the case where trackers swap or merge identities."""
-    from ..synthetic import clip_stream
+    """Endless synthetic training clips (see :func:`masklet.synthetic.make_clip`); a
+    ``crossing_share`` of them show exactly two objects that cross, the case where trackers swap
+    or merge identities; grey and multi-coloured in the same mix as :func:`synthetic_images`."""
+    from ..synthetic import make_clip
 
     if not 0.0 <= crossing_share <= 1.0:
         raise InvalidInputError(f"crossing_share: expected a share in [0, 1], got {crossing_share!r}")
-    free = clip_stream(seed, size=size, num_frames=num_frames)
-    crossing = clip_stream(seed, size=size, num_frames=num_frames, crossing=True) if crossing_share else None
+    style = {"grayscale_share": grayscale_share, "multicolor_share": multicolor_share}
     choose = random.Random(seed)
-    while True:
-        clip = next(crossing) if crossing is not None and choose.random() < crossing_share else next(free)
+    for item in training_seeds(seed):
+        crossing = bool(crossing_share) and choose.random() < crossing_share
+        clip = make_clip(item, num_frames=num_frames, size=size, crossing=crossing, **style)
         yield VideoSample(frames=clip.frames, masks=clip.masks)
