@@ -315,8 +315,9 @@ def test_results_do_not_depend_on_batching_or_grid_form():
     base = MaskGenerator(model, points_per_side=8, **options).generate(image(2))
     one = MaskGenerator(model, points_per_side=8, points_per_batch=1, **options).generate(image(2))
     grid = MaskGenerator(model, points_per_side=None, point_grids=[build_point_grid(8)], **options).generate(image(2))
-    # batching changes float rounding in the decoder (~1e-7), nothing else
-    assert_same_masks(one, base, iou_min=0.999, score_atol=1e-5, stability_atol=1e-4, box_atol=0)
+    # batching changes float rounding in the decoder (~1e-7), nothing else; a logit that lands on
+    # a stability threshold flips one pixel of a count, moving the score by about 1 / union (~1e-4)
+    assert_same_masks(one, base, iou_min=0.999, score_atol=1e-5, stability_atol=5e-4, box_atol=0)
     assert len(grid) == len(base)
     for x, y in zip(base, grid):
         assert np.array_equal(x["segmentation"], y["segmentation"])

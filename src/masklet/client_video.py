@@ -16,6 +16,7 @@ from .io import load_image
 from .masks import encode_rle
 from .server.codec import npy_bytes, rles_to_masks, unpack_array
 from .video import TrackedFrame, VideoPredictor
+from .video.health import HealthMonitor
 from .video.frames import FolderFrames, VideoFileFrames, open_frames
 
 if TYPE_CHECKING:
@@ -43,7 +44,9 @@ def _tracked(fr: dict, height: int, width: int) -> TrackedFrame:
     else:
         masks = torch.from_numpy(rles_to_masks(fr["masks"], [len(fr["masks"])], (height, width)))
         logits = torch.where(masks, 1.0, -1.0)[:, None].float()
-    return TrackedFrame(fr["frameIdx"], list(fr["objIds"]), logits)
+    scores = fr.get("objectScoreLogits")
+    return TrackedFrame(fr["frameIdx"], list(fr["objIds"]), logits,
+                        None if scores is None else torch.tensor(scores, dtype=torch.float32))
 
 
 def _frame_parts(source: Any) -> tuple[list[tuple[str, tuple[str, bytes, str]]], int]:
@@ -200,9 +203,13 @@ class RemoteVideoPredictor:
                 yield doc
 
     def propagate_in_video(self, state: RemoteVideoState, start_frame_idx: int | None = None,
-                           max_frame_num_to_track: int | None = None, reverse: bool = False) -> Iterator[TrackedFrame]:
+                           max_frame_num_to_track: int | None = None, reverse: bool = False,
+                           health: HealthMonitor | None = None) -> Iterator[TrackedFrame]:
         """Same as :meth:`masklet.VideoPredictor.propagate_in_video`, streamed frame by frame as the
-        server computes it; closing the iterator early stops the server's work."""
+        server computes it; closing the iterator early stops the server's work. The server sends each
+        object's score, and ``health`` (default: a new monitor) watches them here, as locally."""
+        if health is not None and not isinstance(health, HealthMonitor):
+            raise E.InvalidInputError(f"health: expected a masklet.video.HealthMonitor or None, got {type(health).__name__}")
         if start_frame_idx is not None:
             VideoPredictor._check_frame(state, start_frame_idx, "start_frame_idx")  # type: ignore[arg-type]
         if max_frame_num_to_track is not None and (
@@ -212,7 +219,7 @@ class RemoteVideoPredictor:
         body = {"startFrameIdx": start_frame_idx, "maxFrameNumToTrack": max_frame_num_to_track,
                 "direction": "backward" if reverse else "forward", "logits": self.exact_logits}
         first = self._first_line(state, body)
-        return self._follow(state, body, first, bool(reverse))
+        return self._follow(state, body, first, bool(reverse), HealthMonitor() if health is None else health)
 
     def _first_line(self, state: RemoteVideoState, body: dict) -> tuple[Iterator[dict], dict | None]:
         """Open the stream and read its first line eagerly, so bad state raises at the call (and a lost session replays)."""
@@ -227,14 +234,14 @@ class RemoteVideoPredictor:
         raise AssertionError("unreachable")
 
     def _follow(self, state: RemoteVideoState, body: dict, first: tuple[Iterator[dict], dict | None],
-                reverse: bool) -> Iterator[TrackedFrame]:
+                reverse: bool, health: HealthMonitor) -> Iterator[TrackedFrame]:
         lines, doc = first
         done, start = 0, None
         try:
             while doc is not None:
                 start = doc["frameIdx"] if start is None else start
                 done += 1
-                yield _tracked(doc, state.video_height, state.video_width)
+                yield VideoPredictor._watch(health, _tracked(doc, state.video_height, state.video_width))
                 doc = next(lines, None)
         finally:
             lines.close()  # type: ignore[attr-defined]

@@ -12,6 +12,7 @@ import os
 import tempfile
 from typing import Any
 
+import PIL.Image
 import torch
 
 
@@ -19,16 +20,22 @@ def import_ultralytics() -> Any:
     """Import ``ultralytics.models.sam`` without a torchvision distribution; returns the module."""
     os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="ultralytics-cfg-"))
     os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ["YOLO_AUTOINSTALL"] = "false"  # it would otherwise pip-install packages mid-test
     real = importlib.metadata.version
 
     def version(name: str) -> str:
         return "0.28.0" if name == "torchvision" else real(name)
 
+    # Ultralytics patches PIL.Image.open and torch.save at import: undo that, so the other tests
+    # of the session keep the libraries' own functions.
+    image_open, torch_save = PIL.Image.open, torch.save
     importlib.metadata.version = version
     try:
         import ultralytics.models.sam.predict as predict
     finally:
         importlib.metadata.version = real
+        PIL.Image.open, torch.save = image_open, torch_save
+        torch.set_printoptions(profile="default")
     return predict
 
 

@@ -85,6 +85,7 @@ class AutomaticOptions(Schema):
     stability_score_offset: float = 1.0
     mask_threshold: float = 0.0
     box_nms_thresh: float = 0.7
+    mask_nms_thresh: float = 0.0
     crop_n_layers: int = 0
     crop_nms_thresh: float = 0.7
     crop_overlap_ratio: float = 512 / 1500
@@ -159,6 +160,7 @@ class FrameResult(Schema):
     obj_ids: list[int]
     masks: list[dict]
     mask_logits: PackedArray | None = None
+    object_score_logits: list[float] | None = None  # per object; presence = sigmoid
 
 
 class RemoveResponse(Schema):

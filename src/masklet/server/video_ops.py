@@ -22,6 +22,8 @@ def frame_result(tf: TrackedFrame, logits: bool) -> FrameResult:
     out = FrameResult(frame_idx=int(tf.frame_idx), obj_ids=[int(i) for i in tf.obj_ids], masks=masks_to_rles(masks))
     if logits:
         out.mask_logits = PackedArray(**pack_array(tf.mask_logits.float().cpu().numpy()))
+    if tf.object_score_logits is not None:
+        out.object_score_logits = [float(v) for v in tf.object_score_logits.float().cpu()]
     return out
 
 
