@@ -3,13 +3,14 @@
 # installed without its dependencies because it requires torchvision, which masklet does not need.
 # The active virtual environment's python, else python3 (plain Debian/Ubuntu has no `python`).
 PYTHON ?= $(shell if [ -n "$$VIRTUAL_ENV" ]; then echo "$$VIRTUAL_ENV/bin/python"; else command -v python3 || command -v python; fi)
-# CPU-only torch wheels by default; on a GPU machine: make install TORCH_INDEX=https://download.pytorch.org/whl/cu126
-TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+# torch from pip's configured index by default. On the public PyPI that is the CUDA build; for the
+# CPU-only wheels: make install TORCH_INDEX=https://download.pytorch.org/whl/cpu (cu126 for CUDA 12.6)
+TORCH_INDEX ?=
 
 .PHONY: install install-demo install-test demo test bench
 
 install:
-	$(PYTHON) -m pip install --quiet torch==2.13.0 --index-url $(TORCH_INDEX)
+	$(PYTHON) -m pip install --quiet torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PYTHON) -m pip install --quiet -e .
 
 install-demo: install
