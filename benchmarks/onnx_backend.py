@@ -2,7 +2,7 @@
 bfloat16) vs masklet's ONNX Runtime backend, in one run, taking turns (the machine is shared and noisy).
 
 Random weights of the chosen official size (no model hub here). Ratios are official / this
-(> 1 means faster than the official). Usage: ``python benchmarks/onnx.py [--repeats 3 --frames 6]``.
+(> 1 means faster than the official). Usage: ``python benchmarks/onnx_backend.py [--repeats 3 --frames 6]``.
 """
 
 from __future__ import annotations
