@@ -48,17 +48,17 @@ def frames(tmp_path):
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_makefile_finds_python3_takes_a_torch_index_and_explains_the_sam2_note():
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHON", "MAKEFLAGS")}
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHON", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
     env["PATH"] = os.path.dirname(shutil.which("python3") or sys.executable) + os.pathsep + env.get("PATH", "")
-    plan = subprocess.run(["make", "-n", "test"], cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout
+    plan = subprocess.run(["make", "--no-print-directory", "-n", "test"], cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout
     first = plan.splitlines()[0]
     assert re.search(r"python3? -m pip install", first) and not first.startswith("python -m"), first
     assert "--index-url" not in plan  # pip's configured index unless TORCH_INDEX names one
-    chosen = subprocess.run(["make", "-n", "install", "TORCH_INDEX=https://download.pytorch.org/whl/cpu"], cwd=ROOT,
+    chosen = subprocess.run(["make", "--no-print-directory", "-n", "install", "TORCH_INDEX=https://download.pytorch.org/whl/cpu"], cwd=ROOT,
                             env=env, capture_output=True, text=True, check=True).stdout
     assert "torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" in chosen
     assert "sam2 1.1.0 requires torchvision" in plan and "expected" in plan
-    venv = subprocess.run(["make", "-n", "install"], cwd=ROOT, env={**env, "VIRTUAL_ENV": "/opt/venv"},
+    venv = subprocess.run(["make", "--no-print-directory", "-n", "install"], cwd=ROOT, env={**env, "VIRTUAL_ENV": "/opt/venv"},
                           capture_output=True, text=True, check=True).stdout
     assert venv.splitlines()[0].startswith("/opt/venv/bin/python -m pip")
 
