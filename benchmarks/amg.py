@@ -26,11 +26,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 import conftest  # noqa: E402,F401  (binds the torchvision stand-in the official sam2 imports)
+import masklet  # noqa: E402
+from masklet.synthetic import make_scene  # noqa: E402
+from masklet.weights import packaged_checkpoint  # noqa: E402
 from reference.official import (  # noqa: E402
     build_official_model,
     feat_sizes,
@@ -39,10 +41,6 @@ from reference.official import (  # noqa: E402
     save_official_checkpoint,
 )
 from test_amg import match_masks  # noqa: E402
-
-import masklet  # noqa: E402
-from masklet.synthetic import make_scene  # noqa: E402
-from masklet.weights import packaged_checkpoint  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 from image_predictor import test_image  # noqa: E402  (the same smooth 1200x900 image)

@@ -21,9 +21,13 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 import conftest  # noqa: E402,F401  (binds the torchvision stand-in the official sam2 imports)
-from reference.official import build_official_model, official_image_predictor, official_model_dict, save_official_checkpoint  # noqa: E402
-
 import masklet  # noqa: E402
+from reference.official import (  # noqa: E402
+    build_official_model,
+    official_image_predictor,
+    official_model_dict,
+    save_official_checkpoint,
+)
 
 
 def median_seconds(fn, repeats: int) -> float:
@@ -68,9 +72,9 @@ def main() -> None:
     rows = {}
     for name, predictor in (("official fp32", official), ("masklet fp32", fp32), ("masklet bf16", bf16)):
         with torch.inference_mode():
-            set_s = median_seconds(lambda: predictor.set_image(image), args.repeats)
+            set_s = median_seconds(lambda p=predictor: p.set_image(image), args.repeats)
             predictor.set_image(image)
-            pred_s = median_seconds(lambda: predictor.predict(**point), args.repeats * 4)
+            pred_s = median_seconds(lambda p=predictor: p.predict(**point), args.repeats * 4)
         rows[name] = (set_s, pred_s)
         print(f"  {name:14s} set_image {set_s * 1000:8.1f} ms   predict {pred_s * 1000:7.2f} ms")
 

@@ -8,6 +8,7 @@ Random weights of the chosen official size (no model hub here). Ratios are offic
 from __future__ import annotations
 
 import argparse
+import importlib.util  # noqa: E402
 import os
 import statistics
 import sys
@@ -17,20 +18,22 @@ import time
 import numpy as np
 import torch
 
-import importlib.util  # noqa: E402
-
 _HERE = os.path.dirname(os.path.abspath(__file__))
 # this file is named onnx.py: its folder must not shadow the onnx package
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 _spec = importlib.util.spec_from_file_location("video_predictor_bench", os.path.join(_HERE, "video_predictor.py"))
 vb = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(vb)  # frames, clicks, interleaved tracking; binds the sam2 stand-in
-from reference.official import build_official_model, official_image_predictor, official_model_dict, save_official_checkpoint  # noqa: E402
-
 import masklet  # noqa: E402
 from masklet.export.onnx import export_onnx  # noqa: E402
 from masklet.export.ort import ort_model  # noqa: E402
 from masklet.video import VideoPredictor  # noqa: E402
+from reference.official import (  # noqa: E402
+    build_official_model,
+    official_image_predictor,
+    official_model_dict,
+    save_official_checkpoint,
+)
 
 
 def interleaved(fns: dict, repeats: int) -> dict[str, float]:

@@ -40,16 +40,15 @@ from PIL import Image  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 import conftest  # noqa: E402,F401  (binds the torchvision stand-in the official sam2 imports)
+import masklet  # noqa: E402
+from masklet.synthetic import make_clip  # noqa: E402
+from masklet.video import VideoPredictor  # noqa: E402
 from reference.official import (  # noqa: E402
     build_official_model,
     official_model_dict,
     patched_connected_components,
     save_official_checkpoint,
 )
-
-import masklet  # noqa: E402
-from masklet.synthetic import make_clip  # noqa: E402
-from masklet.video import VideoPredictor  # noqa: E402
 
 MAX_OBJECTS = 4  # objects in the clip; a case prompts the first K of them
 

@@ -16,6 +16,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+from masklet import InvalidInputError, MaskGenerator
+from masklet.amg import build_point_grid
+from masklet.cli import main
+from masklet.masks import decode_rle
+from masklet.official_config import config_from_official, save_official_yaml
 from reference.official import (
     SMALL,
     build_official_model,
@@ -25,12 +31,6 @@ from reference.official import (
     save_official_checkpoint,
 )
 from reference.pairs import make_pair, test_image
-
-from masklet import InvalidInputError, MaskGenerator
-from masklet.amg import build_point_grid
-from masklet.cli import main
-from masklet.masks import decode_rle
-from masklet.official_config import config_from_official, save_official_yaml
 
 RECORD_KEYS = {"segmentation", "area", "bbox", "predicted_iou", "point_coords", "stability_score", "crop_box"}
 

@@ -12,8 +12,8 @@ import torch
 from masklet.model import attention as attention_module
 from masklet.model import common as common_module
 from masklet.model.attention import RoPEAttention, _softmax_rows_, softmax_attention
-from masklet.model.config import MemoryAttentionConfig
 from masklet.model.common import map_rows
+from masklet.model.config import MemoryAttentionConfig
 from masklet.model.memory import MemoryAttention
 from masklet.model.position import apply_rope, apply_rope_, axial_rope_angles
 

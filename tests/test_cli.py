@@ -9,6 +9,10 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
+
+from masklet.cli import main
+from masklet.masks import decode_rle
+from masklet.official_config import config_from_official, save_official_yaml
 from reference.official import (
     SMALL,
     build_official_model,
@@ -16,10 +20,6 @@ from reference.official import (
     save_official_checkpoint,
 )
 from reference.pairs import test_image
-
-from masklet.cli import main
-from masklet.masks import decode_rle
-from masklet.official_config import config_from_official, save_official_yaml
 
 
 @pytest.fixture(scope="module")

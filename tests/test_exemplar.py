@@ -9,7 +9,6 @@ import importlib.util
 import numpy as np
 import pytest
 import torch
-from reference.official import SMALL, apply_overrides, build_official_model, image_postprocess_overrides, official_model_dict
 
 from masklet import ExemplarPredictor, load_model
 from masklet.errors import InvalidInputError, PredictorStateError
@@ -17,6 +16,13 @@ from masklet.model import Sam2Model
 from masklet.official_config import config_from_official
 from masklet.synthetic import make_example_set
 from masklet.transforms import preprocess
+from reference.official import (
+    SMALL,
+    apply_overrides,
+    build_official_model,
+    image_postprocess_overrides,
+    official_model_dict,
+)
 
 
 def _box(mask: np.ndarray) -> list[float]:

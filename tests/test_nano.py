@@ -14,14 +14,14 @@ import pytest
 import torch
 import yaml
 from PIL import Image
-from reference.official import build_official_model
-from test_amg import assert_same_masks, official_records
-from test_video_parity import assert_same, later_objects, scenario
 
 from masklet import MaskGenerator, load_model
 from masklet.synthetic import make_clip, make_scene
 from masklet.video import VideoPredictor
 from masklet.weights import PACKAGED_CHECKPOINTS, packaged_checkpoint
+from reference.official import build_official_model
+from test_amg import assert_same_masks, official_records
+from test_video_parity import assert_same, later_objects, scenario
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 from evaluate_synthetic import evaluate

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+
 from reference.torchvision import ops as tv_ops
 from reference.torchvision import transforms as tv_transforms
 
@@ -114,8 +115,9 @@ def test_batched_nms_is_per_class() -> None:
 
 
 def test_connected_components_match_scipy() -> None:
-    from reference.official import connected_components
     from scipy import ndimage
+
+    from reference.official import connected_components
 
     g = torch.Generator().manual_seed(0)
     masks = torch.rand(3, 1, 40, 50, generator=g) > 0.55
@@ -187,8 +189,9 @@ def test_randomised_parameters_are_deterministic_and_nonzero(small_model: Any) -
 
 
 def test_checkpoint_roundtrip(small_model: Any, tmp_path: Any) -> None:
-    from reference.official import SMALL, build_official_model, official_model_dict, save_official_checkpoint
     from sam2.build_sam import _load_checkpoint
+
+    from reference.official import SMALL, build_official_model, official_model_dict, save_official_checkpoint
 
     path = tmp_path / "small.pt"
     save_official_checkpoint(small_model, path)

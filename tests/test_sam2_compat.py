@@ -17,15 +17,6 @@ import pytest
 import torch
 import yaml
 from PIL import Image
-from reference.official import (
-    SMALL,
-    build_official_model,
-    official_image_predictor,
-    official_model_dict,
-    patched_connected_components,
-    save_official_checkpoint,
-)
-from test_amg import assert_same_masks, official_records
 
 from masklet import ConfigError
 
@@ -41,6 +32,15 @@ from masklet.sam2.sam2_image_predictor import SAM2ImagePredictor
 from masklet.sam2.sam2_video_predictor import SAM2VideoPredictor
 from masklet.synthetic import make_clip, make_scene
 from masklet.weights import packaged_checkpoint
+from reference.official import (
+    SMALL,
+    build_official_model,
+    official_image_predictor,
+    official_model_dict,
+    patched_connected_components,
+    save_official_checkpoint,
+)
+from test_amg import assert_same_masks, official_records
 
 ATOL = 1e-4
 KINDS = ("small", "nano")
@@ -126,10 +126,10 @@ def test_image_predictor_notebook_matches_official(kind):
         predictor = SAM2ImagePredictor(build_sam2(cfg, pt, device="cpu"))
         ours = image_notebook(predictor, image, image2)
     assert predictor.model is not None and predictor.get_image_embedding().shape[0] == 2
-    for i, ((m, s, l), (rm, rs, rl), (rlog, _, _)) in enumerate(zip(ours, ref, ref_logits)):
+    for i, ((m, s, lg), (rm, rs, rl), (rlog, _, _)) in enumerate(zip(ours, ref, ref_logits)):
         assert m.dtype == np.float32 == rm.dtype, f"call {i}: masks {m.dtype}, official {rm.dtype}"
         np.testing.assert_allclose(s, rs, atol=ATOL, err_msg=f"call {i}: scores")
-        np.testing.assert_allclose(l, rl, atol=ATOL, err_msg=f"call {i}: low-res logits")
+        np.testing.assert_allclose(lg, rl, atol=ATOL, err_msg=f"call {i}: low-res logits")
         assert_masks_match(m, rm, rlog, f"call {i}")
     with torch.autocast(**BF16):
         low = image_notebook(SAM2ImagePredictor(build_sam2(cfg, pt, device="cpu")), image, image2)
@@ -198,7 +198,8 @@ def centre(mask: np.ndarray) -> list[float]:
 def video_notebook(predictor, video_dir: str, masks: np.ndarray) -> list:
     """The video predictor notebook's calls, in order; returns every (frame_idx, obj_ids, logits)."""
     out = []
-    keep = lambda r: out.append((int(r[0]), list(r[1]), r[2].detach().float().clone()))
+    def keep(r):
+        return out.append((int(r[0]), list(r[1]), r[2].detach().float().clone()))
     inference_state = predictor.init_state(video_path=video_dir)
     predictor.reset_state(inference_state)
     points, labels = np.array([centre(masks[0, 0])], dtype=np.float32), np.array([1], np.int32)

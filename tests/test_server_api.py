@@ -19,12 +19,12 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 from PIL import Image
-from server_util import ServerProcess
 
 import masklet
 from masklet.client import Client, RemoteError
 from masklet.errors import ImageDecodeError, InvalidInputError, PredictorStateError
 from masklet.synthetic import make_clip, make_scene
+from server_util import ServerProcess
 
 KEY = "test-key-123"
 

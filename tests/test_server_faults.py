@@ -13,11 +13,10 @@ import pytest
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
-from server_util import ServerProcess, free_port
-
 import masklet
 from masklet.client import Client
 from masklet.synthetic import make_clip, make_scene
+from server_util import ServerProcess, free_port
 
 BUDGET = 3_000_000
 

@@ -12,9 +12,8 @@ import pytest
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
-from server_util import ServerProcess
-
 from masklet.synthetic import make_clip, make_scene
+from server_util import ServerProcess
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings

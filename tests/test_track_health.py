@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from reference.official import SMALL, apply_overrides, build_official_model, image_postprocess_overrides, official_model_dict, patched_connected_components
 
 from masklet import load_model
 from masklet.errors import InvalidInputError
@@ -18,6 +17,14 @@ from masklet.model import Sam2Model
 from masklet.official_config import config_from_official
 from masklet.synthetic import make_event_clip
 from masklet.video import HealthMonitor, StreamTracker, TrackedFrame, TrackEvent, VideoPredictor
+from reference.official import (
+    SMALL,
+    apply_overrides,
+    build_official_model,
+    image_postprocess_overrides,
+    official_model_dict,
+    patched_connected_components,
+)
 
 # ------------------------------------------------------------------------- the monitor alone
 

@@ -113,9 +113,8 @@ def test_a_few_steps_lower_the_loss_and_checkpoints_reload(tmp_path):
         assert torch.equal(reloaded.state_dict()[name], value), name
 
     # the official package loads the very same checkpoint strictly
-    from hydra.utils import instantiate
-
     import yaml
+    from hydra.utils import instantiate
 
     official_dict = yaml.safe_load((tmp_path / "model.yaml").read_text())["model"]
     official = instantiate(official_dict, _recursive_=True)

@@ -22,6 +22,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+from masklet.model import Sam2Model
+from masklet.official_config import config_from_official
+from masklet.synthetic import make_clip
+from masklet.video import VideoPredictor
 from reference.official import (
     SMALL,
     apply_overrides,
@@ -31,11 +36,6 @@ from reference.official import (
     patched_connected_components,
 )
 from test_video_parity import assert_same, box_of, centre, record
-
-from masklet.model import Sam2Model
-from masklet.official_config import config_from_official
-from masklet.synthetic import make_clip
-from masklet.video import VideoPredictor
 
 NUM_FRAMES = 6
 HW = (64, 80)

@@ -10,6 +10,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+from masklet.model import Sam2Model
+from masklet.official_config import config_from_official
+from masklet.synthetic import make_clip
+from masklet.video import VideoPredictor
 from reference.official import (
     SMALL,
     apply_overrides,
@@ -18,11 +23,6 @@ from reference.official import (
     official_model_dict,
     patched_connected_components,
 )
-
-from masklet.model import Sam2Model
-from masklet.official_config import config_from_official
-from masklet.synthetic import make_clip
-from masklet.video import VideoPredictor
 
 NUM_FRAMES = 8
 HEIGHT, WIDTH = 96, 128

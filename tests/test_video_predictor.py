@@ -14,7 +14,13 @@ from masklet.model import Sam2Model
 from masklet.official_config import config_from_official
 from masklet.synthetic import make_clip
 from masklet.video import TrackedFrame, VideoPredictor
-from reference.official import SMALL, apply_overrides, image_postprocess_overrides, official_model_dict, randomize_parameters_
+from reference.official import (
+    SMALL,
+    apply_overrides,
+    image_postprocess_overrides,
+    official_model_dict,
+    randomize_parameters_,
+)
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,12 @@ import resource
 import numpy as np
 import pytest
 import torch
+
+from masklet.errors import InvalidInputError, PredictorStateError
+from masklet.model import Sam2Model
+from masklet.official_config import config_from_official
+from masklet.synthetic import make_clip
+from masklet.video import StreamTracker, VideoPredictor
 from reference.official import (
     SMALL,
     apply_overrides,
@@ -15,12 +21,6 @@ from reference.official import (
     official_model_dict,
     randomize_parameters_,
 )
-
-from masklet.errors import InvalidInputError, PredictorStateError
-from masklet.model import Sam2Model
-from masklet.official_config import config_from_official
-from masklet.synthetic import make_clip
-from masklet.video import StreamTracker, VideoPredictor
 
 #: An even smaller input (128 px) for the long-stream test.
 TINY_INPUT = {

@@ -16,13 +16,15 @@ from masklet.official_config import config_from_official, config_to_official, lo
 from masklet.weights import detect_config
 from reference.official import (
     SMALL,
-    VARIANTS as OFFICIAL_FILES,
     apply_overrides,
     build_official_model,
     image_postprocess_overrides,
     official_image_predictor,
     official_model_dict,
     save_official_checkpoint,
+)
+from reference.official import (
+    VARIANTS as OFFICIAL_FILES,
 )
 from reference.pairs import test_image
 

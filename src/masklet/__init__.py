@@ -5,6 +5,7 @@ Public API: :func:`load_model`, :class:`ImagePredictor`, :class:`MaskGenerator`,
 config types, and the error types. Everything else is internal.
 """
 
+from .amg import MaskGenerator
 from .errors import (
     CheckpointError,
     ConfigError,
@@ -15,7 +16,6 @@ from .errors import (
     PredictorStateError,
     VideoDecodeError,
 )
-from .amg import MaskGenerator
 from .exemplar import ExemplarPredictor, ExemplarResult
 from .image import ImageEmbeddings, ImagePredictor
 from .model import Sam2Config, Sam2Model, variant_config

@@ -37,7 +37,6 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InvalidInputError
-from .precision import inference
 from .io import ImageSource, load_image
 from .masks import (
     batched_nms,
@@ -48,6 +47,7 @@ from .masks import (
     remove_small_regions,
 )
 from .model import Sam2Model
+from .precision import inference
 from .transforms import preprocess, to_model_coords
 
 __all__ = [
@@ -589,7 +589,8 @@ class _Upsampler:
             counts[idx], boxes[idx] = self._full_stats(logits[idx], thresholds, box_index)
         cells = torch.nonzero(~full, as_tuple=True)[0]
         if cells.numel():
-            sub = lambda x: x[cells]
+            def sub(x):
+                return x[cells]
             counts[cells], boxes[cells] = self._cell_stats(
                 sub(a), sub(b), sub(c), sub(d), [sub(x) for x in on_cells], [sub(x) for x in unsure_cells],
                 sub(any_unsure), thresholds, box_index,

@@ -286,7 +286,8 @@ class RemoteImagePredictor:
         for name, value in batches:
             if value is not None and len(value) != n:
                 raise E.InvalidInputError(f"{name}: expected one entry per image ({n}), got {len(value)}")
-        pick = lambda b, i: None if b is None else b[i]
+        def pick(b, i):
+            return None if b is None else b[i]
         prompts = [self._prompt(i, pick(point_coords_batch, i), pick(point_labels_batch, i), pick(box_batch, i),
                                 pick(mask_input_batch, i), normalize_coords) for i in range(n)]
 
@@ -348,6 +349,6 @@ class RemoteMaskGenerator:
         return records
 
 
-from .client_video import RemoteStreamTracker, RemoteVideoPredictor, RemoteVideoState
+from .client_video import RemoteStreamTracker, RemoteVideoPredictor, RemoteVideoState  # noqa: E402 (imports this module)
 
 __all__ += ["RemoteImagePredictor", "RemoteMaskGenerator", "RemoteStreamTracker", "RemoteVideoPredictor", "RemoteVideoState"]

@@ -16,8 +16,8 @@ from .io import load_image
 from .masks import encode_rle
 from .server.codec import npy_bytes, rles_to_masks, unpack_array
 from .video import TrackedFrame, VideoPredictor
-from .video.health import HealthMonitor
 from .video.frames import FolderFrames, VideoFileFrames, open_frames
+from .video.health import HealthMonitor
 
 if TYPE_CHECKING:
     from .client import Client

@@ -8,19 +8,20 @@ hole / sprinkle clean-up and explicit errors for bad prompts.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from .errors import InvalidInputError, PredictorStateError
-from .precision import inference
 from .io import ImageSource, load_image
 from .masks import fill_holes_and_remove_sprinkles
 from .model import Sam2Model
 from .model.prompt_encoder import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT
+from .precision import inference
 from .transforms import preprocess, to_model_coords, upscale_masks
 
 #: Point labels accepted by ``predict``: -1 padding (ignored), 0 negative, 1 positive,
@@ -47,7 +48,7 @@ class ImageEmbeddings:
         save_file(tensors, str(path), metadata={"orig_hw": str([list(hw) for hw in self.orig_hw])})
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "ImageEmbeddings":
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> ImageEmbeddings:
         """Read what :meth:`save` wrote."""
         import ast
 
@@ -264,7 +265,7 @@ class ImagePredictor:
         mask_input: Any,
         orig_hw: tuple[int, int],
         normalize_coords: bool,
-    ) -> "_Prompts":
+    ) -> _Prompts:
         size, device = self.model.image_size, self.device
         coords = labels = boxes = mask = None
         if point_coords is not None or point_labels is not None:

@@ -34,7 +34,7 @@ from masklet.errors import ImageDecodeError, InvalidInputError
 
 __all__ = ["ImageSource", "load_image", "save_image", "save_mask_png", "overlay_masks", "palette", "write_video"]
 
-ImageSource = Union[
+ImageSource = Union[  # noqa: UP007 (a runtime alias, read by isinstance-free docs)
     str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray, torch.Tensor
 ]
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -322,7 +323,7 @@ def _part_specs(model: Sam2Model) -> dict[str, dict[str, list[dict[str, Any]]]]:
 def _examples(model: Sam2Model, part: str, batch: int = 2, points: int = 3) -> tuple[torch.Tensor, ...]:
     """Example inputs for tracing (deliberately not of size 1 where an axis is dynamic)."""
     c = model.config
-    s, e, ch, cm = c.image_size, c.embedding_size, c.hidden_dim, c.mem_dim
+    s, e, _ch, _cm = c.image_size, c.embedding_size, c.hidden_dim, c.mem_dim
     g = torch.Generator().manual_seed(0)
     r = lambda *shape: torch.randn(*shape, generator=g)  # noqa: E731
     specs = _part_specs(model)[part]["inputs"]

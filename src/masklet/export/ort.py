@@ -182,7 +182,7 @@ class OrtSam2Model(Sam2Model):
 
     # ------------------------------------------------------------------- AMG
 
-    def grid_decoder(self, levels: list[torch.Tensor]) -> "OrtGridDecoder":
+    def grid_decoder(self, levels: list[torch.Tensor]) -> OrtGridDecoder:
         """The decoder MaskGenerator uses for grids of single-point prompts."""
         return OrtGridDecoder(self, levels)
 
@@ -193,7 +193,7 @@ class _OrtDecoded:
     def __init__(self, masks: torch.Tensor) -> None:
         self.keys = masks
 
-    def __getitem__(self, index) -> "_OrtDecoded":
+    def __getitem__(self, index) -> _OrtDecoded:
         return _OrtDecoded(self.keys[index])
 
     def __len__(self) -> int:

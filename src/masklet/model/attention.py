@@ -10,7 +10,6 @@ from torch import nn
 
 from .position import apply_rope, apply_rope_, axial_rope_angles
 
-
 #: Score elements per low-precision matmul (32 MB in bfloat16): big attentions go a slice of
 #: queries at a time through one reused score buffer (memory attention has ~28k keys per query at
 #: 1024 px; ~580-row slices keep the query-key GEMM near peak, 145-row ones lose ~15%).

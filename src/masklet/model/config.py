@@ -162,7 +162,7 @@ class Sam2Config:
         """Side of the lowest-resolution feature map the SAM heads work on."""
         return self.image_size // self.backbone_stride
 
-    def validate(self) -> "Sam2Config":
+    def validate(self) -> Sam2Config:
         """Raise :class:`ConfigError` when the parts of the config do not fit together."""
         t, n = self.trunk, self.neck
         problems = []
@@ -210,7 +210,7 @@ class Sam2Config:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Sam2Config":
+    def from_dict(cls, data: dict[str, Any]) -> Sam2Config:
         """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
         return _build_dataclass(cls, data, "config")
 

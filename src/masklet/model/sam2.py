@@ -302,7 +302,7 @@ class Sam2Model(nn.Module):
         vision_feat: torch.Tensor,
         vision_pos: torch.Tensor,
         feat_size: tuple[int, int],
-        memory_frames: "MemoryBank",
+        memory_frames: MemoryBank,
         num_frames: int | None,
         track_in_reverse: bool = False,
     ) -> torch.Tensor:
@@ -339,7 +339,7 @@ class Sam2Model(nn.Module):
     def _gather_memory(
         self,
         frame_idx: int,
-        bank: "MemoryBank",
+        bank: MemoryBank,
         num_frames: int | None,
         reverse: bool,
         batch: int,
@@ -419,7 +419,7 @@ class Sam2Model(nn.Module):
         feat_sizes: list[tuple[int, int]],
         point_inputs: dict[str, torch.Tensor] | None,
         mask_inputs: torch.Tensor | None,
-        memory: "MemoryBank",
+        memory: MemoryBank,
         num_frames: int | None,
         track_in_reverse: bool = False,
         run_mem_encoder: bool = True,

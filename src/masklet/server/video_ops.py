@@ -64,7 +64,7 @@ async def propagate(pool: ModelPool, loaded: Loaded, session: Session, body: Pro
     progress.total = sum(c for _, _, c in legs)
     done_per_leg: list[int] = []
     try:
-        for start, reverse, count in legs:
+        for start, reverse, _count in legs:
             gen = await pool.run(loaded, lambda s=start, r=reverse: session.predictor.propagate_in_video(
                 session.state, s, body.max_frame_num_to_track, r))
             done_per_leg.append(0)

@@ -10,8 +10,8 @@ top bit set (>= 2**63), so they never meet the held-out seeds (``HELD_OUT_SEED +
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -40,11 +40,11 @@ class ImageBatch:
     masks: torch.Tensor
     owners: torch.Tensor
 
-    def pin_memory(self) -> "ImageBatch":
+    def pin_memory(self) -> ImageBatch:
         """Page-locked copies, so the copy to the GPU can overlap compute."""
         return ImageBatch(self.pixels.pin_memory(), self.masks.pin_memory(), self.owners.pin_memory())
 
-    def to(self, device: torch.device, dtype: torch.dtype = torch.float32) -> "ImageBatch":
+    def to(self, device: torch.device, dtype: torch.dtype = torch.float32) -> ImageBatch:
         """On ``device`` (non-blocking from pinned memory), pixels in ``dtype``."""
         return ImageBatch(
             self.pixels.to(device, dtype, non_blocking=True),
@@ -61,11 +61,11 @@ class ClipBatch:
     masks: torch.Tensor
     owners: torch.Tensor
 
-    def pin_memory(self) -> "ClipBatch":
+    def pin_memory(self) -> ClipBatch:
         """Page-locked copies, so the copy to the GPU can overlap compute."""
         return ClipBatch(self.pixels.pin_memory(), self.masks.pin_memory(), self.owners.pin_memory())
 
-    def to(self, device: torch.device, dtype: torch.dtype = torch.float32) -> "ClipBatch":
+    def to(self, device: torch.device, dtype: torch.dtype = torch.float32) -> ClipBatch:
         """On ``device`` (non-blocking from pinned memory), pixels in ``dtype``."""
         return ClipBatch(
             self.pixels.to(device, dtype, non_blocking=True),

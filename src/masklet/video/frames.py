@@ -77,7 +77,7 @@ class FrameSource(ABC):
         # Needed: out-of-range indices raise InvalidInputError, not the IndexError iter() expects.
         return (self[i] for i in range(len(self)))
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (a no-op default, not abstract)
         """Release files or decoders held by the source (nothing by default)."""
 
     def __enter__(self) -> Self:

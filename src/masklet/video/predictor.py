@@ -20,11 +20,11 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InvalidInputError, PredictorStateError
-from ..precision import inference
 from ..image import _as_float_tensor, _as_label_tensor
 from ..masks import fill_small_holes
 from ..model import MemoryBank, Sam2Model
 from ..model.sam2 import NO_OBJ_SCORE, non_overlapping
+from ..precision import inference
 from ..transforms import preprocess_frame
 from .frames import FrameSource, open_frames
 from .health import HealthMonitor, presence_from_logits
@@ -57,7 +57,7 @@ class TrackedFrame(_FrameTuple):
     def __new__(
         cls, frame_idx: int, obj_ids: list[int], mask_logits: torch.Tensor,
         object_score_logits: torch.Tensor | None = None, events: list | None = None,
-    ) -> "TrackedFrame":
+    ) -> TrackedFrame:
         self = super().__new__(cls, frame_idx, obj_ids, mask_logits)
         self.object_score_logits = object_score_logits
         self.events = [] if events is None else list(events)

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from ..errors import InvalidInputError, PredictorStateError
-from ..precision import inference
 from ..io import load_image
 from ..model import Sam2Model
+from ..precision import inference
 from .frames import FrameSource
 from .health import HealthMonitor
 from .predictor import TrackedFrame, VideoPredictor, VideoState
