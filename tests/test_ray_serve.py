@@ -7,19 +7,19 @@ import threading
 import time
 from collections import defaultdict
 
-import numpy as np
 import pytest
 
 pytest.importorskip("ray.serve")
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
-import masklet
 import ray
+from ray import serve
+
+import masklet
 from masklet.client import Client
 from masklet.server.ray_app import REPLICA_HEADER, build_app, parse_autoscale, request_key
 from masklet.server.settings import Settings
 from masklet.synthetic import make_clip, make_scene
-from ray import serve
 from server_util import free_port
 
 
