@@ -193,3 +193,20 @@ def test_autoscaling_config_is_applied(cluster):
     for t in threads:
         t.join(90)
     assert counts and counts[0] == 1 and max(counts) == 2, counts
+
+
+def test_documented_serve_config_validates_and_builds():
+    """docs/ray-serve.yaml is a valid Serve deploy config whose import path builds the application."""
+    from pathlib import Path
+
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    from masklet.server.ray_app import app_builder
+
+    doc = yaml.safe_load((Path(__file__).resolve().parents[1] / "docs" / "ray-serve.yaml").read_text())
+    schema = ServeDeploySchema.model_validate(doc) if hasattr(ServeDeploySchema, "model_validate") else ServeDeploySchema.parse_obj(doc)
+    (app,) = schema.applications
+    assert app.import_path == "masklet.server.ray_app:app_builder"
+    built = app_builder(app.args)
+    assert type(built).__name__ == "Application"
