@@ -84,6 +84,7 @@ def main() -> None:
     print(f"model {args.model}, {args.size}x{args.size} images, {os.cpu_count()} visible cores, Ray cluster of {args.cpus} CPUs")
     plain = ServerProcess(env={"MASKLET_MODELS": args.model, "OMP_NUM_THREADS": "1"}).start(timeout=120)
     try:
+        encode_throughput(plain.url, images(5000)[:2], clients=2)  # warm, as for the replicas
         plain_tput = encode_throughput(plain.url, images(1000), clients=2)
         plain_click = click_ms(plain.url, images(0)[0], args.clicks)
     finally:

@@ -32,7 +32,7 @@ def cluster():
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # both replicas up (each loads the model before it is ready)
-        if len(httpx.get(f"{url}/v1/ray/replicas", timeout=30).json()["replicas"]) == 2:
+        if live(url) == 2:
             break
         time.sleep(0.5)
     yield url
@@ -40,19 +40,26 @@ def cluster():
     ray.shutdown()
 
 
+def live(url: str) -> int:
+    """How many replicas answer (0 while none is up)."""
+    r = httpx.get(f"{url}/v1/ray/replicas", timeout=30)
+    return len(r.json()["replicas"]) if r.status_code == 200 else 0
+
+
 def recording_client(url: str, seen: list, **kw) -> Client:
-    """A client that records (method, path, replica) of every response."""
+    """A client that records (method, path, replica, status) of every response."""
     c = Client(url, **kw)
     c.http.event_hooks["response"].append(
-        lambda r: seen.append((r.request.method, r.request.url.path, r.headers.get(REPLICA_HEADER, ""))))
+        lambda r: seen.append((r.request.method, r.request.url.path, r.headers.get(REPLICA_HEADER, ""), r.status_code)))
     return c
 
 
 def by_id(seen: list) -> dict[str, set[str]]:
+    """The replicas that answered successful calls about each id (a miss before the upload does not hold it)."""
     out: dict[str, set[str]] = defaultdict(set)
-    for _, path, rid in seen:
+    for _, path, rid, status in seen:
         key = request_key(path)
-        if key:
+        if key and status < 400:
             out[key].add(rid)
     return out
 
@@ -105,7 +112,7 @@ def test_concurrent_image_and_video_clients_stick_to_their_replica(cluster):
     assert not errors, errors[:2]
     held = by_id(seen)
     assert len(held) >= 6 and all(len(r) == 1 and "" not in r for r in held.values()), held
-    assert len({rid for _, _, rid in seen if rid}) == 2  # the stateless calls spread over both replicas
+    assert len({rid for _, _, rid, _ in seen if rid}) == 2  # the stateless calls spread over both replicas
     local = masklet.ImagePredictor(model)
     for i in range(4):  # the same masks as in process
         local.set_image(scenes[i].image)
@@ -124,6 +131,10 @@ def test_metrics_are_per_replica(cluster):
                 if line.startswith("masklet_requests_total{") and 'replica="' in line}
     assert len(labelled) == 2
     assert "masklet_ray_routed_total{" in text
+    r = httpx.get(f"{cluster}/v1/models", headers={"X-Request-ID": "abc123"}, timeout=30)
+    assert r.headers.get_list("x-request-id") == ["abc123"] and r.headers[REPLICA_HEADER]
+    bad = httpx.get(f"{cluster}/v1/images/nope", timeout=30)  # an unknown id: a 4xx envelope
+    assert bad.status_code == 404 and bad.json()["error"]["code"] == "unknown_image"
 
 
 def _kill_replica(unique_id: str) -> None:
@@ -169,7 +180,7 @@ def test_autoscaling_config_is_applied(cluster):
               name="masklet", route_prefix="/")
     dep = serve.status().applications["masklet"].deployments["MaskletReplica"]
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and len(httpx.get(f"{cluster}/v1/ray/replicas", timeout=30).json()["replicas"]) > 1:
+    while time.monotonic() < deadline and live(cluster) != 1:
         time.sleep(0.5)
     assert dep.status is not None
     scene = make_scene(1, size=(96, 128))
@@ -186,7 +197,7 @@ def test_autoscaling_config_is_applied(cluster):
     for t in threads:
         t.start()
     while time.monotonic() < stop:
-        counts.append(len(httpx.get(f"{cluster}/v1/ray/replicas", timeout=30).json()["replicas"]))
+        counts.append(live(cluster))
         if counts[-1] >= 2:
             break
         time.sleep(0.5)

@@ -113,8 +113,9 @@ class MaskletReplica:
                 message = await queue.get()
                 if message is None:
                     break
-                if message["type"] == "http.response.start":
-                    out = [(k, v) for k, v in message.get("headers", [])] + [(REPLICA_HEADER.encode(), self.replica_id.encode())]
+                if message["type"] == "http.response.start":  # Serve's proxy sets x-request-id itself
+                    out = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
+                    out.append((REPLICA_HEADER.encode(), self.replica_id.encode()))
                     yield (message["status"], out)
                 elif message["type"] == "http.response.body" and message.get("body"):
                     yield message["body"]
@@ -187,10 +188,13 @@ class MaskletIngress:
         from starlette.responses import JSONResponse, Response, StreamingResponse
 
         path = request.url.path
-        if path == "/metrics":
-            return Response(await self.metrics(), media_type="text/plain; version=0.0.4")
-        if path == "/v1/ray/replicas":
-            return JSONResponse(await self.replicas())
+        try:
+            if path == "/metrics":
+                return Response(await self.metrics(), media_type="text/plain; version=0.0.4")
+            if path == "/v1/ray/replicas":
+                return JSONResponse(await self.replicas())
+        except Exception as err:  # noqa: BLE001 (no replica up yet, or one going away)
+            return _unavailable(err, request.headers.get("x-request-id", ""))
         body = await request.body()
         headers = [(k, v) for k, v in request.headers.raw if k.lower() not in (b"content-length", b"host")]
         headers.append((b"content-length", str(len(body)).encode()))
