@@ -159,7 +159,19 @@ def test_replica_killed_mid_session_client_replays_with_the_same_masks(cluster):
             pred.add_new_points_or_box(st, 1, 2, box=[5, 5, 40, 45])
         old = rs.session_id
         (holder,) = by_id(seen)[old]
+        image_pred, scene = None, None
+        for seed in range(8):  # an image held by the same replica (uploads spread; bounded tries)
+            p, sc = c.image_predictor(), make_scene(40 + seed, size=(64, 80))
+            p.set_image(sc.image)
+            p.predict([[30, 30]], [1])
+            if by_id(seen)[p._images[0][0]] == {holder}:
+                image_pred, scene = p, sc
+                break
         _kill_replica(holder)
+        if image_pred is not None:  # the image is re-uploaded to a live replica and answers the same
+            ref = masklet.ImagePredictor(model)
+            ref.set_image(scene.image)
+            assert (image_pred.predict([[20, 40]], [1])[0] == ref.predict([[20, 40]], [1])[0]).all()
         a = [local.add_new_points_or_box(ls, 3, 1, points=[[35, 30]], labels=[0], clear_old_points=False)]
         b = [remote.add_new_points_or_box(rs, 3, 1, points=[[35, 30]], labels=[0], clear_old_points=False)]
         a += list(local.propagate_in_video(ls))
@@ -221,3 +233,23 @@ def test_documented_serve_config_validates_and_builds():
     assert app.import_path == "masklet.server.ray_app:app_builder"
     built = app_builder(app.args)
     assert type(built).__name__ == "Application"
+
+
+def test_predict_batch_over_images_on_both_replicas(cluster):
+    """A batch whose images live on different replicas is split per holder and merged in order."""
+    scenes = [make_scene(70 + s, size=(48, 64)) for s in range(6)]
+    seen: list = []
+    with recording_client(cluster, seen) as c:
+        p = c.image_predictor()
+        p.set_images([s.image for s in scenes])
+        got = p.predict_batch([[[10.0 + 4 * i, 20.0]] for i in range(6)], [[1]] * 6)
+        for iid, _, _ in p._images:  # who holds each image (a pinned lookup)
+            c.request("GET", f"/v1/images/{iid}")
+    holders = set().union(*(by_id(seen)[iid] for iid, _, _ in p._images))
+    ref = masklet.ImagePredictor(masklet.load_model("masklet-nano"))
+    ref.set_images([s.image for s in scenes])
+    want = ref.predict_batch([[[10.0 + 4 * i, 20.0]] for i in range(6)], [[1]] * 6)
+    assert len(got[0]) == 6 and all((a == b).all() for a, b in zip(got[0], want[0], strict=True))
+    batch_replicas = [rid for m, path, rid, _ in seen if path.endswith("predict_batch")]
+    print(f"\npredict_batch over {len(holders)} replica(s)")
+    assert set(batch_replicas[-1].split(",")) == holders
