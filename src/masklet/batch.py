@@ -247,9 +247,11 @@ def run_local(job: Job, items: list[Item], progress: bool = True) -> dict[str, i
 
 def run_ray(job: Job, items: list[Item], actors: int = 2, address: str | None = None, progress: bool = True) -> dict[str, int]:
     """Process ``items`` on Ray Data: ``actors`` actors, each loading the model once."""
-    import ray
-    import ray.data
-
+    try:
+        import ray
+        import ray.data
+    except ImportError as err:
+        raise InvalidInputError(f"--ray needs Ray Data: pip install 'masklet[ray]' ({err})") from None
     todo = pending(job, items)
     counts = {"done": 0, "skipped": len(items) - len(todo)}
     if not todo:
