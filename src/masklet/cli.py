@@ -250,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .server.serve import add_parser as add_serve_parser
 
     add_serve_parser(sub)  # masklet serve, in server/serve.py
+    from .batch import add_parser as add_batch_parser
+
+    add_batch_parser(sub)  # masklet batch, in batch.py
     from .export.onnx import add_cli as add_export_cli
 
     add_export_cli(sub)
@@ -672,7 +675,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  ({count} automatic masks; options: {filters})")
         elif args.command == "train":
             print(f"saved {run_train(args)}")
-        elif args.command == "serve":
+        elif args.command in ("serve", "batch"):
             return args.run(args)
         elif args.command == "export":
             from .export.onnx import run_cli as run_export

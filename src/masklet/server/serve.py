@@ -26,7 +26,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-pixels", type=int, default=None, help="largest decoded image (pixels)")
     p.add_argument("--max-frames", type=int, default=None, help="most frames per video session")
     p.add_argument("--session-ttl", type=float, default=None, dest="session_ttl_s", help="idle session TTL (s)")
+    ray = p.add_argument_group("Ray Serve (needs masklet[ray]; see README \"Scale-out on Ray\")")
+    ray.add_argument("--ray", action="store_true", help="serve through Ray Serve replicas with strict session affinity")
+    scale = ray.add_mutually_exclusive_group()
+    scale.add_argument("--replicas", type=int, default=1, help="fixed replica count (default 1)")
+    scale.add_argument("--autoscale", type=_autoscale, default=None, metavar="MIN:MAX", help="autoscale between MIN and MAX replicas")
+    ray.add_argument("--address", default=None, help="Ray cluster address (default: start a local one)")
+    ray.add_argument("--ray-num-cpus", type=float, default=1.0, help="CPUs per replica (default 1)")
     p.set_defaults(run=run)
+
+
+def _autoscale(text: str) -> tuple[int, int]:
+    from .ray_app import parse_autoscale
+
+    return parse_autoscale(text)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,6 +55,10 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env(models=args.model, **overrides)
     if not settings.api_keys and args.host not in ("127.0.0.1", "localhost", "::1"):
         logging.getLogger("masklet.server").error("no API keys set (MASKLET_API_KEYS) on a non-loopback host")
+    if getattr(args, "ray", False):
+        from .ray_app import run as run_ray
+
+        return run_ray(args, settings)
     app = create_app(settings)
 
     class Server(uvicorn.Server):

@@ -1,0 +1,255 @@
+"""masklet on Ray Serve (local 2-CPU cluster on loopback, 2 CPU replicas, masklet-nano): affinity, replica
+death + replay, autoscaling config."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+
+import pytest
+
+pytest.importorskip("ray.serve")
+pytest.importorskip("fastapi")
+httpx = pytest.importorskip("httpx")
+import ray
+from ray import serve
+
+import masklet
+from masklet.client import Client
+from masklet.server.ray_app import REPLICA_HEADER, build_app, parse_autoscale, request_key
+from masklet.server.settings import Settings
+from masklet.synthetic import make_clip, make_scene
+from server_util import free_port
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(Settings(), replicas=2, num_cpus=1), name="masklet", route_prefix="/")
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # both replicas up (each loads the model before it is ready)
+        if live(url) == 2:
+            break
+        time.sleep(0.5)
+    yield url
+    serve.shutdown()
+    ray.shutdown()
+
+
+def live(url: str) -> int:
+    """How many replicas answer (0 while none is up)."""
+    r = httpx.get(f"{url}/v1/ray/replicas", timeout=30)
+    return len(r.json()["replicas"]) if r.status_code == 200 else 0
+
+
+def recording_client(url: str, seen: list, **kw) -> Client:
+    """A client that records (method, path, replica, status) of every response."""
+    c = Client(url, **kw)
+    c.http.event_hooks["response"].append(
+        lambda r: seen.append((r.request.method, r.request.url.path, r.headers.get(REPLICA_HEADER, ""), r.status_code)))
+    return c
+
+
+def by_id(seen: list) -> dict[str, set[str]]:
+    """The replicas that answered successful calls about each id (a miss before the upload does not hold it)."""
+    out: dict[str, set[str]] = defaultdict(set)
+    for _, path, rid, status in seen:
+        key = request_key(path)
+        if key and status < 400:
+            out[key].add(rid)
+    return out
+
+
+def test_request_keys_and_autoscale_parse():
+    assert request_key("/v1/images/abc/predict") == "abc" and request_key("/v1/images/predict_batch") is None
+    assert request_key("/v1/videos/s1/propagate") == "s1" and request_key("/v1/jobs/j9") == "j9"
+    assert request_key("/v1/images") is None and request_key("/v1/videos") is None
+    assert parse_autoscale("1:3") == (1, 3)
+    with pytest.raises(Exception, match="MIN:MAX"):
+        parse_autoscale("3")
+    with pytest.raises(Exception, match="MIN <= MAX"):
+        parse_autoscale("3:1")
+
+
+def test_concurrent_image_and_video_clients_stick_to_their_replica(cluster):
+    model = masklet.load_model("masklet-nano")
+    scenes = [make_scene(s, size=(64, 80)) for s in range(4)]
+    clip = make_clip(3, num_frames=4, size=(48, 64), num_objects=(1, 1))
+    seen: list = []
+    errors: list = []
+    results: dict = {}
+
+    def image_user(i: int) -> None:
+        try:
+            with recording_client(cluster, seen) as c:
+                p = c.image_predictor()
+                p.set_image(scenes[i].image)
+                results[("img", i)] = [p.predict([[10 + 5 * k, 20]], [1])[0] for k in range(3)]
+        except BaseException as err:  # noqa: BLE001
+            errors.append(err)
+
+    def video_user(i: int) -> None:
+        try:
+            with recording_client(cluster, seen) as c:
+                v = c.video_predictor()
+                st = v.init_state(list(clip.frames))
+                v.add_new_points_or_box(st, 0, 1, points=[[20 + i, 20]], labels=[1])
+                results[("vid", i)] = [f.masks for f in v.propagate_in_video(st)]
+                v.close_state(st)
+        except BaseException as err:  # noqa: BLE001
+            errors.append(err)
+
+    threads = [threading.Thread(target=image_user, args=(i,)) for i in range(4)]
+    threads += [threading.Thread(target=video_user, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors[:2]
+    held = by_id(seen)
+    assert len(held) >= 6 and all(len(r) == 1 and "" not in r for r in held.values()), held
+    assert len({rid for _, _, rid, _ in seen if rid}) == 2  # the stateless calls spread over both replicas
+    local = masklet.ImagePredictor(model)
+    for i in range(4):  # the same masks as in process
+        local.set_image(scenes[i].image)
+        for k, got in enumerate(results[("img", i)]):
+            assert (local.predict([[10 + 5 * k, 20]], [1])[0] == got).all()
+    vp = masklet.VideoPredictor(model)
+    for i in range(2):
+        st = vp.init_state(list(clip.frames))
+        vp.add_new_points_or_box(st, 0, 1, points=[[20 + i, 20]], labels=[1])
+        assert all((f.masks == g).all() for f, g in zip(vp.propagate_in_video(st), results[("vid", i)], strict=True))
+
+
+def test_metrics_are_per_replica(cluster):
+    text = httpx.get(f"{cluster}/metrics", timeout=30).text
+    labelled = {line.split('replica="')[1].split('"')[0] for line in text.splitlines()
+                if line.startswith("masklet_requests_total{") and 'replica="' in line}
+    assert len(labelled) == 2
+    assert "masklet_ray_routed_total{" in text
+    r = httpx.get(f"{cluster}/v1/models", headers={"X-Request-ID": "abc123"}, timeout=30)
+    assert r.headers.get_list("x-request-id") == ["abc123"] and r.headers[REPLICA_HEADER]
+    bad = httpx.get(f"{cluster}/v1/images/nope", timeout=30)  # an unknown id: a 4xx envelope
+    assert bad.status_code == 404 and bad.json()["error"]["code"] == "unknown_image"
+
+
+def _kill_replica(unique_id: str) -> None:
+    for actor in ray.util.list_named_actors(all_namespaces=True):
+        if unique_id in actor["name"] and "MaskletReplica" in actor["name"]:
+            ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]), no_restart=True)
+            return
+    raise AssertionError(f"no actor for replica {unique_id}")
+
+
+def test_replica_killed_mid_session_client_replays_with_the_same_masks(cluster):
+    model = masklet.load_model("masklet-nano")
+    clip = make_clip(12, num_frames=5, size=(64, 80), num_objects=(2, 2))
+    local = masklet.VideoPredictor(model)
+    ls = local.init_state(list(clip.frames))
+    seen: list = []
+    with recording_client(cluster, seen, retries=60, backoff=0.2) as c:
+        remote = c.video_predictor()
+        rs = remote.init_state(list(clip.frames))
+        for pred, st in ((local, ls), (remote, rs)):
+            pred.add_new_points_or_box(st, 1, 1, points=[[30, 25]], labels=[1])
+            pred.add_new_points_or_box(st, 1, 2, box=[5, 5, 40, 45])
+        old = rs.session_id
+        (holder,) = by_id(seen)[old]
+        image_pred, scene = None, None
+        for seed in range(8):  # an image held by the same replica (uploads spread; bounded tries)
+            p, sc = c.image_predictor(), make_scene(40 + seed, size=(64, 80))
+            p.set_image(sc.image)
+            p.predict([[30, 30]], [1])
+            if by_id(seen)[p._images[0][0]] == {holder}:
+                image_pred, scene = p, sc
+                break
+        _kill_replica(holder)
+        if image_pred is not None:  # the image is re-uploaded to a live replica and answers the same
+            ref = masklet.ImagePredictor(model)
+            ref.set_image(scene.image)
+            assert (image_pred.predict([[20, 40]], [1])[0] == ref.predict([[20, 40]], [1])[0]).all()
+        a = [local.add_new_points_or_box(ls, 3, 1, points=[[35, 30]], labels=[0], clear_old_points=False)]
+        b = [remote.add_new_points_or_box(rs, 3, 1, points=[[35, 30]], labels=[0], clear_old_points=False)]
+        a += list(local.propagate_in_video(ls))
+        b += list(remote.propagate_in_video(rs))
+    assert rs.session_id != old  # replayed on another replica
+    (new_holder,) = by_id(seen)[rs.session_id]
+    assert new_holder != holder
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert x.frame_idx == y.frame_idx and bool((x.masks == y.masks).all())
+
+
+def test_autoscaling_config_is_applied(cluster):
+    """Redeploy with --autoscale 1:2 (fast delays): starts at 1 replica, scales up under load."""
+    serve.run(build_app(Settings(), autoscale=(1, 2), num_cpus=1,
+                        autoscale_options={"target_ongoing_requests": 1, "upscale_delay_s": 0.5,
+                                           "downscale_delay_s": 600, "initial_replicas": 1}),
+              name="masklet", route_prefix="/")
+    dep = serve.status().applications["masklet"].deployments["MaskletReplica"]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and live(cluster) != 1:
+        time.sleep(0.5)
+    assert dep.status is not None
+    scene = make_scene(1, size=(96, 128))
+    stop = time.monotonic() + 60
+    counts: list[int] = []
+
+    def load() -> None:
+        with Client(cluster, retries=20, backoff=0.2) as c:
+            g = c.mask_generator(points_per_side=8)
+            while time.monotonic() < stop and (not counts or counts[-1] < 2):
+                g.generate(scene.image)
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    while time.monotonic() < stop:
+        counts.append(live(cluster))
+        if counts[-1] >= 2:
+            break
+        time.sleep(0.5)
+    for t in threads:
+        t.join(90)
+    assert counts and counts[0] == 1 and max(counts) == 2, counts
+
+
+def test_documented_serve_config_validates_and_builds():
+    """docs/ray-serve.yaml is a valid Serve deploy config whose import path builds the application."""
+    from pathlib import Path
+
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    from masklet.server.ray_app import app_builder
+
+    doc = yaml.safe_load((Path(__file__).resolve().parents[1] / "docs" / "ray-serve.yaml").read_text())
+    schema = ServeDeploySchema.model_validate(doc) if hasattr(ServeDeploySchema, "model_validate") else ServeDeploySchema.parse_obj(doc)
+    (app,) = schema.applications
+    assert app.import_path == "masklet.server.ray_app:app_builder"
+    built = app_builder(app.args)
+    assert type(built).__name__ == "Application"
+
+
+def test_predict_batch_over_images_on_both_replicas(cluster):
+    """A batch whose images live on different replicas is split per holder and merged in order."""
+    scenes = [make_scene(70 + s, size=(48, 64)) for s in range(6)]
+    seen: list = []
+    with recording_client(cluster, seen) as c:
+        p = c.image_predictor()
+        p.set_images([s.image for s in scenes])
+        got = p.predict_batch([[[10.0 + 4 * i, 20.0]] for i in range(6)], [[1]] * 6)
+        for iid, _, _ in p._images:  # who holds each image (a pinned lookup)
+            c.request("GET", f"/v1/images/{iid}")
+    holders = set().union(*(by_id(seen)[iid] for iid, _, _ in p._images))
+    ref = masklet.ImagePredictor(masklet.load_model("masklet-nano"))
+    ref.set_images([s.image for s in scenes])
+    want = ref.predict_batch([[[10.0 + 4 * i, 20.0]] for i in range(6)], [[1]] * 6)
+    assert len(got[0]) == 6 and all((a == b).all() for a, b in zip(got[0], want[0], strict=True))
+    batch_replicas = [rid for m, path, rid, _ in seen if path.endswith("predict_batch")]
+    print(f"\npredict_batch over {len(holders)} replica(s)")
+    assert set(batch_replicas[-1].split(",")) == holders
