@@ -222,13 +222,12 @@ async def submit_job_binary(request: Request, ctx: Ctx) -> JSONResponse:
 
 @keyed.get("/v1/jobs/{jid}")
 async def job_status(jid: str, ctx: Ctx) -> Any:
-    """A pixano tracking job's status, or a masklet propagation job's (answered by masklet's route)."""
+    """A pixano tracking job's status, or a masklet propagation job's (answered by masklet's route, which
+    also answers an unknown id: 404 ``unknown_job``, the code both APIs share on this path)."""
     job = ctx.jobs.get(jid)
     if isinstance(job, PixanoJob):
         return job.status_body()
-    if job is None:
-        raise ApiError(404, "not_found", f"job {jid!r} is unknown or expired")
-    return await masklet_jobs.job_status(jid, ctx)
+    return await masklet_jobs.job_status(jid, ctx)  # masklet's job, or its 404 unknown_job
 
 
 @keyed.delete("/v1/jobs/{jid}")
@@ -240,8 +239,6 @@ async def cancel_job(jid: str, ctx: Ctx) -> Any:
         if job.task is not None:
             await asyncio.wait([job.task], timeout=30)
         return job.status_body()
-    if job is None:
-        raise ApiError(404, "not_found", f"job {jid!r} is unknown or expired")
     return await masklet_jobs.cancel_job(jid, ctx)
 
 
