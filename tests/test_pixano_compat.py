@@ -421,6 +421,26 @@ def test_tracking_bad_requests(client, clip):
             client.tracking(req)
         assert (err.value.status_code, err.value.code) == (status, codes[status]), (change, err.value)
         assert word in str(err.value.message)
+    small = TrackingKeyframeV1(frame_index=0, prompts=TrackingPrompts(mask=CompressedRLE(size=[2, 2], counts="0120")))
+    odd = png_uri(np.zeros((10, 12, 3), np.uint8))
+    more = [
+        (dict(objects_ids=[1], keyframes=[small]), 400, "size"),  # a mask of another size than the frames
+        (dict(objects_ids=[1], keyframes=kf[:1], video=frames[:2] + [odd]), 400, "same size"),
+        (dict(objects_ids=[1], keyframes=kf[:1], video=frames[0]), 400, "list"),  # one data URI, not a list
+    ]
+    for change, status, word in more:
+        req = TrackingRequestV1.model_construct(**{**good.__dict__, **change})
+        with pytest.raises(PixanoInferenceError) as err:
+            client.tracking(req)
+        assert (err.value.status_code, err.value.code) == (status, "bad_request"), (change, err.value)
+        assert word in str(err.value.message)
+    body = json.loads(good.model_dump_json(by_alias=True))
+    body["keyframes"][0]["prompts"] = {"mask": {"size": [64, 80], "counts": "!!bad"}}
+    r = httpx.post(f"{client.url}/v1/inference/tracking", json=body, headers={"X-API-Key": KEY}, timeout=60)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "bad_request", r.text
+    body["keyframes"][0]["prompts"] = {"box": {"x": 1, "y": 1, "width": -3, "height": 4}}
+    r = httpx.post(f"{client.url}/v1/inference/tracking", json=body, headers={"X-API-Key": KEY}, timeout=60)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error"
     with pytest.raises(PixanoInferenceError) as err:
         client.submit_tracking_job(TrackingRequestV1.model_construct(**{**good.__dict__, "objects_ids": [], "keyframes": []}))
     assert err.value.status_code == 400
