@@ -40,6 +40,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Segment Anything 2 over HTTP: images by id, video sessions, jobs, live streams.")
     app.state.ctx = ctx
     install_handlers(app)
+    from .routes import pixano  # first: its /v1/ready, /v1/models, /v1/jobs/{id} bodies satisfy both clients
+    app.include_router(pixano.router)
     for module in (health, images, videos, jobs, streams):
         app.include_router(module.router)
     if settings.cors_origins:
