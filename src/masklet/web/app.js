@@ -38,6 +38,7 @@ class App {
     for (const b of document.querySelectorAll("[data-mode]")) b.classList.toggle("active", b.dataset.mode === mode);
     document.getElementById("image-mode").hidden = mode !== "image";
     document.getElementById("video-mode").hidden = mode !== "video";
+    (mode === "video" ? this.video : this.image).view.fit();
     if (mode === "video") this.video.drawTimeline();
   }
 

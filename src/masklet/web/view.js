@@ -14,12 +14,22 @@ export class MaskView {
     canvas.addEventListener("pointerdown", (e) => this.down(e));
     canvas.addEventListener("pointermove", (e) => this.move(e));
     canvas.addEventListener("pointerup", (e) => this.up(e));
+    window.addEventListener("resize", () => this.fit());
+  }
+
+  /** Scale the canvas (CSS size only) to fill its stage, keeping the aspect ratio. */
+  fit() {
+    const stage = this.canvas.parentElement, w = this.canvas.width, h = this.canvas.height;
+    if (!stage || !w || !stage.clientWidth) return;
+    const s = Math.min(stage.clientWidth / w, stage.clientHeight / h);
+    this.canvas.style.width = `${Math.floor(w * s)}px`; this.canvas.style.height = `${Math.floor(h * s)}px`;
   }
 
   setImage(image) {
     this.image = image;
     this.canvas.width = image.naturalWidth || image.width;
     this.canvas.height = image.naturalHeight || image.height;
+    this.fit();
     this.draw();
   }
 
@@ -80,7 +90,7 @@ export class MaskView {
     if (!this.image) return;
     g.drawImage(this.image, 0, 0, w, h);
     for (const layer of this.layers) if (layer.mask && layer.mask.length === w * h) g.drawImage(this.layerCanvas(layer), 0, 0);
-    const s = Math.max(1, w / this.canvas.getBoundingClientRect().width || 1);
+    const s = w / (this.canvas.getBoundingClientRect().width || w);
     for (const m of this.marks) {
       if (m.box) {
         g.strokeStyle = m.selected ? "#fff" : "#ddd"; g.lineWidth = 2 * s; g.setLineDash([6 * s, 4 * s]);
