@@ -44,6 +44,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(pixano.router)
     for module in (health, images, videos, jobs, streams):
         app.include_router(module.router)
+    from .routes import web  # the web page at / and its /static assets
+    app.include_router(web.router)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
