@@ -19,9 +19,9 @@ from PIL import Image
 
 from masklet import InvalidInputError, MaskGenerator
 from masklet.amg import build_point_grid
+from masklet.checkpoints import config_from_official, save_official_yaml
 from masklet.cli import main
 from masklet.masks import decode_rle
-from masklet.official_config import config_from_official, save_official_yaml
 from reference.official import (
     SMALL,
     build_official_model,

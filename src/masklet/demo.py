@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .checkpoints import load_model, recommended_amg_options
 from .image import ImagePredictor
 from .io import overlay_masks, save_image
 from .synthetic import make_clip, make_scene
 from .train.evaluate import farthest_point
 from .video import OverlayVideoWriter, VideoPredictor
 from .video.writers import object_colors
-from .weights import load_model, recommended_amg_options
 
 
 def _mark(image: np.ndarray, x: float, y: float, color=(255, 255, 255)) -> np.ndarray:

@@ -20,11 +20,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..checkpoints import save_checkpoint, save_official_yaml
 from ..errors import InvalidInputError
 from ..model import ImageFeatures, MemoryBank, Sam2Model
-from ..official_config import save_official_yaml
 from ..transforms import preprocess
-from ..weights import save_checkpoint
 from .data import ImageSample, VideoSample, endless
 from .losses import LossWeights, sam_loss
 from .prompts import corrective_clicks, initial_clicks, jittered_boxes
@@ -287,7 +286,7 @@ class Trainer:
 
     def resume(self, out_dir: str | Path, name: str = "model") -> None:
         """Continue a run saved by :meth:`save`: weights, optimizer, schedule, step and RNG state."""
-        from ..weights import load_state_dict_strict, read_checkpoint
+        from ..checkpoints import load_state_dict_strict, read_checkpoint
 
         out = Path(out_dir)
         state, _ = read_checkpoint(out / f"{name}.pt")
