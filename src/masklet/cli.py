@@ -321,14 +321,14 @@ def run_train(args: argparse.Namespace) -> Path:
         torch.manual_seed(args.seed)
         model = Sam2Model(config).to(args.device)
     size = model.image_size
-    config = TrainConfig(
+    train_config = TrainConfig(
         steps=args.steps, batch_size=args.batch_size, max_objects=args.max_objects, lr=args.lr,
         warmup_steps=args.warmup_steps, correction_rounds=args.correction_rounds,
         video_fraction=args.video_fraction, prob_video_mask_prompt=args.video_mask_prompts,
         freeze=tuple(args.freeze), save_every=args.save_every, seed=args.seed,
     )
     trainer = Trainer(
-        model, config,
+        model, train_config,
         images=_dataset(args.images, "images", args.seed, size, args.clip_frames),
         videos=_dataset(args.videos, "videos", args.seed, size, args.clip_frames, args.crossing_share),
         out_dir=args.out,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -80,7 +81,7 @@ def _write_demo(model, model_name: str, out: Path, seed: int) -> tuple[dict[str,
     save_image(_box(overlay_masks(scene.image, masks), box), written["box"])
 
     # the model's recommended options (masklet-nano ships them beside its weights), as `masklet amg` uses
-    filters = recommended_amg_options(model_name)
+    filters: dict[str, Any] = dict(recommended_amg_options(model_name))
     records = MaskGenerator(model, **filters).generate(scene.image)
     automatic = np.stack([r["segmentation"] for r in records]) if records else np.zeros((0, *scene.image.shape[:2]), bool)
     written["automatic"] = out / "automatic.png"

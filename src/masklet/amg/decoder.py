@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -53,14 +54,14 @@ class GridDecoder:
         self.key_pe = pe.get_dense_pe().to(image.dtype).flatten(2).transpose(1, 2)  # (1, N, C)
         self.image = image.flatten(2).transpose(1, 2)  # (1, N, C)
         self.keys0 = self.image + pe.no_mask_embed.weight.to(image.dtype)[:, None, :]
-        layer0 = dec.transformer.layers[0]
+        layer0: Any = dec.transformer.layers[0]  # the two-way blocks are untyped nn.Modules
         both = self.keys0 + self.key_pe
         t2i, i2t = layer0.cross_attn_token_to_image, layer0.cross_attn_image_to_token
         self.t2i_k = _split_heads(t2i.k_proj(both), t2i.num_heads)  # (1, H, N, d)
         self.t2i_v = _split_heads(t2i.v_proj(self.keys0), t2i.num_heads)
         self.i2t_q = _split_heads(i2t.q_proj(both), i2t.num_heads)[0]  # (H, N, d)
         self._pe_tables: dict[int, torch.Tensor] = {}
-        layers = dec.transformer.layers
+        layers: list[Any] = list(dec.transformer.layers)
         self.factored = len(layers) >= 2 and layers[0].skip_first_layer_pe and not layers[1].skip_first_layer_pe
         if self.factored:
             self._prepare_second_block(layer0, dec.transformer.layers[1])
@@ -138,24 +139,24 @@ class GridDecoder:
         out = self._token_to_image(tr.final_attn_token_to_image, q + state.tokens[:, rows], state.keys, None)
         return tr.norm_final_attn(q + out)
 
-    def _block(self, layer, q, k, qpe, shared: bool):
+    def _block(
+        self, layer: Any, q: torch.Tensor, k: torch.Tensor, qpe: torch.Tensor, shared: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One two-way block: token queries (B, T, C) and image tokens (B, N, C) updated."""
         if layer.skip_first_layer_pe:
             q = layer.self_attn(q, q, q)
         else:
             x = q + qpe
             q = q + layer.self_attn(x, x, q)
         q = layer.norm1(q)
-        kk = None
         if shared:
-            out = self._token_to_image_shared(layer.cross_attn_token_to_image, q + qpe)
-        else:
-            kk = k + self.key_pe
-            out = self._token_to_image(layer.cross_attn_token_to_image, q + qpe, k, kk)
-        q = layer.norm2(q + out)
-        q = layer.norm3(q + layer.mlp(q))
-        if shared:
+            q = layer.norm2(q + self._token_to_image_shared(layer.cross_attn_token_to_image, q + qpe))
+            q = layer.norm3(q + layer.mlp(q))
             x = self._mix(k, *self._image_to_token_shared(layer.cross_attn_image_to_token, q + qpe, q))
         else:
+            kk = k + self.key_pe
+            q = layer.norm2(q + self._token_to_image(layer.cross_attn_token_to_image, q + qpe, k, kk))
+            q = layer.norm3(q + layer.mlp(q))
             x = self._image_to_token(layer.cross_attn_image_to_token, kk, k, q + qpe, q)
         return q, layer.norm4(x)
 
@@ -320,7 +321,7 @@ class GridDecoder:
         self._channels_last = bool(dec.use_high_res_features)
         if self._channels_last:
             h, w = self.hw
-            up1, _, _, up2, _ = dec.output_upscaling
+            up1, _, _, up2, _ = list[Any](dec.output_upscaling)
             c1, c2 = up1.out_channels, up2.out_channels
             # ConvTranspose2d(k=2, s=2): output (2y+dy, 2x+dx) = W[:, :, dy, dx]^T token(y, x) + b
             self.w1 = up1.weight.permute(0, 2, 3, 1).reshape(up1.in_channels, 4 * c1)
@@ -345,7 +346,7 @@ class GridDecoder:
         hyper = torch.stack([dec.output_hypernetworks_mlps[i](mask_tokens[:, j]) for j, i in enumerate(which)], 2)
         k = hyper.shape[-1]
         if self._channels_last:
-            _, norm, act1, _, act2 = dec.output_upscaling
+            _, norm, act1, _, act2 = list[Any](dec.output_upscaling)
             n = h * w
             u = torch.matmul(keys, self.w1).add_(self.bias1)  # (B, N, 4*c1), order (y, x, dy, dx, c)
             u = act1(F.layer_norm(u.view(b, 4 * n, self.c1), (self.c1,), norm.weight, norm.bias, norm.eps))

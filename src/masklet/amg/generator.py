@@ -203,7 +203,8 @@ class MaskGenerator:
         crop_h, crop_w = crop_image.shape[:2]
         pixels = preprocess(crop_image, model.image_size, device, model.encoder_dtype)
         levels = model.image_embeddings(model.encode_image(pixels))
-        decoder = model.grid_decoder(levels) if hasattr(model, "grid_decoder") else GridDecoder(model, levels)
+        custom = getattr(model, "grid_decoder", None)  # a backend (e.g. ONNX Runtime) may bring its own
+        decoder = custom(levels) if custom is not None else GridDecoder(model, levels)
         low_hw = (4 * decoder.hw[0], 4 * decoder.hw[1])
         upsampler = Upsampler(low_hw, (crop_h, crop_w), device)
         crop = _Crop(index, crop_box, (crop_h, crop_w), (image.shape[0], image.shape[1]), decoder, upsampler)

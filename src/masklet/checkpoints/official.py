@@ -100,13 +100,16 @@ def config_from_official(model: dict[str, Any]) -> Sam2Config:
         enc_d = model["memory_encoder"]
         down_d, fuser_d = enc_d.get("mask_downsampler", {}), enc_d.get("fuser", {})
         cx_d = fuser_d.get("layer", {})
+        layer_scale: dict[str, Any] = {}
+        if "layer_scale_init_value" in cx_d:
+            layer_scale["fuser_layer_scale_init_value"] = _float(cx_d["layer_scale_init_value"])
         memory_encoder = MemoryEncoderConfig(
             out_dim=enc_d.get("out_dim", 64),
             **_pick(down_d, {"kernel_size": "mask_kernel_size", "stride": "mask_stride", "padding": "mask_padding",
                              "total_stride": "mask_total_stride"}),
             **_pick(fuser_d, {"num_layers": "fuser_num_layers"}),
             **_pick(cx_d, {"kernel_size": "fuser_kernel_size", "padding": "fuser_padding", "use_dwconv": "fuser_use_dwconv"}),
-            **({"fuser_layer_scale_init_value": _float(cx_d["layer_scale_init_value"])} if "layer_scale_init_value" in cx_d else {}),
+            **layer_scale,
         )
         extra = model.get("sam_mask_decoder_extra_args") or {}
         decoder = DecoderConfig(**{k: extra[k] for k in _DECODER_EXTRA if k in extra})

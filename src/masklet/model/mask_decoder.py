@@ -186,6 +186,7 @@ class MaskDecoder(nn.Module):
         src = src.transpose(1, 2).reshape(b, c, h, w)
         if self.use_high_res_features:
             up1, norm, act1, up2, act2 = self.output_upscaling
+            assert high_res_features is not None  # checked at construction: the model passes them
             feat_s0, feat_s1 = high_res_features  # batch 1 broadcasts over repeated prompts
             upscaled = act1(norm(up1(src) + feat_s1))
             upscaled = act2(up2(upscaled) + feat_s0)
