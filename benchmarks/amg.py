@@ -31,8 +31,8 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 import conftest  # noqa: E402,F401  (binds the torchvision stand-in the official sam2 imports)
 import masklet  # noqa: E402
+from masklet.checkpoints import packaged_checkpoint  # noqa: E402
 from masklet.synthetic import make_scene  # noqa: E402
-from masklet.weights import packaged_checkpoint  # noqa: E402
 from reference.official import (  # noqa: E402
     build_official_model,
     feat_sizes,

@@ -19,9 +19,9 @@ from PIL import Image
 
 from masklet import InvalidInputError, MaskGenerator
 from masklet.amg import build_point_grid
+from masklet.checkpoints import config_from_official, save_official_yaml
 from masklet.cli import main
 from masklet.masks import decode_rle
-from masklet.official_config import config_from_official, save_official_yaml
 from reference.official import (
     SMALL,
     build_official_model,
@@ -242,7 +242,7 @@ def test_min_mask_region_area_matches_first_sam_postprocessing():
 
 @pytest.mark.parametrize("out_hw", [(900, 1200), (517, 333), (1024, 1024), (200, 150), (256, 300), (7, 300)])
 def test_upsampled_counts_and_boxes_are_exact(out_hw):
-    from masklet.amg import _Upsampler
+    from masklet.amg import Upsampler
     from masklet.masks import masks_to_boxes
 
     gen = torch.Generator().manual_seed(0)
@@ -253,7 +253,7 @@ def test_upsampled_counts_and_boxes_are_exact(out_hw):
     noisy = [torch.randn(256, 256, generator=gen) * 3 for _ in range(2)]
     flat = [torch.full((256, 256), 0.0), torch.full((256, 256), -5.0)]  # exactly on a threshold / empty
     logits = torch.stack(smooth + noisy + flat)
-    up = _Upsampler((256, 256), out_hw, torch.device("cpu"))
+    up = Upsampler((256, 256), out_hw, torch.device("cpu"))
     thresholds = (1.0, -1.0, 0.0)
     counts, boxes = up.stats(logits, thresholds, box_index=2)
     full = up.evaluate(logits)

@@ -49,7 +49,7 @@ def test_local_amg_matches_the_mask_generator(images, local_out):
     assert len(files) == N and not list(local_out.glob(".*.tmp"))
     model = masklet.load_model("masklet-nano")
     gen = masklet.MaskGenerator(model, output_mode="coco_rle", points_per_side=4,
-                                **masklet.weights.recommended_amg_options("masklet-nano"))
+                                **masklet.checkpoints.recommended_amg_options("masklet-nano"))
     for i in (0, 17):
         ref = gen.generate(np.asarray(Image.open(images / f"img_{i:03d}.png").convert("RGB")))
         got = json.loads(files[f"img_{i:03d}.json"])["annotations"]

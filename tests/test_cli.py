@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from masklet.checkpoints import config_from_official, save_official_yaml
 from masklet.cli import main
 from masklet.masks import decode_rle
-from masklet.official_config import config_from_official, save_official_yaml
 from reference.official import (
     SMALL,
     build_official_model,

@@ -93,7 +93,7 @@ def test_help_mentions_the_packaged_model(capsys):
 def test_offline_error_names_the_cli_options(photo, tmp_path, capsys, monkeypatch):
     import huggingface_hub
 
-    import masklet.weights as weights
+    import masklet.checkpoints.loading as weights
 
     monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
     monkeypatch.setattr(weights, "_hub_unreachable", lambda timeout=3.0: "cannot reach huggingface.co: test")
@@ -115,7 +115,7 @@ def test_missing_checkpoint_prints_the_path(photo, tmp_path, capsys):
 
 
 def test_amg_uses_the_models_recommended_options_and_says_so(photo, tmp_path, capsys):
-    from masklet.weights import recommended_amg_options
+    from masklet.checkpoints import recommended_amg_options
 
     recommended = recommended_amg_options("masklet-nano")
     assert recommended["pred_iou_thresh"] < 0.8 and recommended["stability_score_thresh"] < 0.95

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from masklet import ExemplarPredictor, load_model
+from masklet.checkpoints import config_from_official
 from masklet.errors import InvalidInputError, PredictorStateError
 from masklet.model import Sam2Model
-from masklet.official_config import config_from_official
 from masklet.synthetic import make_example_set
 from masklet.transforms import preprocess
 from reference.official import (

@@ -1,4 +1,4 @@
-"""Hugging Face -> official SAM2 conversion (``masklet.hf_weights``) checked against both libraries."""
+"""Hugging Face -> official SAM2 conversion (``masklet.checkpoints.hf``) checked against both libraries."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import torch
 
+from masklet.checkpoints import hf_config_to_official_dict, hf_to_official_state_dict
 from masklet.errors import CheckpointError, ConfigError
-from masklet.hf_weights import hf_config_to_official_dict, hf_to_official_state_dict
 
 pytest.importorskip("sam2")
 pytest.importorskip("transformers")

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from masklet import ImageDecodeError, ImageEmbeddings, ImagePredictor, InvalidInputError, PredictorStateError
+from masklet.checkpoints import config_from_official
 from masklet.model import Sam2Model
-from masklet.official_config import config_from_official
 from reference.official import SMALL, official_model_dict, randomize_parameters_
 from reference.pairs import test_image
 

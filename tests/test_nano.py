@@ -16,9 +16,9 @@ import yaml
 from PIL import Image
 
 from masklet import MaskGenerator, load_model
+from masklet.checkpoints import PACKAGED_CHECKPOINTS, packaged_checkpoint
 from masklet.synthetic import make_clip, make_scene
 from masklet.video import VideoPredictor
-from masklet.weights import PACKAGED_CHECKPOINTS, packaged_checkpoint
 from reference.official import build_official_model
 from test_amg import assert_same_masks, official_records
 from test_video_parity import assert_same, later_objects, scenario

@@ -19,6 +19,7 @@ import yaml
 from PIL import Image
 
 from masklet import ConfigError
+from masklet.checkpoints import packaged_checkpoint
 
 # --- the only lines a user changes: `from sam2...` -> `from masklet.sam2...`
 from masklet.sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
@@ -31,7 +32,6 @@ from masklet.sam2.build_sam import (
 from masklet.sam2.sam2_image_predictor import SAM2ImagePredictor
 from masklet.sam2.sam2_video_predictor import SAM2VideoPredictor
 from masklet.synthetic import make_clip, make_scene
-from masklet.weights import packaged_checkpoint
 from reference.official import (
     SMALL,
     build_official_model,
@@ -268,8 +268,8 @@ def test_video_session_methods_have_official_returns(tmp_path):
 
 
 def test_config_names_resolve_like_the_official():
+    from masklet.checkpoints import config_from_official
     from masklet.model import VARIANTS
-    from masklet.official_config import config_from_official
     from masklet.sam2.build_sam import official_model_section
 
     for name, variant in (("configs/sam2.1/sam2.1_hiera_t.yaml", "sam2.1-hiera-tiny"),
@@ -303,8 +303,8 @@ def test_hydra_overrides_honoured_or_refused_by_name():
 def test_hub_names_resolve_from_a_local_cache_without_network(tmp_path, monkeypatch):
     from huggingface_hub import constants
 
+    from masklet.checkpoints import save_checkpoint
     from masklet.model import VARIANTS, Sam2Model
-    from masklet.weights import save_checkpoint
 
     snapshot = tmp_path / "hub" / "models--facebook--sam2.1-hiera-tiny" / "snapshots" / ("a" * 40)
     snapshot.mkdir(parents=True)

@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 
 from masklet import load_model
+from masklet.checkpoints import config_from_official
 from masklet.errors import InvalidInputError
 from masklet.model import Sam2Model
-from masklet.official_config import config_from_official
 from masklet.synthetic import make_event_clip
 from masklet.video import HealthMonitor, StreamTracker, TrackedFrame, TrackEvent, VideoPredictor
 from reference.official import (

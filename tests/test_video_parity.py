@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
+from masklet.checkpoints import config_from_official
 from masklet.model import Sam2Model
-from masklet.official_config import config_from_official
 from masklet.synthetic import make_clip
 from masklet.video import VideoPredictor
 from reference.official import (

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from masklet.checkpoints import config_from_official
 from masklet.errors import InvalidInputError, PredictorStateError, VideoDecodeError
 from masklet.io import write_video
 from masklet.model import Sam2Model
-from masklet.official_config import config_from_official
 from masklet.synthetic import make_clip
 from masklet.video import TrackedFrame, VideoPredictor
 from reference.official import (

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from masklet.checkpoints import config_from_official
 from masklet.errors import InvalidInputError, PredictorStateError
 from masklet.model import Sam2Model
-from masklet.official_config import config_from_official
 from masklet.synthetic import make_clip
 from masklet.video import StreamTracker, VideoPredictor
 from reference.official import (

@@ -11,9 +11,14 @@ import torch
 
 import masklet
 from masklet import CheckpointError, ConfigError, ImagePredictor, ModelNotFoundError, load_model
+from masklet.checkpoints import (
+    config_from_official,
+    config_to_official,
+    detect_config,
+    load_official_yaml,
+    save_official_yaml,
+)
 from masklet.model import VARIANTS, Sam2Model, variant_config
-from masklet.official_config import config_from_official, config_to_official, load_official_yaml, save_official_yaml
-from masklet.weights import detect_config
 from reference.official import (
     SMALL,
     apply_overrides,

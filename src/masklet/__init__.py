@@ -6,6 +6,7 @@ config types, and the error types. Everything else is internal.
 """
 
 from .amg import MaskGenerator
+from .checkpoints import HUB_CHECKPOINTS, load_model, save_checkpoint
 from .errors import (
     CheckpointError,
     ConfigError,
@@ -20,7 +21,6 @@ from .exemplar import ExemplarPredictor, ExemplarResult
 from .image import ImageEmbeddings, ImagePredictor
 from .model import Sam2Config, Sam2Model, variant_config
 from .video import StreamTracker, VideoPredictor
-from .weights import HUB_CHECKPOINTS, load_model, save_checkpoint
 
 __version__ = "0.1.0"
 

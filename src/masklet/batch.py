@@ -309,7 +309,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``masklet batch``; prints what was done and skipped."""
-    from .weights import recommended_amg_options
+    from .checkpoints import recommended_amg_options
 
     amg_options: dict[str, Any] = {}
     if args.task == "amg":

@@ -45,8 +45,8 @@ def _model_source(args: argparse.Namespace) -> str:
 
 def _load_model(args: argparse.Namespace, **kwargs):
     """Load the model the CLI options name; an unreachable hub says which options work offline."""
+    from .checkpoints import load_model
     from .errors import ModelNotFoundError
-    from .weights import load_model
 
     source = _model_source(args)
     try:
@@ -313,10 +313,9 @@ def run_train(args: argparse.Namespace) -> Path:
     """Run ``masklet train``; returns the path of the saved checkpoint."""
     import torch
 
+    from .checkpoints import load_model, load_official_yaml
     from .model import Sam2Model, variant_config
-    from .official_config import load_official_yaml
     from .train import TrainConfig, Trainer
-    from .weights import load_model
 
     if args.model:
         model = load_model(args.model, device=args.device)
@@ -325,14 +324,14 @@ def run_train(args: argparse.Namespace) -> Path:
         torch.manual_seed(args.seed)
         model = Sam2Model(config).to(args.device)
     size = model.image_size
-    config = TrainConfig(
+    train_config = TrainConfig(
         steps=args.steps, batch_size=args.batch_size, max_objects=args.max_objects, lr=args.lr,
         warmup_steps=args.warmup_steps, correction_rounds=args.correction_rounds,
         video_fraction=args.video_fraction, prob_video_mask_prompt=args.video_mask_prompts,
         freeze=tuple(args.freeze), save_every=args.save_every, seed=args.seed,
     )
     trainer = Trainer(
-        model, config,
+        model, train_config,
         images=_dataset(args.images, "images", args.seed, size, args.clip_frames),
         videos=_dataset(args.videos, "videos", args.seed, size, args.clip_frames, args.crossing_share),
         out_dir=args.out,
@@ -426,7 +425,7 @@ def amg_options(source: str, args: argparse.Namespace | None = None) -> tuple[di
     import inspect
 
     from .amg import MaskGenerator
-    from .weights import recommended_amg_options
+    from .checkpoints import recommended_amg_options
 
     defaults = {k: p.default for k, p in inspect.signature(MaskGenerator).parameters.items()}
     recommended = recommended_amg_options(source)
@@ -669,7 +668,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"masklet demo with {args.model}:")
             for name, path in written.items():
                 print(f"  {name:12s} {path}")
-            from .weights import recommended_amg_options
+            from .checkpoints import recommended_amg_options
 
             filters = ", ".join(f"{k}={v:g}" for k, v in recommended_amg_options(args.model).items()) or "defaults"
             print(f"  ({count} automatic masks; options: {filters})")

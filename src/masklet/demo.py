@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from .checkpoints import load_model, recommended_amg_options
 from .image import ImagePredictor
 from .io import overlay_masks, save_image
 from .synthetic import make_clip, make_scene
 from .train.evaluate import farthest_point
 from .video import OverlayVideoWriter, VideoPredictor
 from .video.writers import object_colors
-from .weights import load_model, recommended_amg_options
 
 
 def _mark(image: np.ndarray, x: float, y: float, color=(255, 255, 255)) -> np.ndarray:
@@ -80,7 +81,7 @@ def _write_demo(model, model_name: str, out: Path, seed: int) -> tuple[dict[str,
     save_image(_box(overlay_masks(scene.image, masks), box), written["box"])
 
     # the model's recommended options (masklet-nano ships them beside its weights), as `masklet amg` uses
-    filters = recommended_amg_options(model_name)
+    filters: dict[str, Any] = dict(recommended_amg_options(model_name))
     records = MaskGenerator(model, **filters).generate(scene.image)
     automatic = np.stack([r["segmentation"] for r in records]) if records else np.zeros((0, *scene.image.shape[:2]), bool)
     written["automatic"] = out / "automatic.png"

@@ -20,13 +20,12 @@ from .errors import InvalidInputError, PredictorStateError
 from .io import ImageSource, load_image
 from .masks import fill_holes_and_remove_sprinkles
 from .model import Sam2Model
-from .model.prompt_encoder import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT
 from .precision import inference
-from .transforms import preprocess, to_model_coords, upscale_masks
+from .prompts import Prompts, image_prompts
+from .transforms import preprocess, upscale_masks
 
 #: Point labels accepted by ``predict``: -1 padding (ignored), 0 negative, 1 positive,
 #: 2 / 3 box top-left / bottom-right corners.
-ACCEPTED_LABELS = (-1, 0, 1, 2, 3)
 
 
 @dataclass
@@ -140,7 +139,7 @@ class ImagePredictor:
             )
         self.reset_predictor()
         levels = [t.to(device=self.device, dtype=self.model.dtype) for t in embeddings.levels]
-        self._embeddings = ImageEmbeddings(levels=levels, orig_hw=[tuple(hw) for hw in embeddings.orig_hw])
+        self._embeddings = ImageEmbeddings(levels=levels, orig_hw=[(int(hw[0]), int(hw[1])) for hw in embeddings.orig_hw])
         self._is_batch = len(embeddings.orig_hw) > 1
 
     def _expected_level_shapes(self) -> list[tuple[int, int, int]]:
@@ -222,8 +221,8 @@ class ImagePredictor:
                 None if mask_input_batch is None else mask_input_batch[i],
                 multimask_output, return_logits, normalize_coords,
             )
-            for acc, value in zip(out, result):
-                acc.append(_squeeze_single(value))
+            for acc, part in zip(out, result):
+                acc.append(_squeeze_single(part))
         return out
 
     def _predict_one(
@@ -265,104 +264,17 @@ class ImagePredictor:
         mask_input: Any,
         orig_hw: tuple[int, int],
         normalize_coords: bool,
-    ) -> _Prompts:
-        size, device = self.model.image_size, self.device
-        coords = labels = boxes = mask = None
-        if point_coords is not None or point_labels is not None:
-            if point_coords is None or point_labels is None:
-                raise InvalidInputError("point_coords and point_labels must be given together")
-            coords = _as_float_tensor(point_coords, "point_coords")
-            labels = _as_label_tensor(point_labels)
-            if coords.ndim not in (2, 3) or coords.shape[-1] != 2:
-                raise InvalidInputError(f"point_coords: expected shape (N, 2) or (B, N, 2), got {tuple(coords.shape)}")
-            if coords.ndim == 2:
-                coords = coords.unsqueeze(0)
-            if labels.ndim == 1:
-                labels = labels.unsqueeze(0)
-            if labels.ndim != 2 or labels.shape != coords.shape[:2]:
-                raise InvalidInputError(
-                    f"point_labels: expected shape {tuple(coords.shape[:2])} to match point_coords, got "
-                    f"{tuple(np.shape(point_labels))}"
-                )
-            if coords.shape[1] == 0:
-                raise InvalidInputError("point_coords: expected at least one point, got zero")
-            coords = to_model_coords(coords, orig_hw, size, normalize_coords)
-        if box is not None:
-            boxes = _as_float_tensor(box, "box")
-            if boxes.ndim == 1:
-                boxes = boxes.unsqueeze(0)
-            if boxes.ndim != 2 or boxes.shape[-1] != 4 or boxes.shape[0] == 0:
-                raise InvalidInputError(f"box: expected shape (4,) or (B, 4) in XYXY order, got {tuple(np.shape(box))}")
-            bad = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
-            if bad.any():
-                i = int(bad.nonzero()[0, 0])
-                raise InvalidInputError(
-                    f"box: box {i} = {boxes[i].tolist()} has x1 < x0 or y1 < y0; boxes are [x0, y0, x1, y1] with x0 <= x1, y0 <= y1"
-                )
-            boxes = to_model_coords(boxes.reshape(-1, 2, 2), orig_hw, size, normalize_coords)
-            corner_labels = torch.tensor([[BOX_TOP_LEFT, BOX_BOTTOM_RIGHT]], dtype=torch.int32)
-            corner_labels = corner_labels.expand(boxes.shape[0], 2)
-            if coords is not None:
-                if coords.shape[0] != boxes.shape[0]:
-                    raise InvalidInputError(
-                        f"box and point_coords describe different numbers of objects ({boxes.shape[0]} boxes, "
-                        f"{coords.shape[0]} point sets); give one point set per box as (B, N, 2)"
-                    )
-                coords, labels = torch.cat((boxes, coords), dim=1), torch.cat((corner_labels, labels), dim=1)
-            else:
-                coords, labels = boxes, corner_labels
-        if mask_input is not None:
-            mask = _as_float_tensor(mask_input, "mask_input")
-            side = 4 * self.model.config.embedding_size
-            if mask.ndim == 2:
-                mask = mask[None, None]
-            elif mask.ndim == 3:
-                mask = mask.unsqueeze(1)  # (B, h, w) -> (B, 1, h, w)
-            if mask.ndim != 4 or mask.shape[1:] != (1, side, side):
-                raise InvalidInputError(
-                    f"mask_input: expected low-resolution logits of shape (1, {side}, {side}) or "
-                    f"(B, 1, {side}, {side}) (the low_res output of a previous predict), got {tuple(np.shape(mask_input))}"
-                )
-            objects = coords.shape[0] if coords is not None else mask.shape[0]
-            if mask.shape[0] != objects:
-                raise InvalidInputError(
-                    f"mask_input: {mask.shape[0]} masks for {objects} objects; give one mask per object"
-                )
-        points = None
-        if coords is not None:
-            points = (coords.to(device), labels.to(device))
-        return _Prompts(points, None if mask is None else mask.to(device))
-
-
-@dataclass
-class _Prompts:
-    points: tuple[torch.Tensor, torch.Tensor] | None
-    mask: torch.Tensor | None
+    ) -> Prompts:
+        """Validated prompts on the model's device (see :func:`masklet.prompts.image_prompts`)."""
+        side = 4 * self.model.config.embedding_size
+        prompts = image_prompts(
+            point_coords, point_labels, box, mask_input, orig_hw, self.model.image_size, side, normalize_coords
+        )
+        return prompts.to(self.device)
 
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-
-
-def _as_float_tensor(value: Any, name: str) -> torch.Tensor:
-    try:
-        tensor = torch.as_tensor(np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value, dtype=np.float32))
-    except (TypeError, ValueError) as err:
-        raise InvalidInputError(f"{name}: expected an array of numbers, got {type(value).__name__} ({err})") from None
-    if not torch.isfinite(tensor).all():
-        raise InvalidInputError(f"{name}: contains NaN or infinite values")
-    return tensor
-
-
-def _as_label_tensor(value: Any) -> torch.Tensor:
-    labels = _as_float_tensor(value, "point_labels")
-    if not (labels == labels.round()).all() or not torch.isin(labels, torch.tensor(ACCEPTED_LABELS, dtype=labels.dtype)).all():
-        found = sorted(set(labels.flatten().tolist()) - set(ACCEPTED_LABELS))
-        raise InvalidInputError(
-            f"point_labels: values {found} are not accepted; use 1 (positive), 0 (negative), -1 (padding), "
-            "2 / 3 (box top-left / bottom-right)"
-        )
-    return labels.to(torch.int32)
 
 
 def _squeeze_single(x: np.ndarray) -> np.ndarray:

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from masklet.checkpoints import config_from_official
 from masklet.model import Sam2Model
-from masklet.official_config import config_from_official
 from reference.official import (
     apply_overrides,
     build_official_model,

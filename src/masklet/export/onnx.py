@@ -442,7 +442,7 @@ def add_cli(sub: Any) -> None:
 
 def run_cli(args: argparse.Namespace) -> str:
     """Run ``masklet export onnx``; returns the line to print."""
-    from ..weights import load_model
+    from ..checkpoints import load_model
 
     if args.dtype != "float32":
         raise InvalidInputError(f"--dtype: only float32 is exported so far, got {args.dtype!r}")

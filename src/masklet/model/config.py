@@ -241,6 +241,28 @@ _SUBCONFIGS = {
 }
 
 
+#: Flags every released SAM2 and SAM2.1 checkpoint sets (the official yaml files and the Hugging
+#: Face conversion both take them from here).
+RELEASE_FLAGS: dict[str, Any] = {
+    "use_mask_input_as_output_without_sam": True,
+    "directly_add_no_mem_embed": True,
+    "use_high_res_features_in_sam": True,
+    "iou_prediction_use_sigmoid": True,
+    "use_obj_ptrs_in_encoder": True,
+    "only_obj_ptrs_in_the_past_for_eval": True,
+    "pred_obj_scores": True,
+    "pred_obj_scores_mlp": True,
+    "fixed_no_obj_ptr": True,
+    "use_multimask_token_for_obj_ptr": True,
+    "use_mlp_for_obj_ptr_proj": True,
+}
+
+
+def temporal_pointer_flags(on: bool) -> dict[str, bool]:
+    """The three object-pointer temporal-encoding flags, which SAM2.1 turns on together."""
+    return {name: on for name in ("add_tpos_enc_to_obj_ptrs", "proj_tpos_enc_in_obj_ptrs", "use_signed_tpos_enc_to_obj_ptrs")}
+
+
 def _released(trunk: HieraConfig, version: str) -> Sam2Config:
     """The released config of one size, as the official yaml spells it."""
     sam21 = version == "sam2.1"
@@ -254,25 +276,13 @@ def _released(trunk: HieraConfig, version: str) -> Sam2Config:
         num_maskmem=7,
         sigmoid_scale_for_mem_enc=20.0,
         sigmoid_bias_for_mem_enc=-10.0,
-        use_mask_input_as_output_without_sam=True,
-        directly_add_no_mem_embed=True,
         no_obj_embed_spatial=sam21,
-        use_high_res_features_in_sam=True,
         multimask_output_in_sam=True,
-        iou_prediction_use_sigmoid=True,
-        use_obj_ptrs_in_encoder=True,
-        add_tpos_enc_to_obj_ptrs=sam21,
-        proj_tpos_enc_in_obj_ptrs=sam21,
-        use_signed_tpos_enc_to_obj_ptrs=sam21,
-        only_obj_ptrs_in_the_past_for_eval=True,
-        pred_obj_scores=True,
-        pred_obj_scores_mlp=True,
-        fixed_no_obj_ptr=True,
         multimask_output_for_tracking=True,
-        use_multimask_token_for_obj_ptr=True,
         multimask_min_pt_num=0,
         multimask_max_pt_num=1,
-        use_mlp_for_obj_ptr_proj=True,
+        **RELEASE_FLAGS,
+        **temporal_pointer_flags(sam21),
     )
 
 

@@ -103,14 +103,14 @@ class MultiScaleBlock(nn.Module):
 
         window = self.window_size
         if window > 0:
-            hw = x.shape[1:3]
+            hw = (int(x.shape[1]), int(x.shape[2]))
             x, padded_hw = window_partition(x, window)
         x = self.attn(x)
         if window > 0:
             if self.q_stride:
                 # Queries were pooled inside each window: windows and grid shrink together.
                 window = window // self.q_stride[0]
-                hw = shortcut.shape[1:3]
+                hw = (int(shortcut.shape[1]), int(shortcut.shape[2]))
                 padded_hw = (hw[0] + (-hw[0]) % window, hw[1] + (-hw[1]) % window)
             x = window_unpartition(x, window, padded_hw, hw)
 
@@ -134,6 +134,7 @@ class Hiera(nn.Module):
         rates = torch.linspace(0, drop_path_rate, depth).tolist()
         dim, heads, stage = c.embed_dim, c.num_heads, 0
         self.blocks = nn.ModuleList()
+        widths: list[int] = []  # output width of each block
         for i in range(depth):
             # The first block of a stage still uses the previous stage's window size.
             window = 0 if i in c.global_att_blocks else c.window_spec[stage]
@@ -148,8 +149,9 @@ class Hiera(nn.Module):
                     q_stride=c.q_stride if i in q_pool_blocks else None, window_size=window,
                 )
             )
+            widths.append(dim_out)
             dim = dim_out
-        self.channel_list = [self.blocks[i].dim_out for i in reversed(self.stage_ends)]
+        self.channel_list: list[int] = [widths[i] for i in reversed(self.stage_ends)]
         self._pos_cache: tuple[tuple, torch.Tensor] | None = None
 
     def position_embedding(self, hw: tuple[int, int]) -> torch.Tensor:
@@ -174,7 +176,7 @@ class Hiera(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.patch_embed(x)  # (B, H/4, W/4, C)
-        x = x + self.position_embedding(tuple(x.shape[1:3]))
+        x = x + self.position_embedding((int(x.shape[1]), int(x.shape[2])))
         outputs = []
         for i, block in enumerate(self.blocks):
             x = block(x)

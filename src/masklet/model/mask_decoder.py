@@ -141,7 +141,7 @@ class MaskDecoder(nn.Module):
         if multimask_output:
             masks, iou_pred = masks[:, 1:], iou_pred[:, 1:]
         elif self.dynamic_multimask_via_stability and not self.training:
-            masks, iou_pred = self._select_stable(masks, iou_pred)
+            masks, iou_pred = self.select_stable(masks, iou_pred)
         else:
             masks, iou_pred = masks[:, 0:1], iou_pred[:, 0:1]
         if multimask_output and self.use_multimask_token_for_obj_ptr:
@@ -186,6 +186,7 @@ class MaskDecoder(nn.Module):
         src = src.transpose(1, 2).reshape(b, c, h, w)
         if self.use_high_res_features:
             up1, norm, act1, up2, act2 = self.output_upscaling
+            assert high_res_features is not None  # checked at construction: the model passes them
             feat_s0, feat_s1 = high_res_features  # batch 1 broadcasts over repeated prompts
             upscaled = act1(norm(up1(src) + feat_s1))
             upscaled = act2(up2(upscaled) + feat_s0)
@@ -205,8 +206,10 @@ class MaskDecoder(nn.Module):
             object_score_logits = 10.0 * iou_pred.new_ones(iou_pred.shape[0], 1)
         return masks, iou_pred, mask_tokens_out, object_score_logits
 
-    def _select_stable(self, masks: torch.Tensor, iou_pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keep the single-mask output if it is stable, else the best-scored multimask output."""
+    def select_stable(self, masks: torch.Tensor, iou_pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keep the single-mask output if it is stable, else the best-scored multimask output.
+
+        masks (B, 4, h, w) and iou_pred (B, 4) of all mask tokens -> (B, 1, h, w), (B, 1)."""
         multi_masks, multi_iou = masks[:, 1:], iou_pred[:, 1:]
         best = multi_iou.argmax(dim=-1)
         rows = torch.arange(masks.shape[0], device=masks.device)
@@ -222,3 +225,6 @@ class MaskDecoder(nn.Module):
             torch.where(stable[..., None, None], single_masks, best_masks),
             torch.where(stable, single_iou, best_iou),
         )
+
+    #: The former private name, kept while export/ort.py (another branch) still calls it.
+    _select_stable = select_stable

@@ -102,7 +102,8 @@ class MemoryAttention(nn.Module):
         # batch-first and contiguous once: every layer projects them (and reads them as values)
         memory, memory_pos = memory.transpose(0, 1).contiguous(), memory_pos.transpose(0, 1).contiguous()
         batch = memory.shape[0]
-        for layer in self.layers:
+        layers: list[MemoryAttentionLayer] = list(self.layers)  # type: ignore[arg-type]
+        for layer in layers:
             output = layer.attend_self(output, curr_pos)
             if output.shape[0] != batch:
                 output, curr_pos = output.expand(batch, -1, -1), curr_pos.expand(batch, -1, -1)

@@ -25,7 +25,7 @@ class PositionEmbeddingSine(nn.Module):
         super().__init__()
         if num_pos_feats % 2:
             raise ValueError("num_pos_feats must be even")
-        self.half = num_pos_feats // 2
+        self.half_feats = num_pos_feats // 2
         self.temperature = temperature
         self.scale = 2 * math.pi
         self._cache: dict[tuple[int, int, torch.device], torch.Tensor] = {}
@@ -39,7 +39,7 @@ class PositionEmbeddingSine(nn.Module):
             x = torch.arange(1, width + 1, dtype=torch.float32, device=device)
             y = y / (height + eps) * self.scale
             x = x / (width + eps) * self.scale
-            freqs = _sine_frequencies(self.half, self.temperature, device)
+            freqs = _sine_frequencies(self.half_feats, self.temperature, device)
             pos_y = _interleave_sin_cos(y[:, None] / freqs)  # (H, F)
             pos_x = _interleave_sin_cos(x[:, None] / freqs)  # (W, F)
             pos = torch.cat(
@@ -64,6 +64,8 @@ def sine_1d(positions: torch.Tensor, dim: int, temperature: float = 10000.0) -> 
 
 class PositionEmbeddingRandom(nn.Module):
     """Random Fourier features of normalised (x, y) coordinates (the SAM prompt encoding)."""
+
+    positional_encoding_gaussian_matrix: torch.Tensor  # (2, num_pos_feats) buffer
 
     def __init__(self, num_pos_feats: int = 64, scale: float = 1.0) -> None:
         super().__init__()

@@ -55,15 +55,20 @@ class PromptEncoder(nn.Module):
         tokens = self.pe_layer.forward_with_coords(coords, self.input_image_size)
         labels = labels.unsqueeze(-1)
         tokens = torch.where(labels == PAD_LABEL, self.not_a_point_embed.weight.expand_as(tokens), tokens)
-        for value, embedding in enumerate(self.point_embeddings):
-            tokens = torch.where(labels == value, tokens + embedding.weight, tokens)
+        for value in range(len(self.point_embeddings)):
+            tokens = torch.where(labels == value, tokens + self._point_weight(value), tokens)
         return tokens
 
     def embed_boxes(self, boxes: torch.Tensor) -> torch.Tensor:
         """(B, 4) XYXY pixel boxes -> (B, 2, C) corner tokens."""
         corners = self.pe_layer.forward_with_coords((boxes + 0.5).reshape(-1, 2, 2), self.input_image_size)
-        corner_embeds = torch.cat((self.point_embeddings[2].weight, self.point_embeddings[3].weight))
+        corner_embeds = torch.cat((self._point_weight(BOX_TOP_LEFT), self._point_weight(BOX_BOTTOM_RIGHT)))
         return corners + corner_embeds
+
+    def _point_weight(self, label: int) -> torch.Tensor:
+        """(1, C) embedding added to points of ``label`` (0..3)."""
+        embedding: nn.Embedding = self.point_embeddings[label]  # type: ignore[assignment]
+        return embedding.weight
 
     def forward(
         self,

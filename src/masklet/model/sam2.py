@@ -6,7 +6,9 @@ load strictly.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -84,6 +86,7 @@ class Sam2Model(nn.Module):
             pred_obj_scores_mlp=c.pred_obj_scores_mlp,
             use_multimask_token_for_obj_ptr=c.use_multimask_token_for_obj_ptr,
         )
+        self.obj_ptr_proj: nn.Module
         if c.use_obj_ptrs_in_encoder:
             self.obj_ptr_proj = MLP(hidden, hidden, hidden, 3) if c.use_mlp_for_obj_ptr_proj else nn.Linear(hidden, hidden)
         else:
@@ -351,7 +354,7 @@ class Sam2Model(nn.Module):
             raise ValueError("tracking a non-conditioning frame needs at least one conditioning frame")
         selected, unselected = select_closest_cond_frames(frame_idx, bank.cond, c.max_cond_frames_in_attn)
         stride = 1 if self.training else c.memory_temporal_stride_for_eval
-        entries = [(0, out) for out in selected.values()]
+        entries: list[tuple[int, dict | None]] = [(0, out) for out in selected.values()]
         for t_pos in range(1, c.num_maskmem):
             t_rel = c.num_maskmem - t_pos  # frames before the current one
             if t_rel == 1:
@@ -427,7 +430,7 @@ class Sam2Model(nn.Module):
         *,
         binarize_mask_from_pts: bool | None = None,
         non_overlap_memory: bool | None = None,
-    ) -> dict[str, torch.Tensor | None]:
+    ) -> dict[str, Any]:
         """One frame of tracking for B objects; features are sequence-first (hw, B, C), finest first.
 
         The two keyword options override the config when encoding memory (see :meth:`encode_memory`).
@@ -455,7 +458,7 @@ class Sam2Model(nn.Module):
             )
             sam = self.forward_sam_heads(pix_feat, point_inputs, mask_inputs, high_res, multimask)
 
-        out: dict[str, torch.Tensor | None] = {
+        out: dict[str, Any] = {
             "point_inputs": point_inputs,
             "mask_inputs": mask_inputs,
             "pred_multimasks": sam.low_res_multimasks,
@@ -480,12 +483,12 @@ class Sam2Model(nn.Module):
 class MemoryBank:
     """Per-frame outputs a tracker keeps: conditioning (prompted) frames and tracked frames."""
 
-    cond: dict[int, dict]
-    non_cond: dict[int, dict]
+    cond: Mapping[int, dict]
+    non_cond: Mapping[int, dict]
 
 
 def select_closest_cond_frames(
-    frame_idx: int, cond_frames: dict[int, dict], max_cond_frames: int
+    frame_idx: int, cond_frames: Mapping[int, dict], max_cond_frames: int
 ) -> tuple[dict[int, dict], dict[int, dict]]:
     """Pick up to ``max_cond_frames`` conditioning frames: the nearest before, the nearest after,
     then the temporally closest others. Returns (selected, unselected)."""

@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
+from ..checkpoints import config_from_official, config_to_official
 from ..errors import ConfigError
 from ..model import VARIANTS, Sam2Config, Sam2Model
-from ..official_config import config_from_official, config_to_official
 
 #: Official hub ids -> (config name, checkpoint file), as ``sam2.build_sam`` has them.
 HF_MODEL_ID_TO_FILENAMES: dict[str, tuple[str, str]] = {
@@ -136,7 +136,7 @@ def _build(config_file, ckpt_path, device, mode, hydra_overrides_extra, apply_po
     if ckpt_path is None:
         model = Sam2Model(config).to(device)
     else:
-        from ..weights import load_model
+        from ..checkpoints import load_model
 
         model = load_model(ckpt_path, device=device, config=config)
     model = model.eval() if mode == "eval" else model.train()
@@ -185,8 +185,8 @@ def build_sam2_video_predictor(
 
 def _hf_download(model_id: str) -> tuple[str, str]:
     """(config name, local checkpoint path) for an official hub id, from the hub cache or the network."""
+    from ..checkpoints import hub_file as _hub_file
     from ..errors import ModelNotFoundError
-    from ..weights import _hub_file
 
     key = model_id if model_id.startswith("facebook/") else f"facebook/{model_id}"
     if key not in HF_MODEL_ID_TO_FILENAMES:

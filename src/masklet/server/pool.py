@@ -55,7 +55,7 @@ class ModelPool:
         self._loader.start()
 
     def _load_all(self) -> None:
-        from ..weights import load_model
+        from ..checkpoints import load_model
 
         for name in self.names:
             try:

@@ -7,6 +7,7 @@ import random
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -175,7 +176,7 @@ def synthetic_clips(
 
     if not 0.0 <= crossing_share <= 1.0:
         raise InvalidInputError(f"crossing_share: expected a share in [0, 1], got {crossing_share!r}")
-    style = {"grayscale_share": grayscale_share, "multicolor_share": multicolor_share}
+    style: dict[str, Any] = {"grayscale_share": grayscale_share, "multicolor_share": multicolor_share}
     choose = random.Random(seed)
     for item in training_seeds(seed):
         crossing = bool(crossing_share) and choose.random() < crossing_share

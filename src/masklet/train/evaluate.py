@@ -95,6 +95,7 @@ def track_clip(
         for n, mask in enumerate(first_masks):
             predictor.add_new_mask(state, 0, n + 1, mask)
     else:
+        assert first_points is not None  # exactly one of the two, checked above
         coords, labels = first_points
         for n in range(len(coords)):
             predictor.add_new_points_or_box(state, 0, n + 1, coords[n], labels[n])

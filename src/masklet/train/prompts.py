@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..masks import masks_to_boxes
+from ..prompts import box_corner_labels
 
 
 def sample_points(region: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -27,7 +28,7 @@ def jittered_boxes(
     gt: torch.Tensor, generator: torch.Generator, noise: float = 0.1, max_shift: float = 20.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Box corners of each (B, H, W) mask, each coordinate moved by up to ``noise`` of the box side
-    (at most ``max_shift`` pixels), as corner points (B, 2, 2) with labels 2, 3."""
+    (at most ``max_shift`` pixels), as corner points (B, 2, 2) with the box labels."""
     b, h, w = gt.shape
     boxes = masks_to_boxes(gt).float()  # (B, 4) inclusive XYXY
     side = torch.stack((boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]), dim=-1).repeat(1, 2)
@@ -39,8 +40,7 @@ def jittered_boxes(
     x0, x1 = torch.minimum(boxes[:, 0], boxes[:, 2]), torch.maximum(boxes[:, 0], boxes[:, 2])
     y0, y1 = torch.minimum(boxes[:, 1], boxes[:, 3]), torch.maximum(boxes[:, 1], boxes[:, 3])
     corners = torch.stack((x0, y0, x1, y1), dim=-1).reshape(b, 2, 2)
-    labels = torch.tensor([[2, 3]], dtype=torch.int32, device=gt.device).expand(b, 2)
-    return corners, labels
+    return corners, box_corner_labels(b, gt.device)
 
 
 def corrective_clicks(

@@ -20,11 +20,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..checkpoints import save_checkpoint, save_official_yaml
 from ..errors import InvalidInputError
 from ..model import ImageFeatures, MemoryBank, Sam2Model
-from ..official_config import save_official_yaml
 from ..transforms import preprocess
-from ..weights import save_checkpoint
 from .data import ImageSample, VideoSample, endless
 from .losses import LossWeights, sam_loss
 from .prompts import corrective_clicks, initial_clicks, jittered_boxes
@@ -123,9 +122,12 @@ class Trainer:
         bar = tqdm(total=self.config.steps, initial=self.step, disable=not progress, desc="training")
         while self.step < self.config.steps:
             video = self._videos is not None and self.rng.random() < self.config.video_fraction
-            losses = self.video_step(next(self._videos)) if video else self.image_step(
-                [next(self._images) for _ in range(self.config.batch_size)]
-            )
+            if video:
+                assert self._videos is not None  # video_fraction > 0 only draws videos when given
+                losses = self.video_step(next(self._videos))
+            else:
+                assert self._images is not None
+                losses = self.image_step([next(self._images) for _ in range(self.config.batch_size)])
             self.optimizer.zero_grad(set_to_none=True)
             losses["total"].backward()
             if self.config.grad_clip > 0:
@@ -216,8 +218,10 @@ class Trainer:
         num_frames, num_obj = masks.shape[:2]
         features = self._encode(list(frames))
         levels, positions = features.levels, features.positions
-        sizes = [tuple(level.shape[-2:]) for level in levels]
-        bank = MemoryBank(cond={}, non_cond={})
+        sizes = [(int(level.shape[-2]), int(level.shape[-1])) for level in levels]
+        cond: dict[int, dict] = {}
+        non_cond: dict[int, dict] = {}
+        bank = MemoryBank(cond=cond, non_cond=non_cond)
         totals: dict[str, torch.Tensor] = {}
         counted = 0
         for t in range(num_frames):
@@ -234,7 +238,7 @@ class Trainer:
             out = model.track_step(
                 t, t == 0, feats, pos, sizes, point_inputs, mask_inputs, bank, num_frames,
             )
-            (bank.cond if t == 0 else bank.non_cond)[t] = out
+            (cond if t == 0 else non_cond)[t] = out
             if mask_inputs is not None:
                 # The mask is the output as given; what is learnt is the SAM decoder's reading of it,
                 # whose output token becomes the object pointer: supervise its mask, so the pointer
@@ -287,7 +291,7 @@ class Trainer:
 
     def resume(self, out_dir: str | Path, name: str = "model") -> None:
         """Continue a run saved by :meth:`save`: weights, optimizer, schedule, step and RNG state."""
-        from ..weights import load_state_dict_strict, read_checkpoint
+        from ..checkpoints import load_state_dict_strict, read_checkpoint
 
         out = Path(out_dir)
         state, _ = read_checkpoint(out / f"{name}.pt")

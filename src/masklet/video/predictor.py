@@ -20,17 +20,15 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InvalidInputError, PredictorStateError
-from ..image import _as_float_tensor, _as_label_tensor
 from ..masks import fill_small_holes
 from ..model import MemoryBank, Sam2Model
 from ..model.sam2 import NO_OBJ_SCORE, non_overlapping
 from ..precision import inference
+from ..prompts import video_prompt
 from ..transforms import preprocess_frame
 from .frames import FrameSource, open_frames
 from .health import HealthMonitor, presence_from_logits
 
-#: Box corners enter the prompt encoder as two points with these labels.
-_BOX_LABELS = (2, 3)
 #: Previous logits fed back with refinement clicks are clamped to this range (as the official does).
 _PREV_LOGIT_CLAMP = 32.0
 _INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
@@ -137,7 +135,7 @@ class _StackedOutputs(Mapping):
             features = torch.cat([o["maskmem_features"] for o in outs])
             self._stacked[frame_idx] = {
                 "maskmem_features": features,
-                "maskmem_pos_enc": self._pos_enc.expand(features.shape[0], -1, -1, -1),
+                "maskmem_pos_enc": None if self._pos_enc is None else self._pos_enc.expand(features.shape[0], -1, -1, -1),
                 "obj_ptr": torch.cat([o["obj_ptr"] for o in outs]),
             }
         return self._stacked[frame_idx]
@@ -177,13 +175,13 @@ class VideoPredictor:
             raise InvalidInputError("model: this config has no memory (num_maskmem=0) and cannot track video")
         if not isinstance(fill_hole_area, numbers.Real) or isinstance(fill_hole_area, bool) or fill_hole_area < 0:
             raise InvalidInputError(f"fill_hole_area: expected a number >= 0 (pixels at 1/4 model resolution), got {fill_hole_area!r}")
-        self.model = model.eval()
-        self.fill_hole_area = fill_hole_area
-        self.non_overlap_masks = bool(non_overlap_masks)
-        self.clear_non_cond_mem_around_input = bool(clear_non_cond_mem_around_input)
-        self.add_all_frames_to_correct_as_cond = bool(add_all_frames_to_correct_as_cond)
-        self.binarize_mask_from_pts = bool(binarize_mask_from_pts)
-        self.progress = bool(progress)
+        self.model: Sam2Model = model.eval()
+        self.fill_hole_area: float = fill_hole_area
+        self.non_overlap_masks: bool = bool(non_overlap_masks)
+        self.clear_non_cond_mem_around_input: bool = bool(clear_non_cond_mem_around_input)
+        self.add_all_frames_to_correct_as_cond: bool = bool(add_all_frames_to_correct_as_cond)
+        self.binarize_mask_from_pts: bool = bool(binarize_mask_from_pts)
+        self.progress: bool = bool(progress)
 
     @property
     def image_size(self) -> int:
@@ -307,11 +305,13 @@ class VideoPredictor:
     ) -> Iterator[TrackedFrame]:
         if start is None:
             start = min(t for obj in state.objects.values() for t in obj.cond)
-        count = state.num_frames if max_frames is None else max_frames
+        num_frames = state.num_frames
+        assert num_frames is not None  # propagate_in_video checked it: a video session
+        count = num_frames if max_frames is None else max_frames
         if reverse:
             order = range(start, max(start - count, 0) - 1, -1) if start > 0 else range(0)
         else:
-            order = range(start, min(start + count, state.num_frames - 1) + 1)
+            order = range(start, min(start + count, num_frames - 1) + 1)
         if self.progress:
             from tqdm.auto import tqdm
 
@@ -384,36 +384,10 @@ class VideoPredictor:
         self, state: VideoState, points: Any, labels: Any, box: Any, clear_old_points: bool, normalize_coords: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Validated clicks and box as (1, P, 2) model-frame coordinates and (1, P) int labels."""
-        if (points is None) != (labels is None):
-            raise InvalidInputError("points and labels must be given together")
-        if points is None and box is None:
-            raise InvalidInputError("give points with labels, a box, or both")
-        if box is not None and not clear_old_points:
-            raise InvalidInputError("a box must come first: use clear_old_points=True when giving a box")
-        coords = torch.zeros(1, 0, 2)
-        point_labels = torch.zeros(1, 0, dtype=torch.int32)
-        if points is not None:
-            coords = _as_float_tensor(points, "points")
-            point_labels = _as_label_tensor(labels)
-            if coords.ndim == 2:
-                coords = coords[None]
-            if point_labels.ndim == 1:
-                point_labels = point_labels[None]
-            if coords.ndim != 3 or coords.shape[0] != 1 or coords.shape[-1] != 2 or coords.shape[1] == 0:
-                raise InvalidInputError(f"points: expected shape (P, 2) with P >= 1, got {tuple(np.shape(points))}")
-            if point_labels.shape != coords.shape[:2]:
-                raise InvalidInputError(
-                    f"labels: expected shape ({coords.shape[1]},) to match points, got {tuple(np.shape(labels))}"
-                )
-        if box is not None:
-            corners = _as_float_tensor(box, "box")
-            if corners.numel() != 4:
-                raise InvalidInputError(f"box: expected 4 numbers (x0, y0, x1, y1), got shape {tuple(np.shape(box))}")
-            coords = torch.cat([corners.reshape(1, 2, 2), coords], dim=1)
-            point_labels = torch.cat([torch.tensor([_BOX_LABELS], dtype=torch.int32), point_labels], dim=1)
-        if normalize_coords:
-            coords = coords / torch.tensor([state.video_width, state.video_height], dtype=torch.float32)
-        coords = coords * self.image_size
+        coords, point_labels = video_prompt(
+            points, labels, box, clear_old_points, (state.video_height, state.video_width), self.image_size,
+            normalize_coords,
+        )
         return coords.to(state.device), point_labels.to(state.device)
 
     # ------------------------------------------------------------------- model

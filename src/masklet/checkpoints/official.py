@@ -10,8 +10,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
-from .model.config import (
+from ..errors import ConfigError
+from ..model.config import (
     DecoderConfig,
     HieraConfig,
     MemoryAttentionConfig,
@@ -20,7 +20,24 @@ from .model.config import (
     Sam2Config,
 )
 
-_BASE = "sam2.modeling.sam2_base.SAM2Base"
+
+class OfficialClass:
+    """Import paths of the official classes that official yaml files name in ``_target_`` (spelled once)."""
+
+    SAM2_BASE = "sam2.modeling.sam2_base.SAM2Base"
+    IMAGE_ENCODER = "sam2.modeling.backbones.image_encoder.ImageEncoder"
+    HIERA = "sam2.modeling.backbones.hieradet.Hiera"
+    FPN_NECK = "sam2.modeling.backbones.image_encoder.FpnNeck"
+    POSITION_SINE = "sam2.modeling.position_encoding.PositionEmbeddingSine"
+    MEMORY_ATTENTION = "sam2.modeling.memory_attention.MemoryAttention"
+    MEMORY_ATTENTION_LAYER = "sam2.modeling.memory_attention.MemoryAttentionLayer"
+    ROPE_ATTENTION = "sam2.modeling.sam.transformer.RoPEAttention"
+    MEMORY_ENCODER = "sam2.modeling.memory_encoder.MemoryEncoder"
+    MASK_DOWNSAMPLER = "sam2.modeling.memory_encoder.MaskDownSampler"
+    FUSER = "sam2.modeling.memory_encoder.Fuser"
+    CX_BLOCK = "sam2.modeling.memory_encoder.CXBlock"
+
+
 _DECODER_EXTRA = (
     "dynamic_multimask_via_stability",
     "dynamic_multimask_stability_delta",
@@ -83,13 +100,16 @@ def config_from_official(model: dict[str, Any]) -> Sam2Config:
         enc_d = model["memory_encoder"]
         down_d, fuser_d = enc_d.get("mask_downsampler", {}), enc_d.get("fuser", {})
         cx_d = fuser_d.get("layer", {})
+        layer_scale: dict[str, Any] = {}
+        if "layer_scale_init_value" in cx_d:
+            layer_scale["fuser_layer_scale_init_value"] = _float(cx_d["layer_scale_init_value"])
         memory_encoder = MemoryEncoderConfig(
             out_dim=enc_d.get("out_dim", 64),
             **_pick(down_d, {"kernel_size": "mask_kernel_size", "stride": "mask_stride", "padding": "mask_padding",
                              "total_stride": "mask_total_stride"}),
             **_pick(fuser_d, {"num_layers": "fuser_num_layers"}),
             **_pick(cx_d, {"kernel_size": "fuser_kernel_size", "padding": "fuser_padding", "use_dwconv": "fuser_use_dwconv"}),
-            **({"fuser_layer_scale_init_value": _float(cx_d["layer_scale_init_value"])} if "layer_scale_init_value" in cx_d else {}),
+            **layer_scale,
         )
         extra = model.get("sam_mask_decoder_extra_args") or {}
         decoder = DecoderConfig(**{k: extra[k] for k in _DECODER_EXTRA if k in extra})
@@ -114,22 +134,22 @@ def config_to_official(config: Sam2Config) -> dict[str, Any]:
     c, t, n = config, config.trunk, config.neck
     ma, me = c.memory_attention, c.memory_encoder
     feat = [c.embedding_size, c.embedding_size]
-    rope = {"_target_": "sam2.modeling.sam.transformer.RoPEAttention", "rope_theta": ma.rope_theta,
+    rope = {"_target_": OfficialClass.ROPE_ATTENTION, "rope_theta": ma.rope_theta,
             "feat_sizes": feat, "embedding_dim": c.hidden_dim, "num_heads": ma.num_heads,
             "downsample_rate": 1, "dropout": ma.dropout}
     model: dict[str, Any] = {
-        "_target_": _BASE,
+        "_target_": OfficialClass.SAM2_BASE,
         "image_encoder": {
-            "_target_": "sam2.modeling.backbones.image_encoder.ImageEncoder",
+            "_target_": OfficialClass.IMAGE_ENCODER,
             "scalp": n.scalp,
-            "trunk": {"_target_": "sam2.modeling.backbones.hieradet.Hiera",
+            "trunk": {"_target_": OfficialClass.HIERA,
                       **{f.name: _list(getattr(t, f.name)) for f in fields(HieraConfig)
                          if f.name not in _TRUNK_NOT_OFFICIAL
                          # the official Hiera cannot take q_stride from yaml (a ListConfig breaks max_pool2d)
                          and not (f.name == "q_stride" and t.q_stride == (2, 2))}},
             "neck": {
-                "_target_": "sam2.modeling.backbones.image_encoder.FpnNeck",
-                "position_encoding": {"_target_": "sam2.modeling.position_encoding.PositionEmbeddingSine",
+                "_target_": OfficialClass.FPN_NECK,
+                "position_encoding": {"_target_": OfficialClass.POSITION_SINE,
                                       "num_pos_feats": n.d_model, "normalize": True, "scale": None,
                                       "temperature": n.position_temperature},
                 "d_model": n.d_model,
@@ -141,12 +161,12 @@ def config_to_official(config: Sam2Config) -> dict[str, Any]:
             },
         },
         "memory_attention": {
-            "_target_": "sam2.modeling.memory_attention.MemoryAttention",
+            "_target_": OfficialClass.MEMORY_ATTENTION,
             "d_model": c.hidden_dim,
             "pos_enc_at_input": ma.pos_enc_at_input,
             "num_layers": ma.num_layers,
             "layer": {
-                "_target_": "sam2.modeling.memory_attention.MemoryAttentionLayer",
+                "_target_": OfficialClass.MEMORY_ATTENTION_LAYER,
                 "activation": ma.activation, "dim_feedforward": ma.dim_feedforward, "dropout": ma.dropout,
                 "pos_enc_at_attn": ma.pos_enc_at_attn, "d_model": c.hidden_dim,
                 "pos_enc_at_cross_attn_keys": ma.pos_enc_at_cross_attn_keys,
@@ -156,16 +176,16 @@ def config_to_official(config: Sam2Config) -> dict[str, Any]:
             },
         },
         "memory_encoder": {
-            "_target_": "sam2.modeling.memory_encoder.MemoryEncoder",
+            "_target_": OfficialClass.MEMORY_ENCODER,
             "out_dim": me.out_dim,
             "in_dim": c.hidden_dim,
-            "position_encoding": {"_target_": "sam2.modeling.position_encoding.PositionEmbeddingSine",
+            "position_encoding": {"_target_": OfficialClass.POSITION_SINE,
                                   "num_pos_feats": me.out_dim, "normalize": True, "scale": None, "temperature": 10000},
-            "mask_downsampler": {"_target_": "sam2.modeling.memory_encoder.MaskDownSampler",
+            "mask_downsampler": {"_target_": OfficialClass.MASK_DOWNSAMPLER,
                                  "embed_dim": c.hidden_dim, "kernel_size": me.mask_kernel_size, "stride": me.mask_stride,
                                  "padding": me.mask_padding, "total_stride": me.mask_total_stride},
-            "fuser": {"_target_": "sam2.modeling.memory_encoder.Fuser", "num_layers": me.fuser_num_layers,
-                      "layer": {"_target_": "sam2.modeling.memory_encoder.CXBlock", "dim": c.hidden_dim,
+            "fuser": {"_target_": OfficialClass.FUSER, "num_layers": me.fuser_num_layers,
+                      "layer": {"_target_": OfficialClass.CX_BLOCK, "dim": c.hidden_dim,
                                 "kernel_size": me.fuser_kernel_size, "padding": me.fuser_padding,
                                 "layer_scale_init_value": me.fuser_layer_scale_init_value,
                                 "use_dwconv": me.fuser_use_dwconv}},

@@ -21,7 +21,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from masklet.errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError
+from ..model.config import RELEASE_FLAGS, temporal_pointer_flags
+from .official import OfficialClass
 
 __all__ = ["hf_config_to_official_dict", "hf_to_official_state_dict"]
 
@@ -196,18 +198,6 @@ def hf_to_official_state_dict(hf_state: dict[str, Tensor], hf_config: dict[str, 
 
 # ----------------------------------------------------------------------------------------- config
 
-_T_SAM2 = "sam2.modeling.sam2_base.SAM2Base"
-_T_IMAGE_ENCODER = "sam2.modeling.backbones.image_encoder.ImageEncoder"
-_T_HIERA = "sam2.modeling.backbones.hieradet.Hiera"
-_T_NECK = "sam2.modeling.backbones.image_encoder.FpnNeck"
-_T_SINE = "sam2.modeling.position_encoding.PositionEmbeddingSine"
-_T_MEM_ATTN = "sam2.modeling.memory_attention.MemoryAttention"
-_T_MEM_ATTN_LAYER = "sam2.modeling.memory_attention.MemoryAttentionLayer"
-_T_ROPE = "sam2.modeling.sam.transformer.RoPEAttention"
-_T_MEM_ENC = "sam2.modeling.memory_encoder.MemoryEncoder"
-_T_DOWNSAMPLER = "sam2.modeling.memory_encoder.MaskDownSampler"
-_T_FUSER = "sam2.modeling.memory_encoder.Fuser"
-_T_CXBLOCK = "sam2.modeling.memory_encoder.CXBlock"
 
 # Sam2VideoConfig defaults (they equal the official SAM2.1 yaml values); used for image-only configs.
 _VIDEO_DEFAULTS: dict[str, Any] = {
@@ -274,7 +264,7 @@ def _trunk(bb: dict[str, Any]) -> dict[str, Any]:
     _require(bb.get("hidden_act", "gelu") == "gelu", "hidden_act must be gelu")
     _require(float(bb.get("layer_norm_eps", 1e-6)) == 1e-6, "layer_norm_eps must be 1e-6")
     trunk: dict[str, Any] = {
-        "_target_": _T_HIERA,
+        "_target_": OfficialClass.HIERA,
         "embed_dim": dims[0],
         "num_heads": heads[0],
         "stages": stages,
@@ -327,8 +317,8 @@ def hf_config_to_official_dict(hf_config: dict[str, Any]) -> dict[str, Any]:
     _require(channels == stage_dims[::-1], f"backbone_channel_list {channels} != reversed stage dims {stage_dims}")
 
     neck: dict[str, Any] = {
-        "_target_": _T_NECK,
-        "position_encoding": {"_target_": _T_SINE, "num_pos_feats": d_model, "normalize": True, "scale": None, "temperature": 10000},
+        "_target_": OfficialClass.FPN_NECK,
+        "position_encoding": {"_target_": OfficialClass.POSITION_SINE, "num_pos_feats": d_model, "normalize": True, "scale": None, "temperature": 10000},
         "d_model": d_model,
         "backbone_channel_list": channels,
         "fpn_top_down_levels": [int(x) for x in vision.get("fpn_top_down_levels") or [2, 3]],
@@ -348,7 +338,7 @@ def hf_config_to_official_dict(hf_config: dict[str, Any]) -> dict[str, Any]:
     feat = [int(s) for s in video.get("memory_attention_rope_feat_sizes") or [image_size // stride] * 2]
     mem_dim = int(video["memory_encoder_output_channels"])
     attention = {
-        "_target_": _T_ROPE,
+        "_target_": OfficialClass.ROPE_ATTENTION,
         "rope_theta": rope_theta,
         "feat_sizes": feat,
         "embedding_dim": d_model,
@@ -357,11 +347,11 @@ def hf_config_to_official_dict(hf_config: dict[str, Any]) -> dict[str, Any]:
         "dropout": float(video["memory_attention_rope_dropout"]),
     }
     memory_attention = {
-        "_target_": _T_MEM_ATTN,
+        "_target_": OfficialClass.MEMORY_ATTENTION,
         "d_model": d_model,
         "pos_enc_at_input": True,
         "layer": {
-            "_target_": _T_MEM_ATTN_LAYER,
+            "_target_": OfficialClass.MEMORY_ATTENTION_LAYER,
             "activation": str(video["memory_attention_feed_forward_hidden_act"]),
             "dim_feedforward": int(video["memory_attention_feed_forward_hidden_size"]),
             "dropout": float(video["memory_attention_dropout"]),
@@ -375,12 +365,12 @@ def hf_config_to_official_dict(hf_config: dict[str, Any]) -> dict[str, Any]:
         "num_layers": int(video["memory_attention_num_layers"]),
     }
     memory_encoder = {
-        "_target_": _T_MEM_ENC,
+        "_target_": OfficialClass.MEMORY_ENCODER,
         "out_dim": mem_dim,
         "in_dim": d_model,
-        "position_encoding": {"_target_": _T_SINE, "num_pos_feats": mem_dim, "normalize": True, "scale": None, "temperature": 10000},
+        "position_encoding": {"_target_": OfficialClass.POSITION_SINE, "num_pos_feats": mem_dim, "normalize": True, "scale": None, "temperature": 10000},
         "mask_downsampler": {
-            "_target_": _T_DOWNSAMPLER,
+            "_target_": OfficialClass.MASK_DOWNSAMPLER,
             "kernel_size": int(video["mask_downsampler_kernel_size"]),
             "stride": int(video["mask_downsampler_stride"]),
             "padding": int(video["mask_downsampler_padding"]),
@@ -388,9 +378,9 @@ def hf_config_to_official_dict(hf_config: dict[str, Any]) -> dict[str, Any]:
             "embed_dim": d_model,
         },
         "fuser": {
-            "_target_": _T_FUSER,
+            "_target_": OfficialClass.FUSER,
             "layer": {
-                "_target_": _T_CXBLOCK,
+                "_target_": OfficialClass.CX_BLOCK,
                 "dim": d_model,
                 "kernel_size": int(video["memory_fuser_kernel_size"]),
                 "padding": int(video["memory_fuser_padding"]),
@@ -403,8 +393,8 @@ def hf_config_to_official_dict(hf_config: dict[str, Any]) -> dict[str, Any]:
     tpos = bool(video["enable_temporal_pos_encoding_for_object_pointers"])
     md = hf_config.get("mask_decoder_config") or {}
     model: dict[str, Any] = {
-        "_target_": _T_SAM2,
-        "image_encoder": {"_target_": _T_IMAGE_ENCODER, "scalp": 1, "trunk": trunk, "neck": neck},
+        "_target_": OfficialClass.SAM2_BASE,
+        "image_encoder": {"_target_": OfficialClass.IMAGE_ENCODER, "scalp": 1, "trunk": trunk, "neck": neck},
         "memory_attention": memory_attention,
         "memory_encoder": memory_encoder,
         "num_maskmem": int(video["num_maskmem"]),
@@ -412,25 +402,13 @@ def hf_config_to_official_dict(hf_config: dict[str, Any]) -> dict[str, Any]:
         "backbone_stride": stride,
         "sigmoid_scale_for_mem_enc": float(video["sigmoid_scale_for_mem_enc"]),
         "sigmoid_bias_for_mem_enc": float(video["sigmoid_bias_for_mem_enc"]),
-        "use_mask_input_as_output_without_sam": True,
-        "directly_add_no_mem_embed": True,
         "no_obj_embed_spatial": bool(video["enable_occlusion_spatial_embedding"]),
-        "use_high_res_features_in_sam": True,
         "multimask_output_in_sam": bool(video["multimask_output_in_sam"]),
-        "iou_prediction_use_sigmoid": True,
-        "use_obj_ptrs_in_encoder": True,
-        "add_tpos_enc_to_obj_ptrs": tpos,
-        "proj_tpos_enc_in_obj_ptrs": tpos,
-        "use_signed_tpos_enc_to_obj_ptrs": tpos,
-        "only_obj_ptrs_in_the_past_for_eval": True,
-        "pred_obj_scores": True,
-        "pred_obj_scores_mlp": True,
-        "fixed_no_obj_ptr": True,
+        **RELEASE_FLAGS,
+        **temporal_pointer_flags(tpos),
         "multimask_output_for_tracking": bool(video["multimask_output_for_tracking"]),
-        "use_multimask_token_for_obj_ptr": True,
         "multimask_min_pt_num": int(video["multimask_min_pt_num"]),
         "multimask_max_pt_num": int(video["multimask_max_pt_num"]),
-        "use_mlp_for_obj_ptr_proj": True,
         "max_obj_ptrs_in_encoder": int(video["max_object_pointers_in_encoder"]),
         "max_cond_frames_in_attn": int(video["max_cond_frame_num"]),
         "compile_image_encoder": False,

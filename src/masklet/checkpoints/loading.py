@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from .errors import CheckpointError, ConfigError, ModelNotFoundError
-from .model import VARIANTS, Sam2Config, Sam2Model
+from ..errors import CheckpointError, ConfigError, ModelNotFoundError
+from ..model import VARIANTS, Sam2Config, Sam2Model
 
 #: Hub names -> (repository, official checkpoint file). Names are accepted with or without ``facebook/``.
 HUB_CHECKPOINTS: dict[str, tuple[str, str]] = {
@@ -71,7 +71,7 @@ def load_model(
             raise ConfigError(f"{name} must be torch.float32, torch.bfloat16 or torch.float16, got {value}")
     state, detected = read_checkpoint(resolve_checkpoint(name_or_path))
     if isinstance(config, (str, Path)):
-        from .official_config import load_official_yaml
+        from .official import load_official_yaml
 
         config = load_official_yaml(config)
     config = config or detected or detect_config(state)
@@ -83,7 +83,7 @@ def load_model(
     if memory_dtype is not None:
         model.memory_encoder.to(dtype=memory_dtype)
     if backend == "onnxruntime":
-        from .export.ort import ort_model
+        from ..export.ort import ort_model
 
         return ort_model(model, onnx_dir)
     return model
@@ -103,10 +103,11 @@ def resolve_checkpoint(name_or_path: str | Path) -> Path:
             f"known names: {', '.join([*PACKAGED_CHECKPOINTS, *HUB_CHECKPOINTS])}"
         )
     repo, filename = HUB_CHECKPOINTS[key]
-    return _hub_file(repo, filename)
+    return hub_file(repo, filename)
 
 
-def _hub_file(repo: str, filename: str) -> Path:
+def hub_file(repo: str, filename: str) -> Path:
+    """The local path of ``filename`` from the hub repository ``repo`` (cached, else downloaded)."""
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
     cached = try_to_load_from_cache(repo, filename)
@@ -166,7 +167,7 @@ def _config_beside(path: Path) -> Sam2Config | None:
     """An official-style yaml with the same stem next to the checkpoint, if any."""
     for candidate in (path.with_suffix(".yaml"), path.with_suffix(".yml")):
         if candidate.exists():
-            from .official_config import load_official_yaml
+            from .official import load_official_yaml
 
             return load_official_yaml(candidate)
     return None
@@ -204,8 +205,8 @@ def _read_hf(weights: Path) -> tuple[dict[str, torch.Tensor], Sam2Config | None]
         hf_config = json.loads(config_file.read_text())
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{config_file} is not valid JSON: {err}") from None
-    from .hf_weights import hf_config_to_official_dict, hf_to_official_state_dict
-    from .official_config import config_from_official
+    from .hf import hf_config_to_official_dict, hf_to_official_state_dict
+    from .official import config_from_official
 
     config = config_from_official(hf_config_to_official_dict(hf_config))
     return hf_to_official_state_dict(state, hf_config), config
@@ -234,7 +235,7 @@ def packaged_checkpoint(name: str) -> Path:
     """Path of a checkpoint shipped inside the package (its official-style yaml sits beside it)."""
     if name not in PACKAGED_CHECKPOINTS:
         raise ModelNotFoundError(f"{name!r} is not a packaged model; packaged: {', '.join(PACKAGED_CHECKPOINTS)}")
-    path = Path(__file__).parent / "checkpoints" / PACKAGED_CHECKPOINTS[name]
+    path = Path(__file__).parent / PACKAGED_CHECKPOINTS[name]
     if not path.exists():
         raise ModelNotFoundError(f"the packaged checkpoint {path} is missing from this installation")
     return path
