@@ -19,7 +19,7 @@ from .store import ImageCache, SessionStore
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A FastAPI app serving ``settings.models`` (loaded in the background; ready when loaded)."""
-    from .routes import health, images, jobs, streams, videos
+    from .routes import exemplars, health, images, jobs, streams, videos
 
     settings = settings or Settings.from_env()
     metrics = Metrics()
@@ -40,7 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Segment Anything 2 over HTTP: images by id, video sessions, jobs, live streams.")
     app.state.ctx = ctx
     install_handlers(app)
-    for module in (health, images, videos, jobs, streams):
+    for module in (health, images, videos, jobs, streams, exemplars):
         app.include_router(module.router)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
