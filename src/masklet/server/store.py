@@ -167,5 +167,9 @@ class SessionStore:
                 session.tmpdir.cleanup()
         return session is not None
 
+    def nbytes(self) -> int:
+        """Bytes of the tensors every open session holds."""
+        return sum(tensor_bytes(s.state) for s in self._sessions.values())
+
     def __len__(self) -> int:
         return len(self._sessions)
