@@ -213,3 +213,46 @@ def test_websocket_stream_carries_presence_and_events(client, nano, server):
     with connect(server.url.replace("http", "ws") + "/v1/streams?options=" + quote(json.dumps({"health": {"lost_frames": 0}}))) as ws:
         doc = json.loads(ws.recv())
         assert doc["type"] == "error" and doc["error"]["code"] == "invalid_input"
+
+
+def test_bad_exemplar_requests_answer_4xx_envelopes(server, client):
+    from masklet.server.codec import npy_bytes
+
+    scenes = make_example_set(11, num_objects=1, num_support=1, num_query=1, size=(48, 64))
+    sid = client.request("POST", "/v1/exemplars", json={})["sessionId"]
+    image = [("image", ("a.npy", npy_bytes(scenes.images[0]), "application/x-npy"))]
+
+    def args(doc) -> dict:
+        return {"files": image, "data": {"args": json.dumps(doc) if not isinstance(doc, str) else doc}}
+
+    cases = [
+        ("POST", "/v1/exemplars", {"json": {"maxMemory": 0}}, 422, "validation_error"),
+        ("POST", "/v1/exemplars", {"json": {"model": "nope"}}, 404, "unknown_model"),
+        ("POST", "/v1/exemplars", {"json": {"turbo": 1}}, 422, "validation_error"),
+        ("POST", f"/v1/exemplars/{sid}/segment", args({}), 409, "predictor_state"),
+        ("POST", f"/v1/exemplars/{sid}/examples", args({"objId": 1}), 400, "invalid_input"),
+        ("POST", f"/v1/exemplars/{sid}/examples", args({"objId": "x", "box": [1, 1, 9, 9]}), 400, "invalid_input"),
+        ("POST", f"/v1/exemplars/{sid}/examples", args({"objId": 1, "box": [9, 9, 1, 1]}), 400, "invalid_input"),
+        ("POST", f"/v1/exemplars/{sid}/examples", args({"objId": 1, "points": [[1, 1]], "labels": [9]}), 400, "invalid_input"),
+        ("POST", f"/v1/exemplars/{sid}/examples", args({"objId": 1, "mask": {"size": [2, 2], "counts": [9]}}), 400, "invalid_input"),
+        ("POST", f"/v1/exemplars/{sid}/examples", args({"objId": 1, "colour": 3}), 400, "invalid_input"),
+        ("POST", f"/v1/exemplars/{sid}/examples", args("{oops"), 400, "malformed_json"),
+        ("POST", f"/v1/exemplars/{sid}/examples", {"files": [("image", ("a.png", b"junk", "image/png"))], "data": {"args": "{}"}}, 400, "image_decode_error"),
+        ("POST", f"/v1/exemplars/{sid}/examples", {"json": {"objId": 1}}, 400, "invalid_input"),
+        ("POST", f"/v1/exemplars/{sid}/segment", args({"updateMemory": "yes"}), 400, "invalid_input"),
+        ("DELETE", f"/v1/exemplars/{sid}/objects/5", {}, 400, "invalid_input"),
+        ("GET", f"/v1/exemplars/{sid}/bank", {}, 409, "predictor_state"),
+        ("PUT", f"/v1/exemplars/{sid}/bank", {"content": b"12345678junk"}, 400, "invalid_input"),
+        ("GET", "/v1/exemplars/nope", {}, 404, "unknown_session"),
+        ("POST", "/v1/exemplars/nope/segment", args({}), 404, "unknown_session"),
+    ]
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        for method, path, kwargs, status, code in cases:
+            r = http.request(method, path, headers={"X-Request-ID": "ex"}, **kwargs)
+            assert (r.status_code, r.json()["error"]["code"]) == (status, code), (path, kwargs.get("data"), r.text[:300])
+            assert r.json()["error"]["requestId"] == "ex"
+        # still answering correct masks on the same session
+        box = _box(scenes.masks[0, 0])
+        r = http.post(f"/v1/exemplars/{sid}/examples", **args({"objId": 1, "box": box}))
+        assert r.status_code == 200 and r.json()["objIds"] == [1]
+        http.delete(f"/v1/exemplars/{sid}")
