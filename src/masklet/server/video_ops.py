@@ -33,6 +33,8 @@ def frame_result(tf: TrackedFrame, logits: bool) -> FrameResult:
 def plan(session: Session, body: PropagateRequest) -> list[tuple[int, bool, int]]:
     """Legs (start, reverse, frame count) of a propagation, validated like the predictor does."""
     state, predictor = session.state, session.predictor
+    if body.health is not None:
+        HealthMonitor(**body.health.model_dump())  # thresholds that contradict each other: a 400 before the stream
     if body.start_frame_idx is not None:
         predictor._check_frame(state, body.start_frame_idx, "start_frame_idx")
     with torch.inference_mode():
