@@ -86,7 +86,7 @@ def test_fuzz_json_routes_answer_no_5xx(live):
     routes = _json_routes(spec)
     seen: dict = {}
     assert len(routes) >= 8
-    with httpx.Client(base_url=proc.url, timeout=60) as http:
+    with httpx.Client(base_url=proc.url, timeout=300) as http:  # a default-option AMG on a loaded host
         for path, schema in routes:
             fields = sorted(schema.get("properties", {}))
             values = st.fixed_dictionaries({}, optional={f: NEAR.get(f, JSON) | JSON for f in fields})

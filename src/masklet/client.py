@@ -145,6 +145,10 @@ class Client:
     def stream_tracker(self, model: str | None = None, **options: Any) -> RemoteStreamTracker:
         return RemoteStreamTracker(self, model, **options)
 
+    def exemplar_predictor(self, model: str | None = None, max_memory: int = 8, **options: Any) -> RemoteExemplarPredictor:
+        """The remote twin of :class:`~masklet.ExemplarPredictor` (one exemplar session on the server)."""
+        return RemoteExemplarPredictor(self, model, max_memory, **options)
+
     # ------------------------------------------------------------------ images
 
     def upload_image(self, model: str | None, pixels: np.ndarray) -> str:
@@ -349,6 +353,7 @@ class RemoteMaskGenerator:
         return records
 
 
+from .client_exemplar import RemoteExemplarPredictor  # noqa: E402 (imports this module)
 from .client_video import RemoteStreamTracker, RemoteVideoPredictor, RemoteVideoState  # noqa: E402 (imports this module)
 
-__all__ += ["RemoteImagePredictor", "RemoteMaskGenerator", "RemoteStreamTracker", "RemoteVideoPredictor", "RemoteVideoState"]
+__all__ += ["RemoteExemplarPredictor", "RemoteImagePredictor", "RemoteMaskGenerator", "RemoteStreamTracker", "RemoteVideoPredictor", "RemoteVideoState"]

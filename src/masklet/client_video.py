@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +17,7 @@ from .masks import encode_rle
 from .server.codec import npy_bytes, rles_to_masks, unpack_array
 from .video import TrackedFrame, VideoPredictor
 from .video.frames import FolderFrames, VideoFileFrames, open_frames
-from .video.health import HealthMonitor
+from .video.health import HealthMonitor, TrackEvent
 
 if TYPE_CHECKING:
     from .client import Client
@@ -47,6 +47,11 @@ def _tracked(fr: dict, height: int, width: int) -> TrackedFrame:
     scores = fr.get("objectScoreLogits")
     return TrackedFrame(fr["frameIdx"], list(fr["objIds"]), logits,
                         None if scores is None else torch.tensor(scores, dtype=torch.float32))
+
+
+def server_events(fr: dict) -> list[TrackEvent]:
+    """The track health events a frame document of the server carries (its own monitor's)."""
+    return [TrackEvent(**e) for e in fr.get("events") or []]
 
 
 def _frame_parts(source: Any) -> tuple[list[tuple[str, tuple[str, bytes, str]]], int]:
@@ -199,6 +204,13 @@ class RemoteVideoPredictor:
 
                     raise _error(400, doc)
                 if doc["type"] == "end":
+                    if doc.get("reason") == "shutdown":
+                        from .client import RemoteError
+
+                        err = RemoteError(f"the server shut down after {doc.get('frames')} of {doc.get('total')} frames; "
+                                          "they are kept in the log: call propagate_in_video again to continue")
+                        err.status, err.code, err.request_id = 503, "server_shutdown", None  # type: ignore[attr-defined]
+                        raise err
                     return
                 yield doc
 
@@ -216,10 +228,12 @@ class RemoteVideoPredictor:
             not isinstance(max_frame_num_to_track, int) or isinstance(max_frame_num_to_track, bool) or max_frame_num_to_track < 0
         ):
             raise E.InvalidInputError(f"max_frame_num_to_track: expected an int >= 0, got {max_frame_num_to_track!r}")
+        monitor = HealthMonitor() if health is None else health
+        thresholds = {k: v for k, v in asdict(monitor).items() if k not in ("events", "_objects")}
         body = {"startFrameIdx": start_frame_idx, "maxFrameNumToTrack": max_frame_num_to_track,
-                "direction": "backward" if reverse else "forward", "logits": self.exact_logits}
+                "direction": "backward" if reverse else "forward", "logits": self.exact_logits, "health": thresholds}
         first = self._first_line(state, body)
-        return self._follow(state, body, first, bool(reverse), HealthMonitor() if health is None else health)
+        return self._follow(state, body, first, bool(reverse), monitor)
 
     def _first_line(self, state: RemoteVideoState, body: dict) -> tuple[Iterator[dict], dict | None]:
         """Open the stream and read its first line eagerly, so bad state raises at the call (and a lost session replays)."""
@@ -252,11 +266,18 @@ class RemoteVideoPredictor:
 class RemoteStreamTracker:
     """:class:`~masklet.StreamTracker` over a WebSocket: each ``track`` sends a frame and reads its masks."""
 
-    def __init__(self, client: Client, model: str | None = None, **options: Any) -> None:
+    def __init__(self, client: Client, model: str | None = None, *, health: HealthMonitor | None = None,
+                 **options: Any) -> None:
+        from dataclasses import asdict
         from urllib.parse import urlencode
 
         from websockets.sync.client import connect
 
+        if health is not None and not isinstance(health, HealthMonitor):
+            raise E.InvalidInputError(f"health: expected a masklet.video.HealthMonitor or None, got {type(health).__name__}")
+        self.health = HealthMonitor() if health is None else health  # watches here, as locally; the server's use its thresholds
+        thresholds = {k: v for k, v in asdict(self.health).items() if k not in ("events", "_objects")}
+        options = {**options, "health": thresholds}
         self.client, self.info = client, client.model_info(model)
         self._shim = SimpleNamespace(image_size=self.info["imageSize"])
         url = client.url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
@@ -303,7 +324,7 @@ class RemoteStreamTracker:
         doc = self._exchange(npy_bytes(image))
         self._hw = image.shape[:2]
         self.frame_idx = doc["frameIdx"]
-        return self._frame(doc)
+        return VideoPredictor._watch(self.health, self._frame(doc))
 
     def _require_frame(self) -> SimpleNamespace:
         if self._hw is None:

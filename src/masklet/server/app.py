@@ -19,7 +19,7 @@ from .store import ImageCache, SessionStore
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A FastAPI app serving ``settings.models`` (loaded in the background; ready when loaded)."""
-    from .routes import health, images, jobs, streams, videos
+    from .routes import exemplars, health, images, jobs, streams, videos
 
     settings = settings or Settings.from_env()
     metrics = Metrics()
@@ -42,7 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_handlers(app)
     from .routes import pixano  # first: its /v1/ready, /v1/models, /v1/jobs/{id} bodies satisfy both clients
     app.include_router(pixano.router)
-    for module in (health, images, videos, jobs, streams):
+    for module in (health, images, videos, jobs, streams, exemplars):
         app.include_router(module.router)
     from .routes import web  # the web page at / and its /static assets
     app.include_router(web.router)

@@ -24,6 +24,8 @@ class Metrics:
         self.model_seconds = Histogram("masklet_model_call_seconds", "time in model calls", ["device"], registry=self.registry)
         self.cache_bytes = Gauge("masklet_image_cache_bytes", "bytes held by the image cache", registry=self.registry)
         self.sessions = Gauge("masklet_video_sessions", "open video sessions", registry=self.registry)
+        self.session_bytes = Gauge("masklet_session_bytes", "bytes of tensors held by open sessions", registry=self.registry)
+        self.model_queue = Gauge("masklet_model_calls_pending", "model calls queued or running", ["device"], registry=self.registry)
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         """Record one finished HTTP request."""

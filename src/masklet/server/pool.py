@@ -93,7 +93,11 @@ class ModelPool:
             finally:
                 self.metrics.model_seconds.labels(device).observe(time.perf_counter() - start)
 
-        return await asyncio.get_running_loop().run_in_executor(self._worker(loaded.model), timed)
+        pending = self.metrics.model_queue.labels(device)  # until the call ends or is dropped unstarted
+        pending.inc()
+        future = self._worker(loaded.model).submit(timed)
+        future.add_done_callback(lambda _: pending.dec())
+        return await asyncio.wrap_future(future)
 
     def close(self) -> None:
         """Finish queued work and stop the workers."""

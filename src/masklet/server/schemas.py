@@ -161,6 +161,8 @@ class FrameResult(Schema):
     masks: list[dict]
     mask_logits: PackedArray | None = None
     object_score_logits: list[float] | None = None  # per object; presence = sigmoid
+    presence: list[float] | None = None  # per object: sigmoid of its object score logit
+    events: list[dict] = Field(default_factory=list)  # track health events (lost / reappeared / low_confidence) of this frame
 
 
 class RemoveResponse(Schema):
@@ -168,11 +170,22 @@ class RemoveResponse(Schema):
     updated: list[FrameResult]
 
 
+class HealthOptions(Schema):
+    """Thresholds of the track health monitor (``masklet.video.HealthMonitor``) watching a propagation or stream."""
+
+    lost_threshold: float = Field(0.5, ge=0, le=1)
+    lost_frames: int = Field(2, ge=1)
+    low_confidence: float = Field(0.8, ge=0, le=1)
+    min_area_ratio: float = Field(0.25, ge=0, lt=1)
+    area_window: int = Field(5, ge=1)
+
+
 class PropagateRequest(Schema):
     start_frame_idx: int | None = None
     max_frame_num_to_track: int | None = Field(None, ge=0)
     direction: Literal["forward", "backward", "both"] = "forward"
     logits: bool = False
+    health: HealthOptions | None = None  # thresholds of the events on the streamed frames (default: the defaults)
 
 
 class JobStatus(Schema):
@@ -182,3 +195,39 @@ class JobStatus(Schema):
     done: int
     total: int
     error: dict | None = None
+
+
+# ----------------------------------------------------------------------------- exemplars
+
+
+class ExemplarCreate(Schema):
+    """Options of ``masklet.ExemplarPredictor``."""
+
+    model: str | None = None
+    max_memory: int = Field(8, ge=1, le=64)
+    object_pointers: bool = True
+    multimask_queries: bool | None = None
+    binarize_examples: bool | None = None
+    mask_threshold: float = 0.0
+
+
+class ExemplarInfo(Schema):
+    session_id: str
+    model: str
+    max_memory: int
+    obj_ids: list[int]
+    memory_kinds: dict[str, list[str]]  # per object id: "example" / "query", bank order
+
+
+class ExemplarResponse(Schema):
+    """An ``ExemplarResult``: masks as COCO RLE, the decoder's low-res logits exactly (the full-size
+    logits are their upscaling), scores, object score logits and presence per object."""
+
+    obj_ids: list[int]
+    height: int
+    width: int
+    masks: list[dict]
+    scores: list[float]
+    object_score_logits: list[float]
+    presence: list[float]
+    low_res_logits: PackedArray

@@ -26,6 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-pixels", type=int, default=None, help="largest decoded image (pixels)")
     p.add_argument("--max-frames", type=int, default=None, help="most frames per video session")
     p.add_argument("--session-ttl", type=float, default=None, dest="session_ttl_s", help="idle session TTL (s)")
+    p.add_argument("--allow-url-fetch", action="store_true", default=None,
+                   help="fetch images given as {\"url\": ...} (public addresses only; off by default)")
     ray = p.add_argument_group("Ray Serve (needs masklet[ray]; see README \"Scale-out on Ray\")")
     ray.add_argument("--ray", action="store_true", help="serve through Ray Serve replicas with strict session affinity")
     scale = ray.add_mutually_exclusive_group()
@@ -51,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     overrides = {k: getattr(args, k) for k in ("device", "dtype", "media_roots", "cache_bytes", "max_sessions", "session_bytes",
-                                               "max_body_bytes", "max_pixels", "max_frames", "session_ttl_s")}
+                                               "max_body_bytes", "max_pixels", "max_frames", "session_ttl_s",
+                                               "allow_url_fetch")}
     settings = Settings.from_env(models=args.model, **overrides)
     if not settings.api_keys and args.host not in ("127.0.0.1", "localhost", "::1"):
         logging.getLogger("masklet.server").error("no API keys set (MASKLET_API_KEYS) on a non-loopback host")

@@ -24,6 +24,9 @@ class Settings:
     max_sessions: int = 16
     session_bytes: int = 4 * 2**30
     session_ttl_s: float = 1800.0
+    allow_url_fetch: bool = False  # fetch {"url": ...} images (public addresses only)
+    url_fetch_timeout_s: float = 10.0
+    url_fetch_allow_loopback: bool = False  # tests only: lets a fetch reach 127.0.0.1 (a local test server)
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -50,6 +53,12 @@ class Settings:
                 setattr(s, name, int(env[key]))
         if "MASKLET_SESSION_TTL_S" in env:
             s.session_ttl_s = float(env["MASKLET_SESSION_TTL_S"])
+        for name in ("allow_url_fetch", "url_fetch_allow_loopback"):
+            key = f"MASKLET_{name.upper()}"
+            if key in env:
+                setattr(s, name, env[key].strip().lower() in ("1", "true", "yes", "on"))
+        if "MASKLET_URL_FETCH_TIMEOUT_S" in env:
+            s.url_fetch_timeout_s = float(env["MASKLET_URL_FETCH_TIMEOUT_S"])
         for name, value in overrides.items():
             if value is not None:
                 setattr(s, name, value)

@@ -108,6 +108,7 @@ class Session:
     busy: Any = None  # asyncio.Lock serialising the session's operations
     predictor: Any = None  # the session's VideoPredictor (its options)
     tmpdir: Any = None  # TemporaryDirectory of an uploaded video file
+    kind: str = "video"  # or "exemplar" (state: the ExemplarPredictor's bank)
 
 
 class SessionStore:
@@ -146,12 +147,12 @@ class SessionStore:
         self._sessions[session.session_id] = session
         return session
 
-    def get(self, sid: str) -> Session:
-        """The session, or a 404 ``unknown_session`` (never created, closed, expired or lost)."""
+    def get(self, sid: str, kind: str = "video") -> Session:
+        """The session of that kind, or a 404 ``unknown_session`` (never created, closed, expired or lost)."""
         self.expire()
         session = self._sessions.get(sid)
-        if session is None:
-            raise ApiError(404, "unknown_session", f"video session {sid!r} is unknown or expired; create it again")
+        if session is None or session.kind != kind:
+            raise ApiError(404, "unknown_session", f"{kind} session {sid!r} is unknown or expired; create it again")
         session.last_used = time.monotonic()
         return session
 
@@ -165,6 +166,10 @@ class SessionStore:
             if session.tmpdir is not None:
                 session.tmpdir.cleanup()
         return session is not None
+
+    def nbytes(self) -> int:
+        """Bytes of the tensors every open session holds."""
+        return sum(tensor_bytes(s.state) for s in self._sessions.values())
 
     def __len__(self) -> int:
         return len(self._sessions)

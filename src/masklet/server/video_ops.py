@@ -9,7 +9,8 @@ from typing import Any
 
 import torch
 
-from ..video import TrackedFrame
+from ..video import HealthMonitor, TrackedFrame
+from ..video.health import presence_from_logits
 from .codec import masks_to_rles, pack_array
 from .pool import Loaded, ModelPool
 from .schemas import FrameResult, PackedArray, PropagateRequest
@@ -24,12 +25,16 @@ def frame_result(tf: TrackedFrame, logits: bool) -> FrameResult:
         out.mask_logits = PackedArray(**pack_array(tf.mask_logits.float().cpu().numpy()))
     if tf.object_score_logits is not None:
         out.object_score_logits = [float(v) for v in tf.object_score_logits.float().cpu()]
+        out.presence = presence_from_logits(tf.object_score_logits)
+    out.events = [e.to_dict() for e in tf.events]
     return out
 
 
 def plan(session: Session, body: PropagateRequest) -> list[tuple[int, bool, int]]:
     """Legs (start, reverse, frame count) of a propagation, validated like the predictor does."""
     state, predictor = session.state, session.predictor
+    if body.health is not None:
+        HealthMonitor(**body.health.model_dump())  # thresholds that contradict each other: a 400 before the stream
     if body.start_frame_idx is not None:
         predictor._check_frame(state, body.start_frame_idx, "start_frame_idx")
     with torch.inference_mode():
@@ -58,15 +63,17 @@ class Progress:
 async def propagate(pool: ModelPool, loaded: Loaded, session: Session, body: PropagateRequest,
                     progress: Progress, legs: list[tuple[int, bool, int]] | None = None) -> AsyncIterator[FrameResult]:
     """Track frame by frame on the device worker, one frame per model call, so other requests
-    interleave and a cancellation (client gone, job deleted) stops after the current frame."""
+    interleave and a cancellation (client gone, job deleted) stops after the current frame. One
+    health monitor (``body.health`` thresholds) watches every leg, as one local call would."""
     if legs is None:
         legs = await pool.run(loaded, plan, session, body)
     progress.total = sum(c for _, _, c in legs)
     done_per_leg: list[int] = []
+    monitor = HealthMonitor(**(body.health.model_dump() if body.health is not None else {}))
     try:
         for start, reverse, _count in legs:
             gen = await pool.run(loaded, lambda s=start, r=reverse: session.predictor.propagate_in_video(
-                session.state, s, body.max_frame_num_to_track, r))
+                session.state, s, body.max_frame_num_to_track, r, health=monitor))
             done_per_leg.append(0)
             while True:
                 tf = await pool.run(loaded, _next_result, gen, body.logits)

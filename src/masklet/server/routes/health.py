@@ -36,6 +36,7 @@ async def metrics(ctx: Ctx) -> Response:
     """Prometheus metrics."""
     ctx.metrics.cache_bytes.set(ctx.images.nbytes)
     ctx.metrics.sessions.set(len(ctx.sessions))
+    ctx.metrics.session_bytes.set(ctx.sessions.nbytes())
     return Response(ctx.metrics.render(), media_type="text/plain; version=0.0.4")
 
 

@@ -24,6 +24,7 @@ from ..codec import (
 )
 from ..deps import Ctx, require_key
 from ..errors import ApiError
+from ..fetch import fetch_url
 from ..pool import Loaded
 from ..schemas import (
     AutomaticOptions,
@@ -59,13 +60,15 @@ async def upload_bytes(request: Request, field: str = "image") -> tuple[bytes, s
             doc = json.loads(body)
         except ValueError as err:
             raise ApiError(400, "malformed_json", f"body: not valid JSON ({err})") from None
+        model = doc.get("model") if isinstance(doc, dict) else None
+        model = model if isinstance(model, str) else None
         if isinstance(doc, dict) and "url" in doc:
-            raise ApiError(403, "url_fetch_disabled", "url: fetching images from URLs is disabled on this server; "
-                           "upload the image bytes instead")
+            if not isinstance(doc["url"], str):
+                raise InvalidInputError(f'url: expected a string, got {type(doc["url"]).__name__}')
+            return await fetch_url(doc["url"], request.app.state.ctx.settings), model
         if not isinstance(doc, dict) or not isinstance(doc.get("image"), str):
-            raise InvalidInputError('body: expected {"image": "data:image/...;base64,..."}')
-        model = doc.get("model")
-        return data_uri_bytes(doc["image"]), model if isinstance(model, str) else None
+            raise InvalidInputError('body: expected {"image": "data:image/...;base64,..."} or {"url": "https://..."}')
+        return data_uri_bytes(doc["image"]), model
     return body, None
 
 

@@ -7,19 +7,21 @@ import json
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from pydantic import ValidationError
 
 from ...errors import InvalidInputError
 from ...masks import decode_rle
-from ...video import StreamTracker
+from ...video import HealthMonitor, StreamTracker
 from ..codec import decode_image
 from ..deps import check_key
 from ..errors import ApiError, to_api_error
+from ..schemas import HealthOptions
 from ..video_ops import frame_result
 
 router = APIRouter()
 #: StreamTracker options a client may set (those of VideoPredictor plus state offloading).
 STREAM_OPTIONS = ("fill_hole_area", "non_overlap_masks", "clear_non_cond_mem_around_input",
-                  "add_all_frames_to_correct_as_cond", "binarize_mask_from_pts", "offload_state_to_cpu")
+                  "add_all_frames_to_correct_as_cond", "binarize_mask_from_pts", "offload_state_to_cpu", "health")
 
 
 def _apply(tracker: StreamTracker, msg: dict) -> dict:
@@ -46,7 +48,8 @@ def _apply(tracker: StreamTracker, msg: dict) -> dict:
 
 @router.websocket("/v1/streams")
 async def stream(ws: WebSocket, model: str | None = None, options: str | None = None) -> None:
-    """One StreamTracker per connection: first ``{"type": "ready"}`` (or an error event and a close, for a
+    """One StreamTracker per connection (options: its own, plus ``health`` thresholds); every frame event
+    carries each object's presence and track health events. First ``{"type": "ready"}`` (or an error event and a close, for a
     bad key, model or options); errors later answer ``{"type": "error"}`` and keep the stream open."""
     await ws.accept()
     rid = ws.scope.get("state", {}).get("request_id", "")
@@ -66,6 +69,14 @@ async def stream(ws: WebSocket, model: str | None = None, options: str | None = 
             raise ApiError(400, "malformed_json", "options: not valid JSON") from None
         if not isinstance(opts, dict) or set(opts) - set(STREAM_OPTIONS):
             raise InvalidInputError(f"options: accepted keys are {', '.join(STREAM_OPTIONS)}, got {opts!r}")
+        if "health" in opts:  # thresholds of the track health events on every frame
+            health = opts["health"]
+            if not isinstance(health, dict):
+                raise InvalidInputError(f"options.health: expected an object of HealthMonitor thresholds, got {health!r}")
+            try:
+                opts["health"] = HealthMonitor(**HealthOptions(**health).model_dump())
+            except ValidationError as err:
+                raise InvalidInputError(f"options.health: {err.errors()[0].get('msg')} ({err.errors()[0].get('loc')})") from None
         tracker = StreamTracker(loaded.model, **opts)
     except Exception as err:  # noqa: BLE001 (answered as an error event, then closed)
         await send_error(err)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import tempfile
@@ -205,29 +206,43 @@ async def reset(sid: str, ctx: Ctx) -> VideoInfo:
 
 @router.post("/{sid}/propagate")
 async def propagate_stream(sid: str, body: PropagateRequest, request: Request, ctx: Ctx) -> StreamingResponse:
-    """Track frame by frame, streamed as NDJSON lines ``{"type": "frame", ..., "done", "total"}``,
-    then ``{"type": "end"}`` (or ``{"type": "error", "error": envelope}``). Closing the connection stops it."""
+    """Track frame by frame, streamed as NDJSON lines ``{"type": "frame", ..., "done", "total"}`` (or as
+    server-sent events with ``Accept: text/event-stream``), always ending with one final event:
+    ``{"type": "end", "reason": "completed" | "shutdown", "frames", "total"}`` or ``{"type": "error",
+    "error": envelope}``. Each frame carries every object's presence and its track health events.
+    Closing the connection stops the work; a server shutting down ends the stream after the frame in
+    progress (reason "shutdown"; the frames so far are kept in the session and its log)."""
     session = ctx.sessions.get(sid)
     loaded = ctx.pool.get(session.model)
     rid = request_id(request)
+    sse = "text/event-stream" in request.headers.get("accept", "")
     async with session.busy:  # bad arguments and state answer a 4xx here, before the stream starts
         legs = await ctx.pool.run(loaded, plan, session, body)
+
+    def event(doc: dict) -> str:
+        text = json.dumps(doc)
+        return f"event: {doc['type']}\ndata: {text}\n\n" if sse else text + "\n"
 
     async def lines() -> Any:
         progress = Progress()
         async with session.busy:
             try:
-                async for fr in propagate(ctx.pool, loaded, session, body, progress, legs):
-                    doc = {"type": "frame", **fr.model_dump(by_alias=True), "done": progress.done, "total": progress.total}
-                    yield json.dumps(doc) + "\n"
-                yield json.dumps({"type": "end", "frames": progress.done}) + "\n"
+                reason = "completed"
+                async with contextlib.aclosing(propagate(ctx.pool, loaded, session, body, progress, legs)) as frames:
+                    async for fr in frames:
+                        yield event({"type": "frame", **fr.model_dump(by_alias=True), "done": progress.done, "total": progress.total})
+                        if ctx.shutting_down:
+                            reason = "shutdown"
+                            break
+                yield event({"type": "end", "reason": reason, "frames": progress.done, "total": progress.total})
                 ctx.sessions.enforce_budget(sid)
             except Exception as err:  # noqa: BLE001 (the stream has started: answered as an error line)
                 api = to_api_error(err)
                 code, msg = (api.code, api.message) if api else ("internal_error", "internal error")
-                yield json.dumps({"type": "error", "error": {"code": code, "message": msg, "requestId": rid}}) + "\n"
+                yield event({"type": "error", "error": {"code": code, "message": msg, "requestId": rid}})
 
-    return StreamingResponse(lines(), media_type="application/x-ndjson")
+    return StreamingResponse(lines(), media_type="text/event-stream" if sse else "application/x-ndjson",
+                             headers={"Cache-Control": "no-cache"})
 
 
 @router.get("/{sid}/results")
