@@ -99,18 +99,35 @@ def test_predict_batch_with_mask_inputs_matches_official():
         assert float(np.abs(a - p).max()) > 1.0, "mask_input_batch did not change the output"
 
 
-@pytest.mark.parametrize("offset", [4.0])
+@pytest.mark.parametrize("offset", [2.0])
 def test_stability_score_offset_matches_official(offset):
     from masklet import MaskGenerator
     from test_amg import assert_same_masks, official_records
-    from test_nano import NANO_FILTERS
-
     official, model = nano_pair()
     image = scene().image
-    options = dict(points_per_side=8, stability_score_offset=offset, **NANO_FILTERS)
+    options = dict(points_per_side=8, stability_score_offset=offset, pred_iou_thresh=0.5, stability_score_thresh=0.0)
     reference = official_records(official, image, **options)
     ours = MaskGenerator(model, **options).generate(image)
     assert_same_masks(ours, reference)
     default = MaskGenerator(model, **{k: v for k, v in options.items() if k != "stability_score_offset"}).generate(image)
     assert [r["stability_score"] for r in default] != [r["stability_score"] for r in ours]
     assert len(reference) >= 5
+
+
+def test_load_model_config_overrides_the_yaml_beside_the_checkpoint(tmp_path):
+    """``load_model(config=...)`` wins over the yaml next to the checkpoint (a planted bug that
+    ignored it kept max_obj_ptrs_in_encoder at 16 and survived the whole suite)."""
+    from masklet import load_model
+    from masklet.official_config import config_from_official, save_official_yaml
+    from reference.official import SMALL, build_official_model, official_model_dict, save_official_checkpoint
+
+    model_dict = official_model_dict("sam2.1-hiera-tiny", **SMALL)
+    save_official_checkpoint(build_official_model(model_dict, seed=6), tmp_path / "small.pt")
+    save_official_yaml(config_from_official(model_dict), tmp_path / "small.yaml")
+    override = official_model_dict("sam2.1-hiera-tiny", **SMALL, max_obj_ptrs_in_encoder=4, num_maskmem=3)
+    save_official_yaml(config_from_official(override), tmp_path / "override.yaml")
+    beside = load_model(tmp_path / "small.pt").config
+    chosen = load_model(tmp_path / "small.pt", config=tmp_path / "override.yaml").config
+    assert (beside.max_obj_ptrs_in_encoder, beside.num_maskmem) == (16, 7)
+    assert (chosen.max_obj_ptrs_in_encoder, chosen.num_maskmem) == (4, 3)
+    assert chosen == config_from_official(override)
