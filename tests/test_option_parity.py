@@ -124,10 +124,10 @@ def test_load_model_config_overrides_the_yaml_beside_the_checkpoint(tmp_path):
     model_dict = official_model_dict("sam2.1-hiera-tiny", **SMALL)
     save_official_checkpoint(build_official_model(model_dict, seed=6), tmp_path / "small.pt")
     save_official_yaml(config_from_official(model_dict), tmp_path / "small.yaml")
-    override = official_model_dict("sam2.1-hiera-tiny", **SMALL, max_obj_ptrs_in_encoder=4, num_maskmem=3)
+    override = official_model_dict("sam2.1-hiera-tiny", **SMALL, max_obj_ptrs_in_encoder=4, memory_temporal_stride_for_eval=2)
     save_official_yaml(config_from_official(override), tmp_path / "override.yaml")
     beside = load_model(tmp_path / "small.pt").config
     chosen = load_model(tmp_path / "small.pt", config=tmp_path / "override.yaml").config
-    assert (beside.max_obj_ptrs_in_encoder, beside.num_maskmem) == (16, 7)
-    assert (chosen.max_obj_ptrs_in_encoder, chosen.num_maskmem) == (4, 3)
+    assert (beside.max_obj_ptrs_in_encoder, beside.memory_temporal_stride_for_eval) == (16, 1)
+    assert (chosen.max_obj_ptrs_in_encoder, chosen.memory_temporal_stride_for_eval) == (4, 2)
     assert chosen == config_from_official(override)
