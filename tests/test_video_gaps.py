@@ -6,9 +6,10 @@ Each case runs the same prompts through the official ``SAM2VideoPredictor`` and 
 case really exercises what it is about (absent and present outputs both occur, the option
 changes the output, the logits pass the clamp).
 
-Planted-bug check (issue 15): removing the no-object pointer mix fails these cases; removing
-the no-object spatial embedding still SURVIVES them (open: the SAM2.1 case needs non-degenerate
-masks, e.g. on masklet-nano); the no-object score fill was not checked before the deadline.
+Planted-bug check (issue 15, each on a mutated copy of src/): no-object pointer not mixed ->
+fails test_absent_objects_match_official[leaving_story-sam2-hiera-tiny]; absent masks not set to
+NO_OBJ_SCORE -> fails both leaving_story cases; no-object spatial embedding not added -> fails
+test_sam21_nano_objects_leave_and_come_back_like_official[mask-prompted] (only that one).
 """
 
 from __future__ import annotations
