@@ -34,3 +34,11 @@ bench: install-test
 	$(PYTHON) benchmarks/amg.py
 	$(PYTHON) benchmarks/video_predictor.py
 	$(PYTHON) benchmarks/exemplar.py
+
+# Mutation gate (issue 15): mutmut over the core modules, each with its fast tests, in scratch
+# copies under build/mutation/. Hours of CPU: on demand or scheduled, never in CI. Report:
+# docs/mutation-report.md. One module: make mutation MODULES=transforms
+MODULES ?=
+.PHONY: mutation
+mutation:
+	$(PYTHON) tests/mutation/run_mutmut.py $(MODULES)

@@ -52,18 +52,20 @@ def masks_of(records: list[dict]) -> np.ndarray:
 def match_masks(
     ours: list[dict],
     official: list[dict],
-    iou_min: float = 0.99,
-    area_rtol: float = 0.005,
+    iou_min: float = 0.999,
+    pixel_atol: int = 2,
     score_atol: float = 1e-4,
-    stability_atol: float = 5e-3,
-    box_atol: float = 1.0,
+    stability_atol: float = 1e-4,
+    box_atol: float = 0.0,
 ) -> list[str]:
     """Differences between two lists of AMG records; empty when they agree.
 
     Same number of masks; each of ours paired with an unused official mask (the one at the same
-    rank when it matches, else the best one) at mask IoU >= ``iou_min``, area within
-    ``area_rtol``, predicted IoU within ``score_atol``, stability within ``stability_atol``,
-    box within ``box_atol`` pixels, same prompt point and crop box. A pair off the diagonal is
+    rank when it matches, else the best one) at mask IoU >= ``iou_min`` and at most ``pixel_atol``
+    pixels different (logits on the threshold; issue 15: the code reaches one pixel in 191 masks),
+    area within ``pixel_atol``, predicted IoU within ``score_atol``, stability within
+    ``stability_atol``, box within ``box_atol`` pixels (exact by default), same prompt point and
+    crop box. A pair off the diagonal is
     an order problem unless both official masks at those ranks have the same predicted IoU (a
     tie the two implementations may break differently).
     """
@@ -94,7 +96,10 @@ def match_masks(
         where = f"mask {i} (official {j})"
         if iou[i, j] < iou_min:
             problems.append(f"{where}: IoU {iou[i, j]:.4f} < {iou_min}")
-        if abs(rec["area"] - ref["area"]) > area_rtol * ref["area"]:
+        differ = int(np.count_nonzero(a[i] != b[j]))
+        if differ > pixel_atol:
+            problems.append(f"{where}: {differ} pixels differ (> {pixel_atol})")
+        if abs(rec["area"] - ref["area"]) > pixel_atol:
             problems.append(f"{where}: area {rec['area']} vs {ref['area']}")
         if abs(rec["predicted_iou"] - ref["predicted_iou"]) > score_atol:
             problems.append(f"{where}: predicted_iou {rec['predicted_iou']} vs {ref['predicted_iou']}")
