@@ -118,7 +118,7 @@ def test_load_model_config_overrides_the_yaml_beside_the_checkpoint(tmp_path):
     """``load_model(config=...)`` wins over the yaml next to the checkpoint (a planted bug that
     ignored it kept max_obj_ptrs_in_encoder at 16 and survived the whole suite)."""
     from masklet import load_model
-    from masklet.official_config import config_from_official, save_official_yaml
+    from masklet.checkpoints import config_from_official, save_official_yaml
     from reference.official import SMALL, build_official_model, official_model_dict, save_official_checkpoint
 
     model_dict = official_model_dict("sam2.1-hiera-tiny", **SMALL)

@@ -24,11 +24,11 @@ ROOT = Path(__file__).resolve().parents[2]
 MODULES: dict[str, tuple[list[str], list[str]]] = {
     "masks": (["src/masklet/masks.py"], ["tests/test_masks.py", "tests/test_amg.py"]),
     "transforms": (["src/masklet/transforms.py"], ["tests/test_masks.py", "tests/test_image_parity.py", "-k", "postprocess or preprocess or points or box"]),
-    "prompts": (["src/masklet/image.py"], ["tests/test_image_parity.py", "tests/test_image_predictor.py"]),
-    "amg": (["src/masklet/amg.py", "src/masklet/amg", "src/masklet/mask_nms.py"], ["tests/test_amg.py"]),
+    "prompts": (["src/masklet/prompts.py", "src/masklet/image.py"], ["tests/test_prompts.py", "tests/test_image_parity.py", "tests/test_image_predictor.py"]),
+    "amg": (["src/masklet/amg", "src/masklet/mask_nms.py"], ["tests/test_amg_grid_decoder.py", "tests/test_amg.py"]),
     "video": (["src/masklet/video/predictor.py", "src/masklet/model/sam2.py"],
               ["tests/test_video_parity.py", "tests/test_video_gaps.py", "tests/test_memory_parity.py"]),
-    "checkpoints": (["src/masklet/weights.py", "src/masklet/official_config.py", "src/masklet/checkpoints"],
+    "checkpoints": (["src/masklet/checkpoints"],
                     ["tests/test_weights.py", "tests/test_sam2_compat.py"]),
 }
 
