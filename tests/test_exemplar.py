@@ -165,6 +165,22 @@ def test_result_shapes_remove_reset_and_errors(small_pair):
     assert predictor.obj_ids == []
 
 
+def test_presence_calibration_changes_presence_only(small_pair):
+    _, ours = small_pair
+    scenes = make_example_set(3, num_objects=2, num_support=1, num_query=1, size=128)
+    plain, calibrated = ExemplarPredictor(ours), ExemplarPredictor(ours, presence_calibration=(0.5, -2.0))
+    for predictor in (plain, calibrated):
+        for n in range(2):
+            predictor.add_example(scenes.images[0], n + 1, box=_box(scenes.masks[0, n]))
+    a, b = plain.segment(scenes.images[1]), calibrated.segment(scenes.images[1])
+    assert torch.equal(a.masks, b.masks) and torch.equal(a.object_score_logits, b.object_score_logits)
+    assert torch.allclose(b.presence, torch.sigmoid(0.5 * a.object_score_logits - 2.0))
+    assert not torch.allclose(a.presence, b.presence)
+    for bad in [(1.0,), (1.0, float("nan")), "ab", (True, 0.0)]:
+        with pytest.raises(InvalidInputError, match="presence_calibration"):
+            ExemplarPredictor(ours, presence_calibration=bad)
+
+
 def test_save_and_load_give_the_same_results(small_pair, tmp_path):
     _, ours = small_pair
     scenes = make_example_set(6, num_objects=2, num_support=2, num_query=2, size=256)
