@@ -12,6 +12,7 @@ import torch
 
 from masklet import ExemplarPredictor, load_model
 from masklet.errors import InvalidInputError, PredictorStateError
+from masklet.exemplar import NANO_PRESENCE_CALIBRATION
 from masklet.model import Sam2Model
 from masklet.official_config import config_from_official
 from masklet.synthetic import make_example_set
@@ -235,7 +236,7 @@ def evaluate_nano(model, num_objects: int, seeds: range) -> tuple[float, float, 
     ious, correct, present, absent = [], [], [], []
     for seed in seeds:
         scenes = make_example_set(seed, num_objects=num_objects, num_support=2, num_query=20, size=256)
-        predictor = ExemplarPredictor(model)
+        predictor = ExemplarPredictor(model, presence_calibration=NANO_PRESENCE_CALIBRATION)
         for k in range(scenes.num_support):
             for n in range(num_objects):
                 predictor.add_example(scenes.images[k], n + 1, box=_box(scenes.masks[k, n]))
@@ -253,10 +254,10 @@ def evaluate_nano(model, num_objects: int, seeds: range) -> tuple[float, float, 
 
 
 def test_nano_finds_prompted_objects_on_new_scenes():
-    # Measured on these 4 x 20 queries: mIoU 0.706. masklet-nano's presence is above 0.5 for every
-    # object-query, so its accuracy (0.694) is the share of present objects; it still ranks present
-    # objects above absent ones (AUC 0.751).
+    # Measured on these 4 x 20 queries: mIoU 0.706. masklet-nano's own presence is above 0.5 for
+    # almost every object-query (accuracy 0.694, the share of present objects); calibrated with
+    # NANO_PRESENCE_CALIBRATION (fit on other seeds) it is 0.744; AUC 0.751.
     miou, accuracy, auc = evaluate_nano(load_model("masklet-nano"), num_objects=2, seeds=range(4))
     assert miou >= 0.68, miou
-    assert accuracy >= 0.65, accuracy
+    assert accuracy >= 0.72, accuracy
     assert auc >= 0.6, auc

@@ -52,8 +52,10 @@ def test_low_confidence_once_per_run_and_thresholds_are_options():
     assert monitor.is_lost(7) and len(monitor.events) == 3
     assert _feed(HealthMonitor(low_confidence=0.5, lost_threshold=0.25, score_drop=0), presence) == [
         ("low_confidence", 5, 5)]
-    # by default a fall of more than 1.5 logits below the object's level also counts (0.95 -> 0.7 is 2.1)
-    assert _feed(HealthMonitor(low_confidence=0.8), presence)[0] == ("lost", 1, 2)
+    # by default a fall of more than 1.5 logits below the object's level also counts (0.95 -> 0.7 is 2.1;
+    # the first frame is taken as the prompt frame, not a reference)
+    assert _feed(HealthMonitor(low_confidence=0.8), [0.95, 0.95, 0.7, 0.6, 0.95]) == [
+        ("lost", 2, 3), ("reappeared", 4, 4)]
     monitor.reset()
     assert monitor.events == [] and not monitor.is_lost(7)
 
@@ -81,8 +83,16 @@ def test_a_sharp_score_drop_counts_as_lost_and_prompted_frames_are_no_reference(
     assert feed(HealthMonitor(), True) == [("lost", 4), ("reappeared", 7)]
     assert feed(HealthMonitor(score_drop=0), True) == []
     assert feed(HealthMonitor(score_drop=3.0), True) == []
-    # without the prompted flag the prompt frame's high score is the reference: lost from frame 1
-    assert feed(HealthMonitor(), False)[0] == ("lost", 1)
+    # a prompt on a later frame told as unprompted: its high score becomes the reference
+    monitor = HealthMonitor()
+    for t, x in enumerate([7.0, 7.1, 12.0, 12.1, 7.0, 7.1]):
+        monitor.update(t, [3], [float(torch.sigmoid(torch.tensor(x)))], logits=[x], prompted=[False])
+    assert [(e.kind, e.frame_idx) for e in monitor.events] == [("lost", 4)]
+    # without prompted flags the first frame is taken as the prompt frame
+    monitor = HealthMonitor()
+    for t, x in enumerate(logits):
+        monitor.update(t, [3], [presence[t]], [areas[t]], logits=[x])
+    assert [(e.kind, e.frame_idx) for e in monitor.events if e.kind != "low_confidence"] == [("lost", 4), ("reappeared", 7)]
     with pytest.raises(InvalidInputError, match="logits"):
         HealthMonitor().update(0, [1, 2], [0.9, 0.9], logits=[1.0])
 

@@ -34,7 +34,11 @@ from .io import ImageSource, load_image
 from .model import Sam2Model
 from .transforms import preprocess, upscale_masks
 
-__all__ = ["ExemplarPredictor", "ExemplarResult"]
+__all__ = ["NANO_PRESENCE_CALIBRATION", "ExemplarPredictor", "ExemplarResult"]
+
+# (scale, bias) for masklet-nano: logistic regression of "the object is on the query" on its object
+# score logit, fit on generated scenes (make_example_set seeds 100-103, 1-3 objects, 480 object-queries)
+NANO_PRESENCE_CALIBRATION = (0.479, -1.828)
 
 _BANK_FORMAT = "masklet-exemplar-bank"
 _INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
@@ -91,7 +95,7 @@ class ExemplarPredictor:
     ``presence_calibration`` ``(scale, bias)``: presence is ``sigmoid(scale * logit + bias)``
     instead of the sigmoid of the model's logit, for a model whose object scores are not
     calibrated on the images at hand (fit them by logistic regression on labelled queries; the
-    README gives masklet-nano's on generated scenes). Masks do not depend on it.
+    README gives masklet-nano's, ``NANO_PRESENCE_CALIBRATION``). Masks do not depend on it.
     """
 
     def __init__(

@@ -70,6 +70,7 @@ class _ObjectHealth:
     absent_count: int = 0
     areas: list[float] = field(default_factory=list)  # mask areas of the last seen frames
     scores: list[float] = field(default_factory=list)  # object score logits of the last seen, unprompted frames
+    started: bool = False  # the object has had a frame
 
 
 @dataclass
@@ -111,7 +112,8 @@ class HealthMonitor:
     ) -> list[TrackEvent]:
         """Take one frame's presence (and mask area in pixels, object score logit, whether the
         frame holds a prompt) per object, frames in tracking order; returns the frame's new events.
-        Logits default to those of the presence values."""
+        Logits default to those of the presence values; without ``prompted``, an object's first
+        frame is taken as its only prompted one."""
         if len(obj_ids) != len(presence):
             raise InvalidInputError(f"presence: expected {len(obj_ids)} values, one per object, got {len(presence)}")
         if areas is not None and len(areas) != len(obj_ids):
@@ -126,7 +128,9 @@ class HealthMonitor:
                 raise InvalidInputError(f"presence: object {obj_id} has NaN presence on frame {frame_idx}")
             h = self._objects.setdefault(int(obj_id), _ObjectHealth())
             logit = _logit(p) if logits is None else float(logits[k])
-            is_prompted = prompted is not None and bool(prompted[k])
+            # unknown prompts: an object's first frame is taken as its prompt frame
+            is_prompted = not h.started if prompted is None else bool(prompted[k])
+            h.started = True
             shrunk = dropped = False
             area = None
             if areas is not None and self.min_area_ratio > 0:
