@@ -4,13 +4,16 @@ Quality: for each seed, masklet.synthetic.make_example_set draws N objects on tw
 (each prompted with its box) and 20 query scenes where each object is present with probability
 0.8, moved, turned, scaled 0.75..1.3, with a distractor shape and often a shape partly over it.
 Reports the mIoU over present objects, the presence accuracy (presence > 0.5 against "the
-object is on the image") and the presence AUC (how often a present object's score is above an
-absent one's).
+object is on the image"), raw and with masklet-nano's presence calibration
+(masklet.exemplar.NANO_PRESENCE_CALIBRATION, fit on seeds 100-103, not the seeds measured here),
+the calibrated presence quartiles for present and absent objects, and the presence AUC (how often
+a present object's score is above an absent one's).
 
 Time: per query (segment of one image: image encoder, memory attention over each object's two
 memories, decoder), for 1, 4 and 8 objects, median over --repeats queries after one warm-up.
 
-    python benchmarks/exemplar.py [--checkpoint masklet-nano] [--seeds 4] [--objects 1 4 8] [--threads 2]
+    python benchmarks/exemplar.py [--checkpoint masklet-nano] [--seeds 4] [--quality-objects 1 2 3]
+        [--objects 1 4 8] [--threads 2] [--no-plain]
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import numpy as np
 import torch
 
 from masklet import ExemplarPredictor, load_model
+from masklet.exemplar import NANO_PRESENCE_CALIBRATION
 from masklet.synthetic import make_example_set
 
 
@@ -40,8 +44,8 @@ def prompted(model, scenes, **options) -> ExemplarPredictor:
     return predictor
 
 
-def quality(model, num_objects: int, seeds: int, **options) -> tuple[float, float, float, int]:
-    ious, correct, present, absent = [], [], [], []
+def quality(model, num_objects: int, seeds: int, **options) -> dict[str, float | list[float] | int]:
+    ious, present, logits = [], [], []
     for seed in range(seeds):
         scenes = make_example_set(seed, num_objects=num_objects, num_support=2, num_query=20, size=256)
         predictor = prompted(model, scenes, **options)
@@ -49,13 +53,22 @@ def quality(model, num_objects: int, seeds: int, **options) -> tuple[float, floa
             result = predictor.segment(scenes.images[k])
             for n in range(num_objects):
                 truth = scenes.masks[k, n]
-                correct.append(bool(result.presence[n] > 0.5) == bool(truth.any()))
-                (present if truth.any() else absent).append(float(result.object_score_logits[n]))
+                present.append(bool(truth.any()))
+                logits.append(float(result.object_score_logits[n]))
                 if truth.any():
                     found = result.masks[n].numpy()
                     ious.append((found & truth).sum() / (found | truth).sum())
-    auc = float(np.mean([p > a for p in present for a in absent])) if present and absent else float("nan")
-    return float(np.mean(ious)), float(np.mean(correct)), auc, len(correct)
+    x, y = np.array(logits), np.array(present)
+    scale, bias = NANO_PRESENCE_CALIBRATION
+    raw, calibrated = 1 / (1 + np.exp(-x)), 1 / (1 + np.exp(-(scale * x + bias)))
+    auc = float(np.mean(x[y][:, None] > x[~y][None, :])) if y.any() and (~y).any() else float("nan")
+    quartiles = [25, 50, 75]
+    return {
+        "miou": float(np.mean(ious)), "accuracy": float(np.mean((raw > 0.5) == y)),
+        "calibrated_accuracy": float(np.mean((calibrated > 0.5) == y)), "auc": auc, "count": len(y),
+        "present": np.percentile(calibrated[y], quartiles).round(2).tolist() if y.any() else [],
+        "absent": np.percentile(calibrated[~y], quartiles).round(2).tolist() if (~y).any() else [],
+    }
 
 
 def query_time(model, num_objects: int, repeats: int) -> float:
@@ -77,15 +90,19 @@ def main() -> None:
     parser.add_argument("--objects", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-plain", action="store_true", help="skip the run with Ultralytics' semantics")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = load_model(args.checkpoint)
     print(f"{args.checkpoint}, {args.threads} threads, {args.seeds} seeds x 20 queries")
     for n in args.quality_objects:
-        miou, accuracy, auc, count = quality(model, n, args.seeds)
-        plain, plain_acc, _, _ = quality(model, n, args.seeds, object_pointers=False, multimask_queries=False)
-        print(f"  {n} object(s): mIoU {miou:.3f}, presence accuracy {accuracy:.3f}, presence AUC {auc:.3f} "
-              f"({count} object-queries); Ultralytics' semantics (no pointers, single mask): mIoU {plain:.3f}")
+        q = quality(model, n, args.seeds)
+        print(f"  {n} object(s): mIoU {q['miou']:.3f}, presence accuracy {q['accuracy']:.3f} raw / "
+              f"{q['calibrated_accuracy']:.3f} calibrated, presence AUC {q['auc']:.3f} ({q['count']} object-queries); "
+              f"calibrated presence quartiles: present {q['present']}, absent {q['absent']}")
+        if not args.no_plain:
+            plain = quality(model, n, args.seeds, object_pointers=False, multimask_queries=False)
+            print(f"    Ultralytics' semantics (no pointers, single mask): mIoU {plain['miou']:.3f}")
     with torch.inference_mode():
         for n in args.objects:
             print(f"  per query, {n} object(s): {1000 * query_time(model, n, args.repeats):.1f} ms")

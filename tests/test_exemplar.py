@@ -13,6 +13,7 @@ import torch
 from masklet import ExemplarPredictor, load_model
 from masklet.checkpoints import config_from_official
 from masklet.errors import InvalidInputError, PredictorStateError
+from masklet.exemplar import NANO_PRESENCE_CALIBRATION
 from masklet.model import Sam2Model
 from masklet.synthetic import make_example_set
 from masklet.transforms import preprocess
@@ -165,6 +166,22 @@ def test_result_shapes_remove_reset_and_errors(small_pair):
     assert predictor.obj_ids == []
 
 
+def test_presence_calibration_changes_presence_only(small_pair):
+    _, ours = small_pair
+    scenes = make_example_set(3, num_objects=2, num_support=1, num_query=1, size=128)
+    plain, calibrated = ExemplarPredictor(ours), ExemplarPredictor(ours, presence_calibration=(0.5, -2.0))
+    for predictor in (plain, calibrated):
+        for n in range(2):
+            predictor.add_example(scenes.images[0], n + 1, box=_box(scenes.masks[0, n]))
+    a, b = plain.segment(scenes.images[1]), calibrated.segment(scenes.images[1])
+    assert torch.equal(a.masks, b.masks) and torch.equal(a.object_score_logits, b.object_score_logits)
+    assert torch.allclose(b.presence, torch.sigmoid(0.5 * a.object_score_logits - 2.0))
+    assert not torch.allclose(a.presence, b.presence)
+    for bad in [(1.0,), (1.0, float("nan")), "ab", (True, 0.0)]:
+        with pytest.raises(InvalidInputError, match="presence_calibration"):
+            ExemplarPredictor(ours, presence_calibration=bad)
+
+
 def test_save_and_load_give_the_same_results(small_pair, tmp_path):
     _, ours = small_pair
     scenes = make_example_set(6, num_objects=2, num_support=2, num_query=2, size=256)
@@ -219,7 +236,7 @@ def evaluate_nano(model, num_objects: int, seeds: range) -> tuple[float, float, 
     ious, correct, present, absent = [], [], [], []
     for seed in seeds:
         scenes = make_example_set(seed, num_objects=num_objects, num_support=2, num_query=20, size=256)
-        predictor = ExemplarPredictor(model)
+        predictor = ExemplarPredictor(model, presence_calibration=NANO_PRESENCE_CALIBRATION)
         for k in range(scenes.num_support):
             for n in range(num_objects):
                 predictor.add_example(scenes.images[k], n + 1, box=_box(scenes.masks[k, n]))
@@ -237,10 +254,10 @@ def evaluate_nano(model, num_objects: int, seeds: range) -> tuple[float, float, 
 
 
 def test_nano_finds_prompted_objects_on_new_scenes():
-    # Measured on these 4 x 20 queries: mIoU 0.706. masklet-nano's presence is above 0.5 for every
-    # object-query, so its accuracy (0.694) is the share of present objects; it still ranks present
-    # objects above absent ones (AUC 0.751).
+    # Measured on these 4 x 20 queries: mIoU 0.706. masklet-nano's own presence is above 0.5 for
+    # almost every object-query (accuracy 0.694, the share of present objects); calibrated with
+    # NANO_PRESENCE_CALIBRATION (fit on other seeds) it is 0.744; AUC 0.751.
     miou, accuracy, auc = evaluate_nano(load_model("masklet-nano"), num_objects=2, seeds=range(4))
     assert miou >= 0.68, miou
-    assert accuracy >= 0.65, accuracy
+    assert accuracy >= 0.72, accuracy
     assert auc >= 0.6, auc

@@ -240,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="presence below this (but not lost) is 'low_confidence' (default 0.8)")
     track.add_argument("--min-area-ratio", type=float, default=0.25, metavar="R",
                        help="a mask below R x its recent area counts towards 'lost'; 0 turns it off (default 0.25)")
+    track.add_argument("--score-drop", type=float, default=1.5, metavar="D",
+                       help="an object score D logits below its recent level counts towards 'lost'; 0 turns it off (default 1.5)")
 
     demo = sub.add_parser("demo", help="offline demo on generated data: click, box, automatic masks, tracking")
     demo.add_argument("--model", default="masklet-nano", help="model name or path (default masklet-nano)")
@@ -533,7 +535,8 @@ def run_track(args: argparse.Namespace) -> dict:
 
     prompt_sets = _prompt_sets(args.prompt)
     health_options = {"lost_threshold": args.lost_threshold, "lost_frames": args.lost_frames,
-                      "low_confidence": args.low_confidence, "min_area_ratio": args.min_area_ratio}
+                      "low_confidence": args.low_confidence, "min_area_ratio": args.min_area_ratio,
+                      "score_drop": args.score_drop}
     HealthMonitor(**health_options)  # check the options before any work
     lost_on: dict[int, list[int]] = {}  # frame -> ids of the objects lost there
     video_path = Path(args.video)

@@ -34,7 +34,11 @@ from .io import ImageSource, load_image
 from .model import Sam2Model
 from .transforms import preprocess, upscale_masks
 
-__all__ = ["ExemplarPredictor", "ExemplarResult"]
+__all__ = ["NANO_PRESENCE_CALIBRATION", "ExemplarPredictor", "ExemplarResult"]
+
+# (scale, bias) for masklet-nano: logistic regression of "the object is on the query" on its object
+# score logit, fit on generated scenes (make_example_set seeds 100-103, 1-3 objects, 480 object-queries)
+NANO_PRESENCE_CALIBRATION = (0.479, -1.828)
 
 _BANK_FORMAT = "masklet-exemplar-bank"
 _INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
@@ -50,7 +54,7 @@ class ExemplarResult:
     low_res_logits: torch.Tensor  # (N, 1, h, w) float, the decoder's output (-1024 where absent)
     scores: torch.Tensor  # (N,) predicted IoU of each mask
     object_score_logits: torch.Tensor  # (N,)
-    presence: torch.Tensor  # (N,) probability the object is on the image: sigmoid of its logit
+    presence: torch.Tensor  # (N,) probability the object is on the image: sigmoid of its (calibrated) logit
 
     def __len__(self) -> int:
         return len(self.obj_ids)
@@ -88,6 +92,10 @@ class ExemplarPredictor:
     ``binarize_mask_from_pts_for_mem_enc``) encodes example masks as hard 0/1. With
     ``object_pointers=False, multimask_queries=False`` the masks are those of Ultralytics'
     ``SAM2DynamicInteractivePredictor`` when every object is prompted on every support image.
+    ``presence_calibration`` ``(scale, bias)``: presence is ``sigmoid(scale * logit + bias)``
+    instead of the sigmoid of the model's logit, for a model whose object scores are not
+    calibrated on the images at hand (fit them by logistic regression on labelled queries; the
+    README gives masklet-nano's, ``NANO_PRESENCE_CALIBRATION``). Masks do not depend on it.
     """
 
     def __init__(
@@ -99,6 +107,7 @@ class ExemplarPredictor:
         multimask_queries: bool | None = None,
         binarize_examples: bool | None = None,
         mask_threshold: float = 0.0,
+        presence_calibration: tuple[float, float] | None = None,
     ) -> None:
         if not isinstance(model, Sam2Model):
             raise InvalidInputError(f"model: expected a masklet Sam2Model (see masklet.load_model), got {type(model).__name__}")
@@ -108,6 +117,12 @@ class ExemplarPredictor:
             raise InvalidInputError(f"max_memory: expected an int >= 1 (memories kept per object), got {max_memory!r}")
         if not isinstance(mask_threshold, numbers.Real) or isinstance(mask_threshold, bool):
             raise InvalidInputError(f"mask_threshold: expected a number, got {mask_threshold!r}")
+        if presence_calibration is not None:
+            pair = tuple(presence_calibration) if isinstance(presence_calibration, (tuple, list)) else ()
+            if len(pair) != 2 or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) and np.isfinite(v) for v in pair):
+                raise InvalidInputError(f"presence_calibration: expected (scale, bias), two finite numbers, got {presence_calibration!r}")
+            presence_calibration = (float(pair[0]), float(pair[1]))
+        self.presence_calibration = presence_calibration
         self.model = model.eval()
         self.max_memory = max_memory
         self.object_pointers = bool(object_pointers) and model.config.use_obj_ptrs_in_encoder
@@ -188,7 +203,7 @@ class ExemplarPredictor:
     @torch.inference_mode()
     def segment(self, image: ImageSource, update_memory: bool = False) -> ExemplarResult:
         """Find every object of the bank on ``image``; with ``update_memory``, each object found
-        (presence > 0.5) adds this result to its memory as a query memory."""
+        (presence > 0.5, calibrated when asked) adds this result to its memory as a query memory."""
         if not self._bank.memories:
             raise PredictorStateError("no objects in the memory: add_example(...) first")
         state = self._encode(image)
@@ -230,7 +245,7 @@ class ExemplarPredictor:
         sam = model.forward_sam_heads(fused, None, None, high_res, self.multimask_queries)
         result = self._result(ids, sam.low_res_masks, sam.ious.max(dim=1, keepdim=True).values, sam.object_score_logits, state.hw)
         if update_memory:
-            found = [i for i in range(n) if float(sam.object_score_logits[i, 0]) > 0]
+            found = [i for i in range(n) if float(result.presence[i]) > 0.5]
             if found:
                 raw = state.levels[-1].expand(len(found), -1, -1, -1)
                 memories = self._encode_memory(raw, sam.low_res_masks[found], sam.object_score_logits[found], from_prompt=False)
@@ -392,8 +407,14 @@ class ExemplarPredictor:
         scores = object_logits.float().reshape(-1)
         return ExemplarResult(
             obj_ids=list(ids), masks=logits > self.mask_threshold, mask_logits=logits, low_res_logits=low_res,
-            scores=ious.float().reshape(-1), object_score_logits=scores, presence=torch.sigmoid(scores),
+            scores=ious.float().reshape(-1), object_score_logits=scores, presence=self._presence(scores),
         )
+
+    def _presence(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.presence_calibration is None:
+            return torch.sigmoid(logits)
+        scale, bias = self.presence_calibration
+        return torch.sigmoid(scale * logits + bias)
 
 
 def _check_obj_id(obj_id: Any) -> None:

@@ -319,7 +319,7 @@ class VideoPredictor:
         for frame_idx in order:
             with inference():
                 low_res = self._track_frame(state, frame_idx, reverse)
-                result = self._watch(health, self._video_output(state, frame_idx, low_res))
+                result = self._watch(health, self._video_output(state, frame_idx, low_res), _prompted(state, frame_idx))
             yield result
 
     @inference()
@@ -603,10 +603,19 @@ class VideoPredictor:
         return torch.tensor(scores, dtype=torch.float32)
 
     @staticmethod
-    def _watch(health: HealthMonitor | None, frame: TrackedFrame) -> TrackedFrame:
-        """Feed a frame's presence to a health monitor and attach the events it reports."""
+    def _watch(health: HealthMonitor | None, frame: TrackedFrame, prompted: list[bool] | None = None) -> TrackedFrame:
+        """Feed a frame's presence (with mask areas, logits, prompted flags) to a health monitor
+        and attach the events it reports."""
         if health is not None and frame.object_score_logits is not None:
             presence = presence_from_logits(frame.object_score_logits)
             areas = [float(a) for a in frame.masks.flatten(1).sum(1).cpu()]
-            frame.events.extend(health.update(frame.frame_idx, frame.obj_ids, presence, areas))
+            logits = [float(x) for x in frame.object_score_logits.detach().float().reshape(-1).cpu()]
+            frame.events.extend(
+                health.update(frame.frame_idx, frame.obj_ids, presence, areas, logits=logits, prompted=prompted)
+            )
         return frame
+
+
+def _prompted(state: VideoState, frame_idx: int) -> list[bool]:
+    """Whether each object (in state order) holds a prompt on the frame."""
+    return [frame_idx in obj.cond for obj in state.objects.values()]

@@ -19,7 +19,7 @@ from ..model import Sam2Model
 from ..precision import inference
 from .frames import FrameSource
 from .health import HealthMonitor
-from .predictor import TrackedFrame, VideoPredictor, VideoState
+from .predictor import TrackedFrame, VideoPredictor, VideoState, _prompted
 
 
 class _LatestFrame(FrameSource):
@@ -93,7 +93,9 @@ class StreamTracker:
         with inference():
             predictor._commit(state)
             low_res = predictor._track_frame(state, self.frame_idx, reverse=False)
-            result = predictor._watch(self.health, predictor._video_output(state, self.frame_idx, low_res))
+            result = predictor._watch(
+                self.health, predictor._video_output(state, self.frame_idx, low_res), _prompted(state, self.frame_idx)
+            )
         self._forget_old(state)
         return result
 
