@@ -178,6 +178,7 @@ class HealthOptions(Schema):
     low_confidence: float = Field(0.8, ge=0, le=1)
     min_area_ratio: float = Field(0.25, ge=0, lt=1)
     area_window: int = Field(5, ge=1)
+    score_drop: float = Field(1.5, ge=0)  # logits below the recent median that count as absent (0: off)
 
 
 class PropagateRequest(Schema):
