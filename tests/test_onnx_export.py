@@ -219,3 +219,55 @@ def test_load_model_backend_and_cli(tmp_path):
         load_model("masklet-nano", backend="tensorrt")
     assert main(["export", "onnx", "--model", "masklet-nano", "--out", str(tmp_path / "x"), "--parts", "video"]) == 2
     assert main(["export", "onnx", "--model", "masklet-nano", "--out", str(tmp_path / "y"), "--dtype", "bfloat16"]) == 2
+
+
+def test_encoder_dynamic_batch(pair):
+    """One encoder run for several images: each equals the PyTorch encoding of that image alone."""
+    model, ort = pair
+    dims = ort.sessions["encoder"].get_inputs()[0].shape
+    assert isinstance(dims[0], str), f"encoder batch axis is fixed: {dims}"
+    images = [test_image(200 + 20 * k, 260, seed=30 + k) for k in range(3)]
+    pixels = torch.cat([preprocess(im, model.image_size, torch.device("cpu"), torch.float32) for im in images])
+    with torch.inference_mode():
+        got = ort.encode_image(pixels)
+        for k in range(3):
+            ref = model.encode_image(pixels[k : k + 1])
+            for i, (a, b) in enumerate(zip(got.levels, ref.levels)):
+                close(a[k : k + 1], b, f"image {k} level {i}")
+    preds = [ImagePredictor(m) for m in (model, ort)]
+    for p in preds:
+        p.set_image_batch(images[:2])
+    boxes = [np.array([[20, 30, 150, 180]], np.float32), np.array([[60, 40, 220, 200]], np.float32)]
+    outs = [p.predict_batch(box_batch=boxes, multimask_output=False, return_logits=True) for p in preds]
+    for k in range(2):
+        _same_away_from_threshold(outs[1][0][k], outs[0][0][k], f"set_image_batch image {k}")
+
+
+def test_float16_encoder_export_and_bfloat16_refused(tmp_path):
+    from masklet.cli import main
+    from masklet.errors import InvalidInputError
+
+    model = load_model("masklet-nano")
+    out = export_onnx(model, tmp_path / "fp16", parts=["encoder", "decoder"], dtype="float16")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["dtype"] == "float16" and manifest["parts"]["encoder"]["compute_dtype"] == "float16"
+    assert manifest["parts"]["decoder"]["compute_dtype"] == "float32"
+    import onnx
+
+    graph = onnx.load(str(out / "image_encoder.onnx")).graph
+    assert {t.data_type for t in graph.initializer if len(t.dims) > 1} == {onnx.TensorProto.FLOAT16}
+    ort = OrtSam2Model(model, out)
+    image = test_image(180, 240, seed=6)
+    masks = []
+    for m in (model, ort):
+        p = ImagePredictor(m)
+        p.set_image(image)
+        masks.append(p.predict(point_coords=[[120, 90]], point_labels=[1], multimask_output=False)[0][0])
+    inter, union = (masks[0] & masks[1]).sum(), (masks[0] | masks[1]).sum()
+    assert union > 0 and inter / union >= 0.98, f"float16 encoder IoU {inter / union:.3f} vs float32 PyTorch"
+    with pytest.raises(InvalidInputError, match="bfloat16 Conv"):
+        export_onnx(model, tmp_path / "bf16", dtype="bfloat16")
+    with pytest.raises(InvalidInputError, match="float16"):
+        export_onnx(model, tmp_path / "int8", dtype="int8")
+    assert main(["export", "onnx", "--model", "masklet-nano", "--out", str(tmp_path / "cli"), "--parts", "encoder",
+                 "--dtype", "float16"]) == 0

@@ -45,6 +45,8 @@ from test_amg import assert_same_masks, official_records
 ATOL = 1e-4
 KINDS = ("small", "nano")
 BF16 = dict(device_type="cpu", dtype=torch.bfloat16)
+FP16 = dict(device_type="cpu", dtype=torch.float16)
+AUTOCASTS = (BF16, FP16)
 
 
 @functools.cache
@@ -121,20 +123,22 @@ def test_image_predictor_notebook_matches_official(kind):
     cfg, pt, _ = checkpoint(kind)
     image, image2 = picture(0), picture(1)
     with torch.inference_mode():
-        ref = image_notebook(official_image_predictor(official(kind)), image, image2)
-        ref_logits = image_notebook(_ReturnLogits(official_image_predictor(official(kind))), image, image2)
+        # one official run with return_logits: its masks are those logits > mask_threshold (0.0)
+        ref = image_notebook(_ReturnLogits(official_image_predictor(official(kind))), image, image2)
         predictor = SAM2ImagePredictor(build_sam2(cfg, pt, device="cpu"))
         ours = image_notebook(predictor, image, image2)
     assert predictor.model is not None and predictor.get_image_embedding().shape[0] == 2
-    for i, ((m, s, lg), (rm, rs, rl), (rlog, _, _)) in enumerate(zip(ours, ref, ref_logits)):
-        assert m.dtype == np.float32 == rm.dtype, f"call {i}: masks {m.dtype}, official {rm.dtype}"
+    for i, ((m, s, lg), (rlog, rs, rl)) in enumerate(zip(ours, ref)):
+        assert m.dtype == np.float32 == rlog.dtype, f"call {i}: masks {m.dtype}, official {rlog.dtype}"
+        assert set(np.unique(m)) <= {0.0, 1.0}, f"call {i}: masks are not 0/1"
         np.testing.assert_allclose(s, rs, atol=ATOL, err_msg=f"call {i}: scores")
         np.testing.assert_allclose(lg, rl, atol=ATOL, err_msg=f"call {i}: low-res logits")
-        assert_masks_match(m, rm, rlog, f"call {i}")
-    with torch.autocast(**BF16):
-        low = image_notebook(SAM2ImagePredictor(build_sam2(cfg, pt, device="cpu")), image, image2)
-    for i, ((m, _, _), (lm, _, _)) in enumerate(zip(ours, low)):
-        assert iou(lm, m) >= 0.98, f"call {i}: bf16 autocast IoU {iou(lm, m):.3f}"
+        assert_masks_match(m, (rlog > 0).astype(np.float32), rlog, f"call {i}")
+    for autocast in AUTOCASTS:
+        with torch.inference_mode(), torch.autocast(**autocast):
+            low = image_notebook(SAM2ImagePredictor(build_sam2(cfg, pt, device="cpu")), image, image2)
+        for i, ((m, _, _), (lm, _, _)) in enumerate(zip(ours, low)):
+            assert iou(lm, m) >= 0.98, f"call {i}: {autocast['dtype']} autocast IoU {iou(lm, m):.3f}"
     predictor.reset_predictor()
     assert not predictor._is_image_set
 
@@ -158,7 +162,10 @@ class _ReturnLogits:
         return self.p.predict_batch(*args, return_logits=True, **kwargs)
 
 
-# The notebook's default options except an 8x8 grid (32x32 takes minutes on shared CPUs), and a custom set.
+# The notebook's default options except an 8x8 grid (32x32 takes minutes on shared CPUs), and a custom
+# set with the thresholds lowered so random weights keep several masks. The notebook's crop / m2m /
+# small-region options are compared with the official in test_amg.py (with crops on random weights the
+# record order differed from the official here: see the report).
 AMG_DEFAULT = dict(points_per_side=8)
 AMG_CUSTOM = dict(points_per_side=6, points_per_batch=16, pred_iou_thresh=0.0, stability_score_thresh=0.0,
                   stability_score_offset=0.7, box_nms_thresh=0.95, multimask_output=True)
@@ -175,11 +182,13 @@ def test_automatic_mask_generator_notebook_matches_official(kind, options):
     assert_same_masks(masks, reference)
     if options is AMG_CUSTOM:
         assert len(reference) >= 2, f"only {len(reference)} official masks: the custom case proves little"
-    with torch.autocast(**BF16):
-        low = SAM2AutomaticMaskGenerator(sam2, **options).generate(image)
-    assert len(low) == len(masks)
-    for a, b in zip(low, masks):
-        assert iou(a["segmentation"], b["segmentation"]) >= 0.98
+    assert all(m["area"] == int(m["segmentation"].sum()) for m in masks)  # the notebook's show_anns reads these
+    for autocast in AUTOCASTS:
+        with torch.inference_mode(), torch.autocast(**autocast):
+            low = SAM2AutomaticMaskGenerator(sam2, **options).generate(image)
+        assert len(low) == len(masks), f"{autocast['dtype']} autocast"
+        for a, b in zip(low, masks):
+            assert iou(a["segmentation"], b["segmentation"]) >= 0.98, f"{autocast['dtype']} autocast"
 
 
 def write_frames(folder: Path) -> np.ndarray:
@@ -202,6 +211,9 @@ def video_notebook(predictor, video_dir: str, masks: np.ndarray) -> list:
         return out.append((int(r[0]), list(r[1]), r[2].detach().float().clone()))
     inference_state = predictor.init_state(video_path=video_dir)
     predictor.reset_state(inference_state)
+    num_frames = inference_state["num_frames"]
+    out.append(("state", num_frames, inference_state["video_height"], inference_state["video_width"],
+                tuple(inference_state["images"][0].shape)))
     points, labels = np.array([centre(masks[0, 0])], dtype=np.float32), np.array([1], np.int32)
     keep(predictor.add_new_points_or_box(inference_state=inference_state, frame_idx=0, obj_id=1,
                                          points=points, labels=labels))
@@ -210,6 +222,10 @@ def video_notebook(predictor, video_dir: str, masks: np.ndarray) -> list:
     keep(predictor.add_new_points_or_box(inference_state, 0, 1, points=points, labels=np.array([1, 0], np.int32)))
     box = np.array([xs.min(), ys.min(), xs.max(), ys.max()], dtype=np.float32)
     keep(predictor.add_new_points_or_box(inference_state, 0, 2, box=box))
+    # the notebook's box refined with a click, in the same call
+    keep(predictor.add_new_points_or_box(inference_state, 0, 2, points=np.array([centre(masks[0, 1])], np.float32),
+                                         labels=np.array([1], np.int32), box=box))
+    out.append(("ids", list(inference_state["obj_ids"])))
     for r in predictor.propagate_in_video(inference_state):
         keep(r)
     keep(predictor.add_new_points_or_box(inference_state, 2, 2, points=np.array([centre(masks[2, 1])], np.float32),
@@ -234,7 +250,8 @@ def test_video_predictor_notebook_matches_official(kind, tmp_path):
     assert isinstance(predictor, SAM2VideoPredictor) and predictor.fill_hole_area == 8
     with torch.inference_mode():
         ours = video_notebook(predictor, str(tmp_path / "frames"), masks)
-    assert [o[:2] for o in ours] == [r[:2] for r in ref]
+    assert [o[:2] if isinstance(o[0], int) else o for o in ours] == [r[:2] if isinstance(r[0], int) else r for r in ref]
+    ours, ref = [o for o in ours if isinstance(o[0], int)], [r for r in ref if isinstance(r[0], int)]
     for i, (o, r) in enumerate(zip(ours, ref)):
         diff = (o[2] - r[2]).abs()
         near = r[2].abs() < 1e-3
@@ -242,8 +259,9 @@ def test_video_predictor_notebook_matches_official(kind, tmp_path):
         assert ((o[2] > 0) == (r[2] > 0))[~near].all()
     if kind != "small":
         return  # bf16 autocast is checked once (the nano adds minutes on shared CPUs, and no new code path)
-    with torch.autocast(**BF16):
+    with torch.inference_mode(), torch.autocast(**BF16):
         low = video_notebook(build_sam2_video_predictor(cfg, pt, device="cpu"), str(tmp_path / "frames"), masks)
+    low = [lo for lo in low if isinstance(lo[0], int)]
     for i, (o, lo) in enumerate(zip(ours, low)):
         for k in range(o[2].shape[0]):
             assert iou(lo[2][k].numpy() > 0, o[2][k].numpy() > 0) >= 0.98, f"output {i}: bf16 autocast"
@@ -260,6 +278,11 @@ def test_video_session_methods_have_official_returns(tmp_path):
     assert (frame_idx, obj_ids, tuple(logits.shape)) == (1, [1, 2], (2, 1, 96, 128))
     frame_idx, obj_ids, logits = predictor.clear_all_prompts_in_frame(state, 1, 2)
     assert (frame_idx, obj_ids) == (1, [1, 2])
+    assert (state["obj_id_to_idx"], state["obj_idx_to_id"]) == ({1: 0, 2: 1}, {0: 1, 1: 2})
+    assert state["offload_state_to_cpu"] and "images" in state and state.get("output_dict") is None
+    assert len(state["images"]) == state["num_frames"] == 4 and state["images"].shape == (4, 3, 256, 256)
+    with pytest.raises(KeyError, match="output_dict_per_obj"):
+        state["output_dict_per_obj"]
     assert predictor.remove_object(state, 99) == ([1, 2], [])  # strict=False: unknown ids are ignored
     obj_ids, updated = predictor.remove_object(state, 1)
     assert obj_ids == [2] and all(isinstance(f, int) and t.shape[0] == 1 for f, t in updated)

@@ -10,6 +10,7 @@ predictor and a tracking loop. Needs the ``masklet[onnx]`` extra (onnx, onnxrunt
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import warnings
 from collections.abc import Sequence
@@ -35,15 +36,22 @@ FILES = {
 }
 DEFAULT_OPSET = 17
 MANIFEST = "manifest.json"
+#: Export precisions: the image encoder's weights and compute; the light heads (prompt decoder, video
+#: step) stay float32, as in masklet's own low-precision models. Inputs and outputs are float32 always.
+DTYPES = {"float32": torch.float32, "float16": torch.float16}
+#: Precisions refused, with why: ONNX Runtime's CPU provider has no kernels for them.
+REFUSED_DTYPES = {"bfloat16": "ONNX Runtime's CPU provider has no bfloat16 Conv or MatMul kernels (the model "
+                              "would not load); use --dtype float16 or float32, or masklet's PyTorch bfloat16 path"}
 
 
 # ------------------------------------------------------------------------------------ wrappers
 
 
 class EncoderExport(nn.Module):
-    """pixels (1, 3, S, S), normalised -> high-res features, image embedding, raw features, position.
+    """pixels (B, 3, S, S), normalised -> high-res features, image embedding, raw features, position.
 
-    One image per run (the trunk's window reshapes do not trace with a dynamic batch).
+    Traced with autograd on: the inference-only shortcuts of the PyTorch modules (row-chunked
+    MLPs, in-place RoPE) loop over sizes in Python, which would bake the batch into the graph.
     """
 
     def __init__(self, model: Sam2Model) -> None:
@@ -52,7 +60,8 @@ class EncoderExport(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
         m = self.model
-        features, positions = m.image_encoder(pixels)
+        with torch.enable_grad():
+            features, positions = m.image_encoder(pixels)
         levels = features[-m.num_feature_levels :]
         vision = levels[-1]
         embed = vision + m.no_mem_embed.reshape(1, -1, 1, 1) if m.config.directly_add_no_mem_embed else vision
@@ -62,6 +71,19 @@ class EncoderExport(nn.Module):
         else:  # placeholders so that every model has the same signature
             s0 = s1 = vision[:, :1, :1, :1] * 0
         return s0, s1, embed, vision, positions[-1][:1]
+
+
+class CastExport(nn.Module):
+    """A part computing in ``dtype`` behind float32 inputs and outputs (the manifest's contract)."""
+
+    def __init__(self, part: nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.part = part.to(dtype)
+        self.dtype = dtype
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        cast = [x.to(self.dtype) if x.is_floating_point() else x for x in inputs]
+        return tuple(y.float() for y in self.part(*cast))
 
 
 class DecoderExport(nn.Module):
@@ -268,13 +290,14 @@ def _part_specs(model: Sam2Model) -> dict[str, dict[str, list[dict[str, Any]]]]:
     hr0, hr1 = ((ch // 8, 4 * e, 4 * e), (ch // 4, 2 * e, 2 * e)) if c.use_high_res_features_in_sam else ((1, 1, 1), (1, 1, 1))
     return {
         "encoder": {
-            "inputs": [_spec("pixels", [1, 3, s, s], doc="RGB resized to SxS (bilinear, no aspect kept), /255, minus mean, over std")],
+            "inputs": [_spec("pixels", ["batch", 3, s, s],
+                             doc="RGB resized to SxS (bilinear, no aspect kept), /255, minus mean, over std")],
             "outputs": [
-                _spec("high_res_feats_0", [1, *hr0], doc="finest features, conv_s0 applied"),
-                _spec("high_res_feats_1", [1, *hr1], doc="middle features, conv_s1 applied"),
-                _spec("image_embed", [1, ch, e, e], doc="embedding for image prompting (no-memory embedding added)"),
-                _spec("vision_features", [1, ch, e, e], doc="raw lowest-resolution features, for video"),
-                _spec("vision_pos_enc", [1, ch, e, e], doc="their sine position encoding"),
+                _spec("high_res_feats_0", ["batch", *hr0], doc="finest features, conv_s0 applied"),
+                _spec("high_res_feats_1", ["batch", *hr1], doc="middle features, conv_s1 applied"),
+                _spec("image_embed", ["batch", ch, e, e], doc="embedding for image prompting (no-memory embedding added)"),
+                _spec("vision_features", ["batch", ch, e, e], doc="raw lowest-resolution features, for video"),
+                _spec("vision_pos_enc", [1, ch, e, e], doc="their sine position encoding (the same for every image)"),
             ],
         },
         "decoder": {
@@ -348,8 +371,22 @@ def _wrapper(model: Sam2Model, part: str) -> nn.Module:
             "memory_encoder": MemoryEncoderExport}[part](model).eval()
 
 
-def export_part(model: Sam2Model, part: str, path: str | Path, opset: int = DEFAULT_OPSET) -> dict[str, Any]:
-    """Export one part (encoder, decoder, memory_attention, memory_encoder) to ``path``; returns its spec."""
+def check_dtype(dtype: str) -> torch.dtype:
+    """The torch dtype of an export precision name; bfloat16 and unknown names are refused with why."""
+    if dtype in REFUSED_DTYPES:
+        raise InvalidInputError(f"dtype: {dtype} is not exported: {REFUSED_DTYPES[dtype]}")
+    if dtype not in DTYPES:
+        raise InvalidInputError(f"dtype: expected one of {', '.join(DTYPES)}, got {dtype!r}")
+    return DTYPES[dtype]
+
+
+def export_part(model: Sam2Model, part: str, path: str | Path, opset: int = DEFAULT_OPSET,
+                dtype: str = "float32") -> dict[str, Any]:
+    """Export one part (encoder, decoder, memory_attention, memory_encoder) to ``path``; returns its spec.
+
+    ``dtype`` other than float32 applies to the encoder only (see :data:`DTYPES`).
+    """
+    compute = check_dtype(dtype) if part == "encoder" else torch.float32
     if part not in FILES:
         raise InvalidInputError(f"part: expected one of {sorted(FILES)}, got {part!r}")
     specs = _part_specs(model)[part]
@@ -358,7 +395,10 @@ def export_part(model: Sam2Model, part: str, path: str | Path, opset: int = DEFA
         axes = {i: d for i, d in enumerate(spec["shape"]) if isinstance(d, str)}
         if axes:
             dynamic[spec["name"]] = axes
-    wrapper = _wrapper(model, part)
+    if compute == torch.float32:
+        wrapper = _wrapper(model, part)
+    else:
+        wrapper = CastExport(_wrapper(copy.deepcopy(model), part), compute).eval()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -366,7 +406,7 @@ def export_part(model: Sam2Model, part: str, path: str | Path, opset: int = DEFA
             input_names=[s["name"] for s in specs["inputs"]], output_names=[s["name"] for s in specs["outputs"]],
             dynamic_axes=dynamic, opset_version=opset, dynamo=False, do_constant_folding=True,
         )
-    return {"file": Path(path).name, **specs}
+    return {"file": Path(path).name, "compute_dtype": str(compute).removeprefix("torch."), **specs}
 
 
 def export_onnx(
@@ -375,8 +415,14 @@ def export_onnx(
     parts: Sequence[str] = PARTS,
     opset: int = DEFAULT_OPSET,
     source: str | None = None,
+    dtype: str = "float32",
 ) -> Path:
-    """Write the chosen parts (``encoder``, ``decoder``, ``memory``) and ``manifest.json`` to ``out_dir``."""
+    """Write the chosen parts (``encoder``, ``decoder``, ``memory``) and ``manifest.json`` to ``out_dir``.
+
+    ``dtype="float16"`` exports the image encoder in float16 (float32 inputs and outputs); bfloat16
+    is refused, as ONNX Runtime's CPU provider cannot run it.
+    """
+    check_dtype(dtype)
     bad = [p for p in parts if p not in PARTS]
     if bad or not parts:
         raise InvalidInputError(f"parts: expected a non-empty subset of {list(PARTS)}, got {list(parts)}")
@@ -391,12 +437,13 @@ def export_onnx(
     out.mkdir(parents=True, exist_ok=True)
     names = [p for p in parts if p != "memory"] + (["memory_attention", "memory_encoder"] if "memory" in parts else [])
     model = model.eval()
-    exported = {name: export_part(model, name, out / FILES[name], opset) for name in names}
+    exported = {name: export_part(model, name, out / FILES[name], opset, dtype) for name in names}
     manifest = {
         "format": "masklet-onnx/1",
         "source": source,
         "opset": opset,
-        "dtype": "float32",
+        "dtype": dtype,
+        "io_dtype": "float32",
         "preprocess": {
             "image_size": c.image_size,
             "resize": "antialiased bilinear (float32) to image_size x image_size, aspect ratio not kept",
@@ -437,18 +484,19 @@ def add_cli(sub: Any) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--parts", default=",".join(PARTS), help="comma-separated subset of encoder,decoder,memory (default all)")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
-    p.add_argument("--dtype", default="float32", help="float32 (the only exported precision so far)")
+    p.add_argument("--dtype", default="float32", choices=[*DTYPES, *REFUSED_DTYPES],
+                   help="float32, or float16 for the image encoder (the heads stay float32); bfloat16 is refused: "
+                        "ONNX Runtime's CPU provider cannot run it")
 
 
 def run_cli(args: argparse.Namespace) -> str:
     """Run ``masklet export onnx``; returns the line to print."""
     from ..checkpoints import load_model
 
-    if args.dtype != "float32":
-        raise InvalidInputError(f"--dtype: only float32 is exported so far, got {args.dtype!r}")
+    check_dtype(args.dtype)
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     model = load_model(args.model)
-    out = export_onnx(model, args.out, parts, args.opset, source=str(args.model))
+    out = export_onnx(model, args.out, parts, args.opset, source=str(args.model), dtype=args.dtype)
     files = sorted(p.name for p in out.iterdir())
     return f"wrote {', '.join(files)} to {out}"
 

@@ -61,8 +61,12 @@ class OrtSam2Model(Sam2Model):
     # ----------------------------------------------------------------- images
 
     def encode_image(self, images: torch.Tensor) -> ImageFeatures:
-        outs = [self._run("encoder", pixels=images[i : i + 1]) for i in range(images.shape[0])]
-        s0, s1, _, vision, pos = (torch.cat([o[j] for o in outs]) if j != 4 else outs[0][4] for j in range(5))
+        self._require("encoder")
+        if self.sessions["encoder"].get_inputs()[0].shape[0] == 1:  # an export from before the dynamic batch
+            outs = [self._run("encoder", pixels=images[i : i + 1]) for i in range(images.shape[0])]
+            s0, s1, _, vision, pos = (torch.cat([o[j] for o in outs]) if j != 4 else outs[0][4] for j in range(5))
+        else:
+            s0, s1, _, vision, pos = self._run("encoder", pixels=images)  # the whole batch in one run
         b = images.shape[0]
         if self.config.use_high_res_features_in_sam:
             levels = [s0, s1, vision]

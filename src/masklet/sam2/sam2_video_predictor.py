@@ -4,12 +4,79 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
 
 from ..model import Sam2Model
+from ..transforms import preprocess_frame
+from ..video.frames import FrameSource
 from ..video.predictor import TrackedFrame, VideoPredictor, VideoState
+
+
+class _ModelFrames:
+    """``inference_state["images"]``: the frames as the official loader gives them, (3, S, S) float each, built on access."""
+
+    def __init__(self, frames: FrameSource, size: int, device: torch.device) -> None:
+        self._frames, self._size, self._device = frames, size, device
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return preprocess_frame(self._frames[index], self._size, self._device, torch.float32)[0]
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self), 3, self._size, self._size)
+
+
+@dataclass(eq=False)
+class SAM2InferenceState(VideoState):
+    """A masklet :class:`VideoState` that also reads like the official ``inference_state`` dict.
+
+    The keys code written for the official predictor reads: ``images``, ``num_frames``,
+    ``video_height``, ``video_width``, ``obj_ids``, ``obj_id_to_idx``, ``obj_idx_to_id``, ``device``,
+    ``storage_device``, ``offload_video_to_cpu``, ``offload_state_to_cpu``. Read-only: change the
+    session through the predictor's methods.
+    """
+
+    image_size: int = 1024
+    offload_video_to_cpu: bool = False
+    offload_state_to_cpu: bool = False
+
+    def _entries(self) -> dict[str, Any]:
+        ids = self.obj_ids
+        return {
+            "images": lambda: _ModelFrames(self.frames, self.image_size, self.device),
+            "num_frames": lambda: self.num_frames,
+            "video_height": lambda: self.video_height,
+            "video_width": lambda: self.video_width,
+            "obj_ids": lambda: ids,
+            "obj_id_to_idx": lambda: {obj_id: i for i, obj_id in enumerate(ids)},
+            "obj_idx_to_id": lambda: dict(enumerate(ids)),
+            "device": lambda: self.device,
+            "storage_device": lambda: self.storage_device,
+            "offload_video_to_cpu": lambda: self.offload_video_to_cpu,
+            "offload_state_to_cpu": lambda: self.offload_state_to_cpu,
+        }
+
+    def __getitem__(self, key: str) -> Any:
+        entries = self._entries()
+        if key not in entries:
+            raise KeyError(f"{key!r}: masklet's inference_state has {', '.join(entries)} (the official internals "
+                           "such as output_dict_per_obj live in masklet's own session objects)")
+        return entries[key]()
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries()
+
+    def keys(self) -> list[str]:
+        return list(self._entries())
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in self else default
 
 
 class SAM2VideoPredictor(VideoPredictor):
@@ -18,7 +85,8 @@ class SAM2VideoPredictor(VideoPredictor):
     ``add_new_points_or_box``, ``add_new_mask``, ``clear_all_prompts_in_frame`` return
     ``(frame_idx, obj_ids, video_res_masks)`` with logits (N, 1, H, W); ``propagate_in_video``
     yields those; ``remove_object`` returns ``(obj_ids, [(frame_idx, video_res_masks), ...])``.
-    The session is a masklet :class:`~masklet.video.VideoState` (not a dict). Frames are decoded
+    The session is a :class:`SAM2InferenceState`: masklet's state, also readable as the official dict
+    (``inference_state["num_frames"]``, ``["video_height"]``, ``["obj_ids"]``, ``["images"]`` ...). Frames are decoded
     lazily on the CPU, so ``offload_video_to_cpu`` and ``async_loading_frames`` are accepted and
     change nothing; ``offload_state_to_cpu`` keeps memories on the CPU as officially.
     """
@@ -40,10 +108,13 @@ class SAM2VideoPredictor(VideoPredictor):
         return build_sam2_video_predictor_hf(model_id, **kwargs)
 
     def init_state(self, video_path: Any, offload_video_to_cpu: bool = False, offload_state_to_cpu: bool = False,
-                   async_loading_frames: bool = False) -> VideoState:
+                   async_loading_frames: bool = False) -> SAM2InferenceState:
         """Open a video (JPEG folder, video file, or list of frames) for a tracking session."""
         del async_loading_frames  # frames are always decoded lazily
-        return super().init_state(video_path, offload_video_to_cpu=offload_video_to_cpu,
+        state = super().init_state(video_path, offload_video_to_cpu=offload_video_to_cpu,
+                                   offload_state_to_cpu=offload_state_to_cpu)
+        return SAM2InferenceState(**{f.name: getattr(state, f.name) for f in fields(state)},
+                                  image_size=self.image_size, offload_video_to_cpu=offload_video_to_cpu,
                                   offload_state_to_cpu=offload_state_to_cpu)
 
     # The official keyword names (``inference_state``, ``mask``) over masklet's methods.
