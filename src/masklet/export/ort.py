@@ -111,7 +111,7 @@ class OrtSam2Model(Sam2Model):
         if multimask:
             return masks[:, 1:], ious[:, 1:]
         if dec.dynamic_multimask_via_stability:
-            return dec._select_stable(masks, ious)
+            return dec.select_stable(masks, ious)
         return masks[:, :1], ious[:, :1]
 
     # ------------------------------------------------------------ SAM heads

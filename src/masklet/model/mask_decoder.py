@@ -226,5 +226,3 @@ class MaskDecoder(nn.Module):
             torch.where(stable, single_iou, best_iou),
         )
 
-    #: The former private name, kept while export/ort.py (another branch) still calls it.
-    _select_stable = select_stable
