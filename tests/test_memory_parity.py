@@ -42,19 +42,19 @@ def test_track_steps_match_official(variant):
             ref = official.track_step(output_dict=ref_dict, **kwargs)
             mine = ours.track_step(memory=bank, **kwargs)
             for key in ("pred_masks", "pred_masks_high_res", "obj_ptr", "object_score_logits", "maskmem_features"):
-                close(mine[key], ref[key], f"frame {t} {key}")
-            close(mine["maskmem_pos_enc"], ref["maskmem_pos_enc"][-1], f"frame {t} maskmem_pos_enc")
+                close(getattr(mine, key), ref[key], f"frame {t} {key}")
+            close(mine.maskmem_pos_enc, ref["maskmem_pos_enc"][-1], f"frame {t} maskmem_pos_enc")
             ref_dict["cond_frame_outputs" if is_cond else "non_cond_frame_outputs"][t] = ref
             (bank.cond if is_cond else bank.non_cond)[t] = mine
-            assert 0 < float((mine["pred_masks"] > 0).float().mean()) < 1, "degenerate masks prove nothing"
+            assert 0 < float((mine.pred_masks > 0).float().mean()) < 1, "degenerate masks prove nothing"
         # tracking backwards from the end uses the reverse memory rules
         _, feats, pos, sizes = official._prepare_backbone_features(official.forward_image(frames[1].expand(2, -1, -1, -1)))
         kwargs = dict(frame_idx=1, is_init_cond_frame=False, current_vision_feats=feats, current_vision_pos_embeds=pos,
                       feat_sizes=sizes, point_inputs=None, mask_inputs=None, num_frames=len(frames), track_in_reverse=True)
         ref = official.track_step(output_dict=ref_dict, **kwargs)
         mine = ours.track_step(memory=bank, **kwargs)
-        close(mine["pred_masks"], ref["pred_masks"], "reverse pred_masks")
-        close(mine["obj_ptr"], ref["obj_ptr"], "reverse obj_ptr")
+        close(mine.pred_masks, ref["pred_masks"], "reverse pred_masks")
+        close(mine.obj_ptr, ref["obj_ptr"], "reverse obj_ptr")
 
 
 def test_select_closest_cond_frames_matches_official():

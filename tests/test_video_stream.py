@@ -103,7 +103,7 @@ def test_stream_memory_stays_flat_over_1000_frames():
         if t + 1 in (100, 1000):
             rss[t + 1] = resident_mb()
     state = tracker._state
-    window = tracker._predictor._memory_window()
+    window = tracker.engine.memory_window()
     for obj in state.objects.values():
         assert len(obj.non_cond) <= window + 1
         assert len(obj.cond) == 1 and len(obj.tracked) <= 1

@@ -26,9 +26,10 @@ import torch
 from typing_extensions import Self
 
 from . import errors as E
-from .image import ImageEmbeddings, ImagePredictor, _is_number
+from .image import ImageEmbeddings, _is_number
 from .io import ImageSource, load_image
 from .masks import encode_uncompressed_rle
+from .prompts import image_prompts
 from .server.codec import image_id, npy_bytes, pack_array, rles_to_masks, unpack_array
 
 __all__ = ["Client", "RemoteError"]
@@ -248,7 +249,8 @@ class RemoteImagePredictor:
 
     def _prompt(self, index: int, coords: Any, labels: Any, box: Any, mask_input: Any, normalize: bool) -> dict:
         hw = self._images[index][2]
-        ImagePredictor._prepare_prompts(_shim(self.info), coords, labels, box, mask_input, hw, normalize)  # type: ignore[arg-type]
+        size = int(self.info["imageSize"])
+        image_prompts(coords, labels, box, mask_input, hw, size, 4 * int(self.info["embeddingSize"]), normalize)
         labels_list = None if labels is None else np.asarray(
             labels.cpu() if isinstance(labels, torch.Tensor) else labels, dtype=np.float64).astype(int).tolist()
         mask = None if mask_input is None else pack_array(np.asarray(

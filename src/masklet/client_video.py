@@ -14,8 +14,10 @@ import torch
 from . import errors as E
 from .io import load_image
 from .masks import encode_rle
+from .prompts import video_prompt
 from .server.codec import npy_bytes, rles_to_masks, unpack_array
-from .video import TrackedFrame, VideoPredictor
+from .video import TrackedFrame
+from .video.engine import check_frame, check_max_frames, check_obj_id, watch
 from .video.frames import FolderFrames, VideoFileFrames, open_frames
 from .video.health import HealthMonitor, TrackEvent
 
@@ -74,7 +76,6 @@ class RemoteVideoPredictor:
     def __init__(self, client: Client, model: str | None = None, *, exact_logits: bool = False, **options: Any) -> None:
         self.client, self.info = client, client.model_info(model)
         self.model_name, self.exact_logits, self.options = self.info["name"], bool(exact_logits), options
-        self._shim = SimpleNamespace(image_size=self.info["imageSize"])
 
     @property
     def image_size(self) -> int:
@@ -139,9 +140,10 @@ class RemoteVideoPredictor:
                               labels: Any = None, clear_old_points: bool = True, normalize_coords: bool = True,
                               box: Any = None) -> TrackedFrame:
         """Same as :meth:`masklet.VideoPredictor.add_new_points_or_box`."""
-        VideoPredictor._check_frame(state, frame_idx)  # type: ignore[arg-type]
-        VideoPredictor._check_obj_id(obj_id)
-        VideoPredictor._prompt_points(self._shim, state, points, labels, box, clear_old_points, normalize_coords)  # type: ignore[arg-type]
+        check_frame(state, frame_idx)
+        check_obj_id(obj_id)
+        video_prompt(points, labels, box, clear_old_points, (state.video_height, state.video_width), self.image_size,
+                     normalize_coords)
         args = {"frameIdx": int(frame_idx), "objId": int(obj_id),
                 "points": None if points is None else np.asarray(points, dtype=np.float64).tolist(),
                 "labels": None if labels is None else np.asarray(labels).astype(int).tolist(),
@@ -153,8 +155,8 @@ class RemoteVideoPredictor:
 
     def add_new_mask(self, state: RemoteVideoState, frame_idx: int, obj_id: int, mask: Any) -> TrackedFrame:
         """Same as :meth:`masklet.VideoPredictor.add_new_mask` (the mask travels as COCO RLE)."""
-        VideoPredictor._check_frame(state, frame_idx)  # type: ignore[arg-type]
-        VideoPredictor._check_obj_id(obj_id)
+        check_frame(state, frame_idx)
+        check_obj_id(obj_id)
         m = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
         if m.ndim != 2 or m.size == 0 or not (m.dtype == bool or np.issubdtype(m.dtype, np.number)) or np.iscomplexobj(m):
             raise E.InvalidInputError(f"mask: expected a 2-D (H, W) binary mask (bool or 0/1 numbers), got {m.dtype} of shape {m.shape}")
@@ -167,7 +169,7 @@ class RemoteVideoPredictor:
 
     def clear_all_prompts_in_frame(self, state: RemoteVideoState, frame_idx: int, obj_id: int,
                                    need_output: bool = True) -> TrackedFrame | None:
-        VideoPredictor._check_frame(state, frame_idx)  # type: ignore[arg-type]
+        check_frame(state, frame_idx)
         args = {"frameIdx": int(frame_idx), "objId": int(obj_id), "needOutput": bool(need_output)}
         fr = self._send(state, "POST", "/clear", json={**args, "logits": self.exact_logits})
         self._log(state, "clear", args, fr)
@@ -223,11 +225,8 @@ class RemoteVideoPredictor:
         if health is not None and not isinstance(health, HealthMonitor):
             raise E.InvalidInputError(f"health: expected a masklet.video.HealthMonitor or None, got {type(health).__name__}")
         if start_frame_idx is not None:
-            VideoPredictor._check_frame(state, start_frame_idx, "start_frame_idx")  # type: ignore[arg-type]
-        if max_frame_num_to_track is not None and (
-            not isinstance(max_frame_num_to_track, int) or isinstance(max_frame_num_to_track, bool) or max_frame_num_to_track < 0
-        ):
-            raise E.InvalidInputError(f"max_frame_num_to_track: expected an int >= 0, got {max_frame_num_to_track!r}")
+            check_frame(state, start_frame_idx, "start_frame_idx")
+        check_max_frames(max_frame_num_to_track)
         monitor = HealthMonitor() if health is None else health
         thresholds = {k: v for k, v in asdict(monitor).items() if k not in ("events", "_objects")}
         body = {"startFrameIdx": start_frame_idx, "maxFrameNumToTrack": max_frame_num_to_track,
@@ -255,7 +254,7 @@ class RemoteVideoPredictor:
             while doc is not None:
                 start = doc["frameIdx"] if start is None else start
                 done += 1
-                yield VideoPredictor._watch(health, _tracked(doc, state.video_height, state.video_width))
+                yield watch(health, _tracked(doc, state.video_height, state.video_width))
                 doc = next(lines, None)
         finally:
             lines.close()  # type: ignore[attr-defined]
@@ -279,7 +278,7 @@ class RemoteStreamTracker:
         thresholds = {k: v for k, v in asdict(self.health).items() if k not in ("events", "_objects")}
         options = {**options, "health": thresholds}
         self.client, self.info = client, client.model_info(model)
-        self._shim = SimpleNamespace(image_size=self.info["imageSize"])
+        self._image_size = int(self.info["imageSize"])
         url = client.url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
         try:
             query = urlencode({"model": self.info["name"], "options": json.dumps(options)})
@@ -324,7 +323,7 @@ class RemoteStreamTracker:
         doc = self._exchange(npy_bytes(image))
         self._hw = image.shape[:2]
         self.frame_idx = doc["frameIdx"]
-        return VideoPredictor._watch(self.health, self._frame(doc))
+        return watch(self.health, self._frame(doc))
 
     def _require_frame(self) -> SimpleNamespace:
         if self._hw is None:
@@ -334,8 +333,9 @@ class RemoteStreamTracker:
     def add_points(self, obj_id: int, points: Any, labels: Any, *, clear_old_points: bool = True,
                    normalize_coords: bool = True) -> TrackedFrame:
         state = self._require_frame()
-        VideoPredictor._check_obj_id(obj_id)
-        VideoPredictor._prompt_points(self._shim, state, points, labels, None, clear_old_points, normalize_coords)  # type: ignore[arg-type]
+        check_obj_id(obj_id)
+        video_prompt(points, labels, None, clear_old_points, (state.video_height, state.video_width), self._image_size,
+                     normalize_coords)
         return self._frame(self._exchange(json.dumps({
             "op": "add_points", "objId": int(obj_id), "points": np.asarray(points, dtype=np.float64).tolist(),
             "labels": np.asarray(labels).astype(int).tolist(), "clearOldPoints": bool(clear_old_points),
@@ -344,8 +344,9 @@ class RemoteStreamTracker:
     def add_box(self, obj_id: int, box: Any, points: Any = None, labels: Any = None, *,
                 normalize_coords: bool = True) -> TrackedFrame:
         state = self._require_frame()
-        VideoPredictor._check_obj_id(obj_id)
-        VideoPredictor._prompt_points(self._shim, state, points, labels, box, True, normalize_coords)  # type: ignore[arg-type]
+        check_obj_id(obj_id)
+        video_prompt(points, labels, box, True, (state.video_height, state.video_width), self._image_size,
+                     normalize_coords)
         return self._frame(self._exchange(json.dumps({
             "op": "add_box", "objId": int(obj_id), "box": np.asarray(box, dtype=np.float64).tolist(),
             "points": None if points is None else np.asarray(points, dtype=np.float64).tolist(),

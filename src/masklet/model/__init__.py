@@ -10,7 +10,7 @@ from .config import (
     Sam2Config,
     variant_config,
 )
-from .sam2 import ImageFeatures, MemoryBank, Sam2Model, SamOutput
+from .sam2 import ImageFeatures, MemoryBank, MemoryEntry, Sam2Model, SamOutput, TrackStepOutput
 
 __all__ = [
     "VARIANTS",
@@ -19,10 +19,12 @@ __all__ = [
     "ImageFeatures",
     "MemoryAttentionConfig",
     "MemoryBank",
+    "MemoryEntry",
     "MemoryEncoderConfig",
     "NeckConfig",
     "Sam2Config",
     "Sam2Model",
     "SamOutput",
+    "TrackStepOutput",
     "variant_config",
 ]

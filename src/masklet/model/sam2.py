@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -354,7 +354,7 @@ class Sam2Model(nn.Module):
             raise ValueError("tracking a non-conditioning frame needs at least one conditioning frame")
         selected, unselected = select_closest_cond_frames(frame_idx, bank.cond, c.max_cond_frames_in_attn)
         stride = 1 if self.training else c.memory_temporal_stride_for_eval
-        entries: list[tuple[int, dict | None]] = [(0, out) for out in selected.values()]
+        entries: list[tuple[int, MemoryEntry | None]] = [(0, out) for out in selected.values()]
         for t_pos in range(1, c.num_maskmem):
             t_rel = c.num_maskmem - t_pos  # frames before the current one
             if t_rel == 1:
@@ -370,8 +370,9 @@ class Sam2Model(nn.Module):
         for t_pos, out in entries:
             if out is None:
                 continue
-            memories.append(out["maskmem_features"].to(device).flatten(2).permute(2, 0, 1))
-            pos = out["maskmem_pos_enc"].to(device).flatten(2).permute(2, 0, 1)
+            assert out.maskmem_features is not None and out.maskmem_pos_enc is not None  # tracked frames carry memory
+            memories.append(out.maskmem_features.to(device).flatten(2).permute(2, 0, 1))
+            pos = out.maskmem_pos_enc.to(device).flatten(2).permute(2, 0, 1)
             positions.append(pos + self.maskmem_tpos_enc[c.num_maskmem - t_pos - 1])
 
         num_ptr_tokens = 0
@@ -383,7 +384,7 @@ class Sam2Model(nn.Module):
                 ptr_cond = selected
             sign = -1 if reverse else 1
             pos_and_ptrs = [
-                ((frame_idx - t) * sign if c.use_signed_tpos_enc_to_obj_ptrs else abs(frame_idx - t), o["obj_ptr"])
+                ((frame_idx - t) * sign if c.use_signed_tpos_enc_to_obj_ptrs else abs(frame_idx - t), o.obj_ptr)
                 for t, o in ptr_cond.items()
             ]
             for t_diff in range(1, max_ptrs):
@@ -392,7 +393,7 @@ class Sam2Model(nn.Module):
                     break
                 out = bank.non_cond.get(t, unselected.get(t))
                 if out is not None:
-                    pos_and_ptrs.append((t_diff, out["obj_ptr"]))
+                    pos_and_ptrs.append((t_diff, out.obj_ptr))
             if pos_and_ptrs:
                 pos_list, ptr_list = zip(*pos_and_ptrs)
                 ptrs = torch.stack([p.to(device) for p in ptr_list])  # (P, B, C)
@@ -430,7 +431,7 @@ class Sam2Model(nn.Module):
         *,
         binarize_mask_from_pts: bool | None = None,
         non_overlap_memory: bool | None = None,
-    ) -> dict[str, Any]:
+    ) -> TrackStepOutput:
         """One frame of tracking for B objects; features are sequence-first (hw, B, C), finest first.
 
         The two keyword options override the config when encoding memory (see :meth:`encode_memory`).
@@ -458,45 +459,74 @@ class Sam2Model(nn.Module):
             )
             sam = self.forward_sam_heads(pix_feat, point_inputs, mask_inputs, high_res, multimask)
 
-        out: dict[str, Any] = {
-            "point_inputs": point_inputs,
-            "mask_inputs": mask_inputs,
-            "pred_multimasks": sam.low_res_multimasks,
-            "ious": sam.ious,
-            "pred_masks": sam.low_res_masks,
-            "pred_masks_high_res": sam.high_res_masks,
-            "obj_ptr": sam.obj_ptr,
-            "object_score_logits": sam.object_score_logits,
-            "maskmem_features": None,
-            "maskmem_pos_enc": None,
-        }
+        out = TrackStepOutput(
+            point_inputs=point_inputs,
+            mask_inputs=mask_inputs,
+            pred_multimasks=sam.low_res_multimasks,
+            ious=sam.ious,
+            pred_masks=sam.low_res_masks,
+            pred_masks_high_res=sam.high_res_masks,
+            obj_ptr=sam.obj_ptr,
+            object_score_logits=sam.object_score_logits,
+        )
         if run_mem_encoder and c.num_maskmem > 0:
             raw_feat = current_vision_feats[-1].permute(1, 2, 0).reshape(b, c.hidden_dim, *feat_sizes[-1])
-            out["maskmem_features"], out["maskmem_pos_enc"] = self.encode_memory(
+            out.maskmem_features, out.maskmem_pos_enc = self.encode_memory(
                 raw_feat, sam.high_res_masks, sam.object_score_logits, point_inputs is not None,
                 binarize_mask_from_pts, non_overlap_memory,
             )
         return out
 
 
+class MemoryEntry(Protocol):
+    """What memory conditioning reads of a stored frame output (a :class:`TrackStepOutput` is one)."""
+
+    @property
+    def maskmem_features(self) -> torch.Tensor | None: ...
+    @property
+    def maskmem_pos_enc(self) -> torch.Tensor | None: ...
+    @property
+    def obj_ptr(self) -> torch.Tensor: ...
+
+
+@dataclass(eq=False)
+class TrackStepOutput:
+    """One frame of tracking for B objects (the official ``track_step`` dict's entries, typed).
+
+    Low-resolution logits are (B, 1, h, w) (``pred_multimasks``: (B, M, h, w)), high-resolution
+    ones (B, 1, S, S); the memory fields stay None unless the memory encoder ran.
+    """
+
+    point_inputs: dict[str, torch.Tensor] | None
+    mask_inputs: torch.Tensor | None
+    pred_multimasks: torch.Tensor
+    ious: torch.Tensor
+    pred_masks: torch.Tensor
+    pred_masks_high_res: torch.Tensor
+    obj_ptr: torch.Tensor
+    object_score_logits: torch.Tensor
+    maskmem_features: torch.Tensor | None = None
+    maskmem_pos_enc: torch.Tensor | None = None
+
+
 @dataclass
 class MemoryBank:
     """Per-frame outputs a tracker keeps: conditioning (prompted) frames and tracked frames."""
 
-    cond: Mapping[int, dict]
-    non_cond: Mapping[int, dict]
+    cond: Mapping[int, MemoryEntry]
+    non_cond: Mapping[int, MemoryEntry]
 
 
 def select_closest_cond_frames(
-    frame_idx: int, cond_frames: Mapping[int, dict], max_cond_frames: int
-) -> tuple[dict[int, dict], dict[int, dict]]:
+    frame_idx: int, cond_frames: Mapping[int, Any], max_cond_frames: int
+) -> tuple[dict[int, Any], dict[int, Any]]:
     """Pick up to ``max_cond_frames`` conditioning frames: the nearest before, the nearest after,
     then the temporally closest others. Returns (selected, unselected)."""
     if max_cond_frames == -1 or len(cond_frames) <= max_cond_frames:
         return dict(cond_frames), {}
     if max_cond_frames < 2:
         raise ValueError("max_cond_frames_in_attn must be -1 or at least 2")
-    selected: dict[int, dict] = {}
+    selected: dict[int, Any] = {}
     before = max((t for t in cond_frames if t < frame_idx), default=None)
     if before is not None:
         selected[before] = cond_frames[before]

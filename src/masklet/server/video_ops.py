@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from ..video import HealthMonitor, TrackedFrame
+from ..video.engine import check_frame
 from ..video.health import presence_from_logits
 from .codec import masks_to_rles, pack_array
 from .pool import Loaded, ModelPool
@@ -36,12 +37,12 @@ def plan(session: Session, body: PropagateRequest) -> list[tuple[int, bool, int]
     if body.health is not None:
         HealthMonitor(**body.health.model_dump())  # thresholds that contradict each other: a 400 before the stream
     if body.start_frame_idx is not None:
-        predictor._check_frame(state, body.start_frame_idx, "start_frame_idx")
+        check_frame(state, body.start_frame_idx, "start_frame_idx")
     with torch.inference_mode():
-        predictor._commit(state)
+        predictor.commit(state)
     start = body.start_frame_idx
     if start is None:
-        start = min(t for obj in state.objects.values() for t in obj.cond)
+        start = state.first_prompted_frame()
     n, count = session.num_frames, body.max_frame_num_to_track
     count = n if count is None else count
     forward = min(start + count, n - 1) - start + 1

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from ..checkpoints import save_checkpoint, save_official_yaml
 from ..errors import InvalidInputError
-from ..model import ImageFeatures, MemoryBank, Sam2Model
+from ..model import ImageFeatures, MemoryBank, Sam2Model, TrackStepOutput
 from ..transforms import preprocess
 from .data import ImageSample, VideoSample, endless
 from .losses import LossWeights, sam_loss
@@ -219,8 +219,8 @@ class Trainer:
         features = self._encode(list(frames))
         levels, positions = features.levels, features.positions
         sizes = [(int(level.shape[-2]), int(level.shape[-1])) for level in levels]
-        cond: dict[int, dict] = {}
-        non_cond: dict[int, dict] = {}
+        cond: dict[int, TrackStepOutput] = {}
+        non_cond: dict[int, TrackStepOutput] = {}
         bank = MemoryBank(cond=cond, non_cond=non_cond)
         totals: dict[str, torch.Tensor] = {}
         counted = 0
@@ -245,7 +245,7 @@ class Trainer:
                 # describes this object rather than the image.
                 low_res, ious, object_logits = self._decode_given_mask(feats, sizes, mask_inputs)
             else:
-                low_res, ious, object_logits = out["pred_multimasks"], out["ious"], out["object_score_logits"]
+                low_res, ious, object_logits = out.pred_multimasks, out.ious, out.object_score_logits
             full = F.interpolate(low_res, size=masks.shape[-2:], mode="bilinear", align_corners=False)
             losses = sam_loss(full, ious, object_logits, masks[t], c.loss_weights)
             for k, v in losses.items():

@@ -1,7 +1,7 @@
 """Live tracking: frames arrive one at a time, prompts land on the newest frame, memory stays flat.
 
-:class:`StreamTracker` drives the same machinery as :class:`~masklet.video.VideoPredictor`, so it
-gives the same masks as an offline session fed the same frames and prompts. After each frame it
+:class:`StreamTracker` drives the same :class:`~masklet.video.engine.TrackingEngine` as
+:class:`~masklet.video.VideoPredictor`, so it gives the same masks as an offline session fed the same frames and prompts. After each frame it
 drops what the model can no longer look at (tracked memories older than the memory window, old
 features and prompts), so resident memory does not grow with the number of frames.
 """
@@ -17,9 +17,10 @@ from ..errors import InvalidInputError, PredictorStateError
 from ..io import load_image
 from ..model import Sam2Model
 from ..precision import inference
+from .engine import TrackingEngine
 from .frames import FrameSource
 from .health import HealthMonitor
-from .predictor import TrackedFrame, VideoPredictor, VideoState, _prompted
+from .session import TrackedFrame, VideoState
 
 
 class _LatestFrame(FrameSource):
@@ -58,7 +59,7 @@ class StreamTracker:
         if health is not None and not isinstance(health, HealthMonitor):
             raise InvalidInputError(f"health: expected a masklet.video.HealthMonitor or None, got {type(health).__name__}")
         self.health = HealthMonitor() if health is None else health
-        self._predictor = VideoPredictor(model, **options)
+        self.engine = TrackingEngine(model, **options)
         self._offload = bool(offload_state_to_cpu)
         self._state: VideoState | None = None
         self.frame_idx = -1  # index of the newest frame; -1 before the first
@@ -72,7 +73,7 @@ class StreamTracker:
         image = load_image(frame)
         state = self._state
         if state is None:
-            device = self._predictor.model.device
+            device = self.engine.model.device
             self._state = state = VideoState(
                 frames=_LatestFrame(image), num_frames=None, video_height=image.shape[0],
                 video_width=image.shape[1], device=device,
@@ -89,13 +90,9 @@ class StreamTracker:
         if not state.objects:
             empty = torch.zeros(0, 1, state.video_height, state.video_width, device=state.device)
             return TrackedFrame(self.frame_idx, [], empty, torch.zeros(0))
-        predictor = self._predictor
         with inference():
-            predictor._commit(state)
-            low_res = predictor._track_frame(state, self.frame_idx, reverse=False)
-            result = predictor._watch(
-                self.health, predictor._video_output(state, self.frame_idx, low_res), _prompted(state, self.frame_idx)
-            )
+            self.engine.commit(state)
+            result = self.engine.track(state, self.frame_idx, reverse=False, health=self.health)
         self._forget_old(state)
         return result
 
@@ -103,7 +100,7 @@ class StreamTracker:
         self, obj_id: int, points: Any, labels: Any, *, clear_old_points: bool = True, normalize_coords: bool = True
     ) -> TrackedFrame:
         """Clicks ((P, 2) x, y; labels 1 positive / 0 negative) for an object on the newest frame."""
-        return self._predictor.add_new_points_or_box(
+        return self.engine.add_points(
             self._require_frame(), self.frame_idx, obj_id, points, labels,
             clear_old_points=clear_old_points, normalize_coords=normalize_coords,
         )
@@ -112,24 +109,24 @@ class StreamTracker:
         self, obj_id: int, box: Any, points: Any = None, labels: Any = None, *, normalize_coords: bool = True
     ) -> TrackedFrame:
         """A box (x0, y0, x1, y1), optionally with clicks, for an object on the newest frame."""
-        return self._predictor.add_new_points_or_box(
+        return self.engine.add_points(
             self._require_frame(), self.frame_idx, obj_id, points, labels, normalize_coords=normalize_coords, box=box,
         )
 
     def add_mask(self, obj_id: int, mask: Any) -> TrackedFrame:
         """A binary mask (H, W) for an object on the newest frame."""
-        return self._predictor.add_new_mask(self._require_frame(), self.frame_idx, obj_id, mask)
+        return self.engine.add_mask(self._require_frame(), self.frame_idx, obj_id, mask)
 
     def remove_object(self, obj_id: int) -> list[int]:
         """Stop tracking an object; returns the remaining object ids."""
-        ids, _ = self._predictor.remove_object(self._require_frame(), obj_id, need_output=False)
+        ids, _ = self.engine.remove(self._require_frame(), obj_id, need_output=False)
         self.health.forget(obj_id)
         return ids
 
     def reset(self) -> None:
         """Forget every object (the stream itself continues)."""
         if self._state is not None:
-            self._predictor.reset_state(self._state)
+            self.engine.reset(self._state)
         self.health.reset()
 
     def _require_frame(self) -> VideoState:
@@ -139,7 +136,7 @@ class StreamTracker:
 
     def _forget_old(self, state: VideoState) -> None:
         """Drop tracked memories the model can no longer reach, and per-frame bookkeeping."""
-        oldest = self.frame_idx - self._predictor._memory_window()
+        oldest = self.frame_idx - self.engine.memory_window()
         for obj in state.objects.values():
             for t in [t for t in obj.non_cond if t < oldest]:
                 del obj.non_cond[t]
