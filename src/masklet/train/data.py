@@ -139,7 +139,8 @@ def endless(
 def training_seeds(seed: int) -> Iterator[int]:
     """The item seeds of a synthetic training stream: distinct 64-bit hashes of (seed, i), each
     with :data:`TRAINING_SEED_BIT` set, so no training item is ever a held-out one."""
-    from ..synthetic import _check_seed, _child_seed
+    from ..synthetic.base import _check_seed
+    from ..synthetic.datasets import _child_seed
 
     seed = _check_seed(seed)
     index = 0
