@@ -43,11 +43,11 @@ def _box(image: np.ndarray, box: list[float], color=(255, 255, 255)) -> np.ndarr
 
 
 def run_demo(model_name: str = "masklet-nano", out_dir: str | Path = "masklet-demo", seed: int = 7,
-             device: str = "cpu") -> tuple[dict[str, Path], int]:
+             device: str = "cpu", **load_options: Any) -> tuple[dict[str, Path], int]:
     """Write the demo pictures and video into ``out_dir``; returns the files by name and the
-    number of automatic masks."""
+    number of automatic masks. ``load_options`` (``dtype``, ``config``) go to :func:`load_model`."""
     out = Path(out_dir)
-    model = load_model(model_name, device=device)  # before creating the folder: a failed load leaves none
+    model = load_model(model_name, device=device, **load_options)  # before creating the folder: a failed load leaves none
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:

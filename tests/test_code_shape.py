@@ -1,0 +1,96 @@
+"""The code shape the issue asks for, checked cheaply: CLI options defined once with library defaults,
+no calls into other modules' private methods, modules split along their seams."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from masklet.amg import MaskGenerator
+from masklet.cli import build_parser
+from masklet.train import TrainConfig
+from masklet.video import HealthMonitor
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "masklet"
+MODEL_OPTIONS = ("--model", "--checkpoint", "--config", "--device", "--dtype")
+
+
+def _subparser(name: str):
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    return sub.choices[name]
+
+
+@pytest.mark.parametrize("command", ["segment", "amg", "track", "demo"])
+def test_model_options_on_every_model_subcommand(command):
+    p = _subparser(command)
+    flags = {s for a in p._actions for s in a.option_strings}
+    assert set(MODEL_OPTIONS) <= flags
+    dtype = next(a for a in p._actions if "--dtype" in a.option_strings)
+    assert dtype.default == "float32" and set(dtype.choices) == {"float32", "bfloat16", "float16"}
+
+
+def test_cli_defaults_come_from_the_library(tmp_path):
+    parser = build_parser()
+    args = parser.parse_args(["train", "--variant", "masklet-nano", "--out", str(tmp_path)])
+    defaults = TrainConfig()
+    for name in ("steps", "batch_size", "max_objects", "lr", "warmup_steps", "correction_rounds",
+                 "video_fraction", "prob_video_mask_prompt", "save_every", "seed"):
+        assert getattr(args, name) == getattr(defaults, name), name
+    args = parser.parse_args(["track", "v", "--prompt", "0:1:point=1,1", "--out", str(tmp_path)])
+    monitor = HealthMonitor()
+    for name in ("lost_threshold", "lost_frames", "low_confidence", "min_area_ratio", "score_drop"):
+        assert getattr(args, name) == getattr(monitor, name), name
+    amg_help = _subparser("amg").format_help()
+    import inspect
+
+    sig = inspect.signature(MaskGenerator).parameters
+    assert f"(default {sig['points_per_side'].default})" in amg_help
+    assert f"(default {sig['pred_iou_thresh'].default:g};" in amg_help
+
+
+def test_dtype_reaches_the_model(tmp_path, capsys):
+    from masklet.cli import main
+    from masklet.io import save_image
+    from masklet.synthetic import make_scene
+
+    photo = tmp_path / "scene.png"
+    save_image(make_scene(1, size=64).image, photo)
+    code = main(["segment", str(photo), "--point", "30,30", "--model", "masklet-nano", "--dtype", "bfloat16",
+                 "--single", "--out", str(tmp_path / "o")])
+    assert code == 0 and "wrote 1 mask(s)" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:
+        main(["segment", str(photo), "--point", "30,30", "--model", "masklet-nano", "--dtype", "int8",
+              "--out", str(tmp_path / "p")])
+    assert exit_.value.code == 2 and not (tmp_path / "p").exists()
+
+
+#: module -> private names of other modules' classes it must not call
+_NO_PRIVATE_CALLS = {
+    "video/stream.py": r"(engine|predictor|VideoPredictor|TrackingEngine)\._[a-z]",
+    "client_video.py": r"(VideoPredictor|TrackingEngine)\._[a-z]",
+    "server/video_ops.py": r"predictor\._[a-z]",
+    "client.py": r"ImagePredictor\._[a-z]",
+}
+
+
+@pytest.mark.parametrize("module", sorted(_NO_PRIVATE_CALLS))
+def test_no_calls_into_private_engine_methods(module):
+    text = (SRC / module).read_text()
+    assert not re.findall(_NO_PRIVATE_CALLS[module], text)
+
+
+def test_track_step_returns_a_typed_result():
+    import inspect
+
+    from masklet.model import Sam2Model, TrackStepOutput
+
+    assert inspect.signature(Sam2Model.track_step).return_annotation in (TrackStepOutput, "TrackStepOutput")
+
+
+@pytest.mark.parametrize("package", ["video", "cli", "synthetic", "amg", "checkpoints"])
+def test_split_modules_stay_small(package):
+    sizes = {p.name: len(p.read_text().splitlines()) for p in (SRC / package).glob("*.py")}
+    assert sizes and max(sizes.values()) <= 500, sizes
