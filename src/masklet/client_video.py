@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from . import errors as E
+from .checks import is_int
 from .io import load_image
 from .masks import encode_rle
 from .prompts import video_prompt
@@ -84,7 +85,7 @@ class RemoteVideoPredictor:
     def init_state(self, source: Any, *, offload_video_to_cpu: bool = False, offload_state_to_cpu: bool = False,
                    feature_cache_size: int = 2) -> RemoteVideoState:
         """Upload a video file, a frame folder, a list of frames or an array, and open a session."""
-        if not isinstance(feature_cache_size, int) or isinstance(feature_cache_size, bool) or feature_cache_size < 1:
+        if not is_int(feature_cache_size, numpy=False) or feature_cache_size < 1:
             raise E.InvalidInputError(f"feature_cache_size: expected an int >= 1, got {feature_cache_size!r}")
         parts, _ = _frame_parts(source)
         options = json.dumps(self.options)

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from masklet.checks import is_int, is_real
 from masklet.errors import ImageDecodeError, InvalidInputError
 
 __all__ = ["ImageSource", "load_image", "save_image", "save_mask_png", "overlay_masks", "palette", "write_video"]
@@ -238,7 +239,7 @@ def save_image(image: ImageSource, path: str | os.PathLike) -> None:
 
 def palette(n: int) -> np.ndarray:
     """``n`` distinct RGB colours (n, 3) uint8: entries 1..n of the PASCAL VOC / DAVIS colormap."""
-    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or not 0 <= n <= _MAX_PALETTE:
+    if not is_int(n) or not 0 <= n <= _MAX_PALETTE:
         raise InvalidInputError(f"n: expected an int in [0, {_MAX_PALETTE}], got {n!r}")
     ids = np.arange(1, n + 1, dtype=np.int64)
     rgb = np.zeros((n, 3), dtype=np.int64)
@@ -270,7 +271,7 @@ def overlay_masks(
     """
     base = load_image(image)
     stack = _bool_masks(masks, "masks", base.shape[:2])
-    if not isinstance(alpha, numbers.Real) or isinstance(alpha, bool) or not 0.0 <= alpha <= 1.0:
+    if not is_real(alpha) or not 0.0 <= alpha <= 1.0:
         raise InvalidInputError(f"alpha: expected a float in [0, 1], got {alpha!r}")
     n = stack.shape[0]
     if colors is None:

@@ -7,7 +7,6 @@ is moved back to the input's device.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
@@ -15,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from masklet.checks import is_real
 from masklet.errors import InvalidInputError
 
 __all__ = [
@@ -337,13 +337,13 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
             raise InvalidInputError(
                 f"{name}: expected a tensor of shape ({n},), got {_describe(t)}"
             )
-    if not isinstance(iou_threshold, numbers.Real) or isinstance(iou_threshold, bool):
+    if not is_real(iou_threshold):
         raise InvalidInputError(f"iou_threshold: expected a float, got {_describe(iou_threshold)}")
     if n == 0:
         return torch.zeros(0, dtype=torch.int64, device=boxes.device)
     order = torch.sort(scores.detach(), descending=True, stable=True).indices
-    b = boxes.detach()[order].cpu()
-    b = (b if b.dtype in (torch.float32, torch.float64) else b.float()).numpy()
+    sorted_boxes = boxes.detach()[order].cpu()
+    b = (sorted_boxes if sorted_boxes.dtype in (torch.float32, torch.float64) else sorted_boxes.float()).numpy()
     cats = idxs.detach()[order].cpu().numpy()
     area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     suppressed = np.zeros(n, dtype=bool)
@@ -403,7 +403,7 @@ def fill_holes_and_remove_sprinkles(
         ("max_hole_area", max_hole_area),
         ("max_sprinkle_area", max_sprinkle_area),
     ):
-        if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        if not is_real(value):
             raise InvalidInputError(f"{name}: expected a number, got {_describe(value)}")
     logits = mask_logits if mask_logits.dtype.is_floating_point else mask_logits.float()
     if logits.numel() == 0 or (max_hole_area <= 0 and max_sprinkle_area <= 0):
@@ -430,7 +430,7 @@ def fill_small_holes(mask_logits: Tensor, max_area: float, fill_value: float = 0
         raise InvalidInputError(
             f"mask_logits: expected a float tensor of shape (..., H, W), got {_describe(mask_logits)}"
         )
-    if not isinstance(max_area, numbers.Real) or isinstance(max_area, bool) or max_area < 0:
+    if not is_real(max_area) or max_area < 0:
         raise InvalidInputError(f"max_area: expected a number >= 0, got {_describe(max_area)}")
     if max_area == 0 or mask_logits.numel() == 0:
         return mask_logits
@@ -454,7 +454,7 @@ def remove_small_regions(
 
     if mode not in ("holes", "islands"):
         raise InvalidInputError(f"mode: expected 'holes' or 'islands', got {mode!r}")
-    if not isinstance(area_thresh, numbers.Real) or isinstance(area_thresh, bool):
+    if not is_real(area_thresh):
         raise InvalidInputError(f"area_thresh: expected a number, got {_describe(area_thresh)}")
     is_numpy = isinstance(mask, np.ndarray)
     tensor = _binary_masks(mask, "mask", 2)

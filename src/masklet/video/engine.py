@@ -9,7 +9,6 @@ batched model call. Conditioning, memory selection, refinement and removal follo
 
 from __future__ import annotations
 
-import numbers
 from collections import defaultdict
 from typing import Any
 
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..checks import is_int, is_real
 from ..errors import InvalidInputError, PredictorStateError
 from ..masks import fill_small_holes
 from ..model import MemoryBank, Sam2Model
@@ -36,21 +36,21 @@ def check_frame(state: Any, frame_idx: Any, name: str = "frame_idx") -> None:
     """Raise unless ``frame_idx`` is a frame of the session (streams, ``num_frames=None``, check their own)."""
     if state.num_frames is None:
         return
-    valid = isinstance(frame_idx, (int, np.integer)) and not isinstance(frame_idx, bool)
+    valid = is_int(frame_idx)
     if not valid or not 0 <= int(frame_idx) < state.num_frames:
         raise InvalidInputError(f"{name}: expected an int in [0, {state.num_frames - 1}], got {frame_idx!r}")
 
 
 def check_obj_id(obj_id: Any) -> None:
     """Raise unless ``obj_id`` is an int (numpy ints too, bools not)."""
-    if not isinstance(obj_id, (int, np.integer)) or isinstance(obj_id, bool):
+    if not is_int(obj_id):
         raise InvalidInputError(f"obj_id: expected an int, got {obj_id!r}")
 
 
 def check_max_frames(max_frame_num_to_track: Any) -> None:
     """Raise unless ``max_frame_num_to_track`` is None or an int >= 0."""
     if max_frame_num_to_track is not None and (
-        not isinstance(max_frame_num_to_track, int) or isinstance(max_frame_num_to_track, bool) or max_frame_num_to_track < 0
+        not is_int(max_frame_num_to_track, numpy=False) or max_frame_num_to_track < 0
     ):
         raise InvalidInputError(f"max_frame_num_to_track: expected an int >= 0, got {max_frame_num_to_track!r}")
 
@@ -94,7 +94,7 @@ class TrackingEngine:
             raise InvalidInputError(f"model: expected a masklet Sam2Model (see masklet.load_model), got {type(model).__name__}")
         if model.config.num_maskmem == 0:
             raise InvalidInputError("model: this config has no memory (num_maskmem=0) and cannot track video")
-        if not isinstance(fill_hole_area, numbers.Real) or isinstance(fill_hole_area, bool) or fill_hole_area < 0:
+        if not is_real(fill_hole_area) or fill_hole_area < 0:
             raise InvalidInputError(f"fill_hole_area: expected a number >= 0 (pixels at 1/4 model resolution), got {fill_hole_area!r}")
         self.model: Sam2Model = model.eval()
         self.fill_hole_area: float = fill_hole_area

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from masklet.checks import is_int
 from masklet.errors import InvalidInputError, VideoDecodeError
 from masklet.io import load_image
 
@@ -65,7 +66,7 @@ class FrameSource(ABC):
     def __getitem__(self, index: int) -> np.ndarray:
         """Frame ``index`` as (H, W, 3) uint8 RGB; ``index`` must be an int in [0, len - 1]."""
         n = len(self)
-        if not isinstance(index, (int, np.integer)) or isinstance(index, bool):
+        if not is_int(index):
             raise InvalidInputError(
                 f"index: expected an int in [0, {n - 1}], got {type(index).__name__}"
             )

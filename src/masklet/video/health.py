@@ -27,12 +27,12 @@ object whose score stays ``score_drop`` below its reference stays lost until the
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
+from ..checks import is_real
 from ..errors import InvalidInputError
 
 __all__ = ["EVENT_KINDS", "HealthMonitor", "TrackEvent", "presence_from_logits"]
@@ -89,13 +89,13 @@ class HealthMonitor:
     def __post_init__(self) -> None:
         for name in ("lost_threshold", "low_confidence"):
             value = getattr(self, name)
-            if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
+            if not is_real(value) or not 0.0 <= value <= 1.0:
                 raise InvalidInputError(f"{name}: expected a probability in [0, 1], got {value!r}")
         ratio = self.min_area_ratio
-        if not isinstance(ratio, numbers.Real) or isinstance(ratio, bool) or not 0.0 <= ratio < 1.0:
+        if not is_real(ratio) or not 0.0 <= ratio < 1.0:
             raise InvalidInputError(f"min_area_ratio: expected a number in [0, 1) (0 turns the area test off), got {ratio!r}")
         drop = self.score_drop
-        if not isinstance(drop, numbers.Real) or isinstance(drop, bool) or not 0.0 <= drop < math.inf:
+        if not is_real(drop) or not 0.0 <= drop < math.inf:
             raise InvalidInputError(f"score_drop: expected a number of logits >= 0 (0 turns the score test off), got {drop!r}")
         if not isinstance(self.area_window, int) or isinstance(self.area_window, bool) or self.area_window < 1:
             raise InvalidInputError(f"area_window: expected an int >= 1, got {self.area_window!r}")

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from ..checks import is_int
 from ..errors import InvalidInputError, PredictorStateError
 from ..precision import inference
 from .engine import TrackingEngine, check_frame, check_max_frames
@@ -53,7 +54,7 @@ class VideoPredictor(TrackingEngine):
         always decoded on the CPU).
         """
         del offload_video_to_cpu  # frames are decoded lazily on the CPU anyway
-        if not isinstance(feature_cache_size, int) or isinstance(feature_cache_size, bool) or feature_cache_size < 1:
+        if not is_int(feature_cache_size, numpy=False) or feature_cache_size < 1:
             raise InvalidInputError(f"feature_cache_size: expected an int >= 1, got {feature_cache_size!r}")
         frames = open_frames(source)
         device = self.model.device

@@ -8,7 +8,6 @@ float logits (foreground where > 0), as numpy or torch. Writers are context mana
 from __future__ import annotations
 
 import json
-import numbers
 import os
 from collections.abc import Sequence
 from fractions import Fraction
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from masklet.checks import is_int, is_real
 from masklet.errors import InvalidInputError, PredictorStateError
 from masklet.io import ImageSource, load_image, overlay_masks, palette
 from masklet.masks import encode_rle, rle_area, rle_to_bbox
@@ -42,11 +42,11 @@ def _check_frame(frame_idx: object, obj_ids: object, masks: object) -> tuple[int
 
     Scores rank overlapping objects: the logits when given, else zeros (the last object wins).
     """
-    if not isinstance(frame_idx, (int, np.integer)) or isinstance(frame_idx, bool) or frame_idx < 0:
+    if not is_int(frame_idx) or frame_idx < 0:
         raise InvalidInputError(f"frame_idx: expected an int >= 0, got {frame_idx!r}")
     if isinstance(obj_ids, (str, bytes)) or not isinstance(obj_ids, Sequence):
         raise InvalidInputError(f"obj_ids: expected a sequence of ints, got {type(obj_ids).__name__}")
-    if not all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) and i >= 0 for i in obj_ids):
+    if not all(is_int(i) and i >= 0 for i in obj_ids):
         raise InvalidInputError(f"obj_ids: expected ints >= 0, got {list(obj_ids)!r}")
     ids = [int(i) for i in obj_ids]
     if len(set(ids)) != len(ids):
@@ -235,9 +235,9 @@ class OverlayVideoWriter(_Writer):
             import av
         except ImportError:
             raise InvalidInputError("writing videos needs PyAV: pip install 'masklet[video]'") from None
-        if not isinstance(fps, numbers.Real) or isinstance(fps, bool) or not fps > 0:
+        if not is_real(fps) or not fps > 0:
             raise InvalidInputError(f"fps: expected a positive number, got {fps!r}")
-        if not isinstance(alpha, numbers.Real) or isinstance(alpha, bool) or not 0 <= alpha <= 1:
+        if not is_real(alpha) or not 0 <= alpha <= 1:
             raise InvalidInputError(f"alpha: expected a float in [0, 1], got {alpha!r}")
         self._av: Any = av
         self.path: Path = Path(path)

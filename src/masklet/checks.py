@@ -1,0 +1,24 @@
+"""Argument predicates shared by every public boundary: "a number but not a bool", "an int but not a bool".
+
+``bool`` is an ``int`` subclass in Python, so ``isinstance(True, int)`` holds; every option that
+takes a count, an index or a threshold must refuse it explicitly. The callers build their own
+error messages (they name the argument and what it accepts).
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import TypeGuard
+
+import numpy as np
+
+
+def is_real(value: object) -> TypeGuard[float]:
+    """A real number (Python or NumPy int or float), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def is_int(value: object, *, numpy: bool = True) -> TypeGuard[int]:
+    """An int (also a NumPy integer unless ``numpy=False``), not a bool."""
+    kinds = (int, np.integer) if numpy else int
+    return isinstance(value, kinds) and not isinstance(value, bool)
