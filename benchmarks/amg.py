@@ -33,6 +33,7 @@ import conftest  # noqa: E402,F401  (binds the torchvision stand-in the official
 import masklet  # noqa: E402
 from masklet.checkpoints import packaged_checkpoint  # noqa: E402
 from masklet.synthetic import make_scene  # noqa: E402
+from reference.amg_compare import match_masks  # noqa: E402
 from reference.official import (  # noqa: E402
     build_official_model,
     feat_sizes,
@@ -40,7 +41,6 @@ from reference.official import (  # noqa: E402
     official_model_dict,
     save_official_checkpoint,
 )
-from test_amg import match_masks  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 from image_predictor import test_image  # noqa: E402  (the same smooth 1200x900 image)

@@ -9,42 +9,12 @@ on clips with two crossing objects. Held-out seeds start at 10**6, far from the 
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
-from masklet import load_model
-from masklet.synthetic import make_clip, make_scene
-from masklet.train.data import ImageSample, VideoSample
-from masklet.train.evaluate import amg_recall, evaluate_clips, evaluate_images
+from masklet.train.evaluate import evaluate_held_out
 
-HELD_OUT_SEED = 10**6
-
-
-def held_out_scenes(count: int, size: int) -> list[ImageSample]:
-    scenes = [make_scene(HELD_OUT_SEED + i, size=size) for i in range(count)]
-    return [ImageSample(s.image, s.masks) for s in scenes]
-
-
-def held_out_clips(count: int, size: int, num_frames: int) -> list[VideoSample]:
-    clips = [make_clip(HELD_OUT_SEED + i, num_frames=num_frames, size=size, crossing=True) for i in range(count)]
-    return [VideoSample(c.frames, c.masks) for c in clips]
-
-
-def evaluate(
-    model_name: str, scenes: int, clips: int, frames: int, amg_scenes: int, **amg_options: float
-) -> dict[str, float]:
-    """All four figures for a model name or checkpoint path (``amg_options``: MaskGenerator's)."""
-    model = load_model(model_name)
-    size = model.image_size
-    start = time.perf_counter()
-    images = evaluate_images(model, held_out_scenes(scenes, size))
-    figures = {"click_miou": images.click_miou, "box_miou": images.box_miou, "objects": images.objects}
-    amg_samples = held_out_scenes(amg_scenes, size)
-    figures["amg_recall"] = amg_recall(model, amg_samples, **amg_options) if amg_scenes else float("nan")
-    figures["video_jf"] = evaluate_clips(model, held_out_clips(clips, size, frames)) if clips else float("nan")
-    figures["seconds"] = time.perf_counter() - start
-    return figures
+evaluate = evaluate_held_out  # the figures, computed in masklet.train.evaluate
 
 
 def main() -> None:

@@ -10,25 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from masklet.checkpoints import config_from_official, save_official_yaml
 from masklet.cli import main
 from masklet.masks import decode_rle
-from reference.official import (
-    SMALL,
-    build_official_model,
-    official_model_dict,
-    save_official_checkpoint,
-)
+from reference.cli import run_track as _track
 from reference.pairs import test_image
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("ckpt")
-    model_dict = official_model_dict("sam2.1-hiera-tiny", **SMALL)
-    save_official_checkpoint(build_official_model(model_dict, seed=6), folder / "small.pt")
-    save_official_yaml(config_from_official(model_dict), folder / "small.yaml")
-    return folder / "small.pt"
 
 
 def test_segment_writes_masks_overlay_and_json(tmp_path, checkpoint):
@@ -67,31 +52,6 @@ def test_console_script_is_installed():
 
 
 # --------------------------------------------------------------------------- masklet track
-
-
-@pytest.fixture(scope="module")
-def clip_folder(tmp_path_factory):
-    """A 5-frame 64x80 synthetic clip as a folder of PNGs, with a click and a box on frame 0."""
-    from masklet.synthetic import make_clip
-
-    clip = make_clip(3, num_frames=5, size=(64, 80))
-    folder = tmp_path_factory.mktemp("clip") / "frames"
-    folder.mkdir()
-    for t, frame in enumerate(clip.frames):
-        Image.fromarray(frame).save(folder / f"{t:05d}.png")
-    ys, xs = np.nonzero(clip.masks[0, 0])
-    x0, y0, x1, y1 = clip.boxes[0, 1]
-    point = f"0:1:point={xs[len(xs) // 2]},{ys[len(ys) // 2]}"
-    box = f"0:2:box={x0:g},{y0:g},{x1:g},{y1:g}"
-    return folder, [point, box]
-
-
-def _track(folder, prompts, out, checkpoint, *extra):
-    args = ["track", str(folder), "--out", str(out), "--checkpoint", str(checkpoint),
-            "--config", str(checkpoint.with_suffix(".yaml"))]
-    for prompt in prompts:
-        args += ["--prompt", prompt]
-    return main([*args, *extra])
 
 
 def test_track_writes_json_pngs_and_overlay(tmp_path, checkpoint, clip_folder, capsys):

@@ -12,9 +12,9 @@ from masklet import load_model
 from masklet.cli import main
 from masklet.masks import decode_rle
 from masklet.video import VideoPredictor
+from reference.cli import run_track as _track
 from reference.official import SMALL, build_official_model, official_image_predictor, official_model_dict
 from reference.pairs import test_image
-from test_cli import _track, checkpoint, clip_folder  # noqa: F401  (fixtures)
 
 SEED = 6  # the weights test_cli's checkpoint fixture saves
 

@@ -94,3 +94,33 @@ def test_track_step_returns_a_typed_result():
 def test_split_modules_stay_small(package):
     sizes = {p.name: len(p.read_text().splitlines()) for p in (SRC / package).glob("*.py")}
     assert sizes and max(sizes.values()) <= 500, sizes
+
+
+def test_no_test_imports_another_test_module_or_a_benchmark():
+    tests = Path(__file__).resolve().parent
+    for path in [*tests.glob("test_*.py"), *tests.glob("reference/*.py")]:
+        text = path.read_text()
+        assert not re.findall(r"^\s*(from|import) (test_\w+|server_util|evaluate_synthetic|benchmarks)\b", text, re.M), path
+        assert "sys.path" + ".insert" not in text, path
+
+
+def test_slow_and_oracle_markers(pytestconfig):
+    from conftest import markers_for
+
+    tests = Path(__file__).resolve().parent
+    assert markers_for(str(tests / "test_amg.py")) == {"slow", "oracle"}
+    assert markers_for(str(tests / "test_prompts.py")) == set()
+    registered = " ".join(pytestconfig.getini("markers"))
+    assert "slow:" in registered and "oracle:" in registered
+
+
+def test_missing_opencv_skips_with_a_reason(monkeypatch):
+    import sys
+
+    from reference.official import OPENCV_MISSING, patched_connected_components
+
+    monkeypatch.setitem(sys.modules, "cv2", None)  # import cv2 now raises ImportError
+    with pytest.raises(pytest.skip.Exception, match="OpenCV"):
+        with patched_connected_components():
+            pass
+    assert "connected-components" in OPENCV_MISSING

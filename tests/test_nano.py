@@ -4,43 +4,23 @@ tracking on data where masks are meaningful (not the degenerate blobs of random 
 
 from __future__ import annotations
 
-import copy
-import functools
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
-import yaml
 from PIL import Image
 
 from masklet import MaskGenerator, load_model
 from masklet.checkpoints import PACKAGED_CHECKPOINTS, packaged_checkpoint
 from masklet.synthetic import make_clip, make_scene
+from masklet.train.evaluate import evaluate_held_out as evaluate
 from masklet.video import VideoPredictor
-from reference.official import build_official_model
-from test_amg import assert_same_masks, official_records
-from test_video_parity import assert_same, later_objects, scenario
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
-from evaluate_synthetic import evaluate
-
-HELD_OUT = 10**6
+from reference.amg_compare import assert_same_masks, official_records
+from reference.nano import HELD_OUT, nano_pair
+from reference.video_compare import assert_same, later_objects, scenario
 
 #: The nano's IoU and stability scores are less confident than real SAM2's, so the filters are
 #: lowered from the official 0.8 / 0.95 until about 20-40 of a busy scene's masks survive.
 NANO_FILTERS = dict(pred_iou_thresh=0.5, stability_score_thresh=0.7)
-
-
-@functools.cache
-def nano_pair(video: bool = False):
-    """(official model or video predictor, masklet model) from the packaged files."""
-    checkpoint = packaged_checkpoint("masklet-nano")
-    model_dict = yaml.safe_load(checkpoint.with_suffix(".yaml").read_text())["model"]
-    official = build_official_model(copy.deepcopy(model_dict), seed=None, video=video)
-    official.load_state_dict(torch.load(checkpoint, weights_only=True)["model"], strict=True)
-    return official, load_model("masklet-nano")
 
 
 def test_packaged_files_load_offline_in_masklet_and_official(monkeypatch):

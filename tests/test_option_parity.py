@@ -12,9 +12,9 @@ import pytest
 
 from masklet import ImagePredictor
 from masklet.synthetic import make_scene
+from reference.image_compare import assert_close, assert_masks_agree
+from reference.nano import HELD_OUT, nano_pair
 from reference.official import official_image_predictor
-from test_image_parity import assert_close, assert_masks_agree
-from test_nano import HELD_OUT, nano_pair
 
 
 @functools.cache
@@ -102,7 +102,7 @@ def test_predict_batch_with_mask_inputs_matches_official():
 @pytest.mark.parametrize("offset", [2.0])
 def test_stability_score_offset_matches_official(offset):
     from masklet import MaskGenerator
-    from test_amg import assert_same_masks, official_records
+    from reference.amg_compare import assert_same_masks, official_records
     official, model = nano_pair()
     image = scene().image
     options = dict(points_per_side=8, stability_score_offset=offset, pred_iou_thresh=0.5, stability_score_thresh=0.0)

@@ -33,7 +33,7 @@ import masklet
 from masklet.client import Client
 from masklet.masks import decode_rle, encode_rle
 from masklet.synthetic import make_clip, make_scene
-from server_util import ServerProcess
+from reference.server import ServerProcess
 
 KEY = "pixano-key-1"
 MODEL = "masklet-nano"

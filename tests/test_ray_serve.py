@@ -20,7 +20,7 @@ from masklet.client import Client
 from masklet.server.ray_app import REPLICA_HEADER, build_app, parse_autoscale, request_key
 from masklet.server.settings import Settings
 from masklet.synthetic import make_clip, make_scene
-from server_util import free_port
+from reference.server import free_port
 
 
 @pytest.fixture(scope="module")

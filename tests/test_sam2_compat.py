@@ -32,6 +32,7 @@ from masklet.sam2.build_sam import (
 from masklet.sam2.sam2_image_predictor import SAM2ImagePredictor
 from masklet.sam2.sam2_video_predictor import SAM2VideoPredictor
 from masklet.synthetic import make_clip, make_scene
+from reference.amg_compare import assert_same_masks, official_records
 from reference.official import (
     SMALL,
     build_official_model,
@@ -40,7 +41,6 @@ from reference.official import (
     patched_connected_components,
     save_official_checkpoint,
 )
-from test_amg import assert_same_masks, official_records
 
 ATOL = 1e-4
 KINDS = ("small", "nano")

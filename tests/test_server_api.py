@@ -24,7 +24,7 @@ import masklet
 from masklet.client import Client, RemoteError
 from masklet.errors import ImageDecodeError, InvalidInputError, PredictorStateError
 from masklet.synthetic import make_clip, make_scene
-from server_util import ServerProcess
+from reference.server import ServerProcess
 
 KEY = "test-key-123"
 

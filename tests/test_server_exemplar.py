@@ -19,7 +19,7 @@ from masklet.client_video import server_events
 from masklet.errors import InvalidInputError, PredictorStateError
 from masklet.synthetic import make_event_clip, make_example_set
 from masklet.video import HealthMonitor
-from server_util import ServerProcess
+from reference.server import ServerProcess
 
 
 @pytest.fixture(scope="module")

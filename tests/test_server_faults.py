@@ -16,7 +16,7 @@ pytest.importorskip("uvicorn")
 import masklet
 from masklet.client import Client
 from masklet.synthetic import make_clip, make_scene
-from server_util import ServerProcess, free_port
+from reference.server import ServerProcess, free_port
 
 BUDGET = 3_000_000
 

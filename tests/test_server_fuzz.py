@@ -13,7 +13,7 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 from masklet.synthetic import make_clip, make_scene
-from server_util import ServerProcess
+from reference.server import ServerProcess
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings

@@ -27,7 +27,7 @@ from masklet.server.errors import ApiError
 from masklet.server.fetch import check_target, fetch_url, forbidden_reason
 from masklet.server.settings import Settings
 from masklet.synthetic import make_scene
-from server_util import ServerProcess
+from reference.server import ServerProcess
 
 LIMIT = 1_000_000
 

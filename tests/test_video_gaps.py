@@ -36,7 +36,7 @@ from reference.official import (
     official_model_dict,
     patched_connected_components,
 )
-from test_video_parity import assert_same, box_of, centre, record
+from reference.video_compare import assert_same, box_of, centre, record
 
 NUM_FRAMES = 6
 HW = (64, 80)
@@ -214,7 +214,7 @@ NANO_CASES = [(absent_story, 0.0, 1.0), (leaving_story, NANO_SCORE_SHIFT, NANO_N
 def test_sam21_nano_objects_leave_and_come_back_like_official(tmp_path_factory, make_story, shift, gain):
     """SAM2.1 (no-object spatial embedding, fixed no-object pointer) on masklet-nano: both objects
     are judged absent on the blank frames and tracked again after them, as the official does."""
-    from test_nano import nano_pair
+    from reference.nano import nano_pair
 
     official, packaged = nano_pair(video=True)
     official, model = copy.deepcopy(official), copy.deepcopy(packaged)

@@ -27,7 +27,7 @@ from scipy import ndimage
 
 import masklet
 from masklet.synthetic import make_clip, make_scene
-from server_util import ServerProcess
+from reference.server import ServerProcess
 
 KEY = "web-test-key"
 

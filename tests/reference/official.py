@@ -243,12 +243,30 @@ def connected_components(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return torch.from_numpy(labels)[:, None].to(mask.device), torch.from_numpy(counts)[:, None].to(mask.device)
 
 
+OPENCV_MISSING = ("OpenCV (opencv-python-headless) is not installed: it stands in for the official CUDA "
+                  "connected-components op, without which the official post-processing does less work")
+
+
+def require_opencv() -> None:
+    """Skip the running test (or raise ImportError outside pytest) when OpenCV is missing, rather
+    than let the official post-processing silently skip its hole filling."""
+    try:
+        import cv2  # noqa: F401
+    except ImportError:
+        if "PYTEST_CURRENT_TEST" in os.environ:
+            import pytest
+
+            pytest.skip(OPENCV_MISSING)
+        raise ImportError(OPENCV_MISSING) from None
+
+
 def install_connected_components() -> None:
     """Make ``sam2.utils.misc.get_connected_components`` use :func:`connected_components`.
 
     Every official caller (``SAM2Transforms.postprocess_masks``, ``fill_holes_in_mask_scores``)
     looks the name up in ``sam2.utils.misc`` at call time, so patching that module suffices.
     """
+    require_opencv()
     from sam2.utils import misc
 
     misc.get_connected_components = connected_components
@@ -257,6 +275,7 @@ def install_connected_components() -> None:
 @contextlib.contextmanager
 def patched_connected_components() -> Iterator[None]:
     """Context manager form of :func:`install_connected_components` that restores the original."""
+    require_opencv()
     from sam2.utils import misc
 
     original = misc.get_connected_components

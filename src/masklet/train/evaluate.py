@@ -136,3 +136,44 @@ def amg_recall(model: Sam2Model, samples: Iterable[ImageSample], iou_threshold: 
             union = (found | flat).sum(1)
             hits += int((inter / np.maximum(union, 1)).max() >= iou_threshold)
     return hits / max(total, 1)
+
+
+#: Held-out synthetic seeds start here, far from the training streams' seeds.
+HELD_OUT_SEED = 10**6
+
+
+def held_out_scenes(count: int, size: int) -> list[ImageSample]:
+    """``count`` held-out synthetic scenes of ``size`` pixels as image samples."""
+    from ..synthetic import make_scene
+
+    scenes = [make_scene(HELD_OUT_SEED + i, size=size) for i in range(count)]
+    return [ImageSample(s.image, s.masks) for s in scenes]
+
+
+def held_out_clips(count: int, size: int, num_frames: int) -> list[VideoSample]:
+    """``count`` held-out synthetic clips with two crossing objects as video samples."""
+    from ..synthetic import make_clip
+
+    clips = [make_clip(HELD_OUT_SEED + i, num_frames=num_frames, size=size, crossing=True) for i in range(count)]
+    return [VideoSample(c.frames, c.masks) for c in clips]
+
+
+def evaluate_held_out(
+    model_name: str, scenes: int, clips: int, frames: int, amg_scenes: int, **amg_options: float
+) -> dict[str, float]:
+    """1-click and box mIoU, automatic-mask recall and tracking J&F of a model name or checkpoint
+    path on held-out synthetic data (``amg_options``: MaskGenerator's), with the seconds it took."""
+    import time
+
+    from ..checkpoints import load_model
+
+    model = load_model(model_name)
+    size = model.image_size
+    start = time.perf_counter()
+    images = evaluate_images(model, held_out_scenes(scenes, size))
+    figures = {"click_miou": images.click_miou, "box_miou": images.box_miou, "objects": images.objects}
+    amg_samples = held_out_scenes(amg_scenes, size)
+    figures["amg_recall"] = amg_recall(model, amg_samples, **amg_options) if amg_scenes else float("nan")
+    figures["video_jf"] = evaluate_clips(model, held_out_clips(clips, size, frames)) if clips else float("nan")
+    figures["seconds"] = time.perf_counter() - start
+    return figures
