@@ -20,7 +20,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 from masklet.client import Client  # noqa: E402
 from masklet.synthetic import make_scene  # noqa: E402
-from server_util import ServerProcess, free_port  # noqa: E402
+from reference.server import ServerProcess, free_port  # noqa: E402
 
 
 def encode_throughput(url: str, images: list[np.ndarray], clients: int) -> float:
