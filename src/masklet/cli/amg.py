@@ -85,6 +85,7 @@ def run_amg(args: argparse.Namespace) -> dict:
     """Write ``STEM.json`` (COCO format) and ``STEM_overlay.png``; returns the JSON."""
     from ..amg import MaskGenerator
     from ..annotate import annotate_masks
+    from ..formats import coco_document
     from ..io import load_image, save_image
     from ..masks import decode_rle
 
@@ -121,12 +122,8 @@ def run_amg(args: argparse.Namespace) -> dict:
         }
         for i, r in enumerate(records)
     ]
-    coco = {
-        "info": {"description": f"masklet amg of {Path(args.image).name} with {source}"},
-        "images": [{"id": 1, "file_name": Path(args.image).name, "height": height, "width": width}],
-        "annotations": annotations,
-        "categories": [{"id": 1, "name": "object", "supercategory": "object"}],
-    }
+    coco = coco_document({"description": f"masklet amg of {Path(args.image).name} with {source}"},
+                         [{"id": 1, "file_name": Path(args.image).name, "height": height, "width": width}], annotations)
     (args.out / f"{stem}.json").write_text(json.dumps(coco))
     # larger masks first, so that small ones stay visible on top
     order = sorted(range(len(records)), key=lambda i: -records[i]["area"])

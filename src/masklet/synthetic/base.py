@@ -7,8 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from ..errors import InvalidInputError
+from ..masks import masks_to_boxes
 
 SHAPE_KINDS = ("ellipse", "rectangle", "triangle", "polygon", "star", "ring", "crescent", "stroke")
 TEXTURE_KINDS = ("flat", "gradient", "stripes", "checker", "noise")
@@ -77,14 +79,8 @@ class Clip:
 
 
 def _mask_boxes(masks: np.ndarray) -> np.ndarray:
-    """XYXY inclusive boxes of (N, H, W) masks; zeros for empty masks."""
-    n, h, w = masks.shape
-    rows, cols = np.any(masks, axis=2), np.any(masks, axis=1)
-    top, bottom = rows.argmax(axis=1), h - 1 - rows[:, ::-1].argmax(axis=1)
-    left, right = cols.argmax(axis=1), w - 1 - cols[:, ::-1].argmax(axis=1)
-    boxes = np.stack([left, top, right, bottom], axis=1).astype(np.float32)
-    boxes[~np.any(rows, axis=1)] = 0.0
-    return boxes.reshape(n, 4)
+    """XYXY inclusive boxes of (N, H, W) masks as float32; zeros for empty masks."""
+    return masks_to_boxes(torch.from_numpy(np.ascontiguousarray(masks))).numpy().astype(np.float32).reshape(len(masks), 4)
 
 
 def min_visible_area(height: int, width: int) -> int:

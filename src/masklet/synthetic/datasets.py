@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ..formats import coco_document, save_davis_png
 from .base import Clip, Scene, _check_count, _check_seed
 from .clips import make_clip
 from .scenes import make_scene
@@ -79,12 +80,7 @@ def save_scene_dataset(
                 "iscrowd": 0,
                 "shape": kind,
             })
-    dataset = {
-        "info": {"description": "masklet synthetic scenes", "seed": int(seed)},
-        "images": images,
-        "annotations": annotations,
-        "categories": [{"id": 1, "name": "object", "supercategory": "object"}],
-    }
+    dataset = coco_document({"description": "masklet synthetic scenes", "seed": int(seed)}, images, annotations)
     (root / "annotations.json").write_text(json.dumps(dataset))
     return root
 
@@ -99,12 +95,9 @@ def save_clip_dataset(
     """Write ``count`` clips DAVIS-style: ``JPEGImages/<clip>/`` and ``Annotations/<clip>/``."""
     from PIL import Image
 
-    from masklet.io import palette
-
     count = _check_count(count, "count")
     stream = clip_stream(seed, num_frames=num_frames, size=size)
     root = Path(root)
-    colors = np.concatenate([np.zeros((1, 3), np.uint8), palette(255)]).ravel().tolist()
     for index in range(count):
         clip = next(stream)
         name = f"clip{index:05d}"
@@ -119,9 +112,7 @@ def save_clip_dataset(
             ids = np.zeros((h, w), dtype=np.uint8)
             for obj_id, mask in zip(clip.object_ids, clip.masks[t]):
                 ids[mask] = obj_id
-            label = Image.frombytes("P", (w, h), ids.tobytes())
-            label.putpalette(colors)
-            label.save(mask_dir / f"{t:05d}.png")
+            save_davis_png(ids, mask_dir / f"{t:05d}.png")
     return root
 
 

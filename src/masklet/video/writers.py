@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from masklet.checks import is_int, is_real
 from masklet.errors import InvalidInputError, PredictorStateError
-from masklet.io import ImageSource, load_image, overlay_masks, palette
+from masklet.formats import davis_colormap, save_davis_png
+from masklet.io import ImageSource, load_image, overlay_masks
 from masklet.masks import encode_rle, rle_area, rle_to_bbox
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CocoRleWriter", "DavisPngWriter", "OverlayVideoWriter", "object_colors"]
 
-_COLORMAP = np.concatenate([np.zeros((1, 3), np.uint8), palette(255)])  # (256, 3), index 0 black
+_COLORMAP = davis_colormap()  # (256, 3), index 0 black
 
 
 def object_colors(obj_ids: Sequence[int]) -> np.ndarray:
@@ -216,9 +216,7 @@ class DavisPngWriter(_Writer):
         if not all(1 <= i <= 255 for i in ids):
             raise InvalidInputError(f"obj_ids: DAVIS PNGs hold ids in 1..255, got {ids}")
         lut = np.array([0, *ids], np.uint8)  # label k + 1 -> id of object k
-        image = Image.fromarray(lut[_label_map(fg, scores)])
-        image.putpalette(_COLORMAP.tobytes())  # "L" -> "P"
-        image.save(self.folder / f"{frame_idx:05d}.png")
+        save_davis_png(lut[_label_map(fg, scores)], self.folder / f"{frame_idx:05d}.png")
 
 
 class OverlayVideoWriter(_Writer):
