@@ -91,3 +91,13 @@ _CHUNK_ROWS = 1024
 def activation_fn(name: str):
     """The functional activation named ``relu`` or ``gelu``."""
     return {"relu": F.relu, "gelu": F.gelu}[name]
+
+
+def to_sequence(x: torch.Tensor) -> torch.Tensor:
+    """Feature maps (B, C, h, w) -> sequence-first tokens (hw, B, C), the layout attention and memory use."""
+    return x.flatten(2).permute(2, 0, 1)
+
+
+def to_maps(x: torch.Tensor, size: tuple[int, int] | list[int]) -> torch.Tensor:
+    """Sequence-first tokens (hw, B, C) -> feature maps (B, C, h, w) of ``size`` (h, w)."""
+    return x.permute(1, 2, 0).reshape(x.shape[1], x.shape[2], *size)

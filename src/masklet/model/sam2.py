@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import MLP
+from .common import MLP, to_maps, to_sequence
 from .config import Sam2Config
 from .image_encoder import ImageEncoder
 from .mask_decoder import MaskDecoder
@@ -289,11 +289,11 @@ class Sam2Model(nn.Module):
     ) -> torch.Tensor:
         """Fuse the frame's lowest-resolution features (hw, B, C) with its memories -> (B, C, h, w)."""
         c = self.config
-        b, ch = vision_feat.shape[1], c.hidden_dim
+        b = vision_feat.shape[1]
         h, w = feat_size
 
         def to_map(x: torch.Tensor) -> torch.Tensor:
-            return x.permute(1, 2, 0).reshape(b, ch, h, w)
+            return to_maps(x, (h, w))
 
         if c.num_maskmem == 0:
             return to_map(vision_feat)
@@ -349,8 +349,8 @@ class Sam2Model(nn.Module):
             if out is None:
                 continue
             assert out.maskmem_features is not None and out.maskmem_pos_enc is not None  # tracked frames carry memory
-            memories.append(out.maskmem_features.to(device).flatten(2).permute(2, 0, 1))
-            pos = out.maskmem_pos_enc.to(device).flatten(2).permute(2, 0, 1)
+            memories.append(to_sequence(out.maskmem_features.to(device)))
+            pos = to_sequence(out.maskmem_pos_enc.to(device))
             positions.append(pos + self.maskmem_tpos_enc[c.num_maskmem - t_pos - 1])
 
         num_ptr_tokens = 0
@@ -415,12 +415,11 @@ class Sam2Model(nn.Module):
         The two keyword options override the config when encoding memory (see :meth:`encode_memory`).
         """
         c = self.config
-        b = current_vision_feats[-1].shape[1]
         high_res = None
         if len(current_vision_feats) > 1:
-            high_res = [x.permute(1, 2, 0).reshape(b, x.shape[2], *s) for x, s in zip(current_vision_feats[:-1], feat_sizes[:-1])]
+            high_res = [to_maps(x, s) for x, s in zip(current_vision_feats[:-1], feat_sizes[:-1])]
         if mask_inputs is not None and c.use_mask_input_as_output_without_sam:
-            pix_feat = current_vision_feats[-1].permute(1, 2, 0).reshape(b, c.hidden_dim, *feat_sizes[-1])
+            pix_feat = to_maps(current_vision_feats[-1], feat_sizes[-1])
             sam = self.use_mask_as_output(pix_feat, high_res, mask_inputs)
         else:
             pix_feat = self.condition_on_memory(
@@ -448,7 +447,7 @@ class Sam2Model(nn.Module):
             object_score_logits=sam.object_score_logits,
         )
         if run_mem_encoder and c.num_maskmem > 0:
-            raw_feat = current_vision_feats[-1].permute(1, 2, 0).reshape(b, c.hidden_dim, *feat_sizes[-1])
+            raw_feat = to_maps(current_vision_feats[-1], feat_sizes[-1])
             out.maskmem_features, out.maskmem_pos_enc = self.encode_memory(
                 raw_feat, sam.high_res_masks, sam.object_score_logits, point_inputs is not None,
                 binarize_mask_from_pts, non_overlap_memory,

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from ..checkpoints import save_checkpoint, save_official_yaml
 from ..errors import InvalidInputError
 from ..model import ImageFeatures, MemoryBank, Sam2Model, TrackStepOutput
+from ..model.common import to_maps, to_sequence
 from ..transforms import preprocess
 from .data import ImageSample, VideoSample, endless
 from .losses import LossWeights, sam_loss
@@ -225,8 +226,8 @@ class Trainer:
         totals: dict[str, torch.Tensor] = {}
         counted = 0
         for t in range(num_frames):
-            feats = [level[t : t + 1].expand(num_obj, -1, -1, -1).flatten(2).permute(2, 0, 1) for level in levels]
-            pos = [p[t : t + 1].expand(num_obj, -1, -1, -1).flatten(2).permute(2, 0, 1) for p in positions]
+            feats = [to_sequence(level[t : t + 1].expand(num_obj, -1, -1, -1)) for level in levels]
+            pos = [to_sequence(p[t : t + 1].expand(num_obj, -1, -1, -1)) for p in positions]
             point_inputs = mask_inputs = None
             if t == 0:
                 if self.rng.random() < c.prob_video_mask_prompt:
@@ -259,8 +260,7 @@ class Trainer:
         """The SAM heads on a frame prompted by ``mask`` (B, 1, S, S), as the tracker runs them to
         get the object pointer: low-res masks (B, 1, h, w), IoU (B, 1), object logits (B, 1)."""
         model = self.model
-        b = mask.shape[0]
-        maps = [x.permute(1, 2, 0).reshape(b, x.shape[2], *s) for x, s in zip(feats, sizes)]
+        maps = [to_maps(x, s) for x, s in zip(feats, sizes)]
         sam = model.forward_sam_heads(
             maps[-1], mask_inputs=model.mask_downsample(mask.to(model.mask_downsample.weight.dtype)),
             high_res_features=maps[:-1] or None,

@@ -20,6 +20,7 @@ from ..checks import is_int, is_real
 from ..errors import InvalidInputError, PredictorStateError
 from ..masks import fill_small_holes
 from ..model import MemoryBank, Sam2Model
+from ..model.common import to_maps, to_sequence
 from ..model.sam2 import NO_OBJ_SCORE, non_overlapping
 from ..precision import inference
 from ..prompts import video_prompt
@@ -245,8 +246,8 @@ class TrackingEngine:
         model = self.model
         pixels = preprocess_frame(state.frames[frame_idx], self.image_size, state.device, model.encoder_dtype)
         encoded = model.encode_image(pixels)
-        feats = [f.flatten(2).permute(2, 0, 1) for f in encoded.levels]
-        pos = [p.flatten(2).permute(2, 0, 1) for p in encoded.positions]
+        feats = [to_sequence(f) for f in encoded.levels]
+        pos = [to_sequence(p) for p in encoded.positions]
         sizes = [tuple(f.shape[-2:]) for f in encoded.levels]
         cache[frame_idx] = (feats, pos, sizes)
         while len(cache) > state.feature_cache_size:
@@ -327,7 +328,7 @@ class TrackingEngine:
         feats, _, sizes = self._features(state, frame_idx)
         batch = len(outs)
         size = self.image_size
-        pix_feat = feats[-1].permute(1, 2, 0).reshape(1, -1, *sizes[-1]).expand(batch, -1, -1, -1)
+        pix_feat = to_maps(feats[-1], sizes[-1]).expand(batch, -1, -1, -1)
         low_res = torch.cat([o.pred_masks for o in outs]).to(state.device)
         high_res = F.interpolate(low_res, size=(size, size), mode="bilinear", align_corners=False)
         scores = torch.cat([o.object_score_logits for o in outs]).to(state.device)
