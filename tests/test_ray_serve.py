@@ -138,9 +138,35 @@ def test_metrics_are_per_replica(cluster):
     assert bad.status_code == 404 and bad.json()["error"]["code"] == "unknown_image"
 
 
-def _kill_replica(unique_id: str) -> None:
+def test_ingress_restart_finds_each_session_on_its_replica(cluster):
+    """The ingress dies and loses its id map: its successor asks the replicas who holds an unknown session, so
+    sessions go on where they are (same ids, no replay, pinned routing) and give the in-process masks."""
+    model = masklet.load_model("masklet-nano")
+    clip = make_clip(5, num_frames=4, size=(48, 64), num_objects=(1, 1))
+    seen: list = []
+    with recording_client(cluster, seen, retries=60, backoff=0.2) as c:
+        v = c.video_predictor()
+        states = [v.init_state(list(clip.frames)) for _ in range(3)]
+        for i, st in enumerate(states):
+            v.add_new_points_or_box(st, 0, 1, points=[[20 + i, 20]], labels=[1])
+        ids = [st.session_id for st in states]
+        _kill_replica("", deployment="MaskletIngress")
+        got = [[f.masks for f in v.propagate_in_video(st)] for st in states]
+        text = c.request("GET", "/metrics").decode()
+    assert [st.session_id for st in states] == ids  # not replayed: found on their replicas
+    held = by_id(seen)
+    assert all(len(held[sid]) == 1 for sid in ids), held
+    assert 'routing="pinned"' in text and 'routing="spread"' not in text, text[-400:]  # the new ingress's counts
+    vp = masklet.VideoPredictor(model)
+    for i in range(3):
+        st = vp.init_state(list(clip.frames))
+        vp.add_new_points_or_box(st, 0, 1, points=[[20 + i, 20]], labels=[1])
+        assert all((f.masks == g).all() for f, g in zip(vp.propagate_in_video(st), got[i], strict=True))
+
+
+def _kill_replica(unique_id: str, deployment: str = "MaskletReplica") -> None:
     for actor in ray.util.list_named_actors(all_namespaces=True):
-        if unique_id in actor["name"] and "MaskletReplica" in actor["name"]:
+        if unique_id in actor["name"] and deployment in actor["name"]:
             ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]), no_restart=True)
             return
     raise AssertionError(f"no actor for replica {unique_id}")
@@ -208,7 +234,7 @@ def test_streams_through_serve_match_local_and_stay_on_one_replica(cluster):
     """Two concurrent WebSocket streams through the ingress: each is answered by one replica for its whole life
     (the replica's own count of the stream's messages), and gives the in-process StreamTracker's masks."""
     model = masklet.load_model("masklet-nano")
-    clips = [make_clip(20 + k, num_frames=6, size=(64, 80), num_objects=(2, 2)) for k in range(2)]
+    clips = [make_clip(20 + k, num_frames=5, size=(64, 80), num_objects=(2, 2)) for k in range(2)]
     got: dict = {}
     errors: list = []
 
@@ -232,7 +258,7 @@ def test_streams_through_serve_match_local_and_stay_on_one_replica(cluster):
     for k in range(2):
         ready, results, held = got[k]
         sid, rid = ready["streamId"], ready["replica"]
-        assert rid in held and held[rid].get(sid) == 1 + 6 + 2  # connect + 6 frames + 2 prompts, all on rid
+        assert rid in held and held[rid].get(sid) == 1 + 5 + 2  # connect + 5 frames + 2 prompts, all on rid
         assert all(sid not in streams for other, streams in held.items() if other != rid)
         assert _same_frames(_stream_script(masklet.StreamTracker(model), clips[k].frames), results)
     print(f"\nstreams on replicas {[got[k][0]['replica'] for k in range(2)]}")

@@ -157,6 +157,12 @@ class MaskletReplica:
             self.streams.pop(sid, None)
         return self.replica_id, out
 
+    def holds(self, key: str) -> str | None:
+        """This replica's id if it holds that image, session or job (the ingress asks on a map miss)."""
+        ctx = self.app.state.ctx
+        found = key in ctx.images or key in ctx.jobs or key in getattr(ctx.sessions, "_sessions", {})
+        return self.replica_id if found else None
+
     def describe(self) -> dict:
         """This replica's id and what it holds (for /v1/ray/replicas and the tests)."""
         ctx = self.app.state.ctx
@@ -306,10 +312,20 @@ class MaskletIngress:
     async def _call(self, method: str, path: str, query: bytes, headers: list, body: bytes, key: str | None) -> tuple:
         """Send to the replica holding ``key`` (any replica when None or unknown): (status, headers, chunks)."""
         rid = self.owner.get(key) if key else None
+        if key and rid is None and not (method == "GET" and path == f"/v1/images/{key}"):
+            rid = await self._find(key)  # e.g. after an ingress restart: ask the replicas, pin, remember
         handle = self.replica.options(stream=True, method_name="handle", session_id=PIN + rid if rid else "")
         gen = handle.remote(method, path, query, headers, body)
         status, out = await gen.__anext__()
         return status, out, gen
+
+    async def _find(self, key: str) -> str | None:
+        """The replica holding an id the map does not know (None: no replica has it)."""
+        found = await self.replica.broadcast("holds", key).results_async(return_exceptions=True)
+        rid = next((r for r in found if isinstance(r, str)), None)
+        if rid:
+            self._remember(key, rid)
+        return rid
 
     async def _http(self, request: Any) -> Any:
         """Forward one HTTP request (pinned when it names a known id) and learn the ids it creates."""
