@@ -212,6 +212,8 @@ class _Socket:
 
     async def exchange(self, message: dict) -> list[dict]:
         """Hand the app one message and collect what it sends until it waits for the next one."""
+        if self.task is None or self.task.done():  # the app already ended this socket
+            return [{"type": "websocket.close", "code": 1000}]
         self.idle.clear()
         self.inbox.put_nowait(message)  # no await between clear and put: the app cannot see it empty
         await self.idle.wait()
