@@ -1,5 +1,6 @@
 """Ray Serve scale-out, in one run: encode throughput with 1 and 2 replicas, and the per-click cost of the
-Serve path (proxy -> ingress -> pinned replica) against plain ``masklet serve`` (uvicorn, one process).
+Serve path (proxy -> ingress -> pinned replica) against plain ``masklet serve`` (uvicorn, one process),
+per click and per frame of a live stream (WebSocket ``/v1/streams``, one object tracked).
 
     PYTHONPATH=src python3 benchmarks/ray_serve.py [--size 256] [--images 16] [--clicks 40] [--cpus 2]
 
@@ -19,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 from masklet.client import Client  # noqa: E402
-from masklet.synthetic import make_scene  # noqa: E402
+from masklet.synthetic import make_clip, make_scene  # noqa: E402
 from reference.server import ServerProcess, free_port  # noqa: E402
 
 
@@ -63,11 +64,29 @@ def click_ms(url: str, image: np.ndarray, clicks: int) -> tuple[float, float]:
     return float(np.percentile(lat, 50)), float(np.percentile(lat, 90))
 
 
+def stream_frame_ms(url: str, size: int, frames: int) -> float:
+    """p50 ms of one frame of a live stream (one object tracked), one frame at a time."""
+    clip = make_clip(7, num_frames=frames + 2, size=(size, size), num_objects=(1, 1))
+    with Client(url) as c:
+        tracker = c.stream_tracker()
+        tracker.track(clip.frames[0])
+        tracker.add_points(1, [[size / 2, size / 2]], [1])
+        tracker.track(clip.frames[1])  # warm
+        lat = []
+        for frame in clip.frames[2:]:
+            t = time.perf_counter()
+            tracker.track(frame)
+            lat.append((time.perf_counter() - t) * 1000)
+        tracker.close()
+    return float(np.percentile(lat, 50))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=256, help="image side (pixels)")
     ap.add_argument("--images", type=int, default=16, help="images per throughput run")
     ap.add_argument("--clicks", type=int, default=40)
+    ap.add_argument("--frames", type=int, default=12, help="timed frames of the live stream")
     ap.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray cluster")
     ap.add_argument("--model", default="masklet-nano")
     args = ap.parse_args()
@@ -87,6 +106,7 @@ def main() -> None:
         encode_throughput(plain.url, images(5000)[:2], clients=2)  # warm, as for the replicas
         plain_tput = encode_throughput(plain.url, images(1000), clients=2)
         plain_click = click_ms(plain.url, images(0)[0], args.clicks)
+        plain_frame = stream_frame_ms(plain.url, args.size, args.frames)
     finally:
         plain.stop()
     ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
@@ -102,17 +122,19 @@ def main() -> None:
             while len(httpx.get(f"{url}/v1/ray/replicas", timeout=60).json()["replicas"]) != n:
                 time.sleep(0.5)
             encode_throughput(url, images(5000 + 100 * n)[: 2 * n], clients=2 * n)  # warm every replica
-            rows.append((n, encode_throughput(url, images(2000 + 100 * n), clients=2 * n), click_ms(url, images(0)[0], args.clicks)))
+            rows.append((n, encode_throughput(url, images(2000 + 100 * n), clients=2 * n), click_ms(url, images(0)[0], args.clicks),
+                         stream_frame_ms(url, args.size, args.frames)))
     finally:
         serve.shutdown()
         ray.shutdown()
-    print(f"{'path':28s} {'encode img/s':>12s} {'click p50 ms':>13s} {'click p90 ms':>13s}")
-    print(f"{'masklet serve (1 process)':28s} {plain_tput:12.2f} {plain_click[0]:13.1f} {plain_click[1]:13.1f}")
-    for n, tput, (p50, p90) in rows:
-        print(f"{f'Ray Serve, {n} replica(s)':28s} {tput:12.2f} {p50:13.1f} {p90:13.1f}")
+    print(f"{'path':28s} {'encode img/s':>12s} {'click p50 ms':>13s} {'click p90 ms':>13s} {'frame p50 ms':>13s}")
+    print(f"{'masklet serve (1 process)':28s} {plain_tput:12.2f} {plain_click[0]:13.1f} {plain_click[1]:13.1f} "
+          f"{plain_frame:13.1f}")
+    for n, tput, (p50, p90), frame in rows:
+        print(f"{f'Ray Serve, {n} replica(s)':28s} {tput:12.2f} {p50:13.1f} {p90:13.1f} {frame:13.1f}")
     one, two = rows[0][1], rows[1][1]
-    print(f"2 replicas / 1 replica encode: x{two / one:.2f}; Serve click overhead (1 replica): "
-          f"+{rows[0][2][0] - plain_click[0]:.1f} ms p50")
+    print(f"2 replicas / 1 replica encode: x{two / one:.2f}; Serve overhead (1 replica): "
+          f"{rows[0][2][0] - plain_click[0]:+.1f} ms per click p50, {rows[0][3] - plain_frame:+.1f} ms per stream frame p50")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """masklet on Ray Serve (local 2-CPU cluster on loopback, 2 CPU replicas, masklet-nano): affinity, replica
-death + replay, autoscaling config."""
+death + replay, live streams over WebSocket, autoscaling config."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import defaultdict
@@ -17,7 +18,7 @@ from ray import serve
 
 import masklet
 from masklet.client import Client
-from masklet.server.ray_app import REPLICA_HEADER, build_app, parse_autoscale, request_key
+from masklet.server.ray_app import REPLICA_HEADER, STREAM_LOST, build_app, parse_autoscale, request_key
 from masklet.server.settings import Settings
 from masklet.synthetic import make_clip, make_scene
 from reference.server import free_port
@@ -137,9 +138,35 @@ def test_metrics_are_per_replica(cluster):
     assert bad.status_code == 404 and bad.json()["error"]["code"] == "unknown_image"
 
 
-def _kill_replica(unique_id: str) -> None:
+def test_ingress_restart_finds_each_session_on_its_replica(cluster):
+    """The ingress dies and loses its id map: its successor asks the replicas who holds an unknown session, so
+    sessions go on where they are (same ids, no replay, pinned routing) and give the in-process masks."""
+    model = masklet.load_model("masklet-nano")
+    clip = make_clip(5, num_frames=4, size=(48, 64), num_objects=(1, 1))
+    seen: list = []
+    with recording_client(cluster, seen, retries=60, backoff=0.2) as c:
+        v = c.video_predictor()
+        states = [v.init_state(list(clip.frames)) for _ in range(3)]
+        for i, st in enumerate(states):
+            v.add_new_points_or_box(st, 0, 1, points=[[20 + i, 20]], labels=[1])
+        ids = [st.session_id for st in states]
+        _kill_replica("", deployment="MaskletIngress")
+        got = [[f.masks for f in v.propagate_in_video(st)] for st in states]
+        text = c.request("GET", "/metrics").decode()
+    assert [st.session_id for st in states] == ids  # not replayed: found on their replicas
+    held = by_id(seen)
+    assert all(len(held[sid]) == 1 for sid in ids), held
+    assert 'routing="pinned"' in text and 'routing="spread"' not in text, text[-400:]  # the new ingress's counts
+    vp = masklet.VideoPredictor(model)
+    for i in range(3):
+        st = vp.init_state(list(clip.frames))
+        vp.add_new_points_or_box(st, 0, 1, points=[[20 + i, 20]], labels=[1])
+        assert all((f.masks == g).all() for f, g in zip(vp.propagate_in_video(st), got[i], strict=True))
+
+
+def _kill_replica(unique_id: str, deployment: str = "MaskletReplica") -> None:
     for actor in ray.util.list_named_actors(all_namespaces=True):
-        if unique_id in actor["name"] and "MaskletReplica" in actor["name"]:
+        if unique_id in actor["name"] and deployment in actor["name"]:
             ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]), no_restart=True)
             return
     raise AssertionError(f"no actor for replica {unique_id}")
@@ -182,6 +209,105 @@ def test_replica_killed_mid_session_client_replays_with_the_same_masks(cluster):
     assert len(a) == len(b)
     for x, y in zip(a, b):
         assert x.frame_idx == y.frame_idx and bool((x.masks == y.masks).all())
+
+
+def _stream_script(tracker, frames, log: list | None = None) -> list:
+    """The same frames and prompts for a local and a remote stream tracker: every result, in order."""
+    out = []
+    for i, frame in enumerate(frames):
+        out.append(tracker.track(frame))
+        if i == 1:
+            out.append(tracker.add_points(1, [[30, 25]], [1]))
+        if i == 2:
+            out.append(tracker.add_box(2, [5, 5, 40, 45]))
+        if log is not None:
+            log.append(i)
+    return out
+
+
+def _same_frames(a: list, b: list) -> bool:
+    return len(a) == len(b) and all(x.frame_idx == y.frame_idx and list(x.obj_ids) == list(y.obj_ids)
+                                    and bool((x.masks == y.masks).all()) for x, y in zip(a, b))
+
+
+def test_streams_through_serve_match_local_and_stay_on_one_replica(cluster):
+    """Two concurrent WebSocket streams through the ingress: each is answered by one replica for its whole life
+    (the replica's own count of the stream's messages), and gives the in-process StreamTracker's masks."""
+    model = masklet.load_model("masklet-nano")
+    clips = [make_clip(20 + k, num_frames=5, size=(64, 80), num_objects=(2, 2)) for k in range(2)]
+    got: dict = {}
+    errors: list = []
+
+    def user(k: int) -> None:
+        try:
+            with Client(cluster) as c:
+                remote = c.stream_tracker()
+                results = _stream_script(remote, clips[k].frames)
+                held = {r["replica"]: r["streams"] for r in httpx.get(f"{cluster}/v1/ray/replicas", timeout=30).json()["replicas"]}
+                got[k] = (remote._ready, results, held)
+                remote.close()
+        except BaseException as err:  # noqa: BLE001
+            errors.append(err)
+
+    threads = [threading.Thread(target=user, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors[:2]
+    for k in range(2):
+        ready, results, held = got[k]
+        sid, rid = ready["streamId"], ready["replica"]
+        assert rid in held and held[rid].get(sid) == 1 + 5 + 2  # connect + 5 frames + 2 prompts, all on rid
+        assert all(sid not in streams for other, streams in held.items() if other != rid)
+        assert _same_frames(_stream_script(masklet.StreamTracker(model), clips[k].frames), results)
+    print(f"\nstreams on replicas {[got[k][0]['replica'] for k in range(2)]}")
+
+
+def test_replica_killed_mid_stream_ends_it_and_the_client_replays(cluster):
+    """Kill the replica holding a stream: a raw socket on it gets the final ``stream_lost`` event (close 1012);
+    the client's tracker opens a new stream on another replica, replays, and ends with the in-process masks."""
+    from contextlib import ExitStack
+
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and live(cluster) != 2:  # the replica an earlier test killed is back
+        time.sleep(0.5)
+    model = masklet.load_model("masklet-nano")
+    clip = make_clip(31, num_frames=7, size=(64, 80), num_objects=(2, 2))
+    with Client(cluster, retries=60, backoff=0.2) as c, ExitStack() as sockets:
+        remote = c.stream_tracker()
+        before: list = []
+        results = _stream_script(remote, clip.frames[:4], before)
+        holder = remote._ready["replica"]
+        raw = None
+        for _ in range(16):  # a second, raw stream on the same replica (streams spread; bounded tries)
+            ws = sockets.enter_context(connect(cluster.replace("http", "ws") + "/v1/streams"))
+            ready = json.loads(ws.recv(timeout=30))
+            if ready["replica"] == holder:
+                raw = ws
+                break
+            ws.close()
+        assert raw is not None
+        _kill_replica(holder)
+        if raw is not None:
+            raw.send(b"not an image")  # any message: the ingress finds its replica gone
+            event = json.loads(raw.recv(timeout=60))
+            assert event["type"] == "error" and event["error"]["code"] == STREAM_LOST and event["status"] == 503
+            with pytest.raises(ConnectionClosed):
+                raw.recv(timeout=10)
+            assert raw.close_code == 1012
+        rest = clip.frames[4:]
+        for frame in rest:
+            results.append(remote.track(frame))
+        assert remote._ready["replica"] != holder  # resumed on another replica
+        remote.close()
+    local = masklet.StreamTracker(model)
+    want = _stream_script(local, clip.frames[:4]) + [local.track(f) for f in rest]
+    assert _same_frames(want, results)
+    print(f"\nstream resumed from {holder} on {remote._ready['replica']}; raw socket on it: {raw is not None}")
 
 
 def test_autoscaling_config_is_applied(cluster):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from types import SimpleNamespace
@@ -38,6 +39,9 @@ class RemoteVideoState:
     log: list[tuple[str, dict]] = field(default_factory=list)
     upload: Any = None  # rebuilds the creation request (for replay)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+
+_STREAM_LOST = "stream_lost"  # the final event's code when the server lost a stream (masklet serve --ray)
 
 
 def _tracked(fr: dict, height: int, width: int) -> TrackedFrame:
@@ -264,14 +268,19 @@ class RemoteVideoPredictor:
 
 
 class RemoteStreamTracker:
-    """:class:`~masklet.StreamTracker` over a WebSocket: each ``track`` sends a frame and reads its masks."""
+    """:class:`~masklet.StreamTracker` over a WebSocket: each ``track`` sends a frame and reads its masks.
+
+    It keeps what it sent (frames and prompts) while that stays under ``replay_log_bytes``: when the
+    server loses the stream (a Ray replica gone: a ``stream_lost`` event; a restart: an unasked ``end``
+    or a dropped socket), it opens a new stream and replays the log, so the masks go on unchanged.
+    """
+
+    replay_log_bytes = 1 << 30  # beyond this the log is dropped and a lost stream raises
 
     def __init__(self, client: Client, model: str | None = None, *, health: HealthMonitor | None = None,
                  **options: Any) -> None:
         from dataclasses import asdict
         from urllib.parse import urlencode
-
-        from websockets.sync.client import connect
 
         if health is not None and not isinstance(health, HealthMonitor):
             raise E.InvalidInputError(f"health: expected a masklet.video.HealthMonitor or None, got {type(health).__name__}")
@@ -285,17 +294,84 @@ class RemoteStreamTracker:
             query = urlencode({"model": self.info["name"], "options": json.dumps(options)})
         except TypeError as err:
             raise E.InvalidInputError(f"options: {err}") from None
-        self._cm = connect(f"{url}/v1/streams?{query}", additional_headers=client.headers, max_size=2**28)
-        self.ws = self._cm.__enter__()
-        doc = json.loads(self.ws.recv(timeout=client.http.timeout.read))  # "ready", or an error event
-        if doc.get("type") != "ready":
-            from .client import _error
-
-            self._cm.__exit__(None, None, None)
-            raise _error(doc.get("status", 400), doc)
+        self._url = f"{url}/v1/streams?{query}"
+        self._log: list[bytes | str] | None = []
+        self._log_size = 0
+        self._connect()
         self.frame_idx = -1
         self._hw: tuple[int, int] | None = None
         self._obj_ids: list[int] = []
+
+    def _open(self) -> None:
+        """Open the WebSocket and read its first event: ``ready`` (kept in ``_ready``), or an error raised here."""
+        from websockets.sync.client import connect
+
+        from .client import _error
+
+        cm = connect(self._url, additional_headers=self.client.headers, max_size=2**28)
+        ws = cm.__enter__()
+        try:
+            doc = json.loads(ws.recv(timeout=self.client.http.timeout.read))
+        except BaseException:
+            cm.__exit__(None, None, None)
+            raise
+        if doc.get("type") != "ready":
+            cm.__exit__(None, None, None)
+            raise _error(doc.get("status", 400), doc)
+        self._cm, self.ws, self._ready = cm, ws, doc
+
+    def _connect(self) -> None:
+        """``_open`` with the client's retries while the server cannot hold a stream (down, or no replica)."""
+        from websockets.exceptions import InvalidHandshake, WebSocketException
+
+        for attempt in range(self.client.retries + 1):
+            try:
+                return self._open()
+            except (OSError, InvalidHandshake, WebSocketException, E.MaskletError) as err:
+                lost = not isinstance(err, E.MaskletError) or getattr(err, "code", None) == _STREAM_LOST
+                if not lost or attempt == self.client.retries:
+                    if isinstance(err, E.MaskletError):
+                        raise
+                    from .client import RemoteError
+
+                    raise RemoteError(f"cannot open a stream at {self.client.url}: {err}") from None
+            time.sleep(min(self.client.backoff * 2**attempt, 2.0))
+
+    def _send_recv(self, payload: bytes | str) -> dict | None:
+        """One message and its answer; None when the stream is lost (replica gone, server restarted)."""
+        from websockets.exceptions import WebSocketException
+
+        try:
+            self.ws.send(payload)
+            doc = json.loads(self.ws.recv(timeout=self.client.http.timeout.read))
+        except (OSError, WebSocketException):
+            return None
+        if doc.get("type") == "end" or (doc.get("type") == "error" and doc.get("error", {}).get("code") == _STREAM_LOST):
+            return None
+        return doc
+
+    def _resume(self) -> None:
+        """A new stream with everything sent so far replayed on it (bounded by the client's retries)."""
+        from .client import RemoteError, _error
+
+        if self._log is None:
+            raise RemoteError(f"stream_lost: the server lost the stream and its replay log passed "
+                              f"replay_log_bytes={self.replay_log_bytes}; open a new stream tracker")
+        for _ in range(self.client.retries + 1):
+            try:
+                self._cm.__exit__(None, None, None)
+            except Exception:  # noqa: BLE001, S110 (the old socket is already gone)
+                pass
+            self._connect()
+            for payload in self._log:
+                doc = self._send_recv(payload)
+                if doc is None:
+                    break  # lost again: start over on yet another stream
+                if doc["type"] == "error":
+                    raise _error(doc.get("status", 400), doc)
+            else:
+                return
+        raise RemoteError(f"stream_lost: could not resume the stream at {self.client.url}")
 
     @property
     def obj_ids(self) -> list[int]:
@@ -304,10 +380,23 @@ class RemoteStreamTracker:
     def _exchange(self, payload: bytes | str) -> dict:
         from .client import _error
 
-        self.ws.send(payload)
-        doc = json.loads(self.ws.recv())
+        doc = self._send_recv(payload)
+        for _ in range(self.client.retries + 1):
+            if doc is not None:
+                break
+            self._resume()  # the server lost the stream: a new one, replayed, then this message again
+            doc = self._send_recv(payload)
+        if doc is None:
+            from .client import RemoteError
+
+            raise RemoteError(f"stream_lost: the stream at {self.client.url} keeps being lost")
         if doc["type"] == "error":
             raise _error(doc.get("status", 400), doc)
+        if self._log is not None:
+            self._log.append(payload)
+            self._log_size += len(payload)
+            if self._log_size > self.replay_log_bytes:
+                self._log = None
         return doc
 
     def _frame(self, doc: dict) -> TrackedFrame:

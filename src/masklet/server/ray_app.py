@@ -6,6 +6,12 @@ image id, video session or job go to the replica recorded for that id, through a
 that never falls back to another live replica; stateless calls (uploads, new sessions) spread by
 power of two choices. A replica that died leaves its ids to any other replica, which answers
 ``unknown_image`` / ``unknown_session``: the client then re-uploads / replays (client.py).
+
+Live streams (WebSocket ``/v1/streams``): the ingress holds the client's socket; the replica picked at
+connect runs the app's stream route on a socket fed by per-message calls pinned to it, so a stream
+never changes replica. The ``ready`` event names the replica (``replica``, also the accept header);
+when that replica goes away the stream ends with an error event of code ``stream_lost`` (close
+1012) and the client opens a new stream and replays what it sent (client_video.py).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import json
 import logging
 import re
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -36,6 +43,7 @@ _ID_PATHS = (
 )
 _ID_FIELDS = ("imageId", "sessionId", "jobId")
 _MAX_IDS = 200_000
+STREAM_LOST = "stream_lost"  # code of a stream's final error event when its replica went away
 log = logging.getLogger("masklet.server.ray")
 
 
@@ -74,6 +82,8 @@ class MaskletReplica:
         torch.set_num_threads(max(1, threads))
         self.replica_id = serve.get_replica_context().replica_id.unique_id
         self.app = create_app(settings)
+        self.idle_ttl_s = settings.session_ttl_s
+        self.streams: dict[str, _Socket] = {}
         self._stack = AsyncExitStack()
         await self._stack.enter_async_context(self.app.router.lifespan_context(self.app))
         pool = self.app.state.ctx.pool
@@ -123,11 +133,41 @@ class MaskletReplica:
         finally:
             task.cancel()
 
+    async def stream_open(self, sid: str, path: str, query: bytes, headers: list) -> tuple[str, list[dict]]:
+        """Start one WebSocket connection through the app; returns (replica id, what the app sent)."""
+        now = time.monotonic()
+        for old, sock in list(self.streams.items()):  # the ingress that fed these went away
+            if now - sock.used > self.idle_ttl_s:
+                await self.stream_send(old, {"type": "websocket.disconnect", "code": 1001})
+        scope = {"type": "websocket", "asgi": {"version": "3.0"}, "http_version": "1.1", "scheme": "ws",
+                 "path": path, "raw_path": path.encode(), "query_string": query, "root_path": "",
+                 "headers": [(bytes(k), bytes(v)) for k, v in headers], "subprotocols": [],
+                 "client": ("127.0.0.1", 0), "server": ("127.0.0.1", 80), "state": {}}
+        sock = self.streams[sid] = _Socket()
+        sock.task = asyncio.create_task(sock.run(self.app, scope))
+        return self.replica_id, await sock.exchange({"type": "websocket.connect"})
+
+    async def stream_send(self, sid: str, message: dict) -> tuple[str, list[dict] | None]:
+        """Feed one client message to a stream; returns what the app sent back (None: no such stream here)."""
+        sock = self.streams.get(sid)
+        if sock is None:
+            return self.replica_id, None
+        out = await sock.exchange(message)
+        if sock.task is not None and sock.task.done():
+            self.streams.pop(sid, None)
+        return self.replica_id, out
+
+    def holds(self, key: str) -> str | None:
+        """This replica's id if it holds that image, session or job (the ingress asks on a map miss)."""
+        ctx = self.app.state.ctx
+        found = key in ctx.images or key in ctx.jobs or key in getattr(ctx.sessions, "_sessions", {})
+        return self.replica_id if found else None
+
     def describe(self) -> dict:
         """This replica's id and what it holds (for /v1/ray/replicas and the tests)."""
         ctx = self.app.state.ctx
         return {"replica": self.replica_id, "images": len(ctx.images),
-                "sessions": len(ctx.sessions)}
+                "sessions": len(ctx.sessions), "streams": {sid: s.messages for sid, s in self.streams.items()}}
 
     def metrics_text(self) -> tuple[str, str]:
         """This replica's id and its Prometheus exposition."""
@@ -140,6 +180,46 @@ class MaskletReplica:
         """Serve's health probe: a replica whose models failed is restarted."""
         if self.app.state.ctx.pool.load_error:
             raise RuntimeError(self.app.state.ctx.pool.load_error)
+
+
+class _Socket:
+    """A WebSocket connection run through the app inside a replica, fed one client message per call."""
+
+    def __init__(self) -> None:
+        self.inbox: asyncio.Queue = asyncio.Queue()
+        self.outbox: list[dict] = []
+        self.idle = asyncio.Event()  # set while the app waits for a message it has not got, or has ended
+        self.task: asyncio.Task | None = None
+        self.used, self.messages = time.monotonic(), 0
+
+    async def run(self, app: Any, scope: dict) -> None:
+        async def receive() -> dict:
+            if self.inbox.empty():
+                self.idle.set()
+            return await self.inbox.get()
+
+        async def send(message: dict) -> None:
+            self.outbox.append(message)
+
+        try:
+            await app(scope, receive, send)
+        except Exception as err:  # noqa: BLE001 (the route failed: the client sees a close)
+            log.warning("stream failed: %s: %s", type(err).__name__, err)
+        finally:
+            if not any(m["type"] == "websocket.close" for m in self.outbox):
+                self.outbox.append({"type": "websocket.close", "code": 1011})
+            self.idle.set()
+
+    async def exchange(self, message: dict) -> list[dict]:
+        """Hand the app one message and collect what it sends until it waits for the next one."""
+        if self.task is None or self.task.done():  # the app already ended this socket
+            return [{"type": "websocket.close", "code": 1000}]
+        self.idle.clear()
+        self.inbox.put_nowait(message)  # no await between clear and put: the app cannot see it empty
+        await self.idle.wait()
+        out, self.outbox = self.outbox, []
+        self.used, self.messages = time.monotonic(), self.messages + 1
+        return out
 
 
 def label_metrics(texts: list[tuple[str, str]]) -> str:
@@ -163,12 +243,67 @@ def label_metrics(texts: list[tuple[str, str]]) -> str:
 
 
 class MaskletIngress:
-    """The HTTP entry: forwards every request to a replica, keeping the id -> replica map."""
+    """The HTTP and WebSocket entry: forwards every request to a replica, keeping the id -> replica map."""
 
     def __init__(self, replica: Any) -> None:
         self.replica = replica
         self.owner: OrderedDict[str, str] = OrderedDict()
         self.routed: dict[tuple[str, str], int] = {}
+
+    def __serve_build_asgi_app__(self) -> Any:
+        """The ingress's ASGI app (Serve runs it at replica start): HTTP and WebSocket, nothing else."""
+        from starlette.requests import Request
+
+        async def asgi(scope: dict, receive: Any, send: Any) -> None:
+            if scope["type"] == "lifespan":
+                while (await receive())["type"] != "lifespan.shutdown":
+                    await send({"type": "lifespan.startup.complete"})
+                await send({"type": "lifespan.shutdown.complete"})
+            elif scope["type"] == "websocket":
+                await self._stream(scope, receive, send)
+            else:
+                response = await self._http(Request(scope, receive))
+                await response(scope, receive, send)
+
+        return asgi
+
+    def _count(self, rid: str, how: str) -> None:
+        self.routed[(rid, how)] = self.routed.get((rid, how), 0) + 1
+
+    async def _stream(self, scope: dict, receive: Any, send: Any) -> None:
+        """One WebSocket: opened on any replica, then every message goes to that replica and only there."""
+        if (await receive())["type"] != "websocket.connect":
+            return
+        sid = uuid.uuid4().hex
+        headers = [(bytes(k), bytes(v)) for k, v in scope.get("headers", [])]
+        request_id = dict(headers).get(b"x-request-id", b"").decode("latin-1")
+        state = {"accepted": False, "ready": False}
+        try:
+            rid, out = await self.replica.options(method_name="stream_open").remote(
+                sid, scope["path"], scope.get("query_string", b""), headers)
+        except Exception as err:  # noqa: BLE001 (no replica could take it)
+            return await _stream_lost(send, state, err, request_id)
+        self._count(rid, "spread")
+        pinned = self.replica.options(method_name="stream_send", session_id=PIN + rid)
+        while True:
+            if out is None:  # the pin fell through to a replica that never had this stream
+                return await _stream_lost(send, state, LookupError(f"stream {sid} is not on replica {rid}"), request_id)
+            for message in out:
+                await send(_tag(message, rid, sid, state))
+                if message["type"] == "websocket.close":
+                    return
+            message = await receive()
+            try:
+                got, out = await pinned.remote(sid, message)
+            except Exception as err:  # noqa: BLE001 (the replica died or is gone)
+                if message["type"] == "websocket.disconnect":
+                    return
+                return await _stream_lost(send, state, err, request_id)
+            if message["type"] == "websocket.disconnect":
+                return
+            self._count(got, "pinned")
+            if got != rid:
+                out = None
 
     def _remember(self, key: str, rid: str) -> None:
         self.owner[key] = rid
@@ -179,12 +314,23 @@ class MaskletIngress:
     async def _call(self, method: str, path: str, query: bytes, headers: list, body: bytes, key: str | None) -> tuple:
         """Send to the replica holding ``key`` (any replica when None or unknown): (status, headers, chunks)."""
         rid = self.owner.get(key) if key else None
+        if key and rid is None and not (method == "GET" and path == f"/v1/images/{key}"):
+            rid = await self._find(key)  # e.g. after an ingress restart: ask the replicas, pin, remember
         handle = self.replica.options(stream=True, method_name="handle", session_id=PIN + rid if rid else "")
         gen = handle.remote(method, path, query, headers, body)
         status, out = await gen.__anext__()
         return status, out, gen
 
-    async def __call__(self, request: Any) -> Any:
+    async def _find(self, key: str) -> str | None:
+        """The replica holding an id the map does not know (None: no replica has it)."""
+        found = await self.replica.broadcast("holds", key).results_async(return_exceptions=True)
+        rid = next((r for r in found if isinstance(r, str)), None)
+        if rid:
+            self._remember(key, rid)
+        return rid
+
+    async def _http(self, request: Any) -> Any:
+        """Forward one HTTP request (pinned when it names a known id) and learn the ids it creates."""
         from starlette.responses import JSONResponse, Response, StreamingResponse
 
         path = request.url.path
@@ -208,8 +354,7 @@ class MaskletIngress:
             return _unavailable(err, rid_header)
         rid = dict(out).get(REPLICA_HEADER.encode(), b"").decode()
         key = request_key(path)
-        self.routed[(rid, "pinned" if key and key in self.owner else "spread")] = (
-            self.routed.get((rid, "pinned" if key and key in self.owner else "spread"), 0) + 1)
+        self._count(rid, "pinned" if key and key in self.owner else "spread")
         ctype = dict(out).get(b"content-type", b"").decode()
         if ctype.startswith("application/json"):
             try:
@@ -300,6 +445,34 @@ class MaskletIngress:
         return {"replicas": live, "pinnedIds": len(self.owner)}
 
 
+def _tag(message: dict, rid: str, sid: str, state: dict) -> dict:
+    """Name the replica on the accept (a header) and in the stream's ``ready`` event."""
+    if message["type"] == "websocket.accept":
+        state["accepted"] = True
+        return {**message, "headers": [*message.get("headers", []), (REPLICA_HEADER.encode(), rid.encode())]}
+    if message["type"] == "websocket.send" and not state["ready"] and message.get("text"):
+        state["ready"] = True
+        try:
+            doc = json.loads(message["text"])
+        except ValueError:
+            return message
+        if isinstance(doc, dict) and doc.get("type") == "ready":
+            return {**message, "text": json.dumps({**doc, "replica": rid, "streamId": sid})}
+    return message
+
+
+async def _stream_lost(send: Any, state: dict, err: Exception, request_id: str) -> None:
+    """End a stream whose replica went away: an error event of code ``stream_lost``, then close 1012."""
+    log.warning("stream lost: %s: %s", type(err).__name__, err)
+    if not state["accepted"]:
+        await send({"type": "websocket.accept"})
+    event = {"type": "error", "status": 503, "error": {
+        "code": STREAM_LOST, "message": f"the replica holding this stream went away ({type(err).__name__}); "
+        "open a new stream and replay it", "requestId": request_id}}
+    await send({"type": "websocket.send", "text": json.dumps(event)})
+    await send({"type": "websocket.close", "code": 1012})
+
+
 async def _chunks(gen: Any) -> AsyncIterator[bytes]:
     async for chunk in gen:
         yield chunk
@@ -342,7 +515,7 @@ def build_app(settings: Settings, replicas: int = 1, autoscale: tuple[int, int] 
         opts["num_replicas"] = replicas
     threads = max(1, int(num_cpus))
     replica = serve.deployment(MaskletReplica, name="MaskletReplica", **opts).bind(settings, threads)
-    ingress = serve.deployment(MaskletIngress, name="MaskletIngress", num_replicas=1, max_ongoing_requests=1000,
+    ingress = serve.deployment(serve.ingress()(MaskletIngress), name="MaskletIngress", num_replicas=1, max_ongoing_requests=1000,
                                ray_actor_options={"num_cpus": 0})
     return ingress.bind(replica)
 
