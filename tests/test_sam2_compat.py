@@ -9,6 +9,7 @@ since its Hydra config search path only holds the shipped yamls).
 from __future__ import annotations
 
 import functools
+import socket
 import tempfile
 from pathlib import Path
 
@@ -354,9 +355,18 @@ def test_hub_names_resolve_from_a_local_cache_without_network(tmp_path, monkeypa
     model = Sam2Model(VARIANTS["sam2.1-hiera-tiny"])
     save_checkpoint(model, snapshot / "sam2.1_hiera_tiny.pt", dtype=torch.float16)
     monkeypatch.setenv("HF_HOME", str(tmp_path))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # read at import time
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    # no network at all (and no HF_HUB_OFFLINE to lean on): every connection attempt is refused and counted
+    attempts = []
+
+    def refuse(sock, address, *args):
+        attempts.append(address)
+        raise OSError(f"network disabled in this test ({address})")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *args, **kwargs: refuse(None, host))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     key = "image_encoder.trunk.patch_embed.proj.weight"
     want = model.state_dict()[key].half().float()
     built = [build_sam2_hf("facebook/sam2.1-hiera-tiny", device="cpu"),
@@ -366,7 +376,9 @@ def test_hub_names_resolve_from_a_local_cache_without_network(tmp_path, monkeypa
              SAM2VideoPredictor.from_pretrained("facebook/sam2.1-hiera-tiny", device="cpu").model]
     for m in built:
         assert torch.equal(m.state_dict()[key], want)
+    assert attempts == [], f"resolving cached names tried the network: {attempts}"
     from masklet import ModelNotFoundError
 
-    with pytest.raises(ModelNotFoundError, match="sam2-hiera-small"):
+    with pytest.raises(ModelNotFoundError, match="sam2-hiera-small"):  # not cached: a clear error, no hang
         build_sam2_hf("facebook/sam2-hiera-small")
+    assert attempts, "the guard saw no connection attempt for an uncached name: it guards nothing"
