@@ -103,6 +103,9 @@ def image_notebook(predictor, image: np.ndarray, image2: np.ndarray) -> list:
     input_point, input_label = np.array([[w * 0.4, h * 0.5], [w * 0.7, h * 0.3]]), np.array([1, 1])
     out.append(predictor.predict(point_coords=input_point, point_labels=input_label,
                                  mask_input=mask_input[None, :, :], multimask_output=False))
+    input_label = np.array([1, 0])  # the notebook's "window and a background point" step
+    out.append(predictor.predict(point_coords=input_point, point_labels=input_label,
+                                 mask_input=mask_input[None, :, :], multimask_output=False))
     input_box = np.array([w * 0.2, h * 0.2, w * 0.7, h * 0.8])
     out.append(predictor.predict(point_coords=None, point_labels=None, box=input_box[None, :], multimask_output=False))
     out.append(predictor.predict(point_coords=np.array([[w * 0.5, h * 0.6]]), point_labels=np.array([0]),
