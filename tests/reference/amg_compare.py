@@ -98,19 +98,22 @@ def assert_same_masks(ours: list[dict], official: list[dict], **tolerances) -> N
     assert not problems, f"{len(problems)} difference(s):\n" + "\n".join(problems[:20])
 
 
-def official_records(model, image: np.ndarray, min_mask_region_area: float = 0, **options) -> list[dict]:
+def official_records(model, image: np.ndarray, min_mask_region_area: float = 0,
+                     first_sam_postprocessing: bool = True, **options) -> list[dict]:
     """Records of the official SAM2AutomaticMaskGenerator on ``model`` (any image size).
 
     With ``min_mask_region_area`` > 0 the official generator runs with its predictor's
-    low-resolution hole/sprinkle clean-up active (the OpenCV stand-in for its CUDA kernel) and
-    the first Segment Anything's ``postprocess_small_regions`` (which SAM2 ships but never
-    calls) is applied before the records are written, with max(box_nms_thresh, crop_nms_thresh).
+    low-resolution hole/sprinkle clean-up active (the OpenCV stand-in for its CUDA kernel) and,
+    if ``first_sam_postprocessing`` (the reference of ``masklet.MaskGenerator``), the first
+    Segment Anything's ``postprocess_small_regions`` (which SAM2 ships but never calls) is
+    applied before the records are written, with max(box_nms_thresh, crop_nms_thresh); without
+    it these are the official package's own records (the reference of ``masklet.sam2``).
     """
     from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
 
     generator = SAM2AutomaticMaskGenerator(model, min_mask_region_area=min_mask_region_area, **options)
     generator.predictor._bb_feat_sizes = feat_sizes(int(model.image_size))
-    if min_mask_region_area > 0:
+    if min_mask_region_area > 0 and first_sam_postprocessing:
         generate_masks = generator._generate_masks
         nms = max(generator.box_nms_thresh, generator.crop_nms_thresh)
 

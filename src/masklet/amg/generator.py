@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -82,7 +82,8 @@ class MaskGenerator:
     - ``min_mask_region_area``: if > 0, fill holes and remove islands smaller than this area
       (pixels) in every mask, then remove the new duplicates, as the first Segment Anything
       does (the official SAM2 generator only passes it to its predictor, whose low-resolution
-      clean-up needs a CUDA extension; masklet does that clean-up too, on any device).
+      clean-up needs a CUDA extension; masklet does that clean-up too, on any device). The
+      full-resolution step is :attr:`full_resolution_cleanup`; ``masklet.sam2`` turns it off.
     - ``output_mode``: "binary_mask", "uncompressed_rle" or "coco_rle".
     - ``use_m2m``: refine every mask once with its own low-resolution logits as mask prompt.
     - ``multimask_output``: three masks per point (else one, chosen by stability).
@@ -91,6 +92,11 @@ class MaskGenerator:
       mask whose mask IoU with a higher-scored kept mask exceeds it (copies of one shape that
       stray pixels keep apart under box NMS); see :func:`masklet.mask_nms.mask_iou_nms`.
     """
+
+    #: With ``min_mask_region_area`` > 0, also apply the first Segment Anything's full-resolution
+    #: clean-up after the low-resolution one. The official SAM2 generator never calls it, so its
+    #: drop-in :class:`masklet.sam2.automatic_mask_generator.SAM2AutomaticMaskGenerator` sets False.
+    full_resolution_cleanup: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -360,7 +366,7 @@ class MaskGenerator:
             keep = batched_nms(data.boxes.float(), 1 / area, torch.zeros_like(data.boxes[:, 0]), self.crop_nms_thresh)
             data = data.filter(keep)
         masks = _FinalMasks(data, crop_boxes, upsamplers, orig_hw, self.mask_threshold)
-        if self.min_mask_region_area > 0:
+        if self.min_mask_region_area > 0 and self.full_resolution_cleanup:
             self._remove_small_regions(masks)
         return self._records(masks, crop_boxes)
 

@@ -12,8 +12,12 @@ class SAM2AutomaticMaskGenerator(MaskGenerator):
     """The official generator's options, defaults and records (see :class:`masklet.MaskGenerator`).
 
     ``model`` is what :func:`masklet.sam2.build_sam.build_sam2` returns. Extra keyword arguments
-    (e.g. the official ``vos_optimized``) are ignored.
+    (e.g. the official ``vos_optimized``) are ignored. As officially, ``min_mask_region_area`` only
+    cleans the low-resolution masks (holes and specks, as the predictor's ``max_hole_area`` /
+    ``max_sprinkle_area``); :class:`masklet.MaskGenerator` also cleans the full-resolution ones.
     """
+
+    full_resolution_cleanup = False
 
     def __init__(self, model: Sam2Model, points_per_side: int | None = 32, points_per_batch: int = 64,
                  pred_iou_thresh: float = 0.8, stability_score_thresh: float = 0.95,
