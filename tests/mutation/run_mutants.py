@@ -69,6 +69,8 @@ def main() -> None:
         __import__(module)  # imported once here, inherited by every child
         import pytest  # noqa: F401
 
+        import conftest  # noqa: F401  (tests/conftest.py: binds the torchvision stand-in, imports sam2 once)
+
         # the setup proves itself: unmutated tests pass, and "fail" (every trampoline raises) is caught
         assert run_one("", tests, args.timeout) == "survived", "the tests fail without any mutant"
         assert run_one("fail", tests, args.timeout) == "killed", "the tests never reach the mutated module"
