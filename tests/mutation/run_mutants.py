@@ -56,6 +56,7 @@ def run_one(name: str, tests: list[str], timeout: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("module", choices=sorted(MODULES))
+    parser.add_argument("--reverse", action="store_true", help="last mutant first (a second runner can start at the end)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant (a timeout counts as killed)")
     args = parser.parse_args()
     sources, tests = MODULES[args.module]
@@ -74,14 +75,15 @@ def main() -> None:
         # the setup proves itself: unmutated tests pass, and "fail" (every trampoline raises) is caught
         assert run_one("", tests, args.timeout) == "survived", "the tests fail without any mutant"
         assert run_one("fail", tests, args.timeout) == "killed", "the tests never reach the mutated module"
-        for name in mutant_names(work / source, module):
+        names = mutant_names(work / source, module)
+        for name in reversed(names) if args.reverse else names:
             results[name] = run_one(name, tests, args.timeout)
             print(results[name], name, flush=True)
     killed = sum(v != "survived" for v in results.values())
     score = killed / len(results) if results else None
     summary = {"module": args.module, "mutants": len(results), "killed": killed, "score": score,
                "survivors": sorted(k for k, v in results.items() if v == "survived")}
-    (work.parent / "scores.json").write_text(json.dumps({"summary": summary, "results": results}, indent=2))
+    (work.parent / ("scores_reverse.json" if args.reverse else "scores.json")).write_text(json.dumps({"summary": summary, "results": results}, indent=2))
     print(json.dumps(summary, indent=2))
 
 
