@@ -88,3 +88,10 @@ def test_upscale_masks_is_bilinear_to_the_original_size_in_float32():
     assert out.shape == (2, 3, 40, 24) and out.dtype == torch.float32
     expected = F.interpolate(low.float(), size=(40, 24), mode="bilinear", align_corners=False)
     torch.testing.assert_close(out, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("fn", [preprocess, preprocess_frame])
+def test_model_input_lands_on_the_requested_device(fn):
+    """The ``device`` argument is honoured (the meta device stands in for a GPU on CPU-only CI)."""
+    x = fn(image(10, 12), 8, torch.device("meta"), torch.float32)
+    assert x.device.type == "meta" and x.shape == (1, 3, 8, 8)
