@@ -42,3 +42,4 @@ MODULES ?=
 .PHONY: mutation
 mutation:
 	$(PYTHON) tests/mutation/run_mutmut.py $(MODULES)
+	for m in $(or $(MODULES),transforms masks prompts); do nice -n 19 $(PYTHON) tests/mutation/run_mutants.py $$m; done
