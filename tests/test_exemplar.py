@@ -14,7 +14,7 @@ import torch
 from masklet import ExemplarPredictor, load_model
 from masklet.checkpoints import config_from_official
 from masklet.errors import InvalidInputError, PredictorStateError
-from masklet.exemplar import NANO_PRESENCE_CALIBRATION, PROTOTYPE_PRESENCE_CALIBRATION, similarity_evidence
+from masklet.exemplar import PROTOTYPE_PRESENCE_CALIBRATION, similarity_evidence
 from masklet.model import Sam2Model
 from masklet.synthetic import make_example_set
 from masklet.transforms import preprocess
@@ -328,11 +328,10 @@ def nano():
     return load_model("masklet-nano")
 
 
-# Measured on seeds 0-3 x 20 queries (the choices and both calibrations were fit on seeds 100-107):
-# (mIoU, presence accuracy, AUC) in the default prototype mode; memory mode below.
-PROTOTYPE_MEASURED = {1: None, 2: None, 3: None}
-
-
+# Measured on seeds 0-3 x 20 queries in the default prototype mode (every choice and the presence
+# calibration were fit on seeds 100-107): mIoU 0.883 / 0.832 / 0.802, presence accuracy
+# 0.900 / 0.887 / 0.950, AUC 1.000 / 0.947 / 0.971 for 1 / 2 / 3 objects. Memory mode (2 objects):
+# mIoU 0.706, calibrated accuracy 0.744 (python benchmarks/exemplar.py).
 @pytest.mark.parametrize("num_objects", [1, 2, 3])
 def test_nano_finds_prompted_objects_on_new_scenes(nano, num_objects):
     miou, accuracy, auc = evaluate_nano(nano, num_objects, range(4))
@@ -340,11 +339,3 @@ def test_nano_finds_prompted_objects_on_new_scenes(nano, num_objects):
     assert miou >= 0.7, miou  # the target
     assert accuracy >= 0.8, accuracy
     assert auc >= 0.85, auc
-
-
-def test_nano_memory_mode_stays_as_measured(nano):
-    # memory attention with object pointers, 2 objects: mIoU 0.706, calibrated accuracy 0.744, AUC 0.751
-    miou, accuracy, auc = evaluate_nano(nano, 2, range(4), query_mode="memory", presence_calibration=NANO_PRESENCE_CALIBRATION)
-    assert miou >= 0.68, miou
-    assert accuracy >= 0.72, accuracy
-    assert auc >= 0.6, auc
