@@ -1,14 +1,24 @@
 """Segment by example: objects prompted on support images are found again on new images.
 
-Each prompted example is decoded as SAM2 decodes a first video frame (no memory), and its mask is
-encoded by the memory encoder into the object's memory bank. A query image is segmented without
-prompts: its features attend, through memory attention, to the object's memories (all given the
-temporal encoding of a conditioning frame, and no object pointers), and the SAM heads decode the
-result. These are the semantics of Ultralytics' ``SAM2DynamicInteractivePredictor``, with its
-problems fixed: any int object ids, one bank per object (an object not prompted on a support image
+Each prompted example is decoded as SAM2 decodes a first video frame (no memory); its mask is
+encoded by the memory encoder into the object's memory bank, and the mean of the image's finest
+decoder features under the mask is kept as the example's prototype.
+
+Two ways to segment a query (``query_mode``):
+
+- ``"prototype"`` (default): each object's prototype (the mean of its memories' prototypes) is
+  compared, by cosine similarity, with the query's finest features; the SAM heads decode the query
+  without memory from one positive click at the most similar place, and presence is the calibrated
+  peak similarity. It is training-free target-guided prompting (as PerSAM does for SAM): small SAM2
+  models (masklet-nano) find far more with it than through memory attention.
+- ``"memory"``: the query's features attend, through memory attention, to the object's memories
+  (all given the temporal encoding of a conditioning frame; with ``object_pointers``, also the
+  examples' object pointers) and the SAM heads decode the result with no prompt. Without object
+  pointers and multimask output these are the semantics of Ultralytics'
+  ``SAM2DynamicInteractivePredictor``, with its problems fixed: any int object ids, one bank per object (an object not prompted on a support image
 gets no "absent" memory from it), cost proportional to the real number of objects, a bounded bank,
-and presence reported as the sigmoid of the object score logit (a calibrated probability) rather
-than the logit divided by 32.
+and presence reported as the sigmoid of the object score logit (a probability) rather than the
+logit divided by 32.
 
 Bank rule (per object, at most ``max_memory`` memories): prompted examples come first -- once
 there are ``max_memory`` of them, a new example replaces the oldest; query results added with
@@ -32,13 +42,25 @@ from .errors import InvalidInputError, PredictorStateError
 from .image import ImagePredictor
 from .io import ImageSource, load_image
 from .model import Sam2Model
+from .model.sam2 import NO_OBJ_SCORE, SamOutput
 from .transforms import preprocess, upscale_masks
 
-__all__ = ["NANO_PRESENCE_CALIBRATION", "ExemplarPredictor", "ExemplarResult"]
+__all__ = [
+    "NANO_PRESENCE_CALIBRATION", "PROTOTYPE_PRESENCE_CALIBRATION", "QUERY_MODES", "ExemplarPredictor", "ExemplarResult",
+    "similarity_evidence",
+]
 
-# (scale, bias) for masklet-nano: logistic regression of "the object is on the query" on its object
-# score logit, fit on generated scenes (make_example_set seeds 100-103, 1-3 objects, 480 object-queries)
+QUERY_MODES = ("prototype", "memory")
+
+# (scale, bias) for masklet-nano in "memory" mode: logistic regression of "the object is on the
+# query" on its object score logit, fit on generated scenes (make_example_set seeds 100-103, 1-3
+# objects, 480 object-queries)
 NANO_PRESENCE_CALIBRATION = (0.479, -1.828)
+
+# (scale, bias) of "prototype" mode's default presence, sigmoid(scale * -log(1 - similarity) + bias)
+# of the peak cosine similarity (the log spreads out the values near 1): a logistic fit for masklet-nano on generated scenes (make_example_set seeds
+# 100-107, 1-3 objects, 960 object-queries; `python benchmarks/exemplar.py --fit`), not the measured seeds 0-3
+PROTOTYPE_PRESENCE_CALIBRATION = (1.64, -5.203)
 
 _BANK_FORMAT = "masklet-exemplar-bank"
 _INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
@@ -54,7 +76,8 @@ class ExemplarResult:
     low_res_logits: torch.Tensor  # (N, 1, h, w) float, the decoder's output (-1024 where absent)
     scores: torch.Tensor  # (N,) predicted IoU of each mask
     object_score_logits: torch.Tensor  # (N,)
-    presence: torch.Tensor  # (N,) probability the object is on the image: sigmoid of its (calibrated) logit
+    presence: torch.Tensor  # (N,) probability the object is on the image (see ExemplarPredictor)
+    similarity: torch.Tensor | None = None  # (N,) "prototype" mode: peak cosine similarity to the prototype
 
     def __len__(self) -> int:
         return len(self.obj_ids)
@@ -65,6 +88,7 @@ class _Memory:
     kind: str  # "example" or "query"
     features: torch.Tensor  # (1, C_mem, h, w)
     obj_ptr: torch.Tensor | None = None  # (1, C): the decoder's object pointer (examples only)
+    prototype: torch.Tensor | None = None  # (1, C0): mean finest feature under the mask (None: empty mask)
 
 
 @dataclass
@@ -84,15 +108,21 @@ class _Bank:
 class ExemplarPredictor:
     """Segment objects on new images from a memory of prompted examples (see the module doc).
 
-    ``max_memory``: memories kept per object. ``object_pointers``: queries also attend to the
+    ``max_memory``: memories kept per object. ``query_mode``: ``"prototype"`` (default) or
+    ``"memory"`` (see the module doc). In "prototype" mode queries are decoded with a single mask
+    (the click is one point, but the multimask choice did worse on held-out scenes) and presence is
+    ``sigmoid(scale * -log(1 - similarity) + bias)`` with ``presence_calibration`` (default
+    ``PROTOTYPE_PRESENCE_CALIBRATION``, fit for masklet-nano); masks are not emptied for absent
+    objects, so read ``presence``. The other options are for "memory" mode:
+    ``object_pointers``: queries also attend to the
     examples' object pointers (placed one frame before the query); SAM2 models are trained to track
     with them and small ones (masklet-nano) find little without. ``multimask_queries`` (default: as
     SAM2 decodes a tracked frame, from the config) picks the best of the decoder's three masks by
     predicted IoU. ``binarize_examples`` (default: the config's
     ``binarize_mask_from_pts_for_mem_enc``) encodes example masks as hard 0/1. With
-    ``object_pointers=False, multimask_queries=False`` the masks are those of Ultralytics'
+    ``query_mode="memory", object_pointers=False, multimask_queries=False`` the masks are those of Ultralytics'
     ``SAM2DynamicInteractivePredictor`` when every object is prompted on every support image.
-    ``presence_calibration`` ``(scale, bias)``: presence is ``sigmoid(scale * logit + bias)``
+    ``presence_calibration`` ``(scale, bias)`` in "memory" mode: presence is ``sigmoid(scale * logit + bias)``
     instead of the sigmoid of the model's logit, for a model whose object scores are not
     calibrated on the images at hand (fit them by logistic regression on labelled queries; the
     README gives masklet-nano's, ``NANO_PRESENCE_CALIBRATION``). Masks do not depend on it.
@@ -103,6 +133,7 @@ class ExemplarPredictor:
         model: Sam2Model,
         max_memory: int = 8,
         *,
+        query_mode: str = "prototype",
         object_pointers: bool = True,
         multimask_queries: bool | None = None,
         binarize_examples: bool | None = None,
@@ -117,11 +148,16 @@ class ExemplarPredictor:
             raise InvalidInputError(f"max_memory: expected an int >= 1 (memories kept per object), got {max_memory!r}")
         if not isinstance(mask_threshold, numbers.Real) or isinstance(mask_threshold, bool):
             raise InvalidInputError(f"mask_threshold: expected a number, got {mask_threshold!r}")
+        if query_mode not in QUERY_MODES:
+            raise InvalidInputError(f"query_mode: expected one of {QUERY_MODES}, got {query_mode!r}")
+        self.query_mode = query_mode
         if presence_calibration is not None:
             pair = tuple(presence_calibration) if isinstance(presence_calibration, (tuple, list)) else ()
             if len(pair) != 2 or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) and np.isfinite(v) for v in pair):
                 raise InvalidInputError(f"presence_calibration: expected (scale, bias), two finite numbers, got {presence_calibration!r}")
             presence_calibration = (float(pair[0]), float(pair[1]))
+        elif query_mode == "prototype":
+            presence_calibration = PROTOTYPE_PRESENCE_CALIBRATION
         self.presence_calibration = presence_calibration
         self.model = model.eval()
         self.max_memory = max_memory
@@ -184,7 +220,8 @@ class ExemplarPredictor:
             point_inputs = {"point_coords": coords.to(raw.dtype), "point_labels": point_labels}
             sam = model.forward_sam_heads(self._no_memory(state), point_inputs, None, high_res, False)
         memory = self._encode_memory(raw, sam.low_res_masks, sam.object_score_logits, from_prompt=True)
-        self._store(int(obj_id), _Memory("example", memory, sam.obj_ptr))
+        prototype = self._prototypes(state, sam.low_res_masks)[0]
+        self._store(int(obj_id), _Memory("example", memory, sam.obj_ptr, prototype))
         return self._result([int(obj_id)], sam.low_res_masks, sam.ious[:, :1], sam.object_score_logits, state.hw)
 
     def remove_object(self, obj_id: int) -> list[int]:
@@ -207,9 +244,58 @@ class ExemplarPredictor:
         if not self._bank.memories:
             raise PredictorStateError("no objects in the memory: add_example(...) first")
         state = self._encode(image)
+        ids = self.obj_ids
+        if self.query_mode == "prototype":
+            sam, similarity = self._decode_by_prototype(state, ids)
+            result = self._result(ids, sam.low_res_masks, sam.ious[:, :1], sam.object_score_logits, state.hw, similarity)
+        else:
+            sam = self._decode_by_memory(state, ids)
+            result = self._result(ids, sam.low_res_masks, sam.ious.max(dim=1, keepdim=True).values, sam.object_score_logits, state.hw)
+        n = len(ids)
+        if update_memory:
+            found = [i for i in range(n) if float(result.presence[i]) > 0.5]
+            if found:
+                raw = state.levels[-1].expand(len(found), -1, -1, -1)
+                memories = self._encode_memory(raw, sam.low_res_masks[found], sam.object_score_logits[found], from_prompt=False)
+                prototypes = self._prototypes(state, sam.low_res_masks[found])
+                for j, i in enumerate(found):
+                    self._store(ids[i], _Memory("query", memories[j : j + 1], None, prototypes[j]))
+        return result
+
+    def _decode_by_prototype(self, state: _ImageState, ids: list[int]) -> tuple[SamOutput, torch.Tensor]:
+        """Decode each object without memory from a click at its prototype's most similar place;
+        returns the SAM output and each object's peak cosine similarity (-1 without a prototype)."""
+        model = self.model
+        fine = state.levels[0][0].float()  # (C0, h0, w0)
+        h0, w0 = fine.shape[-2:]
+        prototypes, known = [], []
+        for obj_id in ids:
+            own = [m.prototype for m in self._bank.memories[obj_id] if m.prototype is not None]
+            known.append(bool(own))
+            prototypes.append(torch.cat(own).float().mean(0) if own else fine.new_zeros(fine.shape[0]))
+        sims = F.normalize(torch.stack(prototypes), dim=1) @ F.normalize(fine.flatten(1), dim=0)  # (N, h0 * w0)
+        peak, where = sims.max(dim=1)
+        known_t = torch.tensor(known, device=peak.device)
+        peak = torch.where(known_t, peak, torch.full_like(peak, -1.0))
+        size = model.image_size
+        xs = ((where % w0).float() + 0.5) * (size / w0)
+        ys = ((where // w0).float() + 0.5) * (size / h0)
+        n = len(ids)
+        point_inputs = {
+            "point_coords": torch.stack([xs, ys], dim=-1)[:, None].to(state.levels[-1].dtype),
+            "point_labels": torch.ones(n, 1, dtype=torch.int32, device=peak.device),
+        }
+        features = self._no_memory(state).expand(n, -1, -1, -1)
+        high_res = None if len(state.levels) == 1 else [f.expand(n, -1, -1, -1) for f in state.levels[:-1]]
+        sam = model.forward_sam_heads(features, point_inputs, None, high_res, False)
+        if not all(known):  # an object whose masks were all empty has nothing to look for
+            sam.low_res_masks[~known_t] = NO_OBJ_SCORE
+        return sam, peak
+
+    def _decode_by_memory(self, state: _ImageState, ids: list[int]) -> SamOutput:
+        """Memory attention over each object's memories, then the SAM heads with no prompt."""
         model = self.model
         c = model.config
-        ids = self.obj_ids
         h, w = state.levels[-1].shape[-2:]
         vision = state.levels[-1].flatten(2).permute(2, 0, 1)  # (hw, 1, C)
         vision_pos = state.positions[-1].flatten(2).permute(2, 0, 1)
@@ -242,16 +328,7 @@ class ExemplarPredictor:
             fused[members] = out.permute(1, 2, 0).reshape(batch, c.hidden_dim, h, w)
         n = len(ids)
         high_res = None if len(state.levels) == 1 else [f.expand(n, -1, -1, -1) for f in state.levels[:-1]]
-        sam = model.forward_sam_heads(fused, None, None, high_res, self.multimask_queries)
-        result = self._result(ids, sam.low_res_masks, sam.ious.max(dim=1, keepdim=True).values, sam.object_score_logits, state.hw)
-        if update_memory:
-            found = [i for i in range(n) if float(result.presence[i]) > 0.5]
-            if found:
-                raw = state.levels[-1].expand(len(found), -1, -1, -1)
-                memories = self._encode_memory(raw, sam.low_res_masks[found], sam.object_score_logits[found], from_prompt=False)
-                for j, i in enumerate(found):
-                    self._store(ids[i], _Memory("query", memories[j : j + 1]))
-        return result
+        return model.forward_sam_heads(fused, None, None, high_res, self.multimask_queries)
 
     def _pointer_tokens(self, obj_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Object pointers of the objects' examples as memory tokens (P * split, B, C_mem), each
@@ -292,7 +369,9 @@ class ExemplarPredictor:
                 tensors[f"obj{obj_id}.{k}"] = m.features.detach().float().contiguous().cpu()
                 if m.obj_ptr is not None:
                     tensors[f"obj{obj_id}.{k}.ptr"] = m.obj_ptr.detach().float().contiguous().cpu()
-        meta = {"format": _BANK_FORMAT, "version": "1", "objects": json.dumps(kinds), "model": json.dumps(self._shape())}
+                if m.prototype is not None:
+                    tensors[f"obj{obj_id}.{k}.proto"] = m.prototype.detach().float().contiguous().cpu()
+        meta = {"format": _BANK_FORMAT, "version": "2", "objects": json.dumps(kinds), "model": json.dumps(self._shape())}
         save_file(tensors, os.fspath(path), metadata=meta)
 
     def load(self, path: str | os.PathLike) -> None:
@@ -314,8 +393,8 @@ class ExemplarPredictor:
             names = set(f.keys())
             device, dtype = self.model.device, self.model.dtype
 
-            def pointer(key: str, k: int) -> torch.Tensor | None:
-                name = f"obj{key}.{k}.ptr"
+            def optional(key: str, k: int, suffix: str) -> torch.Tensor | None:
+                name = f"obj{key}.{k}.{suffix}"  # version 1 banks have no prototypes
                 return f.get_tensor(name).to(device, dtype) if name in names else None
 
             bank = _Bank(pos_enc=f.get_tensor("pos_enc").to(device, dtype))
@@ -325,7 +404,7 @@ class ExemplarPredictor:
                         f"{path}: object {key} has {len(object_kinds)} memories, more than max_memory={self.max_memory}"
                     )
                 bank.memories[int(key)] = [
-                    _Memory(kind, f.get_tensor(f"obj{key}.{k}").to(device, dtype), pointer(key, k))
+                    _Memory(kind, f.get_tensor(f"obj{key}.{k}").to(device, dtype), optional(key, k, "ptr"), optional(key, k, "proto"))
                     for k, kind in enumerate(object_kinds)
                 ]
         self._bank = bank
@@ -400,21 +479,40 @@ class ExemplarPredictor:
         return m
 
     def _result(
-        self, ids: list[int], low_res: torch.Tensor, ious: torch.Tensor, object_logits: torch.Tensor, hw: tuple[int, int]
+        self, ids: list[int], low_res: torch.Tensor, ious: torch.Tensor, object_logits: torch.Tensor,
+        hw: tuple[int, int], similarity: torch.Tensor | None = None,
     ) -> ExemplarResult:
         low_res = low_res.float()
         logits = upscale_masks(low_res, hw)[:, 0]
         scores = object_logits.float().reshape(-1)
+        similarity = None if similarity is None else similarity.float().reshape(-1)
         return ExemplarResult(
             obj_ids=list(ids), masks=logits > self.mask_threshold, mask_logits=logits, low_res_logits=low_res,
-            scores=ious.float().reshape(-1), object_score_logits=scores, presence=self._presence(scores),
+            scores=ious.float().reshape(-1), object_score_logits=scores,
+            presence=self._presence(scores if similarity is None else similarity_evidence(similarity)), similarity=similarity,
         )
 
-    def _presence(self, logits: torch.Tensor) -> torch.Tensor:
+    def _presence(self, evidence: torch.Tensor) -> torch.Tensor:
+        """Sigmoid of the (calibrated) evidence: the object score logit, or the peak similarity."""
         if self.presence_calibration is None:
-            return torch.sigmoid(logits)
+            return torch.sigmoid(evidence)
         scale, bias = self.presence_calibration
-        return torch.sigmoid(scale * logits + bias)
+        return torch.sigmoid(scale * evidence + bias)
+
+    def _prototypes(self, state: _ImageState, low_res: torch.Tensor) -> list[torch.Tensor | None]:
+        """Mean finest-level feature under each (B, 1, h, w) mask logit map > 0, as (1, C0); None if empty."""
+        fine = state.levels[0]
+        inside = F.interpolate(low_res.float(), size=fine.shape[-2:], mode="bilinear", align_corners=False)[:, 0] > 0
+        out: list[torch.Tensor | None] = []
+        for m in inside:
+            count = int(m.sum())
+            out.append(None if count == 0 else (fine[0].float() * m).sum(dim=(1, 2))[None].div(count).to(fine.dtype))
+        return out
+
+
+def similarity_evidence(similarity: torch.Tensor) -> torch.Tensor:
+    """-log(1 - s) of a peak cosine similarity: the value "prototype" mode calibrates into presence."""
+    return -torch.log((1.0 - similarity).clamp(min=1e-6))
 
 
 def _check_obj_id(obj_id: Any) -> None:
