@@ -24,20 +24,14 @@ import pytest
 import torch
 from PIL import Image
 
-from masklet.checkpoints import config_from_official
-from masklet.model import Sam2Model
 from masklet.synthetic import make_clip
 from masklet.video import VideoPredictor
 from reference.informative import informative_count
 from reference.official import (
-    SMALL,
-    apply_overrides,
-    build_official_model,
-    image_postprocess_overrides,
-    official_model_dict,
     patched_connected_components,
 )
 from reference.video_compare import assert_same, box_of, centre, record
+from reference.video_pair import pair
 
 NUM_FRAMES = 6
 HW = (64, 80)
@@ -48,21 +42,6 @@ ABSENT = -1000.0  # outputs of absent objects are NO_OBJ_SCORE (-1024) everywher
 #: (SAM2's scores follow the frame content, so its objects leave with the blank frames and come
 #: back; SAM2.1's fall frame by frame after the prompt, so its present frames are the prompted ones.)
 SCORE_HEAD = {"sam2-hiera-tiny": (8.0, -1.5), "sam2.1-hiera-tiny": (8.0, 1.0)}
-
-
-def pair(variant: str, seed: int = 3, score_head: tuple[float, float] | None = None, **overrides: Any):
-    """(official video predictor, masklet Sam2Model) with the same random weights."""
-    model_dict = official_model_dict(variant, **SMALL, **overrides)
-    official = build_official_model(model_dict, seed=seed, video=True)
-    if score_head is not None:
-        gain, bias = score_head
-        last = official.sam_mask_decoder.pred_obj_score_head.layers[-1]
-        with torch.no_grad():
-            last.weight.mul_(gain)
-            last.bias.fill_(bias)
-    ours = Sam2Model(config_from_official(apply_overrides(copy.deepcopy(model_dict), image_postprocess_overrides())))
-    ours.load_state_dict(official.state_dict(), strict=True)
-    return official, ours.eval()
 
 
 @functools.cache

@@ -37,6 +37,7 @@ from masklet.model import Sam2Model
 from masklet.synthetic import make_clip
 from masklet.video import VideoPredictor
 from reference.informative import assert_informative
+from reference.nano import nano_pair
 from reference.official import (
     apply_overrides,
     build_official_model,
@@ -44,7 +45,8 @@ from reference.official import (
     official_model_dict,
     patched_connected_components,
 )
-from test_video_parity import box_of, centre, record
+from reference.video_compare import box_of, centre, record
+from reference.video_pair import pair
 
 NUM_FRAMES = 8
 HW = (96, 128)
@@ -151,7 +153,6 @@ def change(ref: list, default: list) -> float:
 
 @functools.cache
 def nano_official_run(root: str, **options: Any) -> list:
-    from test_nano import nano_pair
 
     folder, masks = options_clip(root)
     official, _ = nano_pair(video=True)
@@ -159,7 +160,6 @@ def nano_official_run(root: str, **options: Any) -> list:
 
 
 def nano_ours_run(root: str, **options: Any) -> list:
-    from test_nano import nano_pair
 
     folder, masks = options_clip(root)
     official, model = nano_pair(video=True)
@@ -197,7 +197,6 @@ def test_nano_session_option_matches_official(tmp_path_factory, option):
 
 @functools.cache
 def random_official_run(root: str, **overrides: Any) -> list:
-    from test_video_gaps import pair
 
     folder, masks = options_clip(root)
     official, _ = pair("sam2.1-hiera-tiny", seed=3, **overrides)
@@ -207,7 +206,6 @@ def random_official_run(root: str, **overrides: Any) -> list:
 @pytest.mark.parametrize(("option", "value"), [("memory_temporal_stride_for_eval", 2), ("max_cond_frames_in_attn", 2)])
 def test_model_option_in_a_session_matches_official(tmp_path_factory, option, value):
     """The yaml-level options reach the session: built into both models, same outputs."""
-    from test_video_gaps import pair
 
     root = str(tmp_path_factory.getbasetemp())
     folder, masks = options_clip(root)
