@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import statistics
+import time
 import zipfile
 from pathlib import Path
 
@@ -357,8 +358,14 @@ def test_video_mode_propagates_like_in_process_tracker(server, page, model, medi
     page.wait_for_function(f"maskletApp.recoveries.length > {before}", timeout=30000)
     new_sid = page.evaluate("maskletApp.video.sid")
     assert new_sid != sid
-    info = httpx.get(f"{server.url}/v1/videos/{new_sid}", headers={"X-API-Key": KEY}).json()
-    assert info["objIds"] == [1] and info["logLength"] == 2  # replayed click + the new one
+    info: dict = {}
+    for _ in range(100):  # the new click is sent after the replay: wait for it (bounded, 10 s)
+        info = httpx.get(f"{server.url}/v1/videos/{new_sid}", headers={"X-API-Key": KEY}).json()
+        if info["logLength"] >= 2:
+            break
+        time.sleep(0.1)
+    assert info["objIds"] == [1]
+    assert info["logLength"] == 2  # replayed click + the new one
     # refine and propagate forward again, then remove the object
     page.keyboard.press("f")
     page.wait_for_function("/propagated forward/.test(document.querySelector('#status').textContent)", timeout=120000)
