@@ -295,7 +295,8 @@ def test_automatic_masks_match_in_process(page, model, artifacts):
     scene = make_scene(4, size=(192, 256), num_shapes=(3, 3))
     local = masklet.MaskGenerator(model, points_per_side=8, pred_iou_thresh=0.5, stability_score_thresh=0.7,
                                   output_mode="coco_rle").generate(scene.image)
-    assert len(local) > 0 and len(records) == len(local)
+    assert len(local) > 0
+    assert len(records) == len(local)
     assert records == [r["segmentation"] for r in local]
     page.screenshot(path=artifacts / "06-automatic.png")
     n = len(page.evaluate("maskletApp.image.objects"))
