@@ -160,7 +160,7 @@ class MaskletReplica:
     def holds(self, key: str) -> str | None:
         """This replica's id if it holds that image, session or job (the ingress asks on a map miss)."""
         ctx = self.app.state.ctx
-        found = key in ctx.images or key in ctx.jobs or key in getattr(ctx.sessions, "_sessions", {})
+        found = key in ctx.images or key in ctx.jobs or key in ctx.sessions
         return self.replica_id if found else None
 
     def describe(self) -> dict:

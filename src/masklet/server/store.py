@@ -173,3 +173,7 @@ class SessionStore:
 
     def __len__(self) -> int:
         return len(self._sessions)
+
+    def __contains__(self, sid: str) -> bool:
+        """Whether a session of any kind is held under ``sid`` (the Ray ingress asks replicas this)."""
+        return sid in self._sessions
