@@ -83,18 +83,34 @@ def encoder_seconds(set_image) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--variant", default="sam2.1-hiera-tiny", help="config of the random model (default tiny)")
-    parser.add_argument("--checkpoint", default="masklet-nano",
-                        help="official-format .pt checkpoint, masklet-nano (default, the packaged one) or random")
+    parser.add_argument(
+        "--checkpoint",
+        default="masklet-nano",
+        help="official-format .pt checkpoint, masklet-nano (default, the packaged one) or random",
+    )
     parser.add_argument("--config", default=None, help="official yaml of --checkpoint (default: the variant's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     parser.add_argument("--image-size", type=_size, default=(1200, 900), metavar="WxH")
-    parser.add_argument("--scene", type=int, default=1, metavar="SEED",
-                        help="seed of the synthetic scene of shapes (default 1); -1 for the smooth test image")
+    parser.add_argument(
+        "--scene",
+        type=int,
+        default=1,
+        metavar="SEED",
+        help="seed of the synthetic scene of shapes (default 1); -1 for the smooth test image",
+    )
     parser.add_argument("--points-per-side", type=int, default=32)
-    parser.add_argument("--pred-iou-thresh", type=float, default=None,
-                        help="default 0.5 for masklet-nano (its scores are less confident), else the official 0.8")
-    parser.add_argument("--stability-score-thresh", type=float, default=None,
-                        help="default 0.7 for masklet-nano, else the official 0.95")
+    parser.add_argument(
+        "--pred-iou-thresh",
+        type=float,
+        default=None,
+        help="default 0.5 for masklet-nano (its scores are less confident), else the official 0.8",
+    )
+    parser.add_argument(
+        "--stability-score-thresh",
+        type=float,
+        default=None,
+        help="default 0.7 for masklet-nano, else the official 0.95",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each, interleaved, after one warm-up")
     parser.add_argument("--crop-n-layers", type=int, default=0)
     parser.add_argument("--use-m2m", action="store_true")
@@ -129,8 +145,10 @@ def main() -> None:
 
     source = args.checkpoint if args.checkpoint != "random" else f"{args.variant} (random, seed {args.seed})"
     picture = "smooth test image" if args.scene < 0 else f"synthetic scene {args.scene}"
-    print(f"{source}, {picture} {width}x{height}, {args.points_per_side}x{args.points_per_side} grid, "
-          f"{torch.get_num_threads()} threads, options {options}")
+    print(
+        f"{source}, {picture} {width}x{height}, {args.points_per_side}x{args.points_per_side} grid, "
+        f"{torch.get_num_threads()} threads, options {options}"
+    )
 
     prompts = args.points_per_side**2  # of the whole-image crop; crops add their own
     generator = masklet.MaskGenerator(ours, **options)
@@ -163,29 +181,37 @@ def main() -> None:
             official_times.append(seconds)
     ours_s = statistics.median(ours_times)
     ours_enc = encoder_seconds(lambda: masklet.ImagePredictor(ours).set_image(image))
-    print(f"  masklet  {ours_s:8.2f} s median of {', '.join(f'{t:.2f}' for t in ours_times)}   {len(masks)} masks   "
-          f"(image encoder {ours_enc:.2f} s)")
+    print(
+        f"  masklet  {ours_s:8.2f} s median of {', '.join(f'{t:.2f}' for t in ours_times)}   {len(masks)} masks   "
+        f"(image encoder {ours_enc:.2f} s)"
+    )
     if official is None:
         return
     official_s = statistics.median(official_times)
     official_enc = encoder_seconds(lambda: official.predictor.set_image(image))
-    print(f"  official {official_s:8.2f} s median of {', '.join(f'{t:.2f}' for t in official_times)}   "
-          f"{len(reference)} masks   (image encoder {official_enc:.2f} s)")
+    print(
+        f"  official {official_s:8.2f} s median of {', '.join(f'{t:.2f}' for t in official_times)}   "
+        f"{len(reference)} masks   (image encoder {official_enc:.2f} s)"
+    )
     print(f"  speed-up official / masklet (medians): {official_s / ours_s:.1f}x")
     if args.crop_n_layers == 0:
         # The encoder runs once either way; the rest grows with the number of prompts. Rough on
         # small grids: timing noise of the separate encoder run and fixed per-crop work count too.
         ours_p, official_p = (ours_s - ours_enc) / prompts, (official_s - official_enc) / prompts
-        print(f"  rough, per prompt (without the encoder): masklet {ours_p * 1000:.1f} ms, official {official_p * 1000:.1f} ms "
-              f"({official_p / ours_p:.1f}x)")
+        print(
+            f"  rough, per prompt (without the encoder): masklet {ours_p * 1000:.1f} ms, official {official_p * 1000:.1f} ms "
+            f"({official_p / ours_p:.1f}x)"
+        )
     problems = match_masks(masks, reference)
     if problems:
         print(f"  masks DIFFER: {len(problems)} problem(s), first: {problems[:3]}")
     elif masks:
         print(f"  masks match: {len(masks)} = {len(reference)} (test_amg.match_masks tolerances)")
     if not reference:
-        print("  NO MASK SURVIVED on either side: the timing compares unequal work (masklet skips what the "
-              "official computes); lower --pred-iou-thresh / --stability-score-thresh or use a trained checkpoint")
+        print(
+            "  NO MASK SURVIVED on either side: the timing compares unequal work (masklet skips what the "
+            "official computes); lower --pred-iou-thresh / --stability-score-thresh or use a trained checkpoint"
+        )
 
 
 if __name__ == "__main__":

@@ -27,14 +27,25 @@ def main() -> None:
     parser.add_argument("--pred-iou-thresh", type=float, default=0.8, help="automatic masks' IoU filter")
     parser.add_argument("--stability-score-thresh", type=float, default=0.95, help="automatic masks' stability filter")
     args = parser.parse_args()
-    f = evaluate(args.model, args.scenes, args.clips, args.frames, args.amg_scenes,
-                 pred_iou_thresh=args.pred_iou_thresh, stability_score_thresh=args.stability_score_thresh)
-    print(f"model {args.model}: {args.scenes} scenes ({f['objects']} objects), {args.amg_scenes} scenes for "
-          f"automatic masks, {args.clips} crossing clips of {args.frames} frames")
+    f = evaluate(
+        args.model,
+        args.scenes,
+        args.clips,
+        args.frames,
+        args.amg_scenes,
+        pred_iou_thresh=args.pred_iou_thresh,
+        stability_score_thresh=args.stability_score_thresh,
+    )
+    print(
+        f"model {args.model}: {args.scenes} scenes ({f['objects']} objects), {args.amg_scenes} scenes for "
+        f"automatic masks, {args.clips} crossing clips of {args.frames} frames"
+    )
     print(f"  1-click mIoU      {f['click_miou']:.3f}   (target >= 0.85)")
     print(f"  box mIoU          {f['box_miou']:.3f}   (target >= 0.90)")
-    print(f"  AMG recall@0.75   {f['amg_recall']:.3f}   (target >= 0.80; filters {args.pred_iou_thresh} / "
-          f"{args.stability_score_thresh})")
+    print(
+        f"  AMG recall@0.75   {f['amg_recall']:.3f}   (target >= 0.80; filters {args.pred_iou_thresh} / "
+        f"{args.stability_score_thresh})"
+    )
     print(f"  video J&F         {f['video_jf']:.3f}   (target >= 0.80)")
     print(f"  ({f['seconds']:.0f} s)")
 

@@ -56,7 +56,9 @@ def collect(model, num_objects: int, seeds: list[int], **options) -> list[tuple[
         predictor = prompted(model, scenes, **options)
         for k in range(scenes.num_support, len(scenes.images)):
             result = predictor.segment(scenes.images[k])
-            evidence = result.object_score_logits if result.similarity is None else similarity_evidence(result.similarity)
+            evidence = (
+                result.object_score_logits if result.similarity is None else similarity_evidence(result.similarity)
+            )
             for n in range(num_objects):
                 truth = scenes.masks[k, n]
                 iou, kind = float("nan"), ""
@@ -64,8 +66,16 @@ def collect(model, num_objects: int, seeds: list[int], **options) -> list[tuple[
                     found = result.masks[n].numpy()
                     iou = float((found & truth).sum() / (found | truth).sum())
                     if iou < 0.2:
-                        on_other = max([(found & scenes.masks[k, i]).sum() for i in range(num_objects) if i != n], default=0)
-                        kind = "empty" if found.sum() < 20 else "other object" if on_other > 0.3 * found.sum() else "elsewhere"
+                        on_other = max(
+                            [(found & scenes.masks[k, i]).sum() for i in range(num_objects) if i != n], default=0
+                        )
+                        kind = (
+                            "empty"
+                            if found.sum() < 20
+                            else "other object"
+                            if on_other > 0.3 * found.sum()
+                            else "elsewhere"
+                        )
                 rows.append((iou, float(result.presence[n]), bool(truth.any()), float(evidence[n]), kind))
     return rows
 
@@ -77,8 +87,12 @@ def summary(rows) -> dict[str, object]:
     auc = float(np.mean(x[y][:, None] > x[~y][None, :])) if y.any() and (~y).any() else float("nan")
     failures = {k: sum(r[4] == k for r in rows) for k in ("empty", "other object", "elsewhere")}
     return {
-        "miou": float(np.nanmean(iou)), "accuracy": float(np.mean((presence > 0.5) == y)), "auc": auc,
-        "count": len(y), "present_objects": int(y.sum()), "failures": failures,
+        "miou": float(np.nanmean(iou)),
+        "accuracy": float(np.mean((presence > 0.5) == y)),
+        "auc": auc,
+        "count": len(y),
+        "present_objects": int(y.sum()),
+        "failures": failures,
         "present": np.percentile(presence[y], [25, 50, 75]).round(2).tolist() if y.any() else [],
         "absent": np.percentile(presence[~y], [25, 50, 75]).round(2).tolist() if (~y).any() else [],
     }
@@ -129,7 +143,9 @@ def main() -> None:
     if args.fit:
         rows = [r for n in (1, 2, 3) for r in collect(model, n, list(range(100, 108)))]
         scale, bias = fit_logistic(np.array([r[3] for r in rows]), np.array([r[2] for r in rows], float))
-        print(f"prototype presence calibration on seeds 100-107 ({len(rows)} object-queries): ({scale:.3f}, {bias:.3f})")
+        print(
+            f"prototype presence calibration on seeds 100-107 ({len(rows)} object-queries): ({scale:.3f}, {bias:.3f})"
+        )
     print(f"{args.checkpoint}, {args.threads} threads, seeds {args.seeds} x 20 queries")
     modes = {"prototype": {}}
     if not args.no_memory_mode:
@@ -137,9 +153,11 @@ def main() -> None:
     for n in args.quality_objects:
         for mode, options in modes.items():
             q = summary(collect(model, n, args.seeds, **options))
-            print(f"  {n} object(s), {mode}: mIoU {q['miou']:.3f}, presence accuracy {q['accuracy']:.3f}, AUC {q['auc']:.3f} "
-                  f"({q['count']} object-queries, {q['present_objects']} present); presence quartiles: present "
-                  f"{q['present']}, absent {q['absent']}; IoU < 0.2: {q['failures']}")
+            print(
+                f"  {n} object(s), {mode}: mIoU {q['miou']:.3f}, presence accuracy {q['accuracy']:.3f}, AUC {q['auc']:.3f} "
+                f"({q['count']} object-queries, {q['present_objects']} present); presence quartiles: present "
+                f"{q['present']}, absent {q['absent']}; IoU < 0.2: {q['failures']}"
+            )
     if args.no_time:
         return
     print("load average (1, 5, 15 min):", " ".join(f"{v:.2f}" for v in os.getloadavg()))

@@ -54,6 +54,7 @@ VARIANTS = {"tiny": "sam2.1-hiera-tiny", "large": "sam2.1-hiera-large"}
 
 def timed(fn: Callable[[], Any], device: torch.device, repeats: int) -> float:
     """Median seconds of ``fn`` over ``repeats`` runs after one warm-up, synchronised on ``device``."""
+
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -83,8 +84,9 @@ def row(what: str, official_s: float | None, ours_s: float, unit: str = "ms") ->
     print(f"  {what:<44s} official {ref} {unit}   masklet {ours_s * scale:9.2f} {unit}   {ratio}", flush=True)
 
 
-def bench_image(official: Any, ours: masklet.Sam2Model, image: np.ndarray, device: torch.device,
-                dtype: torch.dtype, repeats: int) -> None:
+def bench_image(
+    official: Any, ours: masklet.Sam2Model, image: np.ndarray, device: torch.device, dtype: torch.dtype, repeats: int
+) -> None:
     """set_image and one click, both implementations, same image and click."""
     from sam2.sam2_image_predictor import SAM2ImagePredictor
 
@@ -104,8 +106,14 @@ def bench_image(official: Any, ours: masklet.Sam2Model, image: np.ndarray, devic
         row(f"click on cached embedding {name}", ref_click, ours_click)
 
 
-def bench_amg(official: Any, ours: masklet.Sam2Model, image: np.ndarray, device: torch.device,
-              dtype: torch.dtype, points_per_side: int) -> None:
+def bench_amg(
+    official: Any,
+    ours: masklet.Sam2Model,
+    image: np.ndarray,
+    device: torch.device,
+    dtype: torch.dtype,
+    points_per_side: int,
+) -> None:
     """Automatic masks with thresholds where random-weight masks survive; counts printed."""
     from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
 
@@ -123,8 +131,12 @@ def bench_amg(official: Any, ours: masklet.Sam2Model, image: np.ndarray, device:
         counts["masklet"] = len(mine.generate(image))
 
     ref_s, ours_s = timed(run_ref, device, 1), timed(run_ours, device, 1)
-    row(f"automatic masks {points_per_side}x{points_per_side} ({counts['official']} / {counts['masklet']} masks)",
-        ref_s, ours_s, unit="s")
+    row(
+        f"automatic masks {points_per_side}x{points_per_side} ({counts['official']} / {counts['masklet']} masks)",
+        ref_s,
+        ours_s,
+        unit="s",
+    )
 
 
 def write_clip(folder: str, frames: int, size: tuple[int, int], objects: int) -> list[list[float]]:
@@ -140,15 +152,17 @@ def write_clip(folder: str, frames: int, size: tuple[int, int], objects: int) ->
     return clicks
 
 
-def per_frame_seconds(predictor: Any, folder: str, clicks: list[list[float]], device: torch.device,
-                      dtype: torch.dtype, official: bool) -> float:
+def per_frame_seconds(
+    predictor: Any, folder: str, clicks: list[list[float]], device: torch.device, dtype: torch.dtype, official: bool
+) -> float:
     """Mean seconds per propagated frame (frame 0, the prompted one, left out)."""
     context = autocast(device, dtype) if official else torch.autocast(device.type, enabled=False)
     with torch.inference_mode(), context:
         state = predictor.init_state(folder)
         for obj_id, point in enumerate(clicks, start=1):
-            predictor.add_new_points_or_box(state, 0, obj_id, points=np.array([point], np.float32),
-                                            labels=np.array([1], np.int32))
+            predictor.add_new_points_or_box(
+                state, 0, obj_id, points=np.array([point], np.float32), labels=np.array([1], np.int32)
+            )
         stamps = []
         for _ in predictor.propagate_in_video(state):
             if device.type == "cuda":
@@ -157,8 +171,17 @@ def per_frame_seconds(predictor: Any, folder: str, clicks: list[list[float]], de
     return float(np.diff(stamps).mean())
 
 
-def bench_video(official_dict: dict, ckpt: str, ours: masklet.Sam2Model, device: torch.device, dtype: torch.dtype,
-                frames: int, size: tuple[int, int], objects: int, compiled: bool) -> None:
+def bench_video(
+    official_dict: dict,
+    ckpt: str,
+    ours: masklet.Sam2Model,
+    device: torch.device,
+    dtype: torch.dtype,
+    frames: int,
+    size: tuple[int, int],
+    objects: int,
+    compiled: bool,
+) -> None:
     """Per-frame tracking time; the official plain and, if asked, in its compiled vos_optimized mode."""
     from masklet.video import VideoPredictor
 
@@ -175,12 +198,21 @@ def bench_video(official_dict: dict, ckpt: str, ours: masklet.Sam2Model, device:
             bench_video_compiled(official_dict, ckpt, ours_s, folder, clicks, device, dtype, name)
 
 
-def bench_video_compiled(official_dict: dict, ckpt: str, ours_s: float, folder: str, clicks: list[list[float]],
-                         device: torch.device, dtype: torch.dtype, name: str) -> None:
+def bench_video_compiled(
+    official_dict: dict,
+    ckpt: str,
+    ours_s: float,
+    folder: str,
+    clicks: list[list[float]],
+    device: torch.device,
+    dtype: torch.dtype,
+    name: str,
+) -> None:
     """The official SAM2VideoPredictorVOS (torch.compile of encoder and memory); skipped with the reason."""
     try:
-        cfg = dict(official_dict, _target_="sam2.sam2_video_predictor.SAM2VideoPredictorVOS",
-                   compile_image_encoder=True)
+        cfg = dict(
+            official_dict, _target_="sam2.sam2_video_predictor.SAM2VideoPredictorVOS", compile_image_encoder=True
+        )
         model = build_official_model(cfg, seed=None, video=True)
         model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True)["model"])
         model = model.to(device)
@@ -217,9 +249,13 @@ def main() -> None:
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device here (use --device cpu --quick for a smoke run)")
     image_hw, grid, clip_size, frames, repeats = (
-        ((240, 320), 4, (120, 160), 3, 1) if args.quick else ((900, 1200), 32, (480, 854), 16, 5))
-    print(f"device {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}, torch {torch.__version__}, "
-          f"masklet {masklet.__version__}", flush=True)
+        ((240, 320), 4, (120, 160), 3, 1) if args.quick else ((900, 1200), 32, (480, 854), 16, 5)
+    )
+    print(
+        f"device {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}, torch {torch.__version__}, "
+        f"masklet {masklet.__version__}",
+        flush=True,
+    )
     image = make_scene(0, size=image_hw).image
     for key in args.variants:
         variant = VARIANTS[key]
@@ -237,8 +273,17 @@ def main() -> None:
                 if dtype == torch.bfloat16:
                     bench_amg(official, ours, image, device, dtype, grid)
                     for objects in (1, 4):
-                        bench_video(official_dict, ckpt, ours, device, dtype, frames, clip_size, objects,
-                                    compiled=key == "tiny" and objects == 4 and not args.no_compiled)
+                        bench_video(
+                            official_dict,
+                            ckpt,
+                            ours,
+                            device,
+                            dtype,
+                            frames,
+                            clip_size,
+                            objects,
+                            compiled=key == "tiny" and objects == 4 and not args.no_compiled,
+                        )
 
 
 def _yaml(model_dict: dict, folder: str) -> str:

@@ -67,8 +67,10 @@ def main() -> None:
         fp32 = masklet.ImagePredictor(masklet.load_model(ckpt, dtype=torch.float32))
         bf16 = masklet.ImagePredictor(masklet.load_model(ckpt, dtype=torch.bfloat16))
 
-    print(f"{args.variant}, image {image.shape[1]}x{image.shape[0]}, {torch.get_num_threads()} threads, "
-          f"median of {args.repeats}")
+    print(
+        f"{args.variant}, image {image.shape[1]}x{image.shape[0]}, {torch.get_num_threads()} threads, "
+        f"median of {args.repeats}"
+    )
     rows = {}
     for name, predictor in (("official fp32", official), ("masklet fp32", fp32), ("masklet bf16", bf16)):
         with torch.inference_mode():
@@ -81,16 +83,20 @@ def main() -> None:
     base_set, base_pred = rows["official fp32"]
     for name in ("masklet fp32", "masklet bf16"):
         set_s, pred_s = rows[name]
-        print(f"  speed-up {name:13s} vs official fp32: set_image {base_set / set_s:5.2f}x   "
-              f"predict {base_pred / pred_s:5.2f}x   set_image+predict {(base_set + base_pred) / (set_s + pred_s):5.2f}x")
+        print(
+            f"  speed-up {name:13s} vs official fp32: set_image {base_set / set_s:5.2f}x   "
+            f"predict {base_pred / pred_s:5.2f}x   set_image+predict {(base_set + base_pred) / (set_s + pred_s):5.2f}x"
+        )
 
     masks32, _, _ = fp32.predict(**point)
     masks16, _, _ = bf16.predict(**point)
     ious = [float((a & b).sum() / max((a | b).sum(), 1)) for a, b in zip(masks32, masks16)]
     official_masks, _, _ = official.predict(**point)
     same = [float((a == b).mean()) for a, b in zip(official_masks, masks32)]
-    print(f"  mask IoU bf16 vs fp32 (3 masks): {', '.join(f'{v:.4f}' for v in ious)}; "
-          f"mask areas fp32: {[int(m.sum()) for m in masks32]}")
+    print(
+        f"  mask IoU bf16 vs fp32 (3 masks): {', '.join(f'{v:.4f}' for v in ious)}; "
+        f"mask areas fp32: {[int(m.sum()) for m in masks32]}"
+    )
     print(f"  pixel agreement masklet fp32 vs official: {', '.join(f'{v:.6f}' for v in same)}")
 
 

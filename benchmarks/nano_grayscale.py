@@ -30,8 +30,10 @@ def main() -> None:
                 results[name].append((float(iou), float(scores.max())))
     for name, rows in results.items():
         values = np.array(rows)
-        print(f"{name:9s} shapes {len(values)}  1-click mIoU {values[:, 0].mean():.3f}  "
-              f"mean best score {values[:, 1].mean():.3f}")
+        print(
+            f"{name:9s} shapes {len(values)}  1-click mIoU {values[:, 0].mean():.3f}  "
+            f"mean best score {values[:, 1].mean():.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -53,8 +53,14 @@ def official_encoder_session(official, path: str, threads: int):
 
     size = official.image_size
     with torch.no_grad():
-        torch.onnx.export(official.image_encoder, torch.randn(1, 3, size, size), path, input_names=["pixels"],
-                          opset_version=17, dynamo=False)
+        torch.onnx.export(
+            official.image_encoder,
+            torch.randn(1, 3, size, size),
+            path,
+            input_names=["pixels"],
+            opset_version=17,
+            dynamo=False,
+        )
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
@@ -82,8 +88,10 @@ def main() -> None:
         export_s = time.perf_counter() - start
         official_ort = official_encoder_session(official, os.path.join(tmp, "official_encoder.onnx"), args.threads)
     models = {"masklet fp32": fp32, "masklet bf16": bf16, "masklet ORT": ort}
-    print(f"{args.variant} (random weights), {args.threads} threads, export+session {export_s:.1f} s, "
-          f"median of {args.repeats} interleaved runs")
+    print(
+        f"{args.variant} (random weights), {args.threads} threads, export+session {export_s:.1f} s, "
+        f"median of {args.repeats} interleaved runs"
+    )
 
     with tempfile.TemporaryDirectory() as folder:
         masks = vb.write_frames(folder, args.frames, args.size, seed=0)
@@ -93,7 +101,9 @@ def main() -> None:
         predictors = {"official fp32": official_image_predictor(official)}
         predictors.update({k: masklet.ImagePredictor(m) for k, m in models.items()})
         with torch.inference_mode():
-            pixels = np.random.default_rng(0).standard_normal((1, 3, official.image_size, official.image_size), np.float32)
+            pixels = np.random.default_rng(0).standard_normal(
+                (1, 3, official.image_size, official.image_size), np.float32
+            )
             runs = {k: (lambda p=p: p.set_image(image)) for k, p in predictors.items()}
             runs["official ORT"] = lambda: official_ort.run(None, {"pixels": pixels})
             enc = interleaved(runs, args.repeats)
@@ -104,20 +114,28 @@ def main() -> None:
             tracked = vb.track_interleaved(videos, folder, [click])
     base = ("official fp32",)
     off_ort = enc["official ORT"]
-    print(f"  {'implementation':15s} {'encoder s':>10s} {'ratio':>6s} {'vs ORT':>7s} {'click ms':>9s} {'ratio':>6s} "
-          f"{'video s/frame':>14s} {'ratio':>6s}")
+    print(
+        f"  {'implementation':15s} {'encoder s':>10s} {'ratio':>6s} {'vs ORT':>7s} {'click ms':>9s} {'ratio':>6s} "
+        f"{'video s/frame':>14s} {'ratio':>6s}"
+    )
     for name in predictors:
         e, c, v = enc[name], clicks[name], tracked[name]["frame_s"]
         b = [enc[base[0]], clicks[base[0]], tracked[base[0]]["frame_s"]]
-        print(f"  {name:15s} {e:10.3f} {b[0] / e:6.2f} {off_ort / e:7.2f} {c * 1000:9.2f} {b[1] / c:6.2f} "
-              f"{v:14.3f} {b[2] / v:6.2f}")
-    print(f"  {'official ORT':15s} {off_ort:10.3f} {enc[base[0]] / off_ort:6.2f} {1.0:7.2f}"
-          "   (encoder only: the official exported with the standard torch.onnx.export)")
+        print(
+            f"  {name:15s} {e:10.3f} {b[0] / e:6.2f} {off_ort / e:7.2f} {c * 1000:9.2f} {b[1] / c:6.2f} "
+            f"{v:14.3f} {b[2] / v:6.2f}"
+        )
+    print(
+        f"  {'official ORT':15s} {off_ort:10.3f} {enc[base[0]] / off_ort:6.2f} {1.0:7.2f}"
+        "   (encoder only: the official exported with the standard torch.onnx.export)"
+    )
     best = min((n for n in predictors if n != "official fp32"), key=lambda n: enc[n])
     verdict = "at least as fast as" if enc[best] <= off_ort else "slower than"
-    print(f"  'vs ORT' = official ORT encoder s / this (> 1: faster). masklet's fastest encoder ({best}) is "
-          f"{verdict} ONNX Runtime on the official export ({off_ort / enc[best]:.2f}x); no official export of the "
-          "decoder or video step exists to time clicks and frames against")
+    print(
+        f"  'vs ORT' = official ORT encoder s / this (> 1: faster). masklet's fastest encoder ({best}) is "
+        f"{verdict} ONNX Runtime on the official export ({off_ort / enc[best]:.2f}x); no official export of the "
+        "decoder or video step exists to time clicks and frames against"
+    )
     ref = tracked["masklet fp32"]["logits"]
     got = tracked["masklet ORT"]["logits"]
     diff = max(float(((a[2] > 0) != (b[2] > 0)).float().mean()) for a, b in zip(got, ref))

@@ -100,7 +100,9 @@ def main() -> None:
     def images(seed: int) -> list[np.ndarray]:
         return [make_scene(seed + i, size=args.size).image for i in range(args.images)]
 
-    print(f"model {args.model}, {args.size}x{args.size} images, {os.cpu_count()} visible cores, Ray cluster of {args.cpus} CPUs")
+    print(
+        f"model {args.model}, {args.size}x{args.size} images, {os.cpu_count()} visible cores, Ray cluster of {args.cpus} CPUs"
+    )
     plain = ServerProcess(env={"MASKLET_MODELS": args.model, "OMP_NUM_THREADS": "1"}).start(timeout=120)
     try:
         encode_throughput(plain.url, images(5000)[:2], clients=2)  # warm, as for the replicas
@@ -116,25 +118,37 @@ def main() -> None:
     rows = []
     try:
         for n in (1, 2):
-            serve.run(build_app(Settings(models=[args.model]), replicas=n, num_cpus=1), name="masklet", route_prefix="/")
+            serve.run(
+                build_app(Settings(models=[args.model]), replicas=n, num_cpus=1), name="masklet", route_prefix="/"
+            )
             import httpx
 
             while len(httpx.get(f"{url}/v1/ray/replicas", timeout=60).json()["replicas"]) != n:
                 time.sleep(0.5)
             encode_throughput(url, images(5000 + 100 * n)[: 2 * n], clients=2 * n)  # warm every replica
-            rows.append((n, encode_throughput(url, images(2000 + 100 * n), clients=2 * n), click_ms(url, images(0)[0], args.clicks),
-                         stream_frame_ms(url, args.size, args.frames)))
+            rows.append(
+                (
+                    n,
+                    encode_throughput(url, images(2000 + 100 * n), clients=2 * n),
+                    click_ms(url, images(0)[0], args.clicks),
+                    stream_frame_ms(url, args.size, args.frames),
+                )
+            )
     finally:
         serve.shutdown()
         ray.shutdown()
     print(f"{'path':28s} {'encode img/s':>12s} {'click p50 ms':>13s} {'click p90 ms':>13s} {'frame p50 ms':>13s}")
-    print(f"{'masklet serve (1 process)':28s} {plain_tput:12.2f} {plain_click[0]:13.1f} {plain_click[1]:13.1f} "
-          f"{plain_frame:13.1f}")
+    print(
+        f"{'masklet serve (1 process)':28s} {plain_tput:12.2f} {plain_click[0]:13.1f} {plain_click[1]:13.1f} "
+        f"{plain_frame:13.1f}"
+    )
     for n, tput, (p50, p90), frame in rows:
         print(f"{f'Ray Serve, {n} replica(s)':28s} {tput:12.2f} {p50:13.1f} {p90:13.1f} {frame:13.1f}")
     one, two = rows[0][1], rows[1][1]
-    print(f"2 replicas / 1 replica encode: x{two / one:.2f}; Serve overhead (1 replica): "
-          f"{rows[0][2][0] - plain_click[0]:+.1f} ms per click p50, {rows[0][3] - plain_frame:+.1f} ms per stream frame p50")
+    print(
+        f"2 replicas / 1 replica encode: x{two / one:.2f}; Serve overhead (1 replica): "
+        f"{rows[0][2][0] - plain_click[0]:+.1f} ms per click p50, {rows[0][3] - plain_frame:+.1f} ms per stream frame p50"
+    )
 
 
 if __name__ == "__main__":

@@ -39,8 +39,12 @@ def free_port() -> int:
 def start(model: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
-    proc = subprocess.Popen([sys.executable, "-m", "masklet", "serve", "--model", model, "--port", str(port)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "masklet", "serve", "--model", model, "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:
@@ -118,34 +122,57 @@ def main() -> None:
             rp50, rp99 = pct(clicks(remote, args.clicks, 1, (h, w)))
             print(f"model {args.model}, image {h}x{w}, {args.clicks} clicks on a cached image")
             print(f"  in-process click   p50 {lp50:7.2f} ms   p99 {lp99:7.2f} ms")
-            print(f"  HTTP click         p50 {rp50:7.2f} ms   p99 {rp99:7.2f} ms   (HTTP adds {rp50 - lp50:+.2f} ms to p50)")
+            print(
+                f"  HTTP click         p50 {rp50:7.2f} ms   p99 {rp99:7.2f} ms   (HTTP adds {rp50 - lp50:+.2f} ms to p50)"
+            )
             ratios = {}
             for n in (1, 4, 8):
                 rate, p50, p99 = throughput(url, image, n, args.seconds)
                 ratios[n] = p99 / p50
-                print(f"  {n} client(s): {rate:7.1f} clicks/s   p50 {p50:7.2f} ms   p99 {p99:7.2f} ms   p99/p50 {p99 / p50:.2f}")
+                print(
+                    f"  {n} client(s): {rate:7.1f} clicks/s   p50 {p50:7.2f} ms   p99 {p99:7.2f} ms   p99/p50 {p99 / p50:.2f}"
+                )
             iid = remote._images[0][0]
             body = {"pointCoords": [[w / 3, h / 3]], "pointLabels": [1]}
             with_logits = c.http.post(f"/v1/images/{iid}/predict", json=body)
             masks_only = c.http.post(f"/v1/images/{iid}/predict", json={**body, "lowResLogits": False})
-            print(f"  bytes per click: {len(masks_only.content)} (3 RLE masks + scores), "
-                  f"{len(with_logits.content)} with the low-res logits (base64 float32)")
+            print(
+                f"  bytes per click: {len(masks_only.content)} (3 RLE masks + scores), "
+                f"{len(with_logits.content)} with the low-res logits (base64 float32)"
+            )
             st = c.http.get(f"/v1/images/{iid}/embeddings").content
             emb = local.get_embeddings()
             raw = sum(t.numel() * 4 for t in emb.levels)
-            b64_json = len(json.dumps({"imageEmbedding": [
-                {"shape": list(t.shape), "dtype": "float32", "data": base64.b64encode(t.float().numpy().tobytes()).decode()}
-                for t in emb.levels]}))
+            b64_json = len(
+                json.dumps(
+                    {
+                        "imageEmbedding": [
+                            {
+                                "shape": list(t.shape),
+                                "dtype": "float32",
+                                "data": base64.b64encode(t.float().numpy().tobytes()).decode(),
+                            }
+                            for t in emb.levels
+                        ]
+                    }
+                )
+            )
             float_json = len(json.dumps([t.float().numpy().ravel().tolist() for t in emb.levels]))
-            print(f"  embedding transfer: safetensors {len(st)} bytes vs raw tensors {raw} (ratio {len(st) / raw:.4f}); "
-                  f"base64 JSON {b64_json} ({b64_json / len(st):.2f}x); JSON floats {float_json} ({float_json / len(st):.2f}x)")
+            print(
+                f"  embedding transfer: safetensors {len(st)} bytes vs raw tensors {raw} (ratio {len(st) / raw:.4f}); "
+                f"base64 JSON {b64_json} ({b64_json / len(st):.2f}x); JSON floats {float_json} ({float_json / len(st):.2f}x)"
+            )
+
             def verdict(ok: bool) -> str:
                 return "met" if ok else "MISSED"
+
             print("targets:")
             print(f"  HTTP adds <= 5 ms to the in-process p50: {rp50 - lp50:+.2f} ms -> {verdict(rp50 - lp50 <= 5)}")
             print(f"  p99 <= 2x p50 with 4 clients: {ratios[4]:.2f}x -> {verdict(ratios[4] <= 2)}")
-            print(f"  embedding transfer <= raw tensors: {len(st) / raw:.4f}x -> {verdict(len(st) <= raw)} "
-                  f"(safetensors header {len(st) - raw:+d} bytes)")
+            print(
+                f"  embedding transfer <= raw tensors: {len(st) / raw:.4f}x -> {verdict(len(st) <= raw)} "
+                f"(safetensors header {len(st) - raw:+d} bytes)"
+            )
     finally:
         proc.terminate()
         proc.wait(20)

@@ -93,8 +93,9 @@ def open_and_prompt(predictor: Any, folder: str, clicks: list[list[float]]) -> t
     start = time.perf_counter()
     state = predictor.init_state(folder)
     for obj_id, point in enumerate(clicks, start=1):
-        predictor.add_new_points_or_box(state, 0, obj_id, points=np.array([point], np.float32),
-                                        labels=np.array([1], np.int32))
+        predictor.add_new_points_or_box(
+            state, 0, obj_id, points=np.array([point], np.float32), labels=np.array([1], np.int32)
+        )
     return state, time.perf_counter() - start
 
 
@@ -160,14 +161,19 @@ def print_trained_agreement(folder: str, clicks: list[list[float]], variants: di
     frame); the trained nano checkpoint on the same clip shows the agreement on real masks.
     """
     results = track_interleaved(
-        {name: VideoPredictor(masklet.load_model("masklet-nano", dtype=dtype, memory_dtype=memory_dtype))
-         for name, (dtype, memory_dtype) in variants.items()},
-        folder, clicks,
+        {
+            name: VideoPredictor(masklet.load_model("masklet-nano", dtype=dtype, memory_dtype=memory_dtype))
+            for name, (dtype, memory_dtype) in variants.items()
+        },
+        folder,
+        clicks,
     )
     for name in list(variants)[1:]:
         ious = mask_ious(results[name]["logits"], results["masklet fp32"]["logits"])
-        print(f"  trained masklet-nano, {len(clicks)} objects: mask IoU {name[8:]} vs fp32 over {len(ious)} "
-              f"frame-objects: mean {np.mean(ious):.4f}, min {np.min(ious):.4f}")
+        print(
+            f"  trained masklet-nano, {len(clicks)} objects: mask IoU {name[8:]} vs fp32 over {len(ious)} "
+            f"frame-objects: mean {np.mean(ious):.4f}, min {np.min(ious):.4f}"
+        )
 
 
 def main() -> None:
@@ -178,9 +184,13 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=12, help="frames in the clip (>= 2)")
     parser.add_argument("--size", type=_size, default=(480, 854), metavar="HxW", help="frame size (default 480x854)")
     parser.add_argument("--objects", type=int, nargs="+", default=[1, 4], help=f"objects per case, 1..{MAX_OBJECTS}")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
-                        help="bfloat16 adds masklet with bfloat16 memory attention (encoder float32), "
-                        "and with bfloat16 image encoder and memory attention (heads float32)")
+    parser.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16"],
+        default="float32",
+        help="bfloat16 adds masklet with bfloat16 memory attention (encoder float32), "
+        "and with bfloat16 image encoder and memory attention (heads float32)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch threads for both")
     args = parser.parse_args()
     if args.frames < 2:
@@ -205,8 +215,10 @@ def main() -> None:
             masklets[name] = VideoPredictor(model, fill_hole_area=official.fill_hole_area)
 
     height, width = args.size
-    print(f"{args.variant} (random, seed {args.seed}), {args.frames} frames {height}x{width}, "
-          f"{torch.get_num_threads()} threads, THP_MEM_ALLOC_ENABLE={os.environ['THP_MEM_ALLOC_ENABLE']}; s/frame = mean over tracked frames 1..{args.frames - 1}")
+    print(
+        f"{args.variant} (random, seed {args.seed}), {args.frames} frames {height}x{width}, "
+        f"{torch.get_num_threads()} threads, THP_MEM_ALLOC_ENABLE={os.environ['THP_MEM_ALLOC_ENABLE']}; s/frame = mean over tracked frames 1..{args.frames - 1}"
+    )
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         masks = write_frames(folder, args.frames, args.size, args.clip_seed)
@@ -216,31 +228,43 @@ def main() -> None:
             with patched_connected_components(), torch.inference_mode():
                 results = track_interleaved({"official fp32": official, **masklets}, folder, clicks)
             for name, r in results.items():
-                print(f"    {name:15s} init+prompts {r['prompt_s']:6.2f} s   propagate {r['total_s']:7.2f} s   "
-                      f"{r['frame_s']:6.3f} s/frame   per frame {np.round(r['steps'], 2).tolist()}")
+                print(
+                    f"    {name:15s} init+prompts {r['prompt_s']:6.2f} s   propagate {r['total_s']:7.2f} s   "
+                    f"{r['frame_s']:6.3f} s/frame   per frame {np.round(r['steps'], 2).tolist()}"
+                )
             base = results["official fp32"]
             for name, r in results.items():
                 steady = r["steps"][full_memory:].mean() if args.frames > full_memory else float("nan")
                 base_steady = base["steps"][full_memory:].mean() if args.frames > full_memory else float("nan")
-                rows.append((name, num_objects, r["frame_s"], base["frame_s"] / r["frame_s"], steady, base_steady / steady))
-            print("    masklet fp32 vs official, per object: max |logit diff| / share of differing mask pixels "
-                  "(fg: official foreground share)")
+                rows.append(
+                    (name, num_objects, r["frame_s"], base["frame_s"] / r["frame_s"], steady, base_steady / steady)
+                )
+            print(
+                "    masklet fp32 vs official, per object: max |logit diff| / share of differing mask pixels "
+                "(fg: official foreground share)"
+            )
             print("\n".join(compare(results["masklet fp32"]["logits"], results["official fp32"]["logits"])))
             for name in ("masklet bf16mem", "masklet bf16"):
                 if name in results:
                     ious = mask_ious(results[name]["logits"], results["masklet fp32"]["logits"])
-                    print(f"    mask IoU {name[8:]} vs fp32 masklet over {len(ious)} frame-objects: "
-                          f"mean {np.mean(ious):.4f}, min {np.min(ious):.4f}")
+                    print(
+                        f"    mask IoU {name[8:]} vs fp32 masklet over {len(ious)} frame-objects: "
+                        f"mean {np.mean(ious):.4f}, min {np.min(ious):.4f}"
+                    )
         if args.dtype == "bfloat16":
             print_trained_agreement(folder, [centre(masks[0, k]) for k in range(max(args.objects))], variants)
 
-    print(f"\n  {'implementation':15s} {'objects':>7s} {'s/frame':>8s} {'official/this':>14s}"
-          f" {'full-memory s/frame':>20s} {'official/this':>14s}")
+    print(
+        f"\n  {'implementation':15s} {'objects':>7s} {'s/frame':>8s} {'official/this':>14s}"
+        f" {'full-memory s/frame':>20s} {'official/this':>14s}"
+    )
     for name, num_objects, frame_s, ratio, steady, steady_ratio in rows:
         full = f"{steady:20.3f} {steady_ratio:13.2f}x" if args.frames > full_memory else f"{'n/a':>20s}"
         print(f"  {name:15s} {num_objects:7d} {frame_s:8.3f} {ratio:13.2f}x {full}")
-    print(f"  s/frame: mean over tracked frames 1..{args.frames - 1}; full-memory: mean over frames "
-          f"{full_memory}.. (needs --frames > {full_memory}), where the memory bank is full as in a long video")
+    print(
+        f"  s/frame: mean over tracked frames 1..{args.frames - 1}; full-memory: mean over frames "
+        f"{full_memory}.. (needs --frames > {full_memory}), where the memory bank is full as in a long video"
+    )
     print("  target: >= 2x with four objects, >= 1x with one")
 
 

@@ -44,13 +44,32 @@ def _bind_torchvision_standin() -> None:
 _bind_torchvision_standin()
 
 #: Test modules that take minutes on a 2-core CPU (``-m "not slow"`` leaves them out).
-SLOW_MODULES = frozenset({
-    "test_amg", "test_image_parity", "test_image_predictor", "test_memory_parity", "test_nano", "test_option_parity",
-    "test_sam2_compat", "test_train", "test_video_gaps", "test_video_parity", "test_video_predictor",
-    "test_video_stream", "test_cli_parity",
-})
-_ORACLE_IMPORTS = ("reference.official", "reference.hf", "reference.ultralytics_oracle", "import sam2", "from sam2",
-                   "transformers", "import cv2")
+SLOW_MODULES = frozenset(
+    {
+        "test_amg",
+        "test_image_parity",
+        "test_image_predictor",
+        "test_memory_parity",
+        "test_nano",
+        "test_option_parity",
+        "test_sam2_compat",
+        "test_train",
+        "test_video_gaps",
+        "test_video_parity",
+        "test_video_predictor",
+        "test_video_stream",
+        "test_cli_parity",
+    }
+)
+_ORACLE_IMPORTS = (
+    "reference.official",
+    "reference.hf",
+    "reference.ultralytics_oracle",
+    "import sam2",
+    "from sam2",
+    "transformers",
+    "import cv2",
+)
 
 
 def markers_for(path: str) -> set[str]:

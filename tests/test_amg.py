@@ -90,21 +90,30 @@ def test_many_masks_match_official():
 
 
 def test_crop_layer_matches_official():
-    ours, reference = run_both(3, 5, blob_image(3), box_nms_thresh=0.95, crop_n_layers=1,
-                               crop_n_points_downscale_factor=2, **LOW)
+    ours, reference = run_both(
+        3, 5, blob_image(3), box_nms_thresh=0.95, crop_n_layers=1, crop_n_points_downscale_factor=2, **LOW
+    )
     assert_same_masks(ours, reference)
     assert len({tuple(r["crop_box"]) for r in ours}) > 1  # masks come from several crops
 
 
 def test_m2m_matches_official():
-    ours, reference = run_both(0, 20, points_per_side=8, pred_iou_thresh=0.3, stability_score_thresh=0.6,
-                               box_nms_thresh=1.0, use_m2m=True)
+    ours, reference = run_both(
+        0, 20, points_per_side=8, pred_iou_thresh=0.3, stability_score_thresh=0.6, box_nms_thresh=1.0, use_m2m=True
+    )
     assert_same_masks(ours, reference)
 
 
 def test_single_mask_output_matches_official():
-    ours, reference = run_both(0, 4, points_per_side=8, pred_iou_thresh=0.3, stability_score_thresh=0.1,
-                               box_nms_thresh=0.98, multimask_output=False)
+    ours, reference = run_both(
+        0,
+        4,
+        points_per_side=8,
+        pred_iou_thresh=0.3,
+        stability_score_thresh=0.1,
+        box_nms_thresh=0.98,
+        multimask_output=False,
+    )
     assert_same_masks(ours, reference)
 
 
@@ -136,9 +145,15 @@ def test_upsampled_counts_and_boxes_are_exact(out_hw):
 
     gen = torch.Generator().manual_seed(0)
     yy, xx = torch.meshgrid(torch.arange(256.0), torch.arange(256.0), indexing="ij")
-    smooth = [(30 + 40 * torch.rand(1, generator=gen) - ((yy - 256 * torch.rand(1, generator=gen)) ** 2
-               + (xx - 256 * torch.rand(1, generator=gen)) ** 2).sqrt()) * (0.5 + 3 * torch.rand(1, generator=gen))
-              for _ in range(6)]
+    smooth = [
+        (
+            30
+            + 40 * torch.rand(1, generator=gen)
+            - ((yy - 256 * torch.rand(1, generator=gen)) ** 2 + (xx - 256 * torch.rand(1, generator=gen)) ** 2).sqrt()
+        )
+        * (0.5 + 3 * torch.rand(1, generator=gen))
+        for _ in range(6)
+    ]
     noisy = [torch.randn(256, 256, generator=gen) * 3 for _ in range(2)]
     flat = [torch.full((256, 256), 0.0), torch.full((256, 256), -5.0)]  # exactly on a threshold / empty
     logits = torch.stack(smooth + noisy + flat)
@@ -172,7 +187,12 @@ def test_records_fields_types_and_order():
         assert r["crop_box"] == [0.0, 0.0, 240.0, 180.0]
         if r["area"]:
             ys, xs = np.nonzero(seg)
-            assert r["bbox"] == [float(xs.min()), float(ys.min()), float(xs.max() - xs.min()), float(ys.max() - ys.min())]
+            assert r["bbox"] == [
+                float(xs.min()),
+                float(ys.min()),
+                float(xs.max() - xs.min()),
+                float(ys.max() - ys.min()),
+            ]
     scores = [r["predicted_iou"] for r in ours]
     assert scores == sorted(scores, reverse=True)
 
@@ -194,8 +214,12 @@ def test_output_modes_are_coco_and_uncompressed_rle_of_the_same_masks():
     official_raw = mask_to_rle_pytorch(torch.from_numpy(masks))
     assert [r["segmentation"] for r in raw] == official_raw
     for b, c, r in zip(binary, coco, raw):
-        assert {k: v for k, v in b.items() if k != "segmentation"} == {k: v for k, v in c.items() if k != "segmentation"}
-        assert {k: v for k, v in b.items() if k != "segmentation"} == {k: v for k, v in r.items() if k != "segmentation"}
+        assert {k: v for k, v in b.items() if k != "segmentation"} == {
+            k: v for k, v in c.items() if k != "segmentation"
+        }
+        assert {k: v for k, v in b.items() if k != "segmentation"} == {
+            k: v for k, v in r.items() if k != "segmentation"
+        }
 
 
 def test_results_do_not_depend_on_batching_or_grid_form():
@@ -210,7 +234,9 @@ def test_results_do_not_depend_on_batching_or_grid_form():
     assert len(grid) == len(base)
     for x, y in zip(base, grid):
         assert np.array_equal(x["segmentation"], y["segmentation"])
-        assert {k: v for k, v in x.items() if k != "segmentation"} == {k: v for k, v in y.items() if k != "segmentation"}
+        assert {k: v for k, v in x.items() if k != "segmentation"} == {
+            k: v for k, v in y.items() if k != "segmentation"
+        }
 
 
 def test_image_inputs_and_empty_result(tmp_path):
@@ -228,7 +254,9 @@ def test_image_inputs_and_empty_result(tmp_path):
 def test_progress_callback_and_bar(capsys):
     _, model = pair(2)
     calls = []
-    MaskGenerator(model, points_per_side=4, crop_n_layers=1, progress=lambda done, total: calls.append((done, total))).generate(image(2))
+    MaskGenerator(
+        model, points_per_side=4, crop_n_layers=1, progress=lambda done, total: calls.append((done, total))
+    ).generate(image(2))
     totals = {t for _, t in calls}
     assert totals == {16 * 5} and calls[-1][0] == 16 * 5
     assert [d for d, _ in calls] == sorted(d for d, _ in calls)
@@ -298,8 +326,22 @@ def test_cli_writes_coco_json_and_overlay(tmp_path):
     path = tmp_path / "scene.png"
     Image.fromarray(image(2)).save(path)
     out = tmp_path / "out"
-    code = main(["amg", str(path), "--out", str(out), "--checkpoint", str(tmp_path / "small.pt"),
-                 "--points-per-side", "8", "--pred-iou-thresh", "0", "--stability-score-thresh", "0"])
+    code = main(
+        [
+            "amg",
+            str(path),
+            "--out",
+            str(out),
+            "--checkpoint",
+            str(tmp_path / "small.pt"),
+            "--points-per-side",
+            "8",
+            "--pred-iou-thresh",
+            "0",
+            "--stability-score-thresh",
+            "0",
+        ]
+    )
     assert code == 0
     coco = COCO(str(out / "scene.json"))
     anns = coco.loadAnns(coco.getAnnIds(imgIds=[1]))
@@ -315,5 +357,7 @@ def test_cli_writes_coco_json_and_overlay(tmp_path):
     assert overlay.shape == (180, 240, 3)
     json.loads((out / "scene.json").read_text())  # plain JSON
 
-    bad = main(["amg", str(path), "--out", str(out), "--checkpoint", str(tmp_path / "small.pt"), "--pred-iou-thresh", "3"])
+    bad = main(
+        ["amg", str(path), "--out", str(out), "--checkpoint", str(tmp_path / "small.pt"), "--pred-iou-thresh", "3"]
+    )
     assert bad == 2

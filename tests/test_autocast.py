@@ -62,7 +62,9 @@ def image_path() -> list[np.ndarray]:
     p.set_image(s.image)
     m1, _, low = p.predict(point_coords=[centre(s.masks[0])], point_labels=[1])
     m2, _, _ = p.predict(box=box(s.masks[1]), multimask_output=False)
-    m3, _, _ = p.predict(point_coords=[centre(s.masks[0])], point_labels=[1], mask_input=low[:1], multimask_output=False)
+    m3, _, _ = p.predict(
+        point_coords=[centre(s.masks[0])], point_labels=[1], mask_input=low[:1], multimask_output=False
+    )
     return [*m1, *m2, *m3]
 
 
@@ -70,8 +72,9 @@ def batch_path() -> list[np.ndarray]:
     a, b = scene(0), scene(1)
     p = ImagePredictor(nano())
     p.set_image_batch([a.image, b.image])
-    masks, _, _ = p.predict_batch(box_batch=[np.array([box(a.masks[0])]), np.array([box(b.masks[0])])],
-                                  multimask_output=False)
+    masks, _, _ = p.predict_batch(
+        box_batch=[np.array([box(a.masks[0])]), np.array([box(b.masks[0])])], multimask_output=False
+    )
     return [m for per_image in masks for m in per_image.reshape(-1, *per_image.shape[-2:])]
 
 
@@ -113,12 +116,21 @@ def train_eval_path() -> list:
     c = clip()
     tracked = track_clip(nano(), c.frames, first_masks=c.masks[0])
     scores = evaluate_images(nano(), images[:1])
-    return [*tracked.reshape(-1, *tracked.shape[-2:]),
-            ("scores", scores.click_miou, scores.box_miou, amg_recall(nano(), images[:1], points_per_side=4))]
+    return [
+        *tracked.reshape(-1, *tracked.shape[-2:]),
+        ("scores", scores.click_miou, scores.box_miou, amg_recall(nano(), images[:1], points_per_side=4)),
+    ]
 
 
-PATHS = {"image": image_path, "batch": batch_path, "amg": amg_path, "video": video_path, "stream": stream_path,
-         "exemplar": exemplar_path, "train_evaluate": train_eval_path}
+PATHS = {
+    "image": image_path,
+    "batch": batch_path,
+    "amg": amg_path,
+    "video": video_path,
+    "stream": stream_path,
+    "exemplar": exemplar_path,
+    "train_evaluate": train_eval_path,
+}
 
 
 @functools.cache

@@ -48,8 +48,9 @@ def test_local_amg_matches_the_mask_generator(images, local_out):
     files = _files(local_out)
     assert len(files) == N and not list(local_out.glob(".*.tmp"))
     model = masklet.load_model("masklet-nano")
-    gen = masklet.MaskGenerator(model, output_mode="coco_rle", points_per_side=4,
-                                **masklet.checkpoints.recommended_amg_options("masklet-nano"))
+    gen = masklet.MaskGenerator(
+        model, output_mode="coco_rle", points_per_side=4, **masklet.checkpoints.recommended_amg_options("masklet-nano")
+    )
     for i in (0, 17):
         ref = gen.generate(np.asarray(Image.open(images / f"img_{i:03d}.png").convert("RGB")))
         got = json.loads(files[f"img_{i:03d}.json"])["annotations"]
@@ -90,9 +91,13 @@ def test_segment_from_coco_boxes(tmp_path):
     scene = make_scene(3, size=(48, 64))
     Image.fromarray(scene.image).save(tmp_path / "a.png")
     boxes = scene.boxes
-    coco = {"images": [{"id": 1, "file_name": "a.png", "height": 48, "width": 64}],
-            "annotations": [{"id": 10 + k, "image_id": 1, "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])]}
-                            for k, b in enumerate(boxes)]}
+    coco = {
+        "images": [{"id": 1, "file_name": "a.png", "height": 48, "width": 64}],
+        "annotations": [
+            {"id": 10 + k, "image_id": 1, "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])]}
+            for k, b in enumerate(boxes)
+        ],
+    }
     (tmp_path / "coco.json").write_text(json.dumps(coco))
     out = tmp_path / "out"
     assert main(["batch", "segment", str(tmp_path / "coco.json"), "--out", str(out), "--no-progress"]) == 0

@@ -20,8 +20,22 @@ def test_segment_writes_masks_overlay_and_json(tmp_path, checkpoint):
     image_path = tmp_path / "scene.png"
     Image.fromarray(test_image(120, 170, seed=8)).save(image_path)
     out = tmp_path / "out"
-    code = main(["segment", str(image_path), "--point", "60,40", "--point", "100,90,0",
-                 "--box", "10,10,150,110", "--checkpoint", str(checkpoint), "--out", str(out)])
+    code = main(
+        [
+            "segment",
+            str(image_path),
+            "--point",
+            "60,40",
+            "--point",
+            "100,90,0",
+            "--box",
+            "10,10,150,110",
+            "--checkpoint",
+            str(checkpoint),
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     summary = json.loads((out / "scene.json").read_text())
     assert len(summary["masks"]) == 3
@@ -98,11 +112,23 @@ def test_track_reverse_and_both_directions(tmp_path, checkpoint, clip_folder):
         assert len(video) == 3
 
 
-@pytest.mark.parametrize("bad", [
-    "0:1", "0:1:point", "x:1:point=3,4", "0:1.5:point=3,4", "0:0:point=3,4", "0:1:point=3",
-    "0:1:point=3,4,5,6", "0:1:point=3,4,2", "0:1:box=1,2,3", "0:1:blob=1,2", "0:1:point=a,b",
-    "0:1:box=9,9,1,1",
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "0:1",
+        "0:1:point",
+        "x:1:point=3,4",
+        "0:1.5:point=3,4",
+        "0:0:point=3,4",
+        "0:1:point=3",
+        "0:1:point=3,4,5,6",
+        "0:1:point=3,4,2",
+        "0:1:box=1,2,3",
+        "0:1:blob=1,2",
+        "0:1:point=a,b",
+        "0:1:box=9,9,1,1",
+    ],
+)
 def test_track_rejects_malformed_prompts(tmp_path, clip_folder, capsys, bad):
     folder, _ = clip_folder
     with pytest.raises(SystemExit) as exit_info:

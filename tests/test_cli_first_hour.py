@@ -48,18 +48,34 @@ def frames(tmp_path):
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_makefile_finds_python3_takes_a_torch_index_and_explains_the_sam2_note():
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHON", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHON", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")
+    }
     env["PATH"] = os.path.dirname(shutil.which("python3") or sys.executable) + os.pathsep + env.get("PATH", "")
-    plan = subprocess.run(["make", "--no-print-directory", "-n", "test"], cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout
+    plan = subprocess.run(
+        ["make", "--no-print-directory", "-n", "test"], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    ).stdout
     first = plan.splitlines()[0]
     assert re.search(r"python3? -m pip install", first) and not first.startswith("python -m"), first
     assert "--index-url" not in plan  # pip's configured index unless TORCH_INDEX names one
-    chosen = subprocess.run(["make", "--no-print-directory", "-n", "install", "TORCH_INDEX=https://download.pytorch.org/whl/cpu"], cwd=ROOT,
-                            env=env, capture_output=True, text=True, check=True).stdout
+    chosen = subprocess.run(
+        ["make", "--no-print-directory", "-n", "install", "TORCH_INDEX=https://download.pytorch.org/whl/cpu"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" in chosen
     assert "sam2 1.1.0 requires torchvision" in plan and "expected" in plan
-    venv = subprocess.run(["make", "--no-print-directory", "-n", "install"], cwd=ROOT, env={**env, "VIRTUAL_ENV": "/opt/venv"},
-                          capture_output=True, text=True, check=True).stdout
+    venv = subprocess.run(
+        ["make", "--no-print-directory", "-n", "install"],
+        cwd=ROOT,
+        env={**env, "VIRTUAL_ENV": "/opt/venv"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert venv.splitlines()[0].startswith("/opt/venv/bin/python -m pip")
 
 
@@ -106,7 +122,9 @@ def test_offline_error_names_the_cli_options(photo, tmp_path, capsys, monkeypatc
 
 
 def test_missing_checkpoint_prints_the_path(photo, tmp_path, capsys):
-    code = main(["segment", str(photo), "--point", "20,20", "--checkpoint", "/missing.pt", "--out", str(tmp_path / "o")])
+    code = main(
+        ["segment", str(photo), "--point", "20,20", "--checkpoint", "/missing.pt", "--out", str(tmp_path / "o")]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "'/missing.pt'" in err and "PosixPath" not in err
 
@@ -120,15 +138,40 @@ def test_amg_uses_the_models_recommended_options_and_says_so(photo, tmp_path, ca
     recommended = recommended_amg_options("masklet-nano")
     assert recommended["pred_iou_thresh"] < 0.8 and recommended["stability_score_thresh"] < 0.95
     assert recommended_amg_options(photo) == {}
-    code = main(["amg", str(photo), "--model", "masklet-nano", "--points-per-side", "3", "--out", str(tmp_path / "a"),
-                 "--progress"])
+    code = main(
+        [
+            "amg",
+            str(photo),
+            "--model",
+            "masklet-nano",
+            "--points-per-side",
+            "3",
+            "--out",
+            str(tmp_path / "a"),
+            "--progress",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0
     assert f"pred_iou_thresh={recommended['pred_iou_thresh']:g} (masklet-nano)" in captured.out
     assert "points_per_side=3 (option)" in captured.out and "crop_n_layers=0 (default)" in captured.out
     assert "masklet amg: 9/9 prompts (100%)" in captured.err
-    code = main(["amg", str(photo), "--model", "masklet-nano", "--points-per-side", "3", "--out", str(tmp_path / "b"),
-                 "--pred-iou-thresh", "0.66", "--mask-nms-thresh", "0"])
+    code = main(
+        [
+            "amg",
+            str(photo),
+            "--model",
+            "masklet-nano",
+            "--points-per-side",
+            "3",
+            "--out",
+            str(tmp_path / "b"),
+            "--pred-iou-thresh",
+            "0.66",
+            "--mask-nms-thresh",
+            "0",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "pred_iou_thresh=0.66 (option)" in out and "mask_nms_thresh=0 (option)" in out
 
@@ -183,8 +226,9 @@ def test_track_of_a_photo_says_it_expects_a_video(photo, tmp_path, capsys):
 def test_track_detects_frames_of_different_sizes_before_loading_a_model(frames, tmp_path, capsys):
     Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(frames / "00003.png")
     # a missing checkpoint would fail later: the size check must come first
-    code = main(["track", str(frames), "--prompt", "0:1:point=5,5", "--checkpoint", "/missing.pt",
-                 "--out", str(tmp_path / "t")])
+    code = main(
+        ["track", str(frames), "--prompt", "0:1:point=5,5", "--checkpoint", "/missing.pt", "--out", str(tmp_path / "t")]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "00003.png is 20x20 (WxH) but 00000.png is 45x33" in err
     assert not (tmp_path / "t").exists()
@@ -214,7 +258,9 @@ def test_track_writes_odd_sized_overlay_padded_with_ids(frames, tmp_path, capsys
     from masklet.video import VideoFileFrames
 
     out = tmp_path / "t"
-    assert main(["track", str(frames), "--prompt", "0:1:point=10,12", "--model", "masklet-nano", "--out", str(out)]) == 0
+    assert (
+        main(["track", str(frames), "--prompt", "0:1:point=10,12", "--model", "masklet-nano", "--out", str(out)]) == 0
+    )
     assert sorted(p.name for p in out.iterdir()) == ["masks", "masks.json", "overlay.mp4"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["frames", "t"]
     with VideoFileFrames(out / "overlay.mp4") as video:

@@ -24,10 +24,29 @@ def test_segment_masks_are_the_official_masks_for_points_labels_and_box(tmp_path
     Image.fromarray(image).save(tmp_path / "scene.png")
     points, labels, box = [[60.0, 40.0], [100.0, 90.0]], [1, 0], [10.0, 10.0, 150.0, 110.0]
     out = tmp_path / "out"
-    assert main(["segment", str(tmp_path / "scene.png"), "--point", "60,40", "--point", "100,90,0",
-                 "--box", "10,10,150,110", "--checkpoint", str(checkpoint), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                str(tmp_path / "scene.png"),
+                "--point",
+                "60,40",
+                "--point",
+                "100,90,0",
+                "--box",
+                "10,10,150,110",
+                "--checkpoint",
+                str(checkpoint),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     summary = json.loads((out / "scene.json").read_text())
-    official = official_image_predictor(build_official_model(official_model_dict("sam2.1-hiera-tiny", **SMALL), seed=SEED))
+    official = official_image_predictor(
+        build_official_model(official_model_dict("sam2.1-hiera-tiny", **SMALL), seed=SEED)
+    )
     official.set_image(image)
     ref_logits, ref_iou, _ = official.predict(point_coords=points, point_labels=labels, box=box, return_logits=True)
     order = np.argsort(-ref_iou, kind="stable")
@@ -41,7 +60,10 @@ def test_segment_masks_are_the_official_masks_for_points_labels_and_box(tmp_path
         informative += int(0.01 <= mask.mean() <= 0.9)
     assert informative >= 1, "every mask is empty or full: the comparison proves little"
     # the prompts matter: without the box or with the negative click positive, masks change
-    for other in ({"point_coords": points, "point_labels": labels}, {"point_coords": points, "point_labels": [1, 1], "box": box}):
+    for other in (
+        {"point_coords": points, "point_labels": labels},
+        {"point_coords": points, "point_labels": [1, 1], "box": box},
+    ):
         alt, _, _ = official.predict(**other, return_logits=True)
         assert any(np.any((alt[i] > 0) != (ref_logits[i] > 0)) for i in range(len(alt)))
 
@@ -58,7 +80,9 @@ def test_track_masks_are_the_library_masks_for_the_same_prompts(tmp_path, checkp
     box = [float(v) for v in prompts[1].split("=")[1].split(",")]
     predictor.add_new_points_or_box(state, 0, 1, points=[point], labels=[1])
     predictor.add_new_points_or_box(state, 0, 2, box=box)
-    library = {int(f): (list(ids), (logits > 0).cpu().numpy()) for f, ids, logits in predictor.propagate_in_video(state)}
+    library = {
+        int(f): (list(ids), (logits > 0).cpu().numpy()) for f, ids, logits in predictor.propagate_in_video(state)
+    }
     assert sorted(library) == [f["frame_index"] for f in doc["frames"]]
     informative = 0
     for record in doc["frames"]:
@@ -74,4 +98,3 @@ def test_track_masks_are_the_library_masks_for_the_same_prompts(tmp_path, checkp
     state = swapped.init_state(folder)
     _, _, logits = swapped.add_new_points_or_box(state, 0, 2, box=[box[1], box[0], box[3], box[2]])
     assert not np.array_equal((logits > 0).cpu().numpy()[0, 0], library[0][1][1, 0])
-

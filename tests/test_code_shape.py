@@ -36,8 +36,18 @@ def test_cli_defaults_come_from_the_library(tmp_path):
     parser = build_parser()
     args = parser.parse_args(["train", "--variant", "masklet-nano", "--out", str(tmp_path)])
     defaults = TrainConfig()
-    for name in ("steps", "batch_size", "max_objects", "lr", "warmup_steps", "correction_rounds",
-                 "video_fraction", "prob_video_mask_prompt", "save_every", "seed"):
+    for name in (
+        "steps",
+        "batch_size",
+        "max_objects",
+        "lr",
+        "warmup_steps",
+        "correction_rounds",
+        "video_fraction",
+        "prob_video_mask_prompt",
+        "save_every",
+        "seed",
+    ):
         assert getattr(args, name) == getattr(defaults, name), name
     args = parser.parse_args(["track", "v", "--prompt", "0:1:point=1,1", "--out", str(tmp_path)])
     monitor = HealthMonitor()
@@ -58,12 +68,37 @@ def test_dtype_reaches_the_model(tmp_path, capsys):
 
     photo = tmp_path / "scene.png"
     save_image(make_scene(1, size=64).image, photo)
-    code = main(["segment", str(photo), "--point", "30,30", "--model", "masklet-nano", "--dtype", "bfloat16",
-                 "--single", "--out", str(tmp_path / "o")])
+    code = main(
+        [
+            "segment",
+            str(photo),
+            "--point",
+            "30,30",
+            "--model",
+            "masklet-nano",
+            "--dtype",
+            "bfloat16",
+            "--single",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     assert code == 0 and "wrote 1 mask(s)" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exit_:
-        main(["segment", str(photo), "--point", "30,30", "--model", "masklet-nano", "--dtype", "int8",
-              "--out", str(tmp_path / "p")])
+        main(
+            [
+                "segment",
+                str(photo),
+                "--point",
+                "30,30",
+                "--model",
+                "masklet-nano",
+                "--dtype",
+                "int8",
+                "--out",
+                str(tmp_path / "p"),
+            ]
+        )
     assert exit_.value.code == 2 and not (tmp_path / "p").exists()
 
 
@@ -100,7 +135,9 @@ def test_no_test_imports_another_test_module_or_a_benchmark():
     tests = Path(__file__).resolve().parent
     for path in [*tests.glob("test_*.py"), *tests.glob("reference/*.py")]:
         text = path.read_text()
-        assert not re.findall(r"^\s*(from|import) (test_\w+|server_util|evaluate_synthetic|benchmarks)\b", text, re.M), path
+        assert not re.findall(
+            r"^\s*(from|import) (test_\w+|server_util|evaluate_synthetic|benchmarks)\b", text, re.M
+        ), path
         assert "sys.path" + ".insert" not in text, path
 
 

@@ -75,8 +75,9 @@ def test_matches_ultralytics_dynamic_predictor(small_pair, num_objects):
             # (mask prompts cannot be compared: Ultralytics' update_memory makes them 5-D and fails)
             if k == 0 and num_objects == 3:  # a box and a click per object
                 clicks = [_centre(m) for m in masks]
-                oracle.inference(pixels, bboxes=boxes, points=clicks, labels=[1] * num_objects, obj_ids=ul_ids,
-                                 update_memory=True)
+                oracle.inference(
+                    pixels, bboxes=boxes, points=clicks, labels=[1] * num_objects, obj_ids=ul_ids, update_memory=True
+                )
                 for obj_id, b, c in zip(my_ids, boxes, clicks):
                     mine.add_example(image, obj_id, points=[c], labels=[1], box=b)
             else:
@@ -117,11 +118,14 @@ def test_prototype_mode_matches_the_official_image_path(small_pair):
             fine = official_image_outputs(official, pixels)["high_res_feats"][0][0]  # (C, 64, 64)
             result = mine.segment(scenes.images[k])
             for n in range(2):
-                sims = torch.nn.functional.cosine_similarity(fine, torch.stack(prototypes[n]).mean(0)[:, None, None], dim=0)
+                sims = torch.nn.functional.cosine_similarity(
+                    fine, torch.stack(prototypes[n]).mean(0)[:, None, None], dim=0
+                )
                 peak = int(sims.flatten().argmax())
                 click = torch.tensor([[[(peak % 64 + 0.5) * 4.0, (peak // 64 + 0.5) * 4.0]]])
-                ref = official_image_outputs(official, pixels, point_coords=click, point_labels=torch.ones(1, 1),
-                                             multimask_output=False)
+                ref = official_image_outputs(
+                    official, pixels, point_coords=click, point_labels=torch.ones(1, 1), multimask_output=False
+                )
                 expected = ref["low_res_masks"][0, 0]
                 if float(ref["object_score_logits"][0, 0]) <= 0:
                     expected = torch.full_like(expected, -1024.0)  # SAM2's "no object" masks

@@ -89,13 +89,24 @@ def test_conversion_is_a_faithful_relabelling(converted: dict[str, Any]) -> None
     state, out = converted["state"], converted["official_state"]
     point = state["prompt_encoder.point_embed.weight"]
     for i in range(4):
-        torch.testing.assert_close(out[f"sam_prompt_encoder.point_embeddings.{i}.weight"], point[i : i + 1], atol=0, rtol=0)
+        torch.testing.assert_close(
+            out[f"sam_prompt_encoder.point_embeddings.{i}.weight"], point[i : i + 1], atol=0, rtol=0
+        )
     torch.testing.assert_close(
-        out["sam_prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"], state["shared_image_embedding.positional_embedding"]
+        out["sam_prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"],
+        state["shared_image_embedding.positional_embedding"],
     )
-    assert out["image_encoder.trunk.blocks.0.attn.qkv.weight"] is state["vision_encoder.backbone.blocks.0.attn.qkv.weight"]
-    assert out["sam_mask_decoder.iou_prediction_head.layers.2.bias"] is state["mask_decoder.iou_prediction_head.proj_out.bias"]
-    assert out["memory_encoder.mask_downsampler.encoder.12.weight"] is state["memory_encoder.mask_downsampler.final_conv.weight"]
+    assert (
+        out["image_encoder.trunk.blocks.0.attn.qkv.weight"] is state["vision_encoder.backbone.blocks.0.attn.qkv.weight"]
+    )
+    assert (
+        out["sam_mask_decoder.iou_prediction_head.layers.2.bias"]
+        is state["mask_decoder.iou_prediction_head.proj_out.bias"]
+    )
+    assert (
+        out["memory_encoder.mask_downsampler.encoder.12.weight"]
+        is state["memory_encoder.mask_downsampler.final_conv.weight"]
+    )
     # every HF tensor appears in the output (nothing dropped besides the duplicated PE matrix)
     ids = {id(t) for t in out.values()}
     dropped = [k for k, t in state.items() if id(t) not in ids and k not in ("prompt_encoder.point_embed.weight",)]
@@ -135,7 +146,10 @@ def test_image_only_checkpoint_converts_image_path(tmp_path: Any) -> None:
     official = build_official_model(hf_config_to_official_dict(config), seed=0)
     result = official.load_state_dict(hf_to_official_state_dict(state, config), strict=False)
     assert not result.unexpected_keys
-    assert result.missing_keys and all(k.startswith(("memory_", "maskmem", "no_mem_pos", "no_obj", "obj_ptr", "mask_downsample")) for k in result.missing_keys)
+    assert result.missing_keys and all(
+        k.startswith(("memory_", "maskmem", "no_mem_pos", "no_obj", "obj_ptr", "mask_downsample"))
+        for k in result.missing_keys
+    )
     x, prompt = _image(1), PROMPTS["point_multimask"]
     ours, ref = official_image_outputs(official, x, **prompt), hf_image_outputs(hf, x, **prompt)
     torch.testing.assert_close(ours["low_res_masks"], ref["low_res_masks"], atol=ATOL, rtol=0)
@@ -194,7 +208,11 @@ def test_config_matches_official_yaml(version: str, size: str) -> None:
     dims = backbone.get("embed_dim_per_stage", [96, 192, 384, 768])
     flag = version == "sam2.1"
     hf = Sam2VideoConfig(
-        vision_config={"model_type": "sam2_vision_model", "backbone_config": backbone, "backbone_channel_list": dims[::-1]},
+        vision_config={
+            "model_type": "sam2_vision_model",
+            "backbone_config": backbone,
+            "backbone_channel_list": dims[::-1],
+        },
         enable_occlusion_spatial_embedding=flag,
         enable_temporal_pos_encoding_for_object_pointers=flag,
     ).to_dict()
@@ -225,7 +243,9 @@ def test_unknown_key_raises(converted: dict[str, Any]) -> None:
 
 def test_mismatched_positional_copies_raise(converted: dict[str, Any]) -> None:
     state = dict(converted["state"])
-    state["prompt_encoder.shared_embedding.positional_embedding"] = state["shared_image_embedding.positional_embedding"] + 1
+    state["prompt_encoder.shared_embedding.positional_embedding"] = (
+        state["shared_image_embedding.positional_embedding"] + 1
+    )
     with pytest.raises(CheckpointError, match="differ"):
         hf_to_official_state_dict(state, converted["config"])
 

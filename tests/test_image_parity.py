@@ -56,9 +56,7 @@ def test_points_multimask(predictors):
 
 def test_points_single_mask(predictors):
     mine, ref = predictors
-    logits, _, _ = compare_predict(
-        mine, ref, point_coords=[[80.5, 60.0]], point_labels=[1], multimask_output=False
-    )
+    logits, _, _ = compare_predict(mine, ref, point_coords=[[80.5, 60.0]], point_labels=[1], multimask_output=False)
     assert logits.shape == (1, 200, 330)
 
 
@@ -77,7 +75,11 @@ def test_mask_input_refinement(predictors):
     _, iou, low = mine.predict(point_coords=[[80.5, 60.0]], point_labels=[1])
     best = low[int(np.argmax(iou))][None]  # (1, 64, 64) logits from the previous round
     compare_predict(
-        mine, ref, point_coords=[[80.5, 60.0], [150.0, 40.0]], point_labels=[1, 1], mask_input=best,
+        mine,
+        ref,
+        point_coords=[[80.5, 60.0], [150.0, 40.0]],
+        point_labels=[1, 1],
+        mask_input=best,
         multimask_output=False,
     )
 
@@ -118,7 +120,10 @@ def test_batch_of_two_images_with_different_object_counts():
     images = [test_image(200, 330, seed=1), test_image(256, 180, seed=2)]
     ref.set_image_batch(images)
     mine.set_images(images)
-    boxes = [np.array([[20, 20, 150, 150]], dtype=np.float32), np.array([[10, 10, 100, 200], [50, 60, 170, 250]], dtype=np.float32)]
+    boxes = [
+        np.array([[20, 20, 150, 150]], dtype=np.float32),
+        np.array([[10, 10, 100, 200], [50, 60, 170, 250]], dtype=np.float32),
+    ]
     points = [np.array([[[60.0, 70.0]]]), np.array([[[40.0, 100.0]], [[120.0, 200.0]]])]
     labels = [np.ones((1, 1)), np.ones((2, 1))]
     kwargs = dict(point_coords_batch=points, point_labels_batch=labels, box_batch=boxes, return_logits=True)

@@ -42,8 +42,15 @@ def test_image_kinds_give_the_same_result(model, tmp_path):
     rgba = np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 255, np.uint8)], axis=-1)
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, format="PNG")
-    sources = [path, str(path), Image.fromarray(rgb), rgba, torch.from_numpy(rgb).permute(2, 0, 1),
-               rgb.astype(np.float32) / 255.0, buffer.getvalue()]
+    sources = [
+        path,
+        str(path),
+        Image.fromarray(rgb),
+        rgba,
+        torch.from_numpy(rgb).permute(2, 0, 1),
+        rgb.astype(np.float32) / 255.0,
+        buffer.getvalue(),
+    ]
     for source in sources:
         p = ImagePredictor(model)
         p.set_image(source)
@@ -118,7 +125,10 @@ def test_predict_with_several_images_set_needs_predict_batch(model):
         (dict(box=[50, 10, 20, 40]), r"x1 < x0"),
         (dict(box=[10, 50, 20, 40]), r"y1 < y0"),
         (dict(box=[1, 2, 3]), r"box: expected shape \(4,\)"),
-        (dict(box=[[0, 0, 5, 5], [0, 0, 6, 6]], point_coords=[[1.0, 1.0]], point_labels=[1]), "different numbers of objects"),
+        (
+            dict(box=[[0, 0, 5, 5], [0, 0, 6, 6]], point_coords=[[1.0, 1.0]], point_labels=[1]),
+            "different numbers of objects",
+        ),
         (dict(mask_input=np.zeros((1, 32, 32))), r"mask_input: expected low-resolution logits of shape \(1, 64, 64\)"),
         (dict(box=[[0, 0, 5, 5], [0, 0, 6, 6]], mask_input=np.zeros((3, 1, 64, 64))), "3 masks for 2 objects"),
     ],

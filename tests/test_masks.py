@@ -284,9 +284,7 @@ def test_box_iou_matches_brute_force() -> None:
     assert box_iou(a[:1], a[:1]).item() == pytest.approx(1.0)
 
 
-def _brute_nms(
-    boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, thr: float
-) -> list[int]:
+def _brute_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, thr: float) -> list[int]:
     order = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
     keep: list[int] = []
     b, c = boxes.tolist(), idxs.tolist()
@@ -477,9 +475,7 @@ def test_fill_holes_rejects_bad_input() -> None:
         fill_holes_and_remove_sprinkles(torch.zeros(4, 4), 0.0, "1", 1)  # type: ignore[arg-type]
 
 
-def _reference_remove_small_regions(
-    mask: np.ndarray, area_thresh: float, mode: str
-) -> tuple[np.ndarray, bool]:
+def _reference_remove_small_regions(mask: np.ndarray, area_thresh: float, mode: str) -> tuple[np.ndarray, bool]:
     """segment-anything's remove_small_regions semantics, with OpenCV labelling."""
     holes = mode == "holes"
     working = (mask ^ holes).astype(np.uint8)

@@ -23,8 +23,10 @@ def test_track_steps_match_official(variant):
     frames = [preprocess(test_image(256, 256, seed=s), 256, torch.device("cpu"), torch.float32) for s in range(5)]
     ref_dict = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
     bank = MemoryBank(cond={}, non_cond={})
-    clicks = {"point_coords": torch.tensor([[[100.0, 120.0]], [[30.0, 200.0]]]),
-              "point_labels": torch.ones(2, 1, dtype=torch.int32)}
+    clicks = {
+        "point_coords": torch.tensor([[[100.0, 120.0]], [[30.0, 200.0]]]),
+        "point_labels": torch.ones(2, 1, dtype=torch.int32),
+    }
     box_mask = torch.zeros(2, 1, 256, 256)
     box_mask[0, :, 50:150, 60:200] = 1
     box_mask[1, :, 10:40, 10:90] = 1
@@ -36,9 +38,16 @@ def test_track_steps_match_official(variant):
             _, feats, pos, sizes = official._prepare_backbone_features(out)
             points, mask = prompts.get(t, (None, None))
             is_cond = t in prompts
-            kwargs = dict(frame_idx=t, is_init_cond_frame=t == 0, current_vision_feats=feats,
-                          current_vision_pos_embeds=pos, feat_sizes=sizes, point_inputs=points,
-                          mask_inputs=mask, num_frames=len(frames))
+            kwargs = dict(
+                frame_idx=t,
+                is_init_cond_frame=t == 0,
+                current_vision_feats=feats,
+                current_vision_pos_embeds=pos,
+                feat_sizes=sizes,
+                point_inputs=points,
+                mask_inputs=mask,
+                num_frames=len(frames),
+            )
             ref = official.track_step(output_dict=ref_dict, **kwargs)
             mine = ours.track_step(memory=bank, **kwargs)
             for key in ("pred_masks", "pred_masks_high_res", "obj_ptr", "object_score_logits", "maskmem_features"):
@@ -48,9 +57,20 @@ def test_track_steps_match_official(variant):
             (bank.cond if is_cond else bank.non_cond)[t] = mine
             assert 0 < float((mine.pred_masks > 0).float().mean()) < 1, "degenerate masks prove nothing"
         # tracking backwards from the end uses the reverse memory rules
-        _, feats, pos, sizes = official._prepare_backbone_features(official.forward_image(frames[1].expand(2, -1, -1, -1)))
-        kwargs = dict(frame_idx=1, is_init_cond_frame=False, current_vision_feats=feats, current_vision_pos_embeds=pos,
-                      feat_sizes=sizes, point_inputs=None, mask_inputs=None, num_frames=len(frames), track_in_reverse=True)
+        _, feats, pos, sizes = official._prepare_backbone_features(
+            official.forward_image(frames[1].expand(2, -1, -1, -1))
+        )
+        kwargs = dict(
+            frame_idx=1,
+            is_init_cond_frame=False,
+            current_vision_feats=feats,
+            current_vision_pos_embeds=pos,
+            feat_sizes=sizes,
+            point_inputs=None,
+            mask_inputs=None,
+            num_frames=len(frames),
+            track_in_reverse=True,
+        )
         ref = official.track_step(output_dict=ref_dict, **kwargs)
         mine = ours.track_step(memory=bank, **kwargs)
         close(mine.pred_masks, ref["pred_masks"], "reverse pred_masks")

@@ -79,7 +79,9 @@ def test_decoder_parity(pair, objects, points, with_mask):
             for name, a, b in zip(("masks", "iou", "object logits"), got, ref):
                 close(a, b, f"{name} (multimask={multimask})")
         # per-object image maps (the video path) and the object pointers
-        per_obj = [lv.expand(objects, -1, -1, -1) + 0.1 * torch.randn(objects, *lv.shape[1:], generator=g) for lv in levels]
+        per_obj = [
+            lv.expand(objects, -1, -1, -1) + 0.1 * torch.randn(objects, *lv.shape[1:], generator=g) for lv in levels
+        ]
         inputs = {"point_coords": coords, "point_labels": labels}
         for multimask in (True, False):
             ref = model.forward_sam_heads(per_obj[-1], inputs, mask, per_obj[:-1], multimask)
@@ -100,10 +102,19 @@ def test_memory_attention_parity(pair, objects, frames, ptrs, shared):
     memory = torch.randn(n_mem + n_ptr, objects, c.mem_dim, generator=g)
     memory_pos = torch.randn(n_mem + n_ptr, objects, c.mem_dim, generator=g)
     with torch.inference_mode():
-        ref = model.memory_attention(curr=curr, memory=memory, curr_pos=curr_pos, memory_pos=memory_pos, num_obj_ptr_tokens=n_ptr)
+        ref = model.memory_attention(
+            curr=curr, memory=memory, curr_pos=curr_pos, memory_pos=memory_pos, num_obj_ptr_tokens=n_ptr
+        )
         ref = ref.permute(1, 2, 0).reshape(objects, c.hidden_dim, c.embedding_size, c.embedding_size)
-        (got,) = ort._run("memory_attention", curr=curr, curr_pos=curr_pos, memory=memory[:n_mem],
-                          memory_pos=memory_pos[:n_mem], obj_ptrs=memory[n_mem:], obj_ptrs_pos=memory_pos[n_mem:])
+        (got,) = ort._run(
+            "memory_attention",
+            curr=curr,
+            curr_pos=curr_pos,
+            memory=memory[:n_mem],
+            memory_pos=memory_pos[:n_mem],
+            obj_ptrs=memory[n_mem:],
+            obj_ptrs_pos=memory_pos[n_mem:],
+        )
     close(got, ref, "memory attention")
 
 
@@ -138,15 +149,27 @@ def test_image_predictor_backend(pair):
         p.set_image(image)
     boxes = np.array([[20, 30, 200, 180], [150, 60, 300, 220]], dtype=np.float32)
     clicks = np.array([[[100, 100]], [[220, 140]]], dtype=np.float32)
-    outs = [p.predict(point_coords=clicks, point_labels=np.ones((2, 1)), box=boxes, multimask_output=True,
-                      return_logits=True) for p in preds]
+    outs = [
+        p.predict(
+            point_coords=clicks, point_labels=np.ones((2, 1)), box=boxes, multimask_output=True, return_logits=True
+        )
+        for p in preds
+    ]
     _same_away_from_threshold(outs[1][0], outs[0][0], "two objects")
     close(outs[1][1], outs[0][1], "scores")
     # refinement: a second click with the previous low-res logits as mask prompt
     best = outs[0][1].argmax(-1)
     prev = outs[0][2][np.arange(2), best][:, None]
-    refine = [p.predict(point_coords=np.concatenate([clicks, clicks + 15], 1), point_labels=np.array([[1, 0], [1, 1]]),
-                        mask_input=prev, multimask_output=False, return_logits=True) for p in preds]
+    refine = [
+        p.predict(
+            point_coords=np.concatenate([clicks, clicks + 15], 1),
+            point_labels=np.array([[1, 0], [1, 1]]),
+            mask_input=prev,
+            multimask_output=False,
+            return_logits=True,
+        )
+        for p in preds
+    ]
     _same_away_from_threshold(refine[1][0], refine[0][0], "refinement")
 
 
@@ -200,7 +223,9 @@ def test_load_model_backend_and_cli(tmp_path):
     from masklet.cli import main
     from masklet.errors import ConfigError, InvalidInputError
 
-    assert main(["export", "onnx", "--model", "masklet-nano", "--out", str(tmp_path), "--parts", "encoder,decoder"]) == 0
+    assert (
+        main(["export", "onnx", "--model", "masklet-nano", "--out", str(tmp_path), "--parts", "encoder,decoder"]) == 0
+    )
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert set(manifest["parts"]) == {"encoder", "decoder"} and manifest["source"] == "masklet-nano"
     ort = load_model("masklet-nano", backend="onnxruntime", onnx_dir=tmp_path)
@@ -269,5 +294,20 @@ def test_float16_encoder_export_and_bfloat16_refused(tmp_path):
         export_onnx(model, tmp_path / "bf16", dtype="bfloat16")
     with pytest.raises(InvalidInputError, match="float16"):
         export_onnx(model, tmp_path / "int8", dtype="int8")
-    assert main(["export", "onnx", "--model", "masklet-nano", "--out", str(tmp_path / "cli"), "--parts", "encoder",
-                 "--dtype", "float16"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "onnx",
+                "--model",
+                "masklet-nano",
+                "--out",
+                str(tmp_path / "cli"),
+                "--parts",
+                "encoder",
+                "--dtype",
+                "float16",
+            ]
+        )
+        == 0
+    )

@@ -103,13 +103,16 @@ def test_predict_batch_with_mask_inputs_matches_official():
 def test_stability_score_offset_matches_official(offset):
     from masklet import MaskGenerator
     from reference.amg_compare import assert_same_masks, official_records
+
     official, model = nano_pair()
     image = scene().image
     options = dict(points_per_side=8, stability_score_offset=offset, pred_iou_thresh=0.5, stability_score_thresh=0.0)
     reference = official_records(official, image, **options)
     ours = MaskGenerator(model, **options).generate(image)
     assert_same_masks(ours, reference)
-    default = MaskGenerator(model, **{k: v for k, v in options.items() if k != "stability_score_offset"}).generate(image)
+    default = MaskGenerator(model, **{k: v for k, v in options.items() if k != "stability_score_offset"}).generate(
+        image
+    )
     assert [r["stability_score"] for r in default] != [r["stability_score"] for r in ours]
     assert len(reference) >= 5
 
@@ -124,7 +127,9 @@ def test_load_model_config_overrides_the_yaml_beside_the_checkpoint(tmp_path):
     model_dict = official_model_dict("sam2.1-hiera-tiny", **SMALL)
     save_official_checkpoint(build_official_model(model_dict, seed=6), tmp_path / "small.pt")
     save_official_yaml(config_from_official(model_dict), tmp_path / "small.yaml")
-    override = official_model_dict("sam2.1-hiera-tiny", **SMALL, max_obj_ptrs_in_encoder=4, memory_temporal_stride_for_eval=2)
+    override = official_model_dict(
+        "sam2.1-hiera-tiny", **SMALL, max_obj_ptrs_in_encoder=4, memory_temporal_stride_for_eval=2
+    )
     save_official_yaml(config_from_official(override), tmp_path / "override.yaml")
     beside = load_model(tmp_path / "small.pt").config
     chosen = load_model(tmp_path / "small.pt", config=tmp_path / "override.yaml").config

@@ -101,8 +101,10 @@ def test_health_ready_info_models(server, client):
     assert info["appName"] == "masklet" and info["models"] == [MODEL] and info["modelsStatus"] == {MODEL: "RUNNING"}
     assert {"appVersion", "numCpus", "numGpus", "numNodes", "gpusUsed"} <= set(info)
     listed = client.list_models()  # validated as list[ModelStatusInfo] by the client
-    assert [(m.name, m.capability, m.status) for m in listed] == [(MODEL, "segmentation", "RUNNING"),
-                                                                  (MODEL, "tracking", "RUNNING")]
+    assert [(m.name, m.capability, m.status) for m in listed] == [
+        (MODEL, "segmentation", "RUNNING"),
+        (MODEL, "tracking", "RUNNING"),
+    ]
     assert listed[0].interface.multimask and listed[0].interface.embeddings and listed[1].interface.interval
     # masklet's own client reads the same /v1/models and /v1/ready bodies
     with Client(server.url, api_key=KEY) as mc:
@@ -131,8 +133,9 @@ def test_ready_503_while_loading_in_process():
     app = create_app(Settings(models=[MODEL]))
 
     async def go():
-        async with PixanoInferenceClient("http://masklet.test", transport=httpx.ASGITransport(app=app),
-                                         max_retries=0) as ac:
+        async with PixanoInferenceClient(
+            "http://masklet.test", transport=httpx.ASGITransport(app=app), max_retries=0
+        ) as ac:
             ready = await ac.ready()
             with pytest.raises(PixanoInferenceError) as err:
                 await ac.segmentation(SegmentationRequest(model=MODEL, image="data:,", boxes=[[1, 1, 5, 5]]))
@@ -176,11 +179,15 @@ def test_segmentation_prompts_match_local(client, local, scene):
     cases = [
         ({"points": [[[40, 30]]], "labels": [[1]]}, {"points": [[[40, 30]]], "labels": [[1]]}),
         ({"boxes": [[10, 12, 80, 70]]}, {"box": [[10, 12, 80, 70]]}),
-        ({"points": [[[40, 30], [70, 60]]], "labels": [[1, 0]], "boxes": [[10, 12, 80, 70]]},
-         {"points": [[[40, 30], [70, 60]]], "labels": [[1, 0]], "box": [[10, 12, 80, 70]]}),
+        (
+            {"points": [[[40, 30], [70, 60]]], "labels": [[1, 0]], "boxes": [[10, 12, 80, 70]]},
+            {"points": [[[40, 30], [70, 60]]], "labels": [[1, 0]], "box": [[10, 12, 80, 70]]},
+        ),
         ({"boxes": [[10, 12, 60, 70], [50, 20, 120, 90]]}, {"box": [[10, 12, 60, 70], [50, 20, 120, 90]]}),
-        ({"points": [[[40, 30]], [[90, 60]]], "labels": [[1], [1]]},
-         {"points": [[[40, 30]], [[90, 60]]], "labels": [[1], [1]]}),
+        (
+            {"points": [[[40, 30]], [[90, 60]]], "labels": [[1], [1]]},
+            {"points": [[[40, 30]], [[90, 60]]], "labels": [[1], [1]]},
+        ),
     ]
     for multimask, subset in ((True, cases), (False, cases[2:4])):
         for px, lk in subset:
@@ -196,8 +203,9 @@ def test_segmentation_prompts_match_local(client, local, scene):
 
 
 def test_embedding_roundtrip_and_mask_input(client, local, scene):
-    first = client.segmentation(seg(scene, points=[[[40, 30]]], labels=[[1]], return_image_embedding=True,
-                                    return_logits=True))
+    first = client.segmentation(
+        seg(scene, points=[[[40, 30]]], labels=[[1]], return_image_embedding=True, return_logits=True)
+    )
     emb = first.data.image_embedding
     hr = first.data.high_resolution_features
     levels = local.get_embeddings().levels
@@ -208,13 +216,28 @@ def test_embedding_roundtrip_and_mask_input(client, local, scene):
     assert logits.shape == (3, side, side)  # one prompt: SAM2's (C, h, w), as pixano returns it
     # the embeddings sent back (with a blank image of the same size) give the same masks
     blank = np.zeros_like(scene.image)
-    again = client.segmentation(SegmentationRequest(model=MODEL, image=png_uri(blank), image_embedding=emb,
-                                                    high_resolution_features=hr, points=[[[40, 30]]], labels=[[1]]))
+    again = client.segmentation(
+        SegmentationRequest(
+            model=MODEL,
+            image=png_uri(blank),
+            image_embedding=emb,
+            high_resolution_features=hr,
+            points=[[[40, 30]]],
+            labels=[[1]],
+        )
+    )
     check_same(again, local, points=[[[40, 30]]], labels=[[1]])
     # mask input: the best low-res logits of the first call, as pixano's [1, h, w]
     best = logits[int(np.argmax(first.data.scores.to_numpy()[0]))][None]
-    refined = client.segmentation(seg(scene, points=[[[40, 30], [60, 50]]], labels=[[1, 0]],
-                                      mask_input=NDArrayFloat.from_numpy(best), multimask_output=False))
+    refined = client.segmentation(
+        seg(
+            scene,
+            points=[[[40, 30], [60, 50]]],
+            labels=[[1, 0]],
+            mask_input=NDArrayFloat.from_numpy(best),
+            multimask_output=False,
+        )
+    )
     check_same(refined, local, points=[[[40, 30], [60, 50]]], labels=[[1, 0]], mask_input=best, multimask=False)
     # resetPredictor false is tied to the request's own image (its content id), never another one
     other = make_scene(11, size=(96, 128))
@@ -222,8 +245,15 @@ def test_embedding_roundtrip_and_mask_input(client, local, scene):
     kept = client.segmentation(seg(scene, reset_predictor=False, points=[[[40, 30]]], labels=[[1]]))
     check_same(kept, local, points=[[[40, 30]]], labels=[[1]])
     # the image id in the metadata names the cached image without sending it again
-    ref = client.segmentation(SegmentationRequest(model=MODEL, image="masklet:" + kept.metadata["imageId"],
-                                                  reset_predictor=False, points=[[[40, 30]]], labels=[[1]]))
+    ref = client.segmentation(
+        SegmentationRequest(
+            model=MODEL,
+            image="masklet:" + kept.metadata["imageId"],
+            reset_predictor=False,
+            points=[[[40, 30]]],
+            labels=[[1]],
+        )
+    )
     check_same(ref, local, points=[[[40, 30]]], labels=[[1]])
 
 
@@ -231,8 +261,12 @@ def test_segmentation_binary_and_floats(server, local, scene):
     buf = io.BytesIO()
     Image.fromarray(scene.image).save(buf, format="PNG")
     meta = json.dumps({"model": MODEL, "points": [[[40.5, 30.25]]], "labels": [[1]], "multimask_output": None})
-    r = httpx.post(f"{server.url}/v1/inference/segmentation/binary", headers={"X-API-Key": KEY},
-                   files={"metadata": (None, meta), "image": ("a.png", buf.getvalue(), "image/png")}, timeout=60)
+    r = httpx.post(
+        f"{server.url}/v1/inference/segmentation/binary",
+        headers={"X-API-Key": KEY},
+        files={"metadata": (None, meta), "image": ("a.png", buf.getvalue(), "image/png")},
+        timeout=60,
+    )
     assert r.status_code == 200, r.text
     from pixano_inference.schemas import SegmentationResponse
 
@@ -250,10 +284,16 @@ def test_segmentation_bad_requests(server, client, scene):
         (SegmentationRequest(model="nope", image=png_uri(scene.image), boxes=[[1, 1, 9, 9]]), 404, "nope"),
         (SegmentationRequest(model=MODEL, image="data:image/png;base64,AAAA", boxes=[[1, 1, 9, 9]]), 400, "image"),
         (SegmentationRequest(model=MODEL, image="https://example.invalid/a.png", boxes=[[1, 1, 9, 9]]), 403, "URL"),
-        (seg(scene, boxes=[[1, 1, 9, 9]], mask_input=NDArrayFloat.from_numpy(np.zeros((1, 5, 5), np.float32))),
-         400, "mask_input"),
-        (seg(scene, boxes=[[1, 1, 9, 9]], image_embedding=NDArrayFloat.from_numpy(np.zeros((2, 2), np.float32))),
-         400, "highResolutionFeatures"),
+        (
+            seg(scene, boxes=[[1, 1, 9, 9]], mask_input=NDArrayFloat.from_numpy(np.zeros((1, 5, 5), np.float32))),
+            400,
+            "mask_input",
+        ),
+        (
+            seg(scene, boxes=[[1, 1, 9, 9]], image_embedding=NDArrayFloat.from_numpy(np.zeros((2, 2), np.float32))),
+            400,
+            "highResolutionFeatures",
+        ),
         (SegmentationRequest(model=MODEL, image="masklet:0123", boxes=[[1, 1, 9, 9]]), 404, "0123"),
     ]
     codes = {400: "bad_request", 403: "forbidden", 404: "not_found"}
@@ -284,9 +324,15 @@ def tracking_request(clip, direction="forward", propagate=None, kinds=("points",
             prompts = TrackingPrompts(mask=CompressedRLE(**encode_rle(clip.masks[start, n][None])[0]))
         keyframes.append(TrackingKeyframeV1(frame_index=start, prompts=prompts))
     end = len(clip.frames) - 1 - start
-    return TrackingRequestV1(model=MODEL, video=[png_uri(f) for f in clip.frames], objects_ids=[1, 2],
-                             frame_indexes=[start, start], keyframes=keyframes, propagate=propagate,
-                             interval=TrackingInterval(start_frame=start, end_frame=end, direction=direction))
+    return TrackingRequestV1(
+        model=MODEL,
+        video=[png_uri(f) for f in clip.frames],
+        objects_ids=[1, 2],
+        frame_indexes=[start, start],
+        keyframes=keyframes,
+        propagate=propagate,
+        interval=TrackingInterval(start_frame=start, end_frame=end, direction=direction),
+    )
 
 
 _LOCAL: dict[str, dict] = {}
@@ -320,8 +366,9 @@ def _local_tracking(model, clip, req: TrackingRequestV1) -> dict[int, dict[int, 
         return out
     iv = req.interval
     out = {}
-    for tf in predictor.propagate_in_video(state, iv.start_frame, abs(iv.end_frame - iv.start_frame),
-                                           iv.direction == "backward"):
+    for tf in predictor.propagate_in_video(
+        state, iv.start_frame, abs(iv.end_frame - iv.start_frame), iv.direction == "backward"
+    ):
         out[tf.frame_idx] = dict(zip(tf.obj_ids, tf.masks.numpy()))
     return out
 
@@ -442,7 +489,9 @@ def test_tracking_bad_requests(client, clip):
     r = httpx.post(f"{client.url}/v1/inference/tracking", json=body, headers={"X-API-Key": KEY}, timeout=60)
     assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error"
     with pytest.raises(PixanoInferenceError) as err:
-        client.submit_tracking_job(TrackingRequestV1.model_construct(**{**good.__dict__, "objects_ids": [], "keyframes": []}))
+        client.submit_tracking_job(
+            TrackingRequestV1.model_construct(**{**good.__dict__, "objects_ids": [], "keyframes": []})
+        )
     assert err.value.status_code == 400
 
 

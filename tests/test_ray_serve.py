@@ -51,7 +51,8 @@ def recording_client(url: str, seen: list, **kw) -> Client:
     """A client that records (method, path, replica, status) of every response."""
     c = Client(url, **kw)
     c.http.event_hooks["response"].append(
-        lambda r: seen.append((r.request.method, r.request.url.path, r.headers.get(REPLICA_HEADER, ""), r.status_code)))
+        lambda r: seen.append((r.request.method, r.request.url.path, r.headers.get(REPLICA_HEADER, ""), r.status_code))
+    )
     return c
 
 
@@ -128,8 +129,11 @@ def test_concurrent_image_and_video_clients_stick_to_their_replica(cluster):
 
 def test_metrics_are_per_replica(cluster):
     text = httpx.get(f"{cluster}/metrics", timeout=30).text
-    labelled = {line.split('replica="')[1].split('"')[0] for line in text.splitlines()
-                if line.startswith("masklet_requests_total{") and 'replica="' in line}
+    labelled = {
+        line.split('replica="')[1].split('"')[0]
+        for line in text.splitlines()
+        if line.startswith("masklet_requests_total{") and 'replica="' in line
+    }
     assert len(labelled) == 2
     assert "masklet_ray_routed_total{" in text
     r = httpx.get(f"{cluster}/v1/models", headers={"X-Request-ID": "abc123"}, timeout=30)
@@ -226,8 +230,10 @@ def _stream_script(tracker, frames, log: list | None = None) -> list:
 
 
 def _same_frames(a: list, b: list) -> bool:
-    return len(a) == len(b) and all(x.frame_idx == y.frame_idx and list(x.obj_ids) == list(y.obj_ids)
-                                    and bool((x.masks == y.masks).all()) for x, y in zip(a, b))
+    return len(a) == len(b) and all(
+        x.frame_idx == y.frame_idx and list(x.obj_ids) == list(y.obj_ids) and bool((x.masks == y.masks).all())
+        for x, y in zip(a, b)
+    )
 
 
 def test_streams_through_serve_match_local_and_stay_on_one_replica(cluster):
@@ -243,7 +249,10 @@ def test_streams_through_serve_match_local_and_stay_on_one_replica(cluster):
             with Client(cluster) as c:
                 remote = c.stream_tracker()
                 results = _stream_script(remote, clips[k].frames)
-                held = {r["replica"]: r["streams"] for r in httpx.get(f"{cluster}/v1/ray/replicas", timeout=30).json()["replicas"]}
+                held = {
+                    r["replica"]: r["streams"]
+                    for r in httpx.get(f"{cluster}/v1/ray/replicas", timeout=30).json()["replicas"]
+                }
                 got[k] = (remote._ready, results, held)
                 remote.close()
         except BaseException as err:  # noqa: BLE001
@@ -312,10 +321,21 @@ def test_replica_killed_mid_stream_ends_it_and_the_client_replays(cluster):
 
 def test_autoscaling_config_is_applied(cluster):
     """Redeploy with --autoscale 1:2 (fast delays): starts at 1 replica, scales up under load."""
-    serve.run(build_app(Settings(), autoscale=(1, 2), num_cpus=1,
-                        autoscale_options={"target_ongoing_requests": 1, "upscale_delay_s": 0.5,
-                                           "downscale_delay_s": 600, "initial_replicas": 1}),
-              name="masklet", route_prefix="/")
+    serve.run(
+        build_app(
+            Settings(),
+            autoscale=(1, 2),
+            num_cpus=1,
+            autoscale_options={
+                "target_ongoing_requests": 1,
+                "upscale_delay_s": 0.5,
+                "downscale_delay_s": 600,
+                "initial_replicas": 1,
+            },
+        ),
+        name="masklet",
+        route_prefix="/",
+    )
     dep = serve.status().applications["masklet"].deployments["MaskletReplica"]
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and live(cluster) != 1:
@@ -354,7 +374,11 @@ def test_documented_serve_config_validates_and_builds():
     from masklet.server.ray_app import app_builder
 
     doc = yaml.safe_load((Path(__file__).resolve().parents[1] / "docs" / "ray-serve.yaml").read_text())
-    schema = ServeDeploySchema.model_validate(doc) if hasattr(ServeDeploySchema, "model_validate") else ServeDeploySchema.parse_obj(doc)
+    schema = (
+        ServeDeploySchema.model_validate(doc)
+        if hasattr(ServeDeploySchema, "model_validate")
+        else ServeDeploySchema.parse_obj(doc)
+    )
     (app,) = schema.applications
     assert app.import_path == "masklet.server.ray_app:app_builder"
     built = app_builder(app.args)

@@ -212,15 +212,19 @@ def test_official_image_predictor_end_to_end(small_model: Any) -> None:
     assert 0.02 < masks.mean() < 0.98 and np.all((iou > 0) & (iou < 1)) and iou.std() > 0
     assert np.isfinite(low).all() and low.std() > 0.3 and not np.allclose(low[0], low[1])
     masks, iou, _ = predictor.predict(
-        point_coords=np.array([[50, 60], [200, 20]]), point_labels=np.array([1, 0]), box=np.array([10, 10, 120, 150]),
-        mask_input=low[:1], multimask_output=False,
+        point_coords=np.array([[50, 60], [200, 20]]),
+        point_labels=np.array([1, 0]),
+        box=np.array([10, 10, 120, 150]),
+        mask_input=low[:1],
+        multimask_output=False,
     )
     assert masks.shape == (1, 180, 240) and iou.shape == (1,)
     masks, iou, _ = predictor.predict(box=np.array([[10, 10, 120, 150], [30, 40, 230, 170]]))
     assert masks.shape == (2, 3, 180, 240) and not np.array_equal(masks[0], masks[1])
     predictor.set_image_batch([img, img[:100]])
     masks_b, _, _ = predictor.predict_batch(
-        point_coords_batch=[np.array([[50, 60]]), np.array([[10, 20]])], point_labels_batch=[np.array([1]), np.array([1])]
+        point_coords_batch=[np.array([[50, 60]]), np.array([[10, 20]])],
+        point_labels_batch=[np.array([1]), np.array([1])],
     )
     assert masks_b[0].shape == (3, 180, 240) and masks_b[1].shape == (3, 100, 240)
 

@@ -101,15 +101,33 @@ def image_notebook(predictor, image: np.ndarray, image2: np.ndarray) -> list:
     out.append((masks, scores, logits))
     mask_input = logits[np.argmax(scores), :, :]
     input_point, input_label = np.array([[w * 0.4, h * 0.5], [w * 0.7, h * 0.3]]), np.array([1, 1])
-    out.append(predictor.predict(point_coords=input_point, point_labels=input_label,
-                                 mask_input=mask_input[None, :, :], multimask_output=False))
+    out.append(
+        predictor.predict(
+            point_coords=input_point,
+            point_labels=input_label,
+            mask_input=mask_input[None, :, :],
+            multimask_output=False,
+        )
+    )
     input_label = np.array([1, 0])  # the notebook's "window and a background point" step
-    out.append(predictor.predict(point_coords=input_point, point_labels=input_label,
-                                 mask_input=mask_input[None, :, :], multimask_output=False))
+    out.append(
+        predictor.predict(
+            point_coords=input_point,
+            point_labels=input_label,
+            mask_input=mask_input[None, :, :],
+            multimask_output=False,
+        )
+    )
     input_box = np.array([w * 0.2, h * 0.2, w * 0.7, h * 0.8])
     out.append(predictor.predict(point_coords=None, point_labels=None, box=input_box[None, :], multimask_output=False))
-    out.append(predictor.predict(point_coords=np.array([[w * 0.5, h * 0.6]]), point_labels=np.array([0]),
-                                 box=input_box, multimask_output=False))
+    out.append(
+        predictor.predict(
+            point_coords=np.array([[w * 0.5, h * 0.6]]),
+            point_labels=np.array([0]),
+            box=input_box,
+            multimask_output=False,
+        )
+    )
     input_boxes = np.array([[10, 10, 120, 100], [100, 40, 230, 170], [30, 90, 150, 175]], dtype=np.float32)
     out.append(predictor.predict(point_coords=None, point_labels=None, box=input_boxes, multimask_output=False))
     predictor.set_image_batch([image, image2])
@@ -173,9 +191,18 @@ class _ReturnLogits:
 # small model no mask reaches the notebook's pred_iou_thresh 0.7 / stability_score_thresh 0.92 (its
 # predicted IoUs are about 0.5), so there those two filters are off; every other option stays.
 AMG_DEFAULT = dict(points_per_side=8)
-AMG_NOTEBOOK = dict(points_per_side=4, points_per_batch=128, pred_iou_thresh=0.7, stability_score_thresh=0.92,
-                    stability_score_offset=0.7, crop_n_layers=1, box_nms_thresh=0.7,
-                    crop_n_points_downscale_factor=2, min_mask_region_area=25.0, use_m2m=True)
+AMG_NOTEBOOK = dict(
+    points_per_side=4,
+    points_per_batch=128,
+    pred_iou_thresh=0.7,
+    stability_score_thresh=0.92,
+    stability_score_offset=0.7,
+    crop_n_layers=1,
+    box_nms_thresh=0.7,
+    crop_n_points_downscale_factor=2,
+    min_mask_region_area=25.0,
+    use_m2m=True,
+)
 RANDOM_WEIGHTS = dict(pred_iou_thresh=0.0, stability_score_thresh=0.0)
 
 
@@ -200,7 +227,10 @@ def test_automatic_mask_generator_notebook_matches_official(kind, options):
         assert len(reference) >= 2, f"only {len(reference)} official masks: the custom case proves little"
         assert len({tuple(r["crop_box"]) for r in reference}) > 1, "no mask from the crop layer"
         for r in reference:  # no record within reach of a filter threshold (1e-3 >> the 1e-4 tolerance)
-            for key, thresh in (("predicted_iou", options["pred_iou_thresh"]), ("stability_score", options["stability_score_thresh"])):
+            for key, thresh in (
+                ("predicted_iou", options["pred_iou_thresh"]),
+                ("stability_score", options["stability_score_thresh"]),
+            ):
                 assert thresh == 0 or abs(r[key] - thresh) > 1e-3, f"{key} {r[key]} at the threshold {thresh}"
     assert all(m["area"] == int(m["segmentation"].sum()) for m in masks)  # the notebook's show_anns reads these
     # the notebook's bfloat16 autocast for both; float16 too for the first (the same code path)
@@ -228,34 +258,60 @@ def centre(mask: np.ndarray) -> list[float]:
 def video_notebook(predictor, video_dir: str, masks: np.ndarray) -> list:
     """The video predictor notebook's calls, in order; returns every (frame_idx, obj_ids, logits)."""
     out = []
+
     def keep(r):
         return out.append((int(r[0]), list(r[1]), r[2].detach().float().clone()))
+
     inference_state = predictor.init_state(video_path=video_dir)
     predictor.reset_state(inference_state)
     num_frames = inference_state["num_frames"]
-    out.append(("state", num_frames, inference_state["video_height"], inference_state["video_width"],
-                tuple(inference_state["images"][0].shape)))
+    out.append(
+        (
+            "state",
+            num_frames,
+            inference_state["video_height"],
+            inference_state["video_width"],
+            tuple(inference_state["images"][0].shape),
+        )
+    )
     points, labels = np.array([centre(masks[0, 0])], dtype=np.float32), np.array([1], np.int32)
-    keep(predictor.add_new_points_or_box(inference_state=inference_state, frame_idx=0, obj_id=1,
-                                         points=points, labels=labels))
+    keep(
+        predictor.add_new_points_or_box(
+            inference_state=inference_state, frame_idx=0, obj_id=1, points=points, labels=labels
+        )
+    )
     ys, xs = np.nonzero(masks[0, 1])
     points = np.array([centre(masks[0, 0]), [float(xs.min()), float(ys.min())]], dtype=np.float32)
     keep(predictor.add_new_points_or_box(inference_state, 0, 1, points=points, labels=np.array([1, 0], np.int32)))
     box = np.array([xs.min(), ys.min(), xs.max(), ys.max()], dtype=np.float32)
     keep(predictor.add_new_points_or_box(inference_state, 0, 2, box=box))
     # the notebook's box refined with a click, in the same call
-    keep(predictor.add_new_points_or_box(inference_state, 0, 2, points=np.array([centre(masks[0, 1])], np.float32),
-                                         labels=np.array([1], np.int32), box=box))
+    keep(
+        predictor.add_new_points_or_box(
+            inference_state,
+            0,
+            2,
+            points=np.array([centre(masks[0, 1])], np.float32),
+            labels=np.array([1], np.int32),
+            box=box,
+        )
+    )
     out.append(("ids", list(inference_state["obj_ids"])))
     for r in predictor.propagate_in_video(inference_state):
         keep(r)
-    keep(predictor.add_new_points_or_box(inference_state, 2, 2, points=np.array([centre(masks[2, 1])], np.float32),
-                                         labels=np.array([1], np.int32)))
+    keep(
+        predictor.add_new_points_or_box(
+            inference_state, 2, 2, points=np.array([centre(masks[2, 1])], np.float32), labels=np.array([1], np.int32)
+        )
+    )
     for r in predictor.propagate_in_video(inference_state, start_frame_idx=3, reverse=True):
         keep(r)
     predictor.reset_state(inference_state)
-    keep(predictor.add_new_points_or_box(inference_state, 1, 4, points=np.array([centre(masks[1, 0])], np.float32),
-                                         labels=np.array([1], np.int32)))
+    keep(
+        predictor.add_new_points_or_box(
+            inference_state, 1, 4, points=np.array([centre(masks[1, 0])], np.float32), labels=np.array([1], np.int32)
+        )
+    )
     for r in predictor.propagate_in_video(inference_state, max_frame_num_to_track=2):
         keep(r)
     return out
@@ -292,8 +348,9 @@ def test_video_session_methods_have_official_returns(tmp_path):
     cfg, pt, _ = checkpoint("small")
     masks = write_frames(tmp_path / "frames")
     predictor = build_sam2_video_predictor(cfg, pt, device="cpu")
-    state = predictor.init_state(str(tmp_path / "frames"), offload_video_to_cpu=True, offload_state_to_cpu=True,
-                                 async_loading_frames=True)
+    state = predictor.init_state(
+        str(tmp_path / "frames"), offload_video_to_cpu=True, offload_state_to_cpu=True, async_loading_frames=True
+    )
     predictor.add_new_points_or_box(state, 0, 1, points=[centre(masks[0, 0])], labels=[1])
     frame_idx, obj_ids, logits = predictor.add_new_mask(state, 1, 2, masks[1, 1])
     assert (frame_idx, obj_ids, tuple(logits.shape)) == (1, [1, 2], (2, 1, 96, 128))
@@ -316,10 +373,12 @@ def test_config_names_resolve_like_the_official():
     from masklet.model import VARIANTS
     from masklet.sam2.build_sam import official_model_section
 
-    for name, variant in (("configs/sam2.1/sam2.1_hiera_t.yaml", "sam2.1-hiera-tiny"),
-                          ("sam2.1_hiera_t.yaml", "sam2.1-hiera-tiny"),
-                          ("configs/sam2/sam2_hiera_l.yaml", "sam2-hiera-large"),
-                          ("configs/sam2.1/sam2.1_hiera_b+.yaml", "sam2.1-hiera-base-plus")):
+    for name, variant in (
+        ("configs/sam2.1/sam2.1_hiera_t.yaml", "sam2.1-hiera-tiny"),
+        ("sam2.1_hiera_t.yaml", "sam2.1-hiera-tiny"),
+        ("configs/sam2/sam2_hiera_l.yaml", "sam2-hiera-large"),
+        ("configs/sam2.1/sam2.1_hiera_b+.yaml", "sam2.1-hiera-base-plus"),
+    ):
         got = config_from_official(official_model_section(name))
         want = VARIANTS[variant]
         assert (got.trunk, got.no_obj_embed_spatial) == (want.trunk, want.no_obj_embed_spatial), name
@@ -332,9 +391,16 @@ def test_hydra_overrides_honoured_or_refused_by_name():
     plain = build_sam2(cfg, pt, device="cpu", apply_postprocessing=False)
     assert not plain.config.decoder.dynamic_multimask_via_stability
     assert build_sam2(cfg, pt, device="cpu").config.decoder.dynamic_multimask_via_stability
-    tuned = build_sam2(cfg, pt, device="cpu", apply_postprocessing=False, hydra_overrides_extra=[
-        "++model.sam_mask_decoder_extra_args.dynamic_multimask_via_stability=true",
-        "++model.sam_mask_decoder_extra_args.dynamic_multimask_stability_thresh=0.5"])
+    tuned = build_sam2(
+        cfg,
+        pt,
+        device="cpu",
+        apply_postprocessing=False,
+        hydra_overrides_extra=[
+            "++model.sam_mask_decoder_extra_args.dynamic_multimask_via_stability=true",
+            "++model.sam_mask_decoder_extra_args.dynamic_multimask_stability_thresh=0.5",
+        ],
+    )
     assert tuned.config.decoder.dynamic_multimask_stability_thresh == 0.5
     video = build_sam2_video_predictor(cfg, pt, device="cpu", hydra_overrides_extra=["++model.non_overlap_masks=true"])
     assert video.non_overlap_masks and video.binarize_mask_from_pts
@@ -372,11 +438,13 @@ def test_hub_names_resolve_from_a_local_cache_without_network(tmp_path, monkeypa
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     key = "image_encoder.trunk.patch_embed.proj.weight"
     want = model.state_dict()[key].half().float()
-    built = [build_sam2_hf("facebook/sam2.1-hiera-tiny", device="cpu"),
-             SAM2ImagePredictor.from_pretrained("facebook/sam2.1-hiera-tiny", device="cpu").model,
-             SAM2AutomaticMaskGenerator.from_pretrained("facebook/sam2.1-hiera-tiny", device="cpu").model,
-             build_sam2_video_predictor_hf("facebook/sam2.1-hiera-tiny", device="cpu").model,
-             SAM2VideoPredictor.from_pretrained("facebook/sam2.1-hiera-tiny", device="cpu").model]
+    built = [
+        build_sam2_hf("facebook/sam2.1-hiera-tiny", device="cpu"),
+        SAM2ImagePredictor.from_pretrained("facebook/sam2.1-hiera-tiny", device="cpu").model,
+        SAM2AutomaticMaskGenerator.from_pretrained("facebook/sam2.1-hiera-tiny", device="cpu").model,
+        build_sam2_video_predictor_hf("facebook/sam2.1-hiera-tiny", device="cpu").model,
+        SAM2VideoPredictor.from_pretrained("facebook/sam2.1-hiera-tiny", device="cpu").model,
+    ]
     for m in built:
         assert torch.equal(m.state_dict()[key], want)
     assert attempts == [], f"resolving cached names tried the network: {attempts}"

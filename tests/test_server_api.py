@@ -42,8 +42,13 @@ def media(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(media):
-    env = {"MASKLET_API_KEYS": KEY, "MASKLET_MEDIA_ROOTS": str(media), "MASKLET_MAX_BODY_BYTES": str(4 * 2**20),
-           "MASKLET_MAX_PIXELS": "4000000", "MASKLET_MAX_FRAMES": "40"}
+    env = {
+        "MASKLET_API_KEYS": KEY,
+        "MASKLET_MEDIA_ROOTS": str(media),
+        "MASKLET_MAX_BODY_BYTES": str(4 * 2**20),
+        "MASKLET_MAX_PIXELS": "4000000",
+        "MASKLET_MAX_FRAMES": "40",
+    }
     proc = ServerProcess(env=env, args=["--model", "masklet-nano"]).start()
     yield proc
     proc.stop()
@@ -101,9 +106,11 @@ def test_image_prompts_match_local(client, model, scene):
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
     # same error types, raised before sending
-    for bad, err in (({"point_coords": [[1, 2]], "point_labels": [4]}, InvalidInputError),
-                     ({"point_coords": [[1, np.nan]], "point_labels": [1]}, InvalidInputError),
-                     ({"box": [5, 5, 1, 1]}, InvalidInputError)):
+    for bad, err in (
+        ({"point_coords": [[1, 2]], "point_labels": [4]}, InvalidInputError),
+        ({"point_coords": [[1, np.nan]], "point_labels": [1]}, InvalidInputError),
+        ({"box": [5, 5, 1, 1]}, InvalidInputError),
+    ):
         with pytest.raises(err) as local_err:
             local.predict(**bad)
         with pytest.raises(err) as remote_err:
@@ -132,8 +139,11 @@ def test_embeddings_round_trip_and_batch(client, model, scene):
     second = make_scene(9, size=(80, 100)).image
     local.set_images([scene.image, second])
     remote.set_images([scene.image, second])
-    args = {"point_coords_batch": [[[40, 30]], None], "point_labels_batch": [[1], None],
-                "box_batch": [None, [[5, 5, 50, 40], [30, 20, 90, 70]]]}
+    args = {
+        "point_coords_batch": [[[40, 30]], None],
+        "point_labels_batch": [[1], None],
+        "box_batch": [None, [[5, 5, 50, 40], [30, 20, 90, 70]]],
+    }
     a, b = local.predict_batch(**args), remote.predict_batch(**args)
     for xs, ys in zip(a, b):
         for x, y in zip(xs, ys):
@@ -311,48 +321,235 @@ def ids(client, scene):
 J = {"content-type": "application/json"}
 BAD = [
     # (name, method, path, kwargs, status, code)
-    ("malformed json", "POST", "/v1/images/{image}/predict", {"content": b"{bad", "headers": J}, 422, "validation_error"),
-    ("not an object", "POST", "/v1/images/{image}/predict", {"content": b"[1,2]", "headers": J}, 422, "validation_error"),
-    ("coords not numbers", "POST", "/v1/images/{image}/predict", {"json": {"pointCoords": "abc", "pointLabels": [1]}}, 400, "invalid_input"),
-    ("NaN coords", "POST", "/v1/images/{image}/predict", {"content": b'{"pointCoords": [[1, NaN]], "pointLabels": [1]}', "headers": J}, 400, "invalid_input"),
-    ("label out of range", "POST", "/v1/images/{image}/predict", {"json": {"pointCoords": [[1, 2]], "pointLabels": [7]}}, 400, "invalid_input"),
-    ("labels shape", "POST", "/v1/images/{image}/predict", {"json": {"pointCoords": [[1, 2], [3, 4]], "pointLabels": [1]}}, 400, "invalid_input"),
-    ("coords without labels", "POST", "/v1/images/{image}/predict", {"json": {"pointCoords": [[1, 2]]}}, 400, "invalid_input"),
+    (
+        "malformed json",
+        "POST",
+        "/v1/images/{image}/predict",
+        {"content": b"{bad", "headers": J},
+        422,
+        "validation_error",
+    ),
+    (
+        "not an object",
+        "POST",
+        "/v1/images/{image}/predict",
+        {"content": b"[1,2]", "headers": J},
+        422,
+        "validation_error",
+    ),
+    (
+        "coords not numbers",
+        "POST",
+        "/v1/images/{image}/predict",
+        {"json": {"pointCoords": "abc", "pointLabels": [1]}},
+        400,
+        "invalid_input",
+    ),
+    (
+        "NaN coords",
+        "POST",
+        "/v1/images/{image}/predict",
+        {"content": b'{"pointCoords": [[1, NaN]], "pointLabels": [1]}', "headers": J},
+        400,
+        "invalid_input",
+    ),
+    (
+        "label out of range",
+        "POST",
+        "/v1/images/{image}/predict",
+        {"json": {"pointCoords": [[1, 2]], "pointLabels": [7]}},
+        400,
+        "invalid_input",
+    ),
+    (
+        "labels shape",
+        "POST",
+        "/v1/images/{image}/predict",
+        {"json": {"pointCoords": [[1, 2], [3, 4]], "pointLabels": [1]}},
+        400,
+        "invalid_input",
+    ),
+    (
+        "coords without labels",
+        "POST",
+        "/v1/images/{image}/predict",
+        {"json": {"pointCoords": [[1, 2]]}},
+        400,
+        "invalid_input",
+    ),
     ("inverted box", "POST", "/v1/images/{image}/predict", {"json": {"box": [50, 50, 10, 10]}}, 400, "invalid_input"),
     ("box of 3", "POST", "/v1/images/{image}/predict", {"json": {"box": [1, 2, 3]}}, 400, "invalid_input"),
-    ("mask input shape", "POST", "/v1/images/{image}/predict", {"json": {"box": [1, 2, 30, 40], "maskInput": {"shape": [1, 8, 8], "data": base64.b64encode(b"\0" * 256).decode()}}}, 400, "invalid_input"),
-    ("mask input base64", "POST", "/v1/images/{image}/predict", {"json": {"maskInput": {"shape": [1, 64, 64], "data": "!!"}}}, 400, "invalid_input"),
-    ("bool as list", "POST", "/v1/images/{image}/predict", {"json": {"box": [1, 2, 30, 40], "multimaskOutput": [1]}}, 422, "validation_error"),
-    ("unknown field", "POST", "/v1/images/{image}/predict", {"json": {"box": [1, 2, 30, 40], "colour": 1}}, 422, "validation_error"),
-    ("negative hole area", "POST", "/v1/images/{image}/predict", {"json": {"box": [1, 2, 30, 40], "maxHoleArea": -1}}, 422, "validation_error"),
+    (
+        "mask input shape",
+        "POST",
+        "/v1/images/{image}/predict",
+        {
+            "json": {
+                "box": [1, 2, 30, 40],
+                "maskInput": {"shape": [1, 8, 8], "data": base64.b64encode(b"\0" * 256).decode()},
+            }
+        },
+        400,
+        "invalid_input",
+    ),
+    (
+        "mask input base64",
+        "POST",
+        "/v1/images/{image}/predict",
+        {"json": {"maskInput": {"shape": [1, 64, 64], "data": "!!"}}},
+        400,
+        "invalid_input",
+    ),
+    (
+        "bool as list",
+        "POST",
+        "/v1/images/{image}/predict",
+        {"json": {"box": [1, 2, 30, 40], "multimaskOutput": [1]}},
+        422,
+        "validation_error",
+    ),
+    (
+        "unknown field",
+        "POST",
+        "/v1/images/{image}/predict",
+        {"json": {"box": [1, 2, 30, 40], "colour": 1}},
+        422,
+        "validation_error",
+    ),
+    (
+        "negative hole area",
+        "POST",
+        "/v1/images/{image}/predict",
+        {"json": {"box": [1, 2, 30, 40], "maxHoleArea": -1}},
+        422,
+        "validation_error",
+    ),
     ("unknown image", "POST", "/v1/images/0123/predict", {"json": {"box": [1, 2, 3, 4]}}, 404, "unknown_image"),
     ("unknown image info", "GET", "/v1/images/nope", {}, 404, "unknown_image"),
     ("empty batch", "POST", "/v1/images/predict_batch", {"json": {"items": []}}, 422, "validation_error"),
-    ("undecodable image", "POST", "/v1/images", {"content": b"GIF89a-garbage", "headers": {"content-type": "image/gif"}}, 400, "image_decode_error"),
-    ("empty upload", "POST", "/v1/images", {"content": b"", "headers": {"content-type": "image/png"}}, 400, "image_decode_error"),
-    ("decompression bomb", "POST", "/v1/images", {"content": _png(30000, 30000), "headers": {"content-type": "image/png"}}, 400, "invalid_input"),
-    ("huge npy dims", "POST", "/v1/images", {"content": _npy_header((100000, 100000, 3)), "headers": {"content-type": "application/x-npy"}}, 400, "invalid_input"),
-    ("oversized body", "POST", "/v1/images", {"content": b"\0" * (4 * 2**20 + 1), "headers": {"content-type": "image/png"}}, 413, "payload_too_large"),
+    (
+        "undecodable image",
+        "POST",
+        "/v1/images",
+        {"content": b"GIF89a-garbage", "headers": {"content-type": "image/gif"}},
+        400,
+        "image_decode_error",
+    ),
+    (
+        "empty upload",
+        "POST",
+        "/v1/images",
+        {"content": b"", "headers": {"content-type": "image/png"}},
+        400,
+        "image_decode_error",
+    ),
+    (
+        "decompression bomb",
+        "POST",
+        "/v1/images",
+        {"content": _png(30000, 30000), "headers": {"content-type": "image/png"}},
+        400,
+        "invalid_input",
+    ),
+    (
+        "huge npy dims",
+        "POST",
+        "/v1/images",
+        {"content": _npy_header((100000, 100000, 3)), "headers": {"content-type": "application/x-npy"}},
+        400,
+        "invalid_input",
+    ),
+    (
+        "oversized body",
+        "POST",
+        "/v1/images",
+        {"content": b"\0" * (4 * 2**20 + 1), "headers": {"content-type": "image/png"}},
+        413,
+        "payload_too_large",
+    ),
     ("bad data uri", "POST", "/v1/images", {"json": {"image": "data:image/png;base64,@@@"}}, 400, "image_decode_error"),
     ("private url", "POST", "/v1/images", {"json": {"url": "http://10.0.0.1/a.png"}}, 403, "url_fetch_disabled"),
-    ("unknown model", "POST", "/v1/images?model=nope", {"content": _png(4, 4), "headers": {"content-type": "image/png"}}, 404, "unknown_model"),
+    (
+        "unknown model",
+        "POST",
+        "/v1/images?model=nope",
+        {"content": _png(4, 4), "headers": {"content-type": "image/png"}},
+        404,
+        "unknown_model",
+    ),
     ("amg zero grid", "POST", "/v1/images/{image}/automatic", {"json": {"pointsPerSide": 0}}, 400, "invalid_input"),
     ("amg threshold", "POST", "/v1/images/{image}/automatic", {"json": {"predIouThresh": 2}}, 400, "invalid_input"),
-    ("amg unknown option", "POST", "/v1/images/{image}/automatic", {"json": {"pointsPerSide": 4, "turbo": True}}, 422, "validation_error"),
+    (
+        "amg unknown option",
+        "POST",
+        "/v1/images/{image}/automatic",
+        {"json": {"pointsPerSide": 4, "turbo": True}},
+        422,
+        "validation_error",
+    ),
     ("embeddings garbage", "POST", "/v1/images/embeddings", {"content": b"12345678garbage"}, 400, "invalid_input"),
     ("path traversal", "POST", "/v1/videos", {"json": {"path": "../../../etc"}}, 403, "path_not_allowed"),
     ("absolute path outside", "POST", "/v1/videos", {"json": {"path": "/etc"}}, 403, "path_not_allowed"),
     ("missing media path", "POST", "/v1/videos", {"json": {"path": "nothing-here"}}, 404, "not_found"),
     ("video body", "POST", "/v1/videos", {"json": {"frames": 3}}, 400, "invalid_input"),
-    ("too many frames", "POST", "/v1/videos", {"files": [("frames", ("f.png", _png(2, 2)))] * 41}, 400, "invalid_input"),
-    ("frame out of range", "POST", "/v1/videos/{session}/points", {"json": {"frameIdx": 9, "objId": 1, "points": [[1, 1]], "labels": [1]}}, 400, "invalid_input"),
+    (
+        "too many frames",
+        "POST",
+        "/v1/videos",
+        {"files": [("frames", ("f.png", _png(2, 2)))] * 41},
+        400,
+        "invalid_input",
+    ),
+    (
+        "frame out of range",
+        "POST",
+        "/v1/videos/{session}/points",
+        {"json": {"frameIdx": 9, "objId": 1, "points": [[1, 1]], "labels": [1]}},
+        400,
+        "invalid_input",
+    ),
     ("no prompt", "POST", "/v1/videos/{session}/points", {"json": {"frameIdx": 0, "objId": 1}}, 400, "invalid_input"),
-    ("frame idx string", "POST", "/v1/videos/{session}/points", {"json": {"frameIdx": "a", "objId": 1}}, 422, "validation_error"),
-    ("bad mask rle", "POST", "/v1/videos/{session}/mask", {"json": {"frameIdx": 0, "objId": 1, "mask": {"size": [2, 2], "counts": [9]}}}, 400, "invalid_input"),
+    (
+        "frame idx string",
+        "POST",
+        "/v1/videos/{session}/points",
+        {"json": {"frameIdx": "a", "objId": 1}},
+        422,
+        "validation_error",
+    ),
+    (
+        "bad mask rle",
+        "POST",
+        "/v1/videos/{session}/mask",
+        {"json": {"frameIdx": 0, "objId": 1, "mask": {"size": [2, 2], "counts": [9]}}},
+        400,
+        "invalid_input",
+    ),
     ("remove unknown object", "DELETE", "/v1/videos/{session}/objects/77", {}, 400, "invalid_input"),
-    ("propagate start out of range", "POST", "/v1/videos/{session}/propagate", {"json": {"startFrameIdx": 50}}, 400, "invalid_input"),
-    ("propagate direction", "POST", "/v1/videos/{session}/propagate", {"json": {"direction": "sideways"}}, 422, "validation_error"),
-    ("unknown session", "POST", "/v1/videos/abc/points", {"json": {"frameIdx": 0, "objId": 1, "box": [1, 1, 5, 5]}}, 404, "unknown_session"),
+    (
+        "propagate start out of range",
+        "POST",
+        "/v1/videos/{session}/propagate",
+        {"json": {"startFrameIdx": 50}},
+        400,
+        "invalid_input",
+    ),
+    (
+        "propagate direction",
+        "POST",
+        "/v1/videos/{session}/propagate",
+        {"json": {"direction": "sideways"}},
+        422,
+        "validation_error",
+    ),
+    (
+        "unknown session",
+        "POST",
+        "/v1/videos/abc/points",
+        {"json": {"frameIdx": 0, "objId": 1, "box": [1, 1, 5, 5]}},
+        404,
+        "unknown_session",
+    ),
     ("unknown job", "GET", "/v1/jobs/abc", {}, 404, "unknown_job"),
     ("unknown route", "GET", "/v1/nothing", {}, 404, "not_found"),
     ("wrong method", "PUT", "/v1/images", {}, 405, "method_not_allowed"),
@@ -397,9 +594,12 @@ def test_stream_auth_and_bad_messages(server):
         assert doc["type"] == "error" and doc["error"]["code"] == "forbidden"
     with connect(url, additional_headers={"X-API-Key": KEY}) as ws:
         assert json.loads(ws.recv())["type"] == "ready"
-        for msg, code in (("{oops", "malformed_json"), ('{"op": "fly"}', "invalid_input"),
-                          ('{"op": "add_points", "objId": 1, "points": [[1, 1]], "labels": [1]}', "predictor_state"),
-                          (b"not an image", "image_decode_error")):
+        for msg, code in (
+            ("{oops", "malformed_json"),
+            ('{"op": "fly"}', "invalid_input"),
+            ('{"op": "add_points", "objId": 1, "points": [[1, 1]], "labels": [1]}', "predictor_state"),
+            (b"not an image", "image_decode_error"),
+        ):
             ws.send(msg)
             doc = json.loads(ws.recv())
             assert doc["type"] == "error" and doc["error"]["code"] == code, (msg, doc)

@@ -61,15 +61,30 @@ def test_exemplar_session_matches_local(client, nano, tmp_path):
     for k in range(2):
         for n in range(2):
             box = _box(scenes.masks[k, n])
-            pairs.append((local.add_example(scenes.images[k], n + 1, box=box), remote.add_example(scenes.images[k], n + 1, box=box)))
+            pairs.append(
+                (
+                    local.add_example(scenes.images[k], n + 1, box=box),
+                    remote.add_example(scenes.images[k], n + 1, box=box),
+                )
+            )
     ys, xs = np.nonzero(scenes.masks[0, 0])
     point = [[float(xs.mean()), float(ys.mean())]]
-    pairs.append((local.add_example(scenes.images[0], 7, points=point, labels=[1]),
-                  remote.add_example(scenes.images[0], 7, points=point, labels=[1])))
-    pairs.append((local.add_example(scenes.images[1], 9, mask=scenes.masks[1, 1]),
-                  remote.add_example(scenes.images[1], 9, mask=scenes.masks[1, 1])))
+    pairs.append(
+        (
+            local.add_example(scenes.images[0], 7, points=point, labels=[1]),
+            remote.add_example(scenes.images[0], 7, points=point, labels=[1]),
+        )
+    )
+    pairs.append(
+        (
+            local.add_example(scenes.images[1], 9, mask=scenes.masks[1, 1]),
+            remote.add_example(scenes.images[1], 9, mask=scenes.masks[1, 1]),
+        )
+    )
     for k in range(2, 5):
-        pairs.append((local.segment(scenes.images[k], update_memory=True), remote.segment(scenes.images[k], update_memory=True)))
+        pairs.append(
+            (local.segment(scenes.images[k], update_memory=True), remote.segment(scenes.images[k], update_memory=True))
+        )
     for a, b in pairs:
         _same(a, b)
     assert local.obj_ids == remote.obj_ids == [1, 2, 7, 9]
@@ -87,9 +102,14 @@ def test_exemplar_session_matches_local(client, nano, tmp_path):
     assert fresh.obj_ids == [1, 2, 9]
     _same(local.segment(scenes.images[2]), fresh.segment(scenes.images[2]))
     # the same errors, checked before sending or mapped from the server's answer
-    for kwargs in ({"obj_id": 1}, {"obj_id": "a", "box": [1, 1, 5, 5]}, {"obj_id": 1, "box": [9, 9, 1, 1]},
-                   {"obj_id": 1, "points": [[1, 1]], "labels": [5]}, {"obj_id": 1, "mask": np.ones((3, 3), bool)},
-                   {"obj_id": 1, "mask": scenes.masks[0, 0], "box": [1, 1, 5, 5]}):
+    for kwargs in (
+        {"obj_id": 1},
+        {"obj_id": "a", "box": [1, 1, 5, 5]},
+        {"obj_id": 1, "box": [9, 9, 1, 1]},
+        {"obj_id": 1, "points": [[1, 1]], "labels": [5]},
+        {"obj_id": 1, "mask": np.ones((3, 3), bool)},
+        {"obj_id": 1, "mask": scenes.masks[0, 0], "box": [1, 1, 5, 5]},
+    ):
         with pytest.raises(InvalidInputError):
             local.add_example(scenes.images[0], **kwargs)
         with pytest.raises(InvalidInputError):
@@ -145,6 +165,7 @@ def _recording(obj, name: str, docs: list) -> None:
             for doc in out:
                 docs.append(doc)
                 yield doc
+
         return lines()
 
     setattr(obj, name, wrapped)
@@ -210,7 +231,9 @@ def test_websocket_stream_carries_presence_and_events(client, nano, server):
     assert [e for d in frames for e in server_events(d)] == local.health.events
     np.testing.assert_allclose([d["presence"][0] for d in frames], [float(f.presence[0]) for f in a], atol=1e-5)
     remote.close()
-    with connect(server.url.replace("http", "ws") + "/v1/streams?options=" + quote(json.dumps({"health": {"lost_frames": 0}}))) as ws:
+    with connect(
+        server.url.replace("http", "ws") + "/v1/streams?options=" + quote(json.dumps({"health": {"lost_frames": 0}}))
+    ) as ws:
         doc = json.loads(ws.recv())
         assert doc["type"] == "error" and doc["error"]["code"] == "invalid_input"
 
@@ -233,11 +256,29 @@ def test_bad_exemplar_requests_answer_4xx_envelopes(server, client):
         ("POST", f"/v1/exemplars/{sid}/examples", args({"objId": 1}), 400, "invalid_input"),
         ("POST", f"/v1/exemplars/{sid}/examples", args({"objId": "x", "box": [1, 1, 9, 9]}), 400, "invalid_input"),
         ("POST", f"/v1/exemplars/{sid}/examples", args({"objId": 1, "box": [9, 9, 1, 1]}), 400, "invalid_input"),
-        ("POST", f"/v1/exemplars/{sid}/examples", args({"objId": 1, "points": [[1, 1]], "labels": [9]}), 400, "invalid_input"),
-        ("POST", f"/v1/exemplars/{sid}/examples", args({"objId": 1, "mask": {"size": [2, 2], "counts": [9]}}), 400, "invalid_input"),
+        (
+            "POST",
+            f"/v1/exemplars/{sid}/examples",
+            args({"objId": 1, "points": [[1, 1]], "labels": [9]}),
+            400,
+            "invalid_input",
+        ),
+        (
+            "POST",
+            f"/v1/exemplars/{sid}/examples",
+            args({"objId": 1, "mask": {"size": [2, 2], "counts": [9]}}),
+            400,
+            "invalid_input",
+        ),
         ("POST", f"/v1/exemplars/{sid}/examples", args({"objId": 1, "colour": 3}), 400, "invalid_input"),
         ("POST", f"/v1/exemplars/{sid}/examples", args("{oops"), 400, "malformed_json"),
-        ("POST", f"/v1/exemplars/{sid}/examples", {"files": [("image", ("a.png", b"junk", "image/png"))], "data": {"args": "{}"}}, 400, "image_decode_error"),
+        (
+            "POST",
+            f"/v1/exemplars/{sid}/examples",
+            {"files": [("image", ("a.png", b"junk", "image/png"))], "data": {"args": "{}"}},
+            400,
+            "image_decode_error",
+        ),
         ("POST", f"/v1/exemplars/{sid}/examples", {"json": {"objId": 1}}, 400, "invalid_input"),
         ("POST", f"/v1/exemplars/{sid}/segment", args({"updateMemory": "yes"}), 400, "invalid_input"),
         ("DELETE", f"/v1/exemplars/{sid}/objects/5", {}, 400, "invalid_input"),
@@ -249,7 +290,11 @@ def test_bad_exemplar_requests_answer_4xx_envelopes(server, client):
     with httpx.Client(base_url=server.url, timeout=60) as http:
         for method, path, kwargs, status, code in cases:
             r = http.request(method, path, headers={"X-Request-ID": "ex"}, **kwargs)
-            assert (r.status_code, r.json()["error"]["code"]) == (status, code), (path, kwargs.get("data"), r.text[:300])
+            assert (r.status_code, r.json()["error"]["code"]) == (status, code), (
+                path,
+                kwargs.get("data"),
+                r.text[:300],
+            )
             assert r.json()["error"]["requestId"] == "ex"
         # still answering correct masks on the same session
         box = _box(scenes.masks[0, 0])

@@ -65,8 +65,10 @@ def test_concurrent_clients_click_without_errors(server):
         t.join(60)
     assert not errors, errors[:3]
     lat = np.array(latencies) * 1000
-    print(f"\n8 clients for 30 s: {len(lat)} clicks, p50 {np.percentile(lat, 50):.1f} ms, p99 {np.percentile(lat, 99):.1f} ms, "
-          f"health max {max(health) * 1000:.1f} ms")
+    print(
+        f"\n8 clients for 30 s: {len(lat)} clicks, p50 {np.percentile(lat, 50):.1f} ms, p99 {np.percentile(lat, 99):.1f} ms, "
+        f"health max {max(health) * 1000:.1f} ms"
+    )
     assert len(lat) >= 8 * 3
 
 
@@ -131,7 +133,9 @@ def test_disconnects_and_cancels_leave_no_work_and_no_memory(server):
             v.close_state(s)
         assert _metric(server.url, "masklet_session_bytes") == 0
         after = _metric(server.url, "process_resident_memory_bytes")
-    print(f"\nresident memory {baseline / 2**20:.1f} -> {after / 2**20:.1f} MiB after 3 left streams and 3 cancelled jobs")
+    print(
+        f"\nresident memory {baseline / 2**20:.1f} -> {after / 2**20:.1f} MiB after 3 left streams and 3 cancelled jobs"
+    )
     assert after - baseline < 64 * 2**20
 
 
@@ -143,7 +147,9 @@ def test_memory_stays_flat_over_many_images(server):
         for seed in range(240, 700):  # 460 more (500 distinct images in all) through a 3 MB cache
             c.image_predictor().set_image(make_scene(seed % 60, size=(96, 128)).image + (seed // 60))
         after = _metric(server.url, "process_resident_memory_bytes")
-    print(f"\nresident memory {before / 2**20:.1f} -> {after / 2**20:.1f} MiB over 460 more images, 500 in all (cache budget 3 MB)")
+    print(
+        f"\nresident memory {before / 2**20:.1f} -> {after / 2**20:.1f} MiB over 460 more images, 500 in all (cache budget 3 MB)"
+    )
     assert _metric(server.url, "masklet_image_cache_bytes") <= BUDGET
     assert after - before < 48 * 2**20
 
@@ -158,7 +164,11 @@ def test_session_limit_answers_429_and_close_frees(server):
         from masklet.server.codec import npy_bytes
 
         r = httpx.post(f"{server.url}/v1/videos", files=[("frames", ("a.npy", npy_bytes(frames[0])))])
-        assert r.status_code == 429 and r.json()["error"]["code"] == "too_many_sessions" and int(r.headers["retry-after"]) > 0
+        assert (
+            r.status_code == 429
+            and r.json()["error"]["code"] == "too_many_sessions"
+            and int(r.headers["retry-after"]) > 0
+        )
         v.close_state(states[0])
         v.close_state(states[1])
         states.append(v.init_state(frames))
@@ -207,8 +217,12 @@ def test_evicted_sessions_replay_with_the_same_masks():
             ids = [rs.session_id for _, rs in pairs]
             for step, (x, y, label) in enumerate([(20, 20, 1), (30, 25, 1), (25, 30, 0)]):
                 for ls, rs in pairs:
-                    a = local.add_new_points_or_box(ls, 1, 1, points=[[x, y]], labels=[label], clear_old_points=step == 0)
-                    b = remote.add_new_points_or_box(rs, 1, 1, points=[[x, y]], labels=[label], clear_old_points=step == 0)
+                    a = local.add_new_points_or_box(
+                        ls, 1, 1, points=[[x, y]], labels=[label], clear_old_points=step == 0
+                    )
+                    b = remote.add_new_points_or_box(
+                        rs, 1, 1, points=[[x, y]], labels=[label], clear_old_points=step == 0
+                    )
                     assert bool((a.masks == b.masks).all())
             for ls, rs in pairs:
                 a, b = list(local.propagate_in_video(ls)), list(remote.propagate_in_video(rs))
@@ -257,8 +271,11 @@ def test_graceful_shutdown_finishes_in_flight_requests_and_ends_propagation():
             answer: dict = {}
 
             def in_flight() -> None:
-                r = httpx.post(f"{proc.url}/v1/images/{iid}/automatic", timeout=120,
-                               json={"pointsPerSide": 8, "predIouThresh": 0.5, "stabilityScoreThresh": 0.6})
+                r = httpx.post(
+                    f"{proc.url}/v1/images/{iid}/automatic",
+                    timeout=120,
+                    json={"pointsPerSide": 8, "predIouThresh": 0.5, "stabilityScoreThresh": 0.6},
+                )
                 answer["status"], answer["records"] = r.status_code, r.json().get("records")
 
             thread = threading.Thread(target=in_flight)

@@ -22,7 +22,10 @@ from hypothesis import strategies as st
 from masklet.client import Client
 
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=True, allow_infinity=True)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**40), 2**40)
+    | st.floats(allow_nan=True, allow_infinity=True)
     | st.text(max_size=8),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
     max_leaves=12,
@@ -34,9 +37,13 @@ NEAR = {
     "points": st.lists(st.lists(st.floats(-50, 300), min_size=2, max_size=2), max_size=3),
     "labels": st.lists(st.integers(-2, 4), max_size=3),
     "box": st.lists(st.floats(-10, 200), min_size=3, max_size=5),
-    "frameIdx": st.integers(-2, 5), "objId": st.integers(-2, 300), "startFrameIdx": st.integers(-2, 5),
-    "maxFrameNumToTrack": st.integers(-2, 5), "pointsPerSide": st.integers(-1, 6),
-    "predIouThresh": st.floats(-1, 2), "cropNLayers": st.integers(-1, 2),
+    "frameIdx": st.integers(-2, 5),
+    "objId": st.integers(-2, 300),
+    "startFrameIdx": st.integers(-2, 5),
+    "maxFrameNumToTrack": st.integers(-2, 5),
+    "pointsPerSide": st.integers(-1, 6),
+    "predIouThresh": st.floats(-1, 2),
+    "cropNLayers": st.integers(-1, 2),
 }
 
 

@@ -32,12 +32,27 @@ from reference.server import ServerProcess
 LIMIT = 1_000_000
 
 
-@pytest.mark.parametrize("address, reason", [
-    ("10.1.2.3", "private"), ("172.16.0.1", "private"), ("192.168.1.1", "private"), ("127.0.0.1", "loopback"),
-    ("::1", "loopback"), ("169.254.169.254", "link-local"), ("fe80::1", "link-local"), ("224.0.0.1", "multicast"),
-    ("ff02::1", "multicast"), ("0.0.0.0", "unspecified"), ("240.0.0.1", "reserved"), ("::ffff:10.0.0.1", "private"),
-    ("100.64.0.1", "not globally routable"), ("fd00::1", "private"), ("8.8.8.8", None), ("2606:4700::1111", None),
-])
+@pytest.mark.parametrize(
+    "address, reason",
+    [
+        ("10.1.2.3", "private"),
+        ("172.16.0.1", "private"),
+        ("192.168.1.1", "private"),
+        ("127.0.0.1", "loopback"),
+        ("::1", "loopback"),
+        ("169.254.169.254", "link-local"),
+        ("fe80::1", "link-local"),
+        ("224.0.0.1", "multicast"),
+        ("ff02::1", "multicast"),
+        ("0.0.0.0", "unspecified"),
+        ("240.0.0.1", "reserved"),
+        ("::ffff:10.0.0.1", "private"),
+        ("100.64.0.1", "not globally routable"),
+        ("fd00::1", "private"),
+        ("8.8.8.8", None),
+        ("2606:4700::1111", None),
+    ],
+)
 def test_forbidden_reason(address, reason):
     assert forbidden_reason(address) == reason
     assert forbidden_reason(address, allow_loopback=True) == (None if reason == "loopback" else reason)
@@ -61,20 +76,37 @@ def _code(fn, *args) -> tuple[int, str]:
 def test_check_target_resolves_and_checks_every_address():
     import socket
 
-    assert _check("https://images.example.com/a.png", ["93.184.216.34"]) == ("https", "images.example.com", 443, "93.184.216.34")
-    assert _code(_check, "http://nowhere.invalid/a.png", socket.gaierror(-2, "Name or service not known")) == (400, "url_unresolvable")
+    assert _check("https://images.example.com/a.png", ["93.184.216.34"]) == (
+        "https",
+        "images.example.com",
+        443,
+        "93.184.216.34",
+    )
+    assert _code(_check, "http://nowhere.invalid/a.png", socket.gaierror(-2, "Name or service not known")) == (
+        400,
+        "url_unresolvable",
+    )
     assert _code(_check, "http://empty.example/a.png", []) == (400, "url_unresolvable")
     # one private address among public ones is enough to refuse (a rebinding host)
     assert _code(_check, "http://mixed.example/a.png", ["93.184.216.34", "10.0.0.7"]) == (403, "url_forbidden_target")
     assert _code(_check, "http://localhost:8080/", ["127.0.0.1", "::1"]) == (403, "url_forbidden_target")
     assert _code(_check, "http://127.0.0.1/", []) == (403, "url_forbidden_target")
     assert _code(_check, "http://[::ffff:192.168.0.1]/", []) == (403, "url_forbidden_target")
-    for bad in ("ftp://example.com/a.png", "file:///etc/passwd", "http:///nohost", "http://u:p@example.com/", "http://example.com:99999/"):
+    for bad in (
+        "ftp://example.com/a.png",
+        "file:///etc/passwd",
+        "http:///nohost",
+        "http://u:p@example.com/",
+        "http://example.com:99999/",
+    ):
         assert _code(_check, bad, ["93.184.216.34"]) == (400, "invalid_url"), bad
 
 
 def test_fetch_disabled_by_default():
-    assert _code(lambda: asyncio.run(fetch_url("http://93.184.216.34/a.png", Settings()))) == (403, "url_fetch_disabled")
+    assert _code(lambda: asyncio.run(fetch_url("http://93.184.216.34/a.png", Settings()))) == (
+        403,
+        "url_fetch_disabled",
+    )
     assert _code(lambda: asyncio.run(fetch_url("http://10.0.0.1/a.png", Settings()))) == (403, "url_fetch_disabled")
 
 
@@ -134,8 +166,12 @@ def web():
 
 @pytest.fixture(scope="module")
 def server():
-    env = {"MASKLET_ALLOW_URL_FETCH": "1", "MASKLET_URL_FETCH_ALLOW_LOOPBACK": "1",
-           "MASKLET_URL_FETCH_TIMEOUT_S": "2", "MASKLET_MAX_BODY_BYTES": str(LIMIT)}
+    env = {
+        "MASKLET_ALLOW_URL_FETCH": "1",
+        "MASKLET_URL_FETCH_ALLOW_LOOPBACK": "1",
+        "MASKLET_URL_FETCH_TIMEOUT_S": "2",
+        "MASKLET_MAX_BODY_BYTES": str(LIMIT),
+    }
     proc = ServerProcess(env=env).start()
     yield proc
     proc.stop()
@@ -149,7 +185,9 @@ def test_url_fetch_end_to_end(server, web):
             r = http.post("/v1/images", json={"url": web + path})
             assert r.status_code == 201, r.text
             assert r.json()["imageId"] == raw.json()["imageId"] and r.json()["cached"]
-        a = http.post(f"/v1/images/{raw.json()['imageId']}/predict", json={"pointCoords": [[30, 20]], "pointLabels": [1]})
+        a = http.post(
+            f"/v1/images/{raw.json()['imageId']}/predict", json={"pointCoords": [[30, 20]], "pointLabels": [1]}
+        )
         assert a.status_code == 200 and np.asarray(a.json()["scores"]).shape == (3,)
         cases = [
             ("http://10.0.0.1/a.png", 403, "url_forbidden_target"),

@@ -160,10 +160,7 @@ def test_scene_variety(scenes: list[Scene]) -> None:
     assert counts.min() >= 1 and counts.max() <= 6
     assert counts.mean() >= 3.0 and len(set(counts.tolist())) >= 4
     overlapping = sum(  # some instance is partly hidden: another mask borders it
-        any(
-            (ndimage.binary_dilation(m) & scene.masks[j + 1 :].any(axis=0)).any()
-            for j, m in enumerate(scene.masks)
-        )
+        any((ndimage.binary_dilation(m) & scene.masks[j + 1 :].any(axis=0)).any() for j, m in enumerate(scene.masks))
         for scene in scenes
     )
     assert overlapping >= 15
@@ -243,11 +240,7 @@ def test_clip_objects_move_smoothly(clips: list[Clip]) -> None:
 
 
 def test_clip_objects_do_move(clips: list[Clip]) -> None:
-    moved = sum(
-        _iou(clip.masks[0, n], clip.masks[-1, n]) < 0.9
-        for clip in clips
-        for n in range(clip.masks.shape[1])
-    )
+    moved = sum(_iou(clip.masks[0, n], clip.masks[-1, n]) < 0.9 for clip in clips for n in range(clip.masks.shape[1]))
     total = sum(clip.masks.shape[1] for clip in clips)
     assert moved >= 0.7 * total
 

@@ -41,7 +41,11 @@ def test_lost_needs_k_frames_and_dates_from_the_first():
     presence = [0.9, 0.9, 0.2, 0.9, 0.1, 0.1, 0.1, 0.95, 0.9]
     assert _feed(HealthMonitor(lost_frames=2), presence) == [("lost", 4, 5), ("reappeared", 7, 7)]
     assert _feed(HealthMonitor(lost_frames=1), presence) == [
-        ("lost", 2, 2), ("reappeared", 3, 3), ("lost", 4, 4), ("reappeared", 7, 7)]
+        ("lost", 2, 2),
+        ("reappeared", 3, 3),
+        ("lost", 4, 4),
+        ("reappeared", 7, 7),
+    ]
     assert _feed(HealthMonitor(lost_frames=4), presence) == []
 
 
@@ -51,11 +55,14 @@ def test_low_confidence_once_per_run_and_thresholds_are_options():
     assert _feed(monitor, presence) == [("low_confidence", 1, 1), ("low_confidence", 4, 4), ("lost", 5, 6)]
     assert monitor.is_lost(7) and len(monitor.events) == 3
     assert _feed(HealthMonitor(low_confidence=0.5, lost_threshold=0.25, score_drop=0), presence) == [
-        ("low_confidence", 5, 5)]
+        ("low_confidence", 5, 5)
+    ]
     # by default a fall of more than 1.5 logits below the object's level also counts (0.95 -> 0.7 is 2.1;
     # the first frame is taken as the prompt frame, not a reference)
     assert _feed(HealthMonitor(low_confidence=0.8), [0.95, 0.95, 0.7, 0.6, 0.95]) == [
-        ("lost", 2, 3), ("reappeared", 4, 4)]
+        ("lost", 2, 3),
+        ("reappeared", 4, 4),
+    ]
     monitor.reset()
     assert monitor.events == [] and not monitor.is_lost(7)
 
@@ -92,16 +99,29 @@ def test_a_sharp_score_drop_counts_as_lost_and_prompted_frames_are_no_reference(
     monitor = HealthMonitor()
     for t, x in enumerate(logits):
         monitor.update(t, [3], [presence[t]], [areas[t]], logits=[x])
-    assert [(e.kind, e.frame_idx) for e in monitor.events if e.kind != "low_confidence"] == [("lost", 4), ("reappeared", 7)]
+    assert [(e.kind, e.frame_idx) for e in monitor.events if e.kind != "low_confidence"] == [
+        ("lost", 4),
+        ("reappeared", 7),
+    ]
     with pytest.raises(InvalidInputError, match="logits"):
         HealthMonitor().update(0, [1, 2], [0.9, 0.9], logits=[1.0])
 
 
-@pytest.mark.parametrize("options", [
-    {"lost_threshold": 1.5}, {"low_confidence": -0.1}, {"lost_threshold": 0.6, "low_confidence": 0.5},
-    {"lost_frames": 0}, {"lost_frames": 1.5}, {"min_area_ratio": 1.0}, {"area_window": 0},
-    {"score_drop": -1.0}, {"score_drop": float("inf")}, {"score_drop": True},
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"lost_threshold": 1.5},
+        {"low_confidence": -0.1},
+        {"lost_threshold": 0.6, "low_confidence": 0.5},
+        {"lost_frames": 0},
+        {"lost_frames": 1.5},
+        {"min_area_ratio": 1.0},
+        {"area_window": 0},
+        {"score_drop": -1.0},
+        {"score_drop": float("inf")},
+        {"score_drop": True},
+    ],
+)
 def test_bad_options_raise(options):
     with pytest.raises(InvalidInputError):
         HealthMonitor(**options)
@@ -214,7 +234,11 @@ def _events_on_clip(predictor: VideoPredictor, clip) -> list[TrackEvent]:
 
 def _on_time(events: list[TrackEvent], gone: int, back: int) -> bool:
     kinds = [e.kind for e in events]
-    return kinds == ["lost", "reappeared"] and abs(events[0].frame_idx - gone) <= 1 and abs(events[1].frame_idx - back) <= 1
+    return (
+        kinds == ["lost", "reappeared"]
+        and abs(events[0].frame_idx - gone) <= 1
+        and abs(events[1].frame_idx - back) <= 1
+    )
 
 
 def test_nano_events_on_objects_leaving_and_reentering(nano):
@@ -248,10 +272,13 @@ def test_stream_tracker_reports_the_same_presence_and_events(nano):
     first = tracker.add_box(1, _box(clip.masks[0, 0]))
     assert first.object_score_logits.shape == (1,)
     live = [tracker.track(frame) for frame in clip.frames[1:]]
-    assert torch.allclose(torch.stack([f.presence for f in live]), torch.stack([f.presence for f in offline[1:]]), atol=1e-4)
+    assert torch.allclose(
+        torch.stack([f.presence for f in live]), torch.stack([f.presence for f in offline[1:]]), atol=1e-4
+    )
     assert [e.kind for e in tracker.health.events] == ["lost", "reappeared"]
     assert [(e.kind, e.frame_idx) for f in live for e in f.events] == [
-        (e.kind, e.frame_idx) for f in offline for e in f.events]
+        (e.kind, e.frame_idx) for f in offline for e in f.events
+    ]
 
 
 def test_cli_track_writes_presence_events_and_marks_lost_objects(tmp_path):
@@ -266,8 +293,20 @@ def test_cli_track_writes_presence_events_and_marks_lost_objects(tmp_path):
         Image.fromarray(frame).save(folder / f"{t:05d}.png")
     x0, y0, x1, y1 = _box(clip.masks[0, 0])
     out = tmp_path / "out"
-    code = main(["track", str(folder), "--model", "masklet-nano", "--out", str(out),
-                 "--prompt", f"0:1:box={x0:g},{y0:g},{x1:g},{y1:g}", "--lost-frames", "2"])
+    code = main(
+        [
+            "track",
+            str(folder),
+            "--model",
+            "masklet-nano",
+            "--out",
+            str(out),
+            "--prompt",
+            f"0:1:box={x0:g},{y0:g},{x1:g},{y1:g}",
+            "--lost-frames",
+            "2",
+        ]
+    )
     assert code == 0
     doc = json.loads((out / "masks.json").read_text())
     presence = [f["objects"][0]["presence"] for f in doc["frames"]]

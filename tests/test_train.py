@@ -134,12 +134,18 @@ def test_freeze_resume_and_video_steps(tmp_path):
         assert torch.equal(v, encoder_before[k]), f"{k} changed although frozen"
     assert not torch.equal(model.sam_mask_decoder.output_upscaling[0].weight, decoder_before)
 
-    resumed = Trainer(Sam2Model(variant_config("masklet-nano")), TrainConfig(**{**config.__dict__, "steps": 6}),
-                      images=rectangles, videos=moving_square, out_dir=tmp_path)
+    resumed = Trainer(
+        Sam2Model(variant_config("masklet-nano")),
+        TrainConfig(**{**config.__dict__, "steps": 6}),
+        images=rectangles,
+        videos=moving_square,
+        out_dir=tmp_path,
+    )
     resumed.resume(tmp_path)
     assert resumed.step == 4 and len(resumed.history) == 4
-    assert torch.equal(resumed.model.sam_mask_decoder.output_upscaling[0].weight,
-                       model.sam_mask_decoder.output_upscaling[0].weight)
+    assert torch.equal(
+        resumed.model.sam_mask_decoder.output_upscaling[0].weight, model.sam_mask_decoder.output_upscaling[0].weight
+    )
     resumed.fit(progress=False)
     assert resumed.step == 6
 
@@ -219,8 +225,9 @@ def test_step_stream_workers_reproducible_and_disjoint():
     from masklet.train import synthetic_images
     from masklet.train.loader import StepStream, stream_seed
 
-    stream = StepStream(synthetic_images, None, size=64, batch_size=2, clips_per_step=1, max_objects=3,
-                        video_fraction=0.0, seed=0)
+    stream = StepStream(
+        synthetic_images, None, size=64, batch_size=2, clips_per_step=1, max_objects=3, video_fraction=0.0, seed=0
+    )
     a = [next(stream.worker_streams(w, 2)) for w in range(2)]
     b = [next(stream.worker_streams(w, 2)) for w in range(2)]
     assert all(torch.equal(x.pixels, y.pixels) for x, y in zip(a, b))

@@ -74,7 +74,9 @@ def test_model_coords_match_official(normalize):
     if not normalize:
         boxes = boxes / torch.tensor([500.0, 300.0, 500.0, 300.0])
     expected = official.transform_boxes(boxes, normalize=normalize, orig_hw=orig_hw)
-    torch.testing.assert_close(to_model_coords(boxes.reshape(-1, 2, 2), orig_hw, 256, normalize), expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        to_model_coords(boxes.reshape(-1, 2, 2), orig_hw, 256, normalize), expected, rtol=0, atol=1e-5
+    )
 
 
 def test_model_coords_default_normalises_by_width_and_height():

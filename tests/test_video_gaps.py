@@ -105,11 +105,19 @@ def absent_story(masks: np.ndarray):
 
     def story(predictor, state):
         outputs: list = []
-        collect(outputs, "click obj1", predictor.add_new_points_or_box(state, 0, 1, points=[centre(masks[0, 0])], labels=[1]))
+        collect(
+            outputs,
+            "click obj1",
+            predictor.add_new_points_or_box(state, 0, 1, points=[centre(masks[0, 0])], labels=[1]),
+        )
         collect(outputs, "empty obj2", predictor.add_new_mask(state, 0, 2, empty))
         collect(outputs, "empty obj1", predictor.add_new_mask(state, 3, 1, empty))
         collect(outputs, "box obj2", predictor.add_new_points_or_box(state, 4, 2, box=box_of(masks[4, 1])))
-        collect(outputs, "click obj1 back", predictor.add_new_points_or_box(state, 5, 1, points=[centre(masks[5, 0])], labels=[1]))
+        collect(
+            outputs,
+            "click obj1 back",
+            predictor.add_new_points_or_box(state, 5, 1, points=[centre(masks[5, 0])], labels=[1]),
+        )
         for out in predictor.propagate_in_video(state):
             collect(outputs, "track forward", out)
         for out in predictor.propagate_in_video(state, start_frame_idx=NUM_FRAMES - 1, reverse=True):
@@ -124,8 +132,16 @@ def leaving_story(masks: np.ndarray):
 
     def story(predictor, state):
         outputs: list = []
-        collect(outputs, "click obj1", predictor.add_new_points_or_box(state, 0, 1, points=[centre(masks[0, 0])], labels=[1]))
-        collect(outputs, "click obj2", predictor.add_new_points_or_box(state, 0, 2, points=[centre(masks[0, 1])], labels=[1]))
+        collect(
+            outputs,
+            "click obj1",
+            predictor.add_new_points_or_box(state, 0, 1, points=[centre(masks[0, 0])], labels=[1]),
+        )
+        collect(
+            outputs,
+            "click obj2",
+            predictor.add_new_points_or_box(state, 0, 2, points=[centre(masks[0, 1])], labels=[1]),
+        )
         for out in predictor.propagate_in_video(state):
             collect(outputs, "track forward", out)
         return outputs
@@ -154,7 +170,9 @@ def test_sam2_objects_leave_with_the_blank_frames_and_come_back(tmp_path_factory
     folder, masks = clip_folder(str(tmp_path_factory.getbasetemp()), (2, 3))
     with patched_connected_components(), torch.inference_mode():
         ref = leaving_story(masks)(official, official.init_state(str(folder)))
-    present = {f: bool((m.flatten(1).max(1).values > ABSENT).all()) for label, f, _, m in ref if label.startswith("track")}
+    present = {
+        f: bool((m.flatten(1).max(1).values > ABSENT).all()) for label, f, _, m in ref if label.startswith("track")
+    }
     assert present[0] and not present[2] and not present[3] and present[5], present
 
 

@@ -33,8 +33,7 @@ def _frames(t: int = T) -> np.ndarray:
     """(T, H, W, 3) smooth frames that change from one frame to the next."""
     y, x = np.mgrid[0:H, 0:W]
     return np.stack(
-        [np.stack([(x * 3 + 10 * i) % 256, (y * 4 + 5 * i) % 256, np.full_like(x, 20 * i % 256)], -1)
-         for i in range(t)]
+        [np.stack([(x * 3 + 10 * i) % 256, (y * 4 + 5 * i) % 256, np.full_like(x, 20 * i % 256)], -1) for i in range(t)]
     ).astype(np.uint8)
 
 
@@ -62,9 +61,7 @@ def mp4(tmp_path_factory):
 
 def test_natural_key():
     names = ["frame_10.png", "frame_2.png", "10.jpg", "2.jpg", "frame_1.png", "1.jpg"]
-    assert sorted(names, key=natural_key) == [
-        "1.jpg", "2.jpg", "10.jpg", "frame_1.png", "frame_2.png", "frame_10.png"
-    ]
+    assert sorted(names, key=natural_key) == ["1.jpg", "2.jpg", "10.jpg", "frame_1.png", "frame_2.png", "frame_10.png"]
 
 
 def test_video_file_frames_random_access_matches_sequential(mp4):

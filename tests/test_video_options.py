@@ -84,10 +84,18 @@ def story(masks: np.ndarray):
         keep("box obj1 last", predictor.add_new_points_or_box(state, last, 1, box=box_of(masks[last, 0])))
         for out in predictor.propagate_in_video(state):
             keep("track", out)
-        keep("correct obj1 f5", predictor.add_new_points_or_box(
-            state, 5, 1, points=[[float(xs[0]), float(ys[0])]], labels=[1], clear_old_points=False))
-        keep("refine obj2 f0", predictor.add_new_points_or_box(
-            state, 0, 2, points=[[float(xs[-1]), float(ys[-1])]], labels=[0], clear_old_points=False))
+        keep(
+            "correct obj1 f5",
+            predictor.add_new_points_or_box(
+                state, 5, 1, points=[[float(xs[0]), float(ys[0])]], labels=[1], clear_old_points=False
+            ),
+        )
+        keep(
+            "refine obj2 f0",
+            predictor.add_new_points_or_box(
+                state, 0, 2, points=[[float(xs[-1]), float(ys[-1])]], labels=[0], clear_old_points=False
+            ),
+        )
         for out in predictor.propagate_in_video(state):
             keep("track again", out)
         for out in predictor.propagate_in_video(state, start_frame_idx=last, reverse=True):
@@ -240,8 +248,10 @@ def test_full_tiny_config_tracks_like_official(tmp_path):
     assert model.image_size == 1024 and model.config.memory_attention.num_layers == 4
 
     def masks_story(predictor: Any, state: Any) -> list:
-        outputs = [("mask obj1", *record(predictor.add_new_mask(state, 0, 1, clip.masks[0, 0]))),
-                   ("mask obj2", *record(predictor.add_new_mask(state, 0, 2, clip.masks[0, 1])))]
+        outputs = [
+            ("mask obj1", *record(predictor.add_new_mask(state, 0, 1, clip.masks[0, 0]))),
+            ("mask obj2", *record(predictor.add_new_mask(state, 0, 2, clip.masks[0, 1]))),
+        ]
         outputs += [("track", *record(out)) for out in predictor.propagate_in_video(state)]
         return outputs
 

@@ -58,18 +58,24 @@ def test_stream_matches_offline_session():
     prompts0 = [stream.add_points(1, [centre(masks[0, 0])], [1]), stream.add_box(2, box_of(masks[0, 1]))]
     for t in range(1, 7):
         live[t] = stream.track(frames[t])
-    prompts6 = [stream.add_box(3, box_of(masks[6, 2])),
-                stream.add_points(1, [centre(masks[6, 1])], [0], clear_old_points=False)]
+    prompts6 = [
+        stream.add_box(3, box_of(masks[6, 2])),
+        stream.add_points(1, [centre(masks[6, 1])], [0], clear_old_points=False),
+    ]
     for t in range(7, 18):
         live[t] = stream.track(frames[t])
 
     offline = VideoPredictor(model)
     state = offline.init_state(list(frames))
-    ref_prompts0 = [offline.add_new_points_or_box(state, 0, 1, [centre(masks[0, 0])], [1]),
-                    offline.add_new_points_or_box(state, 0, 2, box=box_of(masks[0, 1]))]
+    ref_prompts0 = [
+        offline.add_new_points_or_box(state, 0, 1, [centre(masks[0, 0])], [1]),
+        offline.add_new_points_or_box(state, 0, 2, box=box_of(masks[0, 1])),
+    ]
     ref = {out.frame_idx: out for out in offline.propagate_in_video(state, 0, max_frame_num_to_track=6)}
-    ref_prompts6 = [offline.add_new_points_or_box(state, 6, 3, box=box_of(masks[6, 2])),
-                    offline.add_new_points_or_box(state, 6, 1, [centre(masks[6, 1])], [0], clear_old_points=False)]
+    ref_prompts6 = [
+        offline.add_new_points_or_box(state, 6, 3, box=box_of(masks[6, 2])),
+        offline.add_new_points_or_box(state, 6, 1, [centre(masks[6, 1])], [0], clear_old_points=False),
+    ]
     ref.update({out.frame_idx: out for out in offline.propagate_in_video(state, start_frame_idx=7)})
 
     for mine, theirs in zip(prompts0 + prompts6, ref_prompts0 + ref_prompts6):

@@ -20,7 +20,9 @@ pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 CHROMIUM = os.environ.get("MASKLET_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 if not Path(CHROMIUM).is_file():
-    pytest.skip("Debian's chromium is not installed (apt-get install chromium; .ci/run does it)", allow_module_level=True)
+    pytest.skip(
+        "Debian's chromium is not installed (apt-get install chromium; .ci/run does it)", allow_module_level=True
+    )
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
 from PIL import Image
 from pycocotools import mask as mask_utils
@@ -86,7 +88,9 @@ def page(server):
         pg.on("console", lambda m: pg.messages.append((m.type, m.text)))
         pg.on("pageerror", lambda e: pg.messages.append(("pageerror", str(e))))
         pg.goto(server.url + "/")
-        pg.wait_for_function("window.maskletApp !== undefined && /running/.test(document.querySelector('#models').textContent)")
+        pg.wait_for_function(
+            "window.maskletApp !== undefined && /running/.test(document.querySelector('#models').textContent)"
+        )
         pg.fill("#api-key", KEY)
         pg.press("#api-key", "Tab")  # change event: the key is kept
         yield pg
@@ -115,8 +119,10 @@ def click(pg, canvas: str, x: float, y: float, negative: bool = False) -> None:
 
 
 def img_state(pg) -> list[dict]:
-    return pg.evaluate("maskletApp.image.objects.map(o => ({id: o.id, name: o.name, hidden: o.hidden, points: o.points,"
-                       " box: o.box, rle: o.rle, logits: o.logits}))")
+    return pg.evaluate(
+        "maskletApp.image.objects.map(o => ({id: o.id, name: o.name, hidden: o.hidden, points: o.points,"
+        " box: o.box, rle: o.rle, logits: o.logits}))"
+    )
 
 
 def wait_latencies(pg, n: int) -> None:
@@ -163,18 +169,25 @@ def test_image_mode_matches_in_process_predictor(server, page, model, artifacts,
     assert iou(page_mask, scene.masks[0]) > 0.5  # the nano really segments the shape
     # read back from the canvas too: the overlay colour is painted at the click
     cx, cy = (int(v) for v in inside(scene.masks[0]))
-    rgba = page.evaluate(f"Array.from(document.querySelector('#image-canvas').getContext('2d').getImageData({cx + 3}, {cy}, 1, 1).data)")
+    rgba = page.evaluate(
+        f"Array.from(document.querySelector('#image-canvas').getContext('2d').getImageData({cx + 3}, {cy}, 1, 1).data)"
+    )
     assert np.abs(np.array(rgba[:3]) - scene.image[cy, cx + 3]).max() > 20
     page.screenshot(path=artifacts / "02-image-click.png")
 
     # a negative click refines from the previous low-res logits (the page's refinement = in-process)
-    ys, xs = np.nonzero(ndimage.binary_dilation(scene.masks[0], iterations=6) & ~ndimage.binary_dilation(scene.masks[0], iterations=3)
-                        & ~scene.masks.any(0))
+    ys, xs = np.nonzero(
+        ndimage.binary_dilation(scene.masks[0], iterations=6)
+        & ~ndimage.binary_dilation(scene.masks[0], iterations=3)
+        & ~scene.masks.any(0)
+    )
     click(page, "#image-canvas", xs[0] + 0.5, ys[0] + 0.5, negative=True)
     wait_latencies(page, 2)
     obj = img_state(page)[0]
     assert [p[2] for p in obj["points"]] == [1, 0]
-    refined, _, _ = local.predict(np.array([p[:2] for p in obj["points"]]), [1, 0], mask_input=low[None, best], multimask_output=False)
+    refined, _, _ = local.predict(
+        np.array([p[:2] for p in obj["points"]]), [1, 0], mask_input=low[None, best], multimask_output=False
+    )
     first = refined[0]
     assert iou(mask_utils.decode(obj["rle"]).astype(bool), first) >= 0.95
 
@@ -244,8 +257,10 @@ def test_click_to_paint_latency(page):
         page.keyboard.press("Control+z")
     times = page.evaluate(f"maskletApp.image.latencies.slice({before})")
     median = statistics.median(times)
-    print(f"\nclick-to-paint latency (masklet-nano, CPU, shared machine): median {median:.0f} ms of 20, "
-          f"min {min(times):.0f} ms, max {max(times):.0f} ms (target 150 ms)")
+    print(
+        f"\nclick-to-paint latency (masklet-nano, CPU, shared machine): median {median:.0f} ms of 20, "
+        f"min {min(times):.0f} ms, max {max(times):.0f} ms (target 150 ms)"
+    )
     assert len(times) == 20 and median < 5000
 
 
@@ -257,8 +272,11 @@ def test_busy_and_expired_image_recover(server, page, artifacts):
     def busy(route):
         if not hits:
             hits.append(1)
-            route.fulfill(status=503, headers={"Retry-After": "1", "Content-Type": "application/json"},
-                          body=json.dumps({"error": {"code": "not_ready", "message": "busy", "requestId": "x"}}))
+            route.fulfill(
+                status=503,
+                headers={"Retry-After": "1", "Content-Type": "application/json"},
+                body=json.dumps({"error": {"code": "not_ready", "message": "busy", "requestId": "x"}}),
+            )
         else:
             route.continue_()
 
@@ -293,8 +311,9 @@ def test_automatic_masks_match_in_process(page, model, artifacts):
     pixels = page.evaluate("maskletApp.image.view.canvas.width")
     assert pixels == 256
     scene = make_scene(4, size=(192, 256), num_shapes=(3, 3))
-    local = masklet.MaskGenerator(model, points_per_side=8, pred_iou_thresh=0.5, stability_score_thresh=0.7,
-                                  output_mode="coco_rle").generate(scene.image)
+    local = masklet.MaskGenerator(
+        model, points_per_side=8, pred_iou_thresh=0.5, stability_score_thresh=0.7, output_mode="coco_rle"
+    ).generate(scene.image)
     assert len(local) > 0
     assert len(records) == len(local)
     assert records == [r["segmentation"] for r in local]

@@ -71,8 +71,15 @@ def annotate_masks(
     for mask, label, color in zip(masks, labels, rgb):
         anchor = _anchor(mask)
         if anchor is not None:
-            draw.text(anchor, str(label), fill=tuple(int(c) for c in color), font=font, anchor="mm",
-                      stroke_width=2, stroke_fill=_contrast(color))
+            draw.text(
+                anchor,
+                str(label),
+                fill=tuple(int(c) for c in color),
+                font=font,
+                anchor="mm",
+                stroke_width=2,
+                stroke_fill=_contrast(color),
+            )
     if legend and len(labels):
         line = 14
         width = 26 + max(int(draw.textlength(str(label), font=font)) for label in labels)

@@ -68,14 +68,22 @@ def _coco_items(path: Path, image_root: Path | None, with_prompts: bool) -> list
     for ann in doc.get("annotations", []) if with_prompts else []:
         x, y, w, h = ann["bbox"]
         boxes.setdefault(ann["image_id"], []).append({"box": [x, y, x + w, y + h], "id": ann.get("id")})
-    return [Item(_safe_name(str(Path(im["file_name"]).with_suffix(""))), str(root / im["file_name"]),
-                 boxes.get(im["id"], [])) for im in sorted(images, key=lambda im: str(im["file_name"]))]
+    return [
+        Item(
+            _safe_name(str(Path(im["file_name"]).with_suffix(""))), str(root / im["file_name"]), boxes.get(im["id"], [])
+        )
+        for im in sorted(images, key=lambda im: str(im["file_name"]))
+    ]
 
 
 def _videos_in(folder: Path) -> list[Item]:
     """Video files, or frame folders; DAVIS layout (``JPEGImages/<res>/<seq>``) with first-frame
     ``Annotations/<res>/<seq>/*.png`` masks as prompts when no prompt file is given."""
-    jpeg = next((p for p in (folder / "JPEGImages").glob("*") if p.is_dir()), None) if (folder / "JPEGImages").is_dir() else None
+    jpeg = (
+        next((p for p in (folder / "JPEGImages").glob("*") if p.is_dir()), None)
+        if (folder / "JPEGImages").is_dir()
+        else None
+    )
     if jpeg is not None:
         items = []
         for seq in sorted(p for p in jpeg.iterdir() if p.is_dir()):
@@ -83,10 +91,16 @@ def _videos_in(folder: Path) -> list[Item]:
             first = sorted(ann.glob("*.png"))[:1] if ann.is_dir() else []
             items.append(Item(seq.name, str(seq), [{"frame": 0, "mask_png": str(first[0])}] if first else []))
         return items
-    items = [Item(_safe_name(str(p.relative_to(folder).with_suffix(""))), str(p))
-             for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in VIDEO_EXTS]
-    items += [Item(p.name, str(p)) for p in sorted(folder.iterdir())
-              if p.is_dir() and any(f.suffix.lower() in IMAGE_EXTS for f in p.iterdir())]
+    items = [
+        Item(_safe_name(str(p.relative_to(folder).with_suffix(""))), str(p))
+        for p in sorted(folder.iterdir())
+        if p.is_file() and p.suffix.lower() in VIDEO_EXTS
+    ]
+    items += [
+        Item(p.name, str(p))
+        for p in sorted(folder.iterdir())
+        if p.is_dir() and any(f.suffix.lower() in IMAGE_EXTS for f in p.iterdir())
+    ]
     return items
 
 
@@ -109,7 +123,9 @@ def discover(task: str, source: Path, prompts: Path | None = None, image_root: P
             doc = json.loads(prompts.read_text())
             if not isinstance(doc, dict):
                 raise InvalidInputError(f"{prompts}: expected {{item name: [prompt, ...]}}")
-            by_name = {_safe_name(str(Path(k).with_suffix(""))) if "." in Path(k).name else k: v for k, v in doc.items()}
+            by_name = {
+                _safe_name(str(Path(k).with_suffix(""))) if "." in Path(k).name else k: v for k, v in doc.items()
+            }
         for item in items:
             item.prompts = list(by_name.get(item.name, []))
     if task in ("segment", "track"):
@@ -159,7 +175,9 @@ class Worker:
         from .amg import MaskGenerator
         from .io import load_image
 
-        records = MaskGenerator(self.model, output_mode="coco_rle", **self.job.amg_options).generate(load_image(item.path))
+        records = MaskGenerator(self.model, output_mode="coco_rle", **self.job.amg_options).generate(
+            load_image(item.path)
+        )
         return {"image": item.name, "task": "amg", "annotations": records}
 
     def segment(self, item: Item) -> dict:
@@ -175,8 +193,14 @@ class Worker:
         out = []
         for i, p in enumerate(item.prompts):
             masks, scores, _ = pred.predict(p.get("points"), p.get("labels"), p.get("box"), multimask_output=False)
-            out.append({"prompt": i, "id": p.get("id"), "score": float(np.asarray(scores).reshape(-1)[0]),
-                        "segmentation": encode_rle(np.asarray(masks)[:1])[0]})
+            out.append(
+                {
+                    "prompt": i,
+                    "id": p.get("id"),
+                    "score": float(np.asarray(scores).reshape(-1)[0]),
+                    "segmentation": encode_rle(np.asarray(masks)[:1])[0],
+                }
+            )
         return {"image": item.name, "task": "segment", "height": image.shape[0], "width": image.shape[1], "masks": out}
 
     def track(self, item: Item) -> dict:
@@ -196,8 +220,15 @@ class Worker:
             elif "mask" in p:
                 vp.add_new_mask(state, int(p["frame"]), int(p["obj_id"]), np.asarray(p["mask"], bool))
             else:
-                vp.add_new_points_or_box(state, int(p.get("frame", 0)), int(p["obj_id"]), points=p.get("points"),
-                                         labels=p.get("labels"), box=p.get("box"), clear_old_points=False)
+                vp.add_new_points_or_box(
+                    state,
+                    int(p.get("frame", 0)),
+                    int(p["obj_id"]),
+                    points=p.get("points"),
+                    labels=p.get("labels"),
+                    box=p.get("box"),
+                    clear_old_points=False,
+                )
         frames = []
         for fr in vp.propagate_in_video(state):
             masks = np.asarray(fr.masks.cpu() if hasattr(fr.masks, "cpu") else fr.masks).astype(bool)
@@ -217,7 +248,9 @@ class Worker:
     def __call__(self, batch: dict) -> dict:
         """Ray Data batch entry: columns of Item fields in, (name, status) out."""
         names = list(batch["name"])
-        status = [self.process(Item(n, str(p), json.loads(pr))) for n, p, pr in zip(names, batch["path"], batch["prompts"])]
+        status = [
+            self.process(Item(n, str(p), json.loads(pr))) for n, p, pr in zip(names, batch["path"], batch["prompts"])
+        ]
         return {"name": names, "status": status}
 
 
@@ -245,7 +278,9 @@ def run_local(job: Job, items: list[Item], progress: bool = True) -> dict[str, i
     return counts
 
 
-def run_ray(job: Job, items: list[Item], actors: int = 2, address: str | None = None, progress: bool = True) -> dict[str, int]:
+def run_ray(
+    job: Job, items: list[Item], actors: int = 2, address: str | None = None, progress: bool = True
+) -> dict[str, int]:
     """Process ``items`` on Ray Data: ``actors`` actors, each loading the model once."""
     try:
         import ray
@@ -262,8 +297,13 @@ def run_ray(job: Job, items: list[Item], actors: int = 2, address: str | None = 
     ctx.enable_progress_bars = False
     rows = [{"name": i.name, "path": i.path, "prompts": json.dumps(i.prompts)} for i in todo]
     ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
-        Worker, fn_constructor_args=(job,), batch_size=1, concurrency=actors, num_cpus=max(1, job.threads),
-        num_gpus=1 if job.device.startswith("cuda") else 0)
+        Worker,
+        fn_constructor_args=(job,),
+        batch_size=1,
+        concurrency=actors,
+        num_cpus=max(1, job.threads),
+        num_gpus=1 if job.device.startswith("cuda") else 0,
+    )
     bar = _bar(len(items), counts["skipped"], progress)
     for row in ds.iter_rows():
         counts[row["status"]] = counts.get(row["status"], 0) + 1
@@ -278,9 +318,11 @@ def _bar(total: int, initial: int, enabled: bool) -> Any:
 
         return tqdm(total=total, initial=initial, disable=not enabled, unit="item", file=sys.stderr)
     except ImportError:  # tqdm is optional: a silent stand-in
+
         class _Quiet:
             def update(self, n: int) -> None: ...
             def close(self) -> None: ...
+
         return _Quiet()
 
 
@@ -289,16 +331,23 @@ def _bar(total: int, initial: int, enabled: bool) -> Any:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``masklet batch`` on the CLI's subparsers."""
-    p = sub.add_parser("batch", help="label a dataset: automatic masks, prompted masks or tracks, resumable "
-                                     "(--ray: on Ray Data, needs masklet[ray])")
+    p = sub.add_parser(
+        "batch",
+        help="label a dataset: automatic masks, prompted masks or tracks, resumable "
+        "(--ray: on Ray Data, needs masklet[ray])",
+    )
     p.add_argument("task", choices=["amg", "segment", "track"])
     p.add_argument("input", type=Path, help="folder of images or videos, a COCO JSON, or a DAVIS root (track)")
     p.add_argument("--out", type=Path, required=True, help="output folder: one <item>.json per image or video")
-    p.add_argument("--prompts", type=Path, help="prompts JSON ({item: [{points, labels, box} | {frame, obj_id, ...}]}) or COCO")
+    p.add_argument(
+        "--prompts", type=Path, help="prompts JSON ({item: [{points, labels, box} | {frame, obj_id, ...}]}) or COCO"
+    )
     p.add_argument("--image-root", type=Path, help="folder the COCO file_names are relative to (default: the JSON's)")
     p.add_argument("--model", default="masklet-nano", help="model name or path (default masklet-nano)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1; same value, same bytes)")
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch threads per worker (default 1; same value, same bytes)"
+    )
     p.add_argument("--points-per-side", type=int, help="amg: grid points per side (default 32)")
     p.add_argument("--ray", action="store_true", help="run on Ray Data actors that hold the model")
     p.add_argument("--actors", type=int, default=2, help="--ray: number of actors (default 2)")
@@ -324,6 +373,8 @@ def run(args: argparse.Namespace) -> int:
         counts = run_ray(job, items, args.actors, args.address, not args.no_progress)
     else:
         counts = run_local(job, items, not args.no_progress)
-    print(f"masklet batch {args.task}: {counts.get('done', 0)} computed, {counts.get('skipped', 0)} skipped "
-          f"(already done), {len(items)} items, {time.perf_counter() - start:.1f} s -> {args.out}")
+    print(
+        f"masklet batch {args.task}: {counts.get('done', 0)} computed, {counts.get('skipped', 0)} skipped "
+        f"(already done), {len(items)} items, {time.perf_counter() - start:.1f} s -> {args.out}"
+    )
     return 0

@@ -43,10 +43,14 @@ class RemoteError(E.MaskletError):
 
 #: envelope code -> masklet error type (the inverse of the server's mapping).
 _CODE_TYPES: dict[str, type[Exception]] = {
-    "invalid_input": E.InvalidInputError, "validation_error": E.InvalidInputError,
-    "malformed_json": E.InvalidInputError, "payload_too_large": E.InvalidInputError,
-    "image_decode_error": E.ImageDecodeError, "video_decode_error": E.VideoDecodeError,
-    "config_error": E.ConfigError, "predictor_state": E.PredictorStateError,
+    "invalid_input": E.InvalidInputError,
+    "validation_error": E.InvalidInputError,
+    "malformed_json": E.InvalidInputError,
+    "payload_too_large": E.InvalidInputError,
+    "image_decode_error": E.ImageDecodeError,
+    "video_decode_error": E.VideoDecodeError,
+    "config_error": E.ConfigError,
+    "predictor_state": E.PredictorStateError,
     "unknown_model": E.ModelNotFoundError,
 }
 
@@ -75,8 +79,9 @@ def _lists(value: Any) -> Any:
 class Client:
     """A connection to a masklet server; ``timeout`` in seconds per request, ``retries`` on 502/503/504."""
 
-    def __init__(self, url: str, api_key: str | None = None, timeout: float = 120.0, retries: int = 8,
-                 backoff: float = 0.25) -> None:
+    def __init__(
+        self, url: str, api_key: str | None = None, timeout: float = 120.0, retries: int = 8, backoff: float = 0.25
+    ) -> None:
         import httpx
 
         self.url = url.rstrip("/")
@@ -126,7 +131,9 @@ class Client:
                 self._models[info["name"]] = info
             self._models[None] = infos[0]  # type: ignore[index]
             if model not in self._models:
-                raise E.ModelNotFoundError(f"model: unknown model {model!r}; served models: {[i['name'] for i in infos]}")
+                raise E.ModelNotFoundError(
+                    f"model: unknown model {model!r}; served models: {[i['name'] for i in infos]}"
+                )
         info = self._models[model]
         if info.get("imageSize") is None:  # still loading: ask again
             self._models.clear()
@@ -140,13 +147,17 @@ class Client:
     def mask_generator(self, model: str | None = None, **options: Any) -> RemoteMaskGenerator:
         return RemoteMaskGenerator(self, model, **options)
 
-    def video_predictor(self, model: str | None = None, *, exact_logits: bool = False, **options: Any) -> RemoteVideoPredictor:
+    def video_predictor(
+        self, model: str | None = None, *, exact_logits: bool = False, **options: Any
+    ) -> RemoteVideoPredictor:
         return RemoteVideoPredictor(self, model, exact_logits=exact_logits, **options)
 
     def stream_tracker(self, model: str | None = None, **options: Any) -> RemoteStreamTracker:
         return RemoteStreamTracker(self, model, **options)
 
-    def exemplar_predictor(self, model: str | None = None, max_memory: int = 8, **options: Any) -> RemoteExemplarPredictor:
+    def exemplar_predictor(
+        self, model: str | None = None, max_memory: int = 8, **options: Any
+    ) -> RemoteExemplarPredictor:
         """The remote twin of :class:`~masklet.ExemplarPredictor` (one exemplar session on the server)."""
         return RemoteExemplarPredictor(self, model, max_memory, **options)
 
@@ -161,8 +172,13 @@ class Client:
         except RemoteError as err:
             if not _is_unknown(err, "unknown_image"):
                 raise
-            info = self.request("POST", "/v1/images", params={"model": name}, content=npy_bytes(pixels),
-                                headers={"content-type": "application/x-npy"})
+            info = self.request(
+                "POST",
+                "/v1/images",
+                params={"model": name},
+                content=npy_bytes(pixels),
+                headers={"content-type": "application/x-npy"},
+            )
             iid = info["imageId"]
         return iid
 
@@ -176,8 +192,14 @@ def _shim(info: dict) -> Any:
 class RemoteImagePredictor:
     """:class:`~masklet.ImagePredictor` on a server: images are uploaded once and prompted by id."""
 
-    def __init__(self, client: Client, model: str | None = None, mask_threshold: float = 0.0,
-                 max_hole_area: float = 0.0, max_sprinkle_area: float = 0.0) -> None:
+    def __init__(
+        self,
+        client: Client,
+        model: str | None = None,
+        mask_threshold: float = 0.0,
+        max_hole_area: float = 0.0,
+        max_sprinkle_area: float = 0.0,
+    ) -> None:
         for name, value in (("max_hole_area", max_hole_area), ("max_sprinkle_area", max_sprinkle_area)):
             if not _is_number(value) or value < 0:
                 raise E.InvalidInputError(f"{name}: expected a number >= 0, got {value!r}")
@@ -185,8 +207,11 @@ class RemoteImagePredictor:
             raise E.InvalidInputError(f"mask_threshold: expected a finite number, got {mask_threshold!r}")
         self.client, self.info = client, client.model_info(model)
         self.model_name = self.info["name"]
-        self.options = {"maskThreshold": float(mask_threshold), "maxHoleArea": float(max_hole_area),
-                        "maxSprinkleArea": float(max_sprinkle_area)}
+        self.options = {
+            "maskThreshold": float(mask_threshold),
+            "maxHoleArea": float(max_hole_area),
+            "maxSprinkleArea": float(max_sprinkle_area),
+        }
         self._images: list[tuple[str, np.ndarray | None, tuple[int, int]]] = []
         self._is_batch = False
 
@@ -242,8 +267,13 @@ class RemoteImagePredictor:
         for i, hw in enumerate(embeddings.orig_hw):
             tensors = {f"level_{k}": t[i : i + 1].detach().contiguous().cpu() for k, t in enumerate(embeddings.levels)}
             data = save(tensors, metadata={"orig_hw": json.dumps([list(hw)])})
-            info = self.client.request("POST", "/v1/images/embeddings", params={"model": self.model_name}, content=data,
-                                       headers={"content-type": "application/x-safetensors"})
+            info = self.client.request(
+                "POST",
+                "/v1/images/embeddings",
+                params={"model": self.model_name},
+                content=data,
+                headers={"content-type": "application/x-safetensors"},
+            )
             self._images.append((info["imageId"], None, tuple(hw)))
         self._is_batch = len(embeddings.orig_hw) > 1
 
@@ -251,10 +281,22 @@ class RemoteImagePredictor:
         hw = self._images[index][2]
         size = int(self.info["imageSize"])
         image_prompts(coords, labels, box, mask_input, hw, size, 4 * int(self.info["embeddingSize"]), normalize)
-        labels_list = None if labels is None else np.asarray(
-            labels.cpu() if isinstance(labels, torch.Tensor) else labels, dtype=np.float64).astype(int).tolist()
-        mask = None if mask_input is None else pack_array(np.asarray(
-            mask_input.detach().cpu() if isinstance(mask_input, torch.Tensor) else mask_input, dtype=np.float32))
+        labels_list = (
+            None
+            if labels is None
+            else np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels, dtype=np.float64)
+            .astype(int)
+            .tolist()
+        )
+        mask = (
+            None
+            if mask_input is None
+            else pack_array(
+                np.asarray(
+                    mask_input.detach().cpu() if isinstance(mask_input, torch.Tensor) else mask_input, dtype=np.float32
+                )
+            )
+        )
         return {"pointCoords": _lists(coords), "pointLabels": labels_list, "box": _lists(box), "maskInput": mask}
 
     def _call(self, fn: Any) -> Any:
@@ -267,41 +309,83 @@ class RemoteImagePredictor:
             self._images = [(self.client.upload_image(self.model_name, p), p, hw) for _, p, hw in self._images]
             return fn()
 
-    def predict(self, point_coords: Any = None, point_labels: Any = None, box: Any = None, mask_input: Any = None,
-                multimask_output: bool = True, return_logits: bool = False,
-                normalize_coords: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def predict(
+        self,
+        point_coords: Any = None,
+        point_labels: Any = None,
+        box: Any = None,
+        mask_input: Any = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+        normalize_coords: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Same arguments and outputs as :meth:`masklet.ImagePredictor.predict`."""
         self._require_image()
         if self._is_batch and len(self._images) > 1:
-            raise E.PredictorStateError("several images are set: use predict_batch(...), or set_image(...) for one image")
-        body = {**self._prompt(0, point_coords, point_labels, box, mask_input, normalize_coords), **self.options,
-                "multimaskOutput": bool(multimask_output), "returnLogits": bool(return_logits),
-                "normalizeCoords": bool(normalize_coords)}
+            raise E.PredictorStateError(
+                "several images are set: use predict_batch(...), or set_image(...) for one image"
+            )
+        body = {
+            **self._prompt(0, point_coords, point_labels, box, mask_input, normalize_coords),
+            **self.options,
+            "multimaskOutput": bool(multimask_output),
+            "returnLogits": bool(return_logits),
+            "normalizeCoords": bool(normalize_coords),
+        }
         out = self._call(lambda: self.client.request("POST", f"/v1/images/{self._images[0][0]}/predict", json=body))
         return _outputs(out)
 
-    def predict_batch(self, point_coords_batch: Sequence[Any] | None = None, point_labels_batch: Sequence[Any] | None = None,
-                      box_batch: Sequence[Any] | None = None, mask_input_batch: Sequence[Any] | None = None,
-                      multimask_output: bool = True, return_logits: bool = False,
-                      normalize_coords: bool = True) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    def predict_batch(
+        self,
+        point_coords_batch: Sequence[Any] | None = None,
+        point_labels_batch: Sequence[Any] | None = None,
+        box_batch: Sequence[Any] | None = None,
+        mask_input_batch: Sequence[Any] | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+        normalize_coords: bool = True,
+    ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
         """Same arguments and outputs as :meth:`masklet.ImagePredictor.predict_batch` (one request)."""
         self._require_image()
         n = len(self._images)
-        batches = (("point_coords_batch", point_coords_batch), ("point_labels_batch", point_labels_batch),
-                   ("box_batch", box_batch), ("mask_input_batch", mask_input_batch))
+        batches = (
+            ("point_coords_batch", point_coords_batch),
+            ("point_labels_batch", point_labels_batch),
+            ("box_batch", box_batch),
+            ("mask_input_batch", mask_input_batch),
+        )
         for name, value in batches:
             if value is not None and len(value) != n:
                 raise E.InvalidInputError(f"{name}: expected one entry per image ({n}), got {len(value)}")
+
         def pick(b, i):
             return None if b is None else b[i]
-        prompts = [self._prompt(i, pick(point_coords_batch, i), pick(point_labels_batch, i), pick(box_batch, i),
-                                pick(mask_input_batch, i), normalize_coords) for i in range(n)]
+
+        prompts = [
+            self._prompt(
+                i,
+                pick(point_coords_batch, i),
+                pick(point_labels_batch, i),
+                pick(box_batch, i),
+                pick(mask_input_batch, i),
+                normalize_coords,
+            )
+            for i in range(n)
+        ]
 
         def send() -> Any:
             items = [{"imageId": iid, **p} for (iid, _, _), p in zip(self._images, prompts)]
-            return self.client.request("POST", "/v1/images/predict_batch", json={
-                "items": items, **self.options, "multimaskOutput": bool(multimask_output),
-                "returnLogits": bool(return_logits), "normalizeCoords": bool(normalize_coords)})
+            return self.client.request(
+                "POST",
+                "/v1/images/predict_batch",
+                json={
+                    "items": items,
+                    **self.options,
+                    "multimaskOutput": bool(multimask_output),
+                    "returnLogits": bool(return_logits),
+                    "normalizeCoords": bool(normalize_coords),
+                },
+            )
 
         results = [_outputs(r) for r in self._call(send)["results"]]
         return [r[0] for r in results], [r[1] for r in results], [r[2] for r in results]
@@ -321,14 +405,22 @@ def _outputs(out: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 class RemoteMaskGenerator:
     """:class:`~masklet.MaskGenerator` on a server: options checked by the server at construction."""
 
-    def __init__(self, client: Client, model: str | None = None, output_mode: str = "binary_mask",
-                 progress: Any = False, **options: Any) -> None:
+    def __init__(
+        self,
+        client: Client,
+        model: str | None = None,
+        output_mode: str = "binary_mask",
+        progress: Any = False,
+        **options: Any,
+    ) -> None:
         from .amg import OUTPUT_MODES
 
         if output_mode not in OUTPUT_MODES:
             raise E.InvalidInputError(f"output_mode: expected one of {', '.join(OUTPUT_MODES)}, got {output_mode!r}")
         if not (isinstance(progress, (bool, np.bool_)) or callable(progress)):
-            raise E.InvalidInputError(f"progress: expected True, False or a callable progress(done, total), got {progress!r}")
+            raise E.InvalidInputError(
+                f"progress: expected True, False or a callable progress(done, total), got {progress!r}"
+            )
         if options.get("point_grids") is not None:
             options["point_grids"] = [np.asarray(g, dtype=np.float64).tolist() for g in options["point_grids"]]
         self.client, self.output_mode, self.progress = client, output_mode, progress
@@ -358,4 +450,11 @@ class RemoteMaskGenerator:
 from .client_exemplar import RemoteExemplarPredictor  # noqa: E402 (imports this module)
 from .client_video import RemoteStreamTracker, RemoteVideoPredictor, RemoteVideoState  # noqa: E402 (imports this module)
 
-__all__ += ["RemoteExemplarPredictor", "RemoteImagePredictor", "RemoteMaskGenerator", "RemoteStreamTracker", "RemoteVideoPredictor", "RemoteVideoState"]
+__all__ += [
+    "RemoteExemplarPredictor",
+    "RemoteImagePredictor",
+    "RemoteMaskGenerator",
+    "RemoteStreamTracker",
+    "RemoteVideoPredictor",
+    "RemoteVideoState",
+]

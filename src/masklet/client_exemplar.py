@@ -30,21 +30,36 @@ if TYPE_CHECKING:
 class RemoteExemplarPredictor:
     """:class:`~masklet.ExemplarPredictor` on a server: one exemplar session per predictor."""
 
-    def __init__(self, client: Client, model: str | None = None, max_memory: int = 8, *, object_pointers: bool = True,
-                 multimask_queries: bool | None = None, binarize_examples: bool | None = None,
-                 mask_threshold: float = 0.0) -> None:
+    def __init__(
+        self,
+        client: Client,
+        model: str | None = None,
+        max_memory: int = 8,
+        *,
+        object_pointers: bool = True,
+        multimask_queries: bool | None = None,
+        binarize_examples: bool | None = None,
+        mask_threshold: float = 0.0,
+    ) -> None:
         from .client import _shim
 
         if not isinstance(max_memory, int) or isinstance(max_memory, bool) or max_memory < 1:
-            raise E.InvalidInputError(f"max_memory: expected an int >= 1 (memories kept per object), got {max_memory!r}")
+            raise E.InvalidInputError(
+                f"max_memory: expected an int >= 1 (memories kept per object), got {max_memory!r}"
+            )
         if not isinstance(mask_threshold, (int, float, np.number)) or isinstance(mask_threshold, bool):
             raise E.InvalidInputError(f"mask_threshold: expected a number, got {mask_threshold!r}")
         self.client, self.info = client, client.model_info(model)
         self.model_name, self.max_memory, self.mask_threshold = self.info["name"], max_memory, float(mask_threshold)
         self._shim = _shim(self.info)
-        self._options = {"model": self.model_name, "maxMemory": max_memory, "objectPointers": bool(object_pointers),
-                         "multimaskQueries": multimask_queries, "binarizeExamples": binarize_examples,
-                         "maskThreshold": self.mask_threshold}
+        self._options = {
+            "model": self.model_name,
+            "maxMemory": max_memory,
+            "objectPointers": bool(object_pointers),
+            "multimaskQueries": multimask_queries,
+            "binarizeExamples": binarize_examples,
+            "maskThreshold": self.mask_threshold,
+        }
         self._log: list[tuple[str, Any, Any]] = []  # (op, pixels or bytes, args): what changed the bank
         self._obj_ids: list[int] = []
         self.session_id = self._create()
@@ -67,14 +82,18 @@ class RemoteExemplarPredictor:
 
     # ------------------------------------------------------------ transport and replay
 
-    def _raw(self, method: str, path: str, pixels: np.ndarray | None = None, args: dict | None = None, **kw: Any) -> Any:
+    def _raw(
+        self, method: str, path: str, pixels: np.ndarray | None = None, args: dict | None = None, **kw: Any
+    ) -> Any:
         url = f"/v1/exemplars/{self.session_id}{path}"
         if pixels is not None:
             kw["files"] = [("image", ("image.npy", npy_bytes(pixels), "application/x-npy"))]
             kw["data"] = {"args": json.dumps(args or {})}
         return self.client.request(method, url, **kw)
 
-    def _send(self, method: str, path: str, pixels: np.ndarray | None = None, args: dict | None = None, **kw: Any) -> Any:
+    def _send(
+        self, method: str, path: str, pixels: np.ndarray | None = None, args: dict | None = None, **kw: Any
+    ) -> Any:
         """A session request; if the server lost the session, re-create it, replay the log, retry."""
         try:
             return self._raw(method, path, pixels, args, **kw)
@@ -106,15 +125,20 @@ class RemoteExemplarPredictor:
         masks = torch.from_numpy(rles_to_masks(doc["masks"], [n], hw))
         scores = torch.tensor(doc["objectScoreLogits"], dtype=torch.float32)
         return ExemplarResult(
-            obj_ids=list(doc["objIds"]), masks=masks, mask_logits=upscale_masks(low, hw)[:, 0], low_res_logits=low,
-            scores=torch.tensor(doc["scores"], dtype=torch.float32), object_score_logits=scores,
+            obj_ids=list(doc["objIds"]),
+            masks=masks,
+            mask_logits=upscale_masks(low, hw)[:, 0],
+            low_res_logits=low,
+            scores=torch.tensor(doc["scores"], dtype=torch.float32),
+            object_score_logits=scores,
             presence=torch.tensor(doc["presence"], dtype=torch.float32),
         )
 
     # ------------------------------------------------------------ the predictor's methods
 
-    def add_example(self, image: ImageSource, obj_id: int, points: Any = None, labels: Any = None, box: Any = None,
-                    mask: Any = None) -> ExemplarResult:
+    def add_example(
+        self, image: ImageSource, obj_id: int, points: Any = None, labels: Any = None, box: Any = None, mask: Any = None
+    ) -> ExemplarResult:
         """Same as :meth:`masklet.ExemplarPredictor.add_example` (a mask must be binary: it travels as COCO RLE)."""
         _check_obj_id(obj_id)
         if mask is not None and (points is not None or labels is not None or box is not None):
@@ -127,7 +151,9 @@ class RemoteExemplarPredictor:
         if mask is not None:
             m = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
             if m.ndim != 2 or np.iscomplexobj(m) or not (m.dtype == bool or np.issubdtype(m.dtype, np.number)):
-                raise E.InvalidInputError(f"mask: expected a 2-D (H, W) binary mask (bool or 0/1 numbers), got {m.dtype} of shape {m.shape}")
+                raise E.InvalidInputError(
+                    f"mask: expected a 2-D (H, W) binary mask (bool or 0/1 numbers), got {m.dtype} of shape {m.shape}"
+                )
             if m.shape != hw:
                 raise E.InvalidInputError(f"mask: expected the image size {hw} (H, W), got {m.shape}")
             if m.dtype != bool and not np.isin(m, (0, 1)).all():
@@ -139,9 +165,13 @@ class RemoteExemplarPredictor:
                 raise E.InvalidInputError("points / box: an example is one object; give (P, 2) points and one box")
             for name, value in (("points", points), ("box", box)):
                 if value is not None:
-                    args[name] = np.asarray(value.cpu() if isinstance(value, torch.Tensor) else value, dtype=np.float64).tolist()
+                    args[name] = np.asarray(
+                        value.cpu() if isinstance(value, torch.Tensor) else value, dtype=np.float64
+                    ).tolist()
             if labels is not None:
-                args["labels"] = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels).astype(int).tolist()
+                args["labels"] = (
+                    np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels).astype(int).tolist()
+                )
         doc = self._send("POST", "/examples", pixels, args)
         self._log.append(("example", pixels, args))
         if int(obj_id) not in self._obj_ids:

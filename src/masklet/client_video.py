@@ -52,8 +52,12 @@ def _tracked(fr: dict, height: int, width: int) -> TrackedFrame:
         masks = torch.from_numpy(rles_to_masks(fr["masks"], [len(fr["masks"])], (height, width)))
         logits = torch.where(masks, 1.0, -1.0)[:, None].float()
     scores = fr.get("objectScoreLogits")
-    return TrackedFrame(fr["frameIdx"], list(fr["objIds"]), logits,
-                        None if scores is None else torch.tensor(scores, dtype=torch.float32))
+    return TrackedFrame(
+        fr["frameIdx"],
+        list(fr["objIds"]),
+        logits,
+        None if scores is None else torch.tensor(scores, dtype=torch.float32),
+    )
 
 
 def server_events(fr: dict) -> list[TrackEvent]:
@@ -69,7 +73,9 @@ def _frame_parts(source: Any) -> tuple[list[tuple[str, tuple[str, bytes, str]]],
             return [("video", (frames.path.name, frames.path.read_bytes(), "application/octet-stream"))], len(frames)
         if isinstance(frames, FolderFrames):
             return [("frames", (p.name, p.read_bytes(), "application/octet-stream")) for p in frames.paths], len(frames)
-        return [("frames", (f"{i:05d}.npy", npy_bytes(frames[i]), "application/x-npy")) for i in range(len(frames))], len(frames)
+        return [
+            ("frames", (f"{i:05d}.npy", npy_bytes(frames[i]), "application/x-npy")) for i in range(len(frames))
+        ], len(frames)
     finally:
         if frames is not source:  # close only what was opened here
             frames.close()
@@ -86,8 +92,14 @@ class RemoteVideoPredictor:
     def image_size(self) -> int:
         return self.info["imageSize"]
 
-    def init_state(self, source: Any, *, offload_video_to_cpu: bool = False, offload_state_to_cpu: bool = False,
-                   feature_cache_size: int = 2) -> RemoteVideoState:
+    def init_state(
+        self,
+        source: Any,
+        *,
+        offload_video_to_cpu: bool = False,
+        offload_state_to_cpu: bool = False,
+        feature_cache_size: int = 2,
+    ) -> RemoteVideoState:
         """Upload a video file, a frame folder, a list of frames or an array, and open a session."""
         if not is_int(feature_cache_size, numpy=False) or feature_cache_size < 1:
             raise E.InvalidInputError(f"feature_cache_size: expected an int >= 1, got {feature_cache_size!r}")
@@ -95,8 +107,9 @@ class RemoteVideoPredictor:
         options = json.dumps(self.options)
 
         def upload() -> dict:
-            return self.client.request("POST", "/v1/videos", params={"model": self.model_name},
-                                       files=parts, data={"options": options})
+            return self.client.request(
+                "POST", "/v1/videos", params={"model": self.model_name}, files=parts, data={"options": options}
+            )
 
         info = upload()
         return RemoteVideoState(info["sessionId"], info["numFrames"], info["height"], info["width"], upload=upload)
@@ -125,8 +138,11 @@ class RemoteVideoPredictor:
             if op == "propagate":
                 for reverse, done in args["legs"]:
                     if done > 0:
-                        body = {"startFrameIdx": args["start"], "maxFrameNumToTrack": done - 1,
-                                "direction": "backward" if reverse else "forward"}
+                        body = {
+                            "startFrameIdx": args["start"],
+                            "maxFrameNumToTrack": done - 1,
+                            "direction": "backward" if reverse else "forward",
+                        }
                         for _ in self._lines(base, body):
                             pass
             elif op == "remove_object":
@@ -141,19 +157,38 @@ class RemoteVideoPredictor:
         if fr is not None:
             state.obj_ids = list(fr["objIds"])
 
-    def add_new_points_or_box(self, state: RemoteVideoState, frame_idx: int, obj_id: int, points: Any = None,
-                              labels: Any = None, clear_old_points: bool = True, normalize_coords: bool = True,
-                              box: Any = None) -> TrackedFrame:
+    def add_new_points_or_box(
+        self,
+        state: RemoteVideoState,
+        frame_idx: int,
+        obj_id: int,
+        points: Any = None,
+        labels: Any = None,
+        clear_old_points: bool = True,
+        normalize_coords: bool = True,
+        box: Any = None,
+    ) -> TrackedFrame:
         """Same as :meth:`masklet.VideoPredictor.add_new_points_or_box`."""
         check_frame(state, frame_idx)
         check_obj_id(obj_id)
-        video_prompt(points, labels, box, clear_old_points, (state.video_height, state.video_width), self.image_size,
-                     normalize_coords)
-        args = {"frameIdx": int(frame_idx), "objId": int(obj_id),
-                "points": None if points is None else np.asarray(points, dtype=np.float64).tolist(),
-                "labels": None if labels is None else np.asarray(labels).astype(int).tolist(),
-                "clearOldPoints": bool(clear_old_points), "normalizeCoords": bool(normalize_coords),
-                "box": None if box is None else np.asarray(box, dtype=np.float64).tolist()}
+        video_prompt(
+            points,
+            labels,
+            box,
+            clear_old_points,
+            (state.video_height, state.video_width),
+            self.image_size,
+            normalize_coords,
+        )
+        args = {
+            "frameIdx": int(frame_idx),
+            "objId": int(obj_id),
+            "points": None if points is None else np.asarray(points, dtype=np.float64).tolist(),
+            "labels": None if labels is None else np.asarray(labels).astype(int).tolist(),
+            "clearOldPoints": bool(clear_old_points),
+            "normalizeCoords": bool(normalize_coords),
+            "box": None if box is None else np.asarray(box, dtype=np.float64).tolist(),
+        }
         fr = self._send(state, "POST", "/points", json={**args, "logits": self.exact_logits})
         self._log(state, "points", args, fr)
         return _tracked(fr, state.video_height, state.video_width)
@@ -163,8 +198,15 @@ class RemoteVideoPredictor:
         check_frame(state, frame_idx)
         check_obj_id(obj_id)
         m = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
-        if m.ndim != 2 or m.size == 0 or not (m.dtype == bool or np.issubdtype(m.dtype, np.number)) or np.iscomplexobj(m):
-            raise E.InvalidInputError(f"mask: expected a 2-D (H, W) binary mask (bool or 0/1 numbers), got {m.dtype} of shape {m.shape}")
+        if (
+            m.ndim != 2
+            or m.size == 0
+            or not (m.dtype == bool or np.issubdtype(m.dtype, np.number))
+            or np.iscomplexobj(m)
+        ):
+            raise E.InvalidInputError(
+                f"mask: expected a 2-D (H, W) binary mask (bool or 0/1 numbers), got {m.dtype} of shape {m.shape}"
+            )
         if m.dtype != bool and not np.isin(m, (0, 1)).all():
             raise E.InvalidInputError("mask: a remote mask must be binary (bool or 0/1); it travels as COCO RLE")
         args = {"frameIdx": int(frame_idx), "objId": int(obj_id), "mask": encode_rle(m.astype(bool)[None])[0]}
@@ -172,18 +214,21 @@ class RemoteVideoPredictor:
         self._log(state, "mask", args, fr)
         return _tracked(fr, state.video_height, state.video_width)
 
-    def clear_all_prompts_in_frame(self, state: RemoteVideoState, frame_idx: int, obj_id: int,
-                                   need_output: bool = True) -> TrackedFrame | None:
+    def clear_all_prompts_in_frame(
+        self, state: RemoteVideoState, frame_idx: int, obj_id: int, need_output: bool = True
+    ) -> TrackedFrame | None:
         check_frame(state, frame_idx)
         args = {"frameIdx": int(frame_idx), "objId": int(obj_id), "needOutput": bool(need_output)}
         fr = self._send(state, "POST", "/clear", json={**args, "logits": self.exact_logits})
         self._log(state, "clear", args, fr)
         return None if fr is None else _tracked(fr, state.video_height, state.video_width)
 
-    def remove_object(self, state: RemoteVideoState, obj_id: int,
-                      need_output: bool = True) -> tuple[list[int], list[TrackedFrame]]:
-        out = self._send(state, "DELETE", f"/objects/{int(obj_id)}",
-                         params={"need_output": need_output, "logits": self.exact_logits})
+    def remove_object(
+        self, state: RemoteVideoState, obj_id: int, need_output: bool = True
+    ) -> tuple[list[int], list[TrackedFrame]]:
+        out = self._send(
+            state, "DELETE", f"/objects/{int(obj_id)}", params={"need_output": need_output, "logits": self.exact_logits}
+        )
         state.log.append(("remove_object", {"obj_id": int(obj_id)}))
         state.obj_ids = list(out["objIds"])
         return out["objIds"], [_tracked(fr, state.video_height, state.video_width) for fr in out["updated"]]
@@ -214,28 +259,42 @@ class RemoteVideoPredictor:
                     if doc.get("reason") == "shutdown":
                         from .client import RemoteError
 
-                        err = RemoteError(f"the server shut down after {doc.get('frames')} of {doc.get('total')} frames; "
-                                          "they are kept in the log: call propagate_in_video again to continue")
+                        err = RemoteError(
+                            f"the server shut down after {doc.get('frames')} of {doc.get('total')} frames; "
+                            "they are kept in the log: call propagate_in_video again to continue"
+                        )
                         err.status, err.code, err.request_id = 503, "server_shutdown", None  # type: ignore[attr-defined]
                         raise err
                     return
                 yield doc
 
-    def propagate_in_video(self, state: RemoteVideoState, start_frame_idx: int | None = None,
-                           max_frame_num_to_track: int | None = None, reverse: bool = False,
-                           health: HealthMonitor | None = None) -> Iterator[TrackedFrame]:
+    def propagate_in_video(
+        self,
+        state: RemoteVideoState,
+        start_frame_idx: int | None = None,
+        max_frame_num_to_track: int | None = None,
+        reverse: bool = False,
+        health: HealthMonitor | None = None,
+    ) -> Iterator[TrackedFrame]:
         """Same as :meth:`masklet.VideoPredictor.propagate_in_video`, streamed frame by frame as the
         server computes it; closing the iterator early stops the server's work. The server sends each
         object's score, and ``health`` (default: a new monitor) watches them here, as locally."""
         if health is not None and not isinstance(health, HealthMonitor):
-            raise E.InvalidInputError(f"health: expected a masklet.video.HealthMonitor or None, got {type(health).__name__}")
+            raise E.InvalidInputError(
+                f"health: expected a masklet.video.HealthMonitor or None, got {type(health).__name__}"
+            )
         if start_frame_idx is not None:
             check_frame(state, start_frame_idx, "start_frame_idx")
         check_max_frames(max_frame_num_to_track)
         monitor = HealthMonitor() if health is None else health
         thresholds = {k: v for k, v in asdict(monitor).items() if k not in ("events", "_objects")}
-        body = {"startFrameIdx": start_frame_idx, "maxFrameNumToTrack": max_frame_num_to_track,
-                "direction": "backward" if reverse else "forward", "logits": self.exact_logits, "health": thresholds}
+        body = {
+            "startFrameIdx": start_frame_idx,
+            "maxFrameNumToTrack": max_frame_num_to_track,
+            "direction": "backward" if reverse else "forward",
+            "logits": self.exact_logits,
+            "health": thresholds,
+        }
         first = self._first_line(state, body)
         return self._follow(state, body, first, bool(reverse), monitor)
 
@@ -251,8 +310,14 @@ class RemoteVideoPredictor:
                 self.replay(state)
         raise AssertionError("unreachable")
 
-    def _follow(self, state: RemoteVideoState, body: dict, first: tuple[Iterator[dict], dict | None],
-                reverse: bool, health: HealthMonitor) -> Iterator[TrackedFrame]:
+    def _follow(
+        self,
+        state: RemoteVideoState,
+        body: dict,
+        first: tuple[Iterator[dict], dict | None],
+        reverse: bool,
+        health: HealthMonitor,
+    ) -> Iterator[TrackedFrame]:
         lines, doc = first
         done, start = 0, None
         try:
@@ -263,8 +328,12 @@ class RemoteVideoPredictor:
                 doc = next(lines, None)
         finally:
             lines.close()  # type: ignore[attr-defined]
-            state.log.append(("propagate", {"start": start if start is not None else body["startFrameIdx"],
-                                            "legs": [(reverse, done)]}))
+            state.log.append(
+                (
+                    "propagate",
+                    {"start": start if start is not None else body["startFrameIdx"], "legs": [(reverse, done)]},
+                )
+            )
 
 
 class RemoteStreamTracker:
@@ -277,14 +346,19 @@ class RemoteStreamTracker:
 
     replay_log_bytes = 1 << 30  # beyond this the log is dropped and a lost stream raises
 
-    def __init__(self, client: Client, model: str | None = None, *, health: HealthMonitor | None = None,
-                 **options: Any) -> None:
+    def __init__(
+        self, client: Client, model: str | None = None, *, health: HealthMonitor | None = None, **options: Any
+    ) -> None:
         from dataclasses import asdict
         from urllib.parse import urlencode
 
         if health is not None and not isinstance(health, HealthMonitor):
-            raise E.InvalidInputError(f"health: expected a masklet.video.HealthMonitor or None, got {type(health).__name__}")
-        self.health = HealthMonitor() if health is None else health  # watches here, as locally; the server's use its thresholds
+            raise E.InvalidInputError(
+                f"health: expected a masklet.video.HealthMonitor or None, got {type(health).__name__}"
+            )
+        self.health = (
+            HealthMonitor() if health is None else health
+        )  # watches here, as locally; the server's use its thresholds
         thresholds = {k: v for k, v in asdict(self.health).items() if k not in ("events", "_objects")}
         options = {**options, "health": thresholds}
         self.client, self.info = client, client.model_info(model)
@@ -346,7 +420,9 @@ class RemoteStreamTracker:
             doc = json.loads(self.ws.recv(timeout=self.client.http.timeout.read))
         except (OSError, WebSocketException):
             return None
-        if doc.get("type") == "end" or (doc.get("type") == "error" and doc.get("error", {}).get("code") == _STREAM_LOST):
+        if doc.get("type") == "end" or (
+            doc.get("type") == "error" and doc.get("error", {}).get("code") == _STREAM_LOST
+        ):
             return None
         return doc
 
@@ -355,8 +431,10 @@ class RemoteStreamTracker:
         from .client import RemoteError, _error
 
         if self._log is None:
-            raise RemoteError(f"stream_lost: the server lost the stream and its replay log passed "
-                              f"replay_log_bytes={self.replay_log_bytes}; open a new stream tracker")
+            raise RemoteError(
+                f"stream_lost: the server lost the stream and its replay log passed "
+                f"replay_log_bytes={self.replay_log_bytes}; open a new stream tracker"
+            )
         for _ in range(self.client.retries + 1):
             try:
                 self._cm.__exit__(None, None, None)
@@ -409,7 +487,8 @@ class RemoteStreamTracker:
         image = load_image(frame)
         if self._hw is not None and image.shape[:2] != self._hw:
             raise E.InvalidInputError(
-                f"frame: every frame of a stream must be {self._hw[0]}x{self._hw[1]}, got {image.shape[0]}x{image.shape[1]}")
+                f"frame: every frame of a stream must be {self._hw[0]}x{self._hw[1]}, got {image.shape[0]}x{image.shape[1]}"
+            )
         doc = self._exchange(npy_bytes(image))
         self._hw = image.shape[:2]
         self.frame_idx = doc["frameIdx"]
@@ -418,38 +497,74 @@ class RemoteStreamTracker:
     def _require_frame(self) -> SimpleNamespace:
         if self._hw is None:
             raise E.PredictorStateError("no frame yet: call track(frame) before giving prompts")
-        return SimpleNamespace(video_height=self._hw[0], video_width=self._hw[1], device=torch.device("cpu"), num_frames=None)
+        return SimpleNamespace(
+            video_height=self._hw[0], video_width=self._hw[1], device=torch.device("cpu"), num_frames=None
+        )
 
-    def add_points(self, obj_id: int, points: Any, labels: Any, *, clear_old_points: bool = True,
-                   normalize_coords: bool = True) -> TrackedFrame:
+    def add_points(
+        self, obj_id: int, points: Any, labels: Any, *, clear_old_points: bool = True, normalize_coords: bool = True
+    ) -> TrackedFrame:
         state = self._require_frame()
         check_obj_id(obj_id)
-        video_prompt(points, labels, None, clear_old_points, (state.video_height, state.video_width), self._image_size,
-                     normalize_coords)
-        return self._frame(self._exchange(json.dumps({
-            "op": "add_points", "objId": int(obj_id), "points": np.asarray(points, dtype=np.float64).tolist(),
-            "labels": np.asarray(labels).astype(int).tolist(), "clearOldPoints": bool(clear_old_points),
-            "normalizeCoords": bool(normalize_coords)})))
+        video_prompt(
+            points,
+            labels,
+            None,
+            clear_old_points,
+            (state.video_height, state.video_width),
+            self._image_size,
+            normalize_coords,
+        )
+        return self._frame(
+            self._exchange(
+                json.dumps(
+                    {
+                        "op": "add_points",
+                        "objId": int(obj_id),
+                        "points": np.asarray(points, dtype=np.float64).tolist(),
+                        "labels": np.asarray(labels).astype(int).tolist(),
+                        "clearOldPoints": bool(clear_old_points),
+                        "normalizeCoords": bool(normalize_coords),
+                    }
+                )
+            )
+        )
 
-    def add_box(self, obj_id: int, box: Any, points: Any = None, labels: Any = None, *,
-                normalize_coords: bool = True) -> TrackedFrame:
+    def add_box(
+        self, obj_id: int, box: Any, points: Any = None, labels: Any = None, *, normalize_coords: bool = True
+    ) -> TrackedFrame:
         state = self._require_frame()
         check_obj_id(obj_id)
-        video_prompt(points, labels, box, True, (state.video_height, state.video_width), self._image_size,
-                     normalize_coords)
-        return self._frame(self._exchange(json.dumps({
-            "op": "add_box", "objId": int(obj_id), "box": np.asarray(box, dtype=np.float64).tolist(),
-            "points": None if points is None else np.asarray(points, dtype=np.float64).tolist(),
-            "labels": None if labels is None else np.asarray(labels).astype(int).tolist(),
-            "normalizeCoords": bool(normalize_coords)})))
+        video_prompt(
+            points, labels, box, True, (state.video_height, state.video_width), self._image_size, normalize_coords
+        )
+        return self._frame(
+            self._exchange(
+                json.dumps(
+                    {
+                        "op": "add_box",
+                        "objId": int(obj_id),
+                        "box": np.asarray(box, dtype=np.float64).tolist(),
+                        "points": None if points is None else np.asarray(points, dtype=np.float64).tolist(),
+                        "labels": None if labels is None else np.asarray(labels).astype(int).tolist(),
+                        "normalizeCoords": bool(normalize_coords),
+                    }
+                )
+            )
+        )
 
     def add_mask(self, obj_id: int, mask: Any) -> TrackedFrame:
         self._require_frame()
         m = np.asarray(mask.detach().cpu() if isinstance(mask, torch.Tensor) else mask)
         if m.ndim != 2 or m.size == 0:
-            raise E.InvalidInputError(f"mask: expected a 2-D (H, W) binary mask (bool or 0/1 numbers), got shape {m.shape}")
-        return self._frame(self._exchange(json.dumps({"op": "add_mask", "objId": int(obj_id),
-                                                      "mask": encode_rle(m.astype(bool)[None])[0]})))
+            raise E.InvalidInputError(
+                f"mask: expected a 2-D (H, W) binary mask (bool or 0/1 numbers), got shape {m.shape}"
+            )
+        return self._frame(
+            self._exchange(
+                json.dumps({"op": "add_mask", "objId": int(obj_id), "mask": encode_rle(m.astype(bool)[None])[0]})
+            )
+        )
 
     def remove_object(self, obj_id: int) -> list[int]:
         self._require_frame()

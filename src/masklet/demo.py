@@ -42,12 +42,19 @@ def _box(image: np.ndarray, box: list[float], color=(255, 255, 255)) -> np.ndarr
     return out
 
 
-def run_demo(model_name: str = "masklet-nano", out_dir: str | Path = "masklet-demo", seed: int = 7,
-             device: str = "cpu", **load_options: Any) -> tuple[dict[str, Path], int]:
+def run_demo(
+    model_name: str = "masklet-nano",
+    out_dir: str | Path = "masklet-demo",
+    seed: int = 7,
+    device: str = "cpu",
+    **load_options: Any,
+) -> tuple[dict[str, Path], int]:
     """Write the demo pictures and video into ``out_dir``; returns the files by name and the
     number of automatic masks. ``load_options`` (``dtype``, ``config``) go to :func:`load_model`."""
     out = Path(out_dir)
-    model = load_model(model_name, device=device, **load_options)  # before creating the folder: a failed load leaves none
+    model = load_model(
+        model_name, device=device, **load_options
+    )  # before creating the folder: a failed load leaves none
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
@@ -83,7 +90,9 @@ def _write_demo(model, model_name: str, out: Path, seed: int) -> tuple[dict[str,
     # the model's recommended options (masklet-nano ships them beside its weights), as `masklet amg` uses
     filters: dict[str, Any] = dict(recommended_amg_options(model_name))
     records = MaskGenerator(model, **filters).generate(scene.image)
-    automatic = np.stack([r["segmentation"] for r in records]) if records else np.zeros((0, *scene.image.shape[:2]), bool)
+    automatic = (
+        np.stack([r["segmentation"] for r in records]) if records else np.zeros((0, *scene.image.shape[:2]), bool)
+    )
     written["automatic"] = out / "automatic.png"
     save_image(overlay_masks(scene.image, automatic), written["automatic"])
 

@@ -46,7 +46,11 @@ from .model.sam2 import NO_OBJ_SCORE, SamOutput
 from .transforms import preprocess, upscale_masks
 
 __all__ = [
-    "NANO_PRESENCE_CALIBRATION", "PROTOTYPE_PRESENCE_CALIBRATION", "QUERY_MODES", "ExemplarPredictor", "ExemplarResult",
+    "NANO_PRESENCE_CALIBRATION",
+    "PROTOTYPE_PRESENCE_CALIBRATION",
+    "QUERY_MODES",
+    "ExemplarPredictor",
+    "ExemplarResult",
     "similarity_evidence",
 ]
 
@@ -141,7 +145,9 @@ class ExemplarPredictor:
         presence_calibration: tuple[float, float] | None = None,
     ) -> None:
         if not isinstance(model, Sam2Model):
-            raise InvalidInputError(f"model: expected a masklet Sam2Model (see masklet.load_model), got {type(model).__name__}")
+            raise InvalidInputError(
+                f"model: expected a masklet Sam2Model (see masklet.load_model), got {type(model).__name__}"
+            )
         if model.config.num_maskmem == 0:
             raise InvalidInputError("model: this config has no memory (num_maskmem=0) and cannot segment by example")
         if not isinstance(max_memory, int) or isinstance(max_memory, bool) or max_memory < 1:
@@ -153,8 +159,12 @@ class ExemplarPredictor:
         self.query_mode = query_mode
         if presence_calibration is not None:
             pair = tuple(presence_calibration) if isinstance(presence_calibration, (tuple, list)) else ()
-            if len(pair) != 2 or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) and np.isfinite(v) for v in pair):
-                raise InvalidInputError(f"presence_calibration: expected (scale, bias), two finite numbers, got {presence_calibration!r}")
+            if len(pair) != 2 or not all(
+                isinstance(v, numbers.Real) and not isinstance(v, bool) and np.isfinite(v) for v in pair
+            ):
+                raise InvalidInputError(
+                    f"presence_calibration: expected (scale, bias), two finite numbers, got {presence_calibration!r}"
+                )
             presence_calibration = (float(pair[0]), float(pair[1]))
         elif query_mode == "prototype":
             presence_calibration = PROTOTYPE_PRESENCE_CALIBRATION
@@ -166,7 +176,9 @@ class ExemplarPredictor:
         self.binarize_examples = binarize_examples
         c = model.config
         if multimask_queries is None:  # as SAM2 decodes a tracked frame (no clicks)
-            multimask_queries = c.multimask_output_in_sam and c.multimask_output_for_tracking and c.multimask_min_pt_num <= 0
+            multimask_queries = (
+                c.multimask_output_in_sam and c.multimask_output_for_tracking and c.multimask_min_pt_num <= 0
+            )
         self.multimask_queries = bool(multimask_queries)
         self._prompts = ImagePredictor(model)  # the shared prompt validation
         self._bank = _Bank()
@@ -209,8 +221,13 @@ class ExemplarPredictor:
             if model.config.use_mask_input_as_output_without_sam:
                 sam = model.use_mask_as_output(raw, high_res, binary)
             else:
-                low = F.interpolate(binary, size=model.sam_prompt_encoder.mask_input_size, mode="bilinear",
-                                    align_corners=False, antialias=True)
+                low = F.interpolate(
+                    binary,
+                    size=model.sam_prompt_encoder.mask_input_size,
+                    mode="bilinear",
+                    align_corners=False,
+                    antialias=True,
+                )
                 sam = model.forward_sam_heads(self._no_memory(state), None, low * 20.0 - 10.0, high_res, False)
         else:
             prompts = self._prompts._prepare_prompts(points, labels, box, None, state.hw, True)
@@ -247,16 +264,22 @@ class ExemplarPredictor:
         ids = self.obj_ids
         if self.query_mode == "prototype":
             sam, similarity = self._decode_by_prototype(state, ids)
-            result = self._result(ids, sam.low_res_masks, sam.ious[:, :1], sam.object_score_logits, state.hw, similarity)
+            result = self._result(
+                ids, sam.low_res_masks, sam.ious[:, :1], sam.object_score_logits, state.hw, similarity
+            )
         else:
             sam = self._decode_by_memory(state, ids)
-            result = self._result(ids, sam.low_res_masks, sam.ious.max(dim=1, keepdim=True).values, sam.object_score_logits, state.hw)
+            result = self._result(
+                ids, sam.low_res_masks, sam.ious.max(dim=1, keepdim=True).values, sam.object_score_logits, state.hw
+            )
         n = len(ids)
         if update_memory:
             found = [i for i in range(n) if float(result.presence[i]) > 0.5]
             if found:
                 raw = state.levels[-1].expand(len(found), -1, -1, -1)
-                memories = self._encode_memory(raw, sam.low_res_masks[found], sam.object_score_logits[found], from_prompt=False)
+                memories = self._encode_memory(
+                    raw, sam.low_res_masks[found], sam.object_score_logits[found], from_prompt=False
+                )
                 prototypes = self._prototypes(state, sam.low_res_masks[found])
                 for j, i in enumerate(found):
                     self._store(ids[i], _Memory("query", memories[j : j + 1], None, prototypes[j]))
@@ -311,8 +334,14 @@ class ExemplarPredictor:
         for (count, pointers), members in groups.items():
             batch = len(members)
             memory = torch.stack(
-                [torch.cat([m.features for m in self._bank.memories[ids[i]]]).flatten(2).permute(0, 2, 1).flatten(0, 1)
-                 for i in members], dim=1,
+                [
+                    torch.cat([m.features for m in self._bank.memories[ids[i]]])
+                    .flatten(2)
+                    .permute(0, 2, 1)
+                    .flatten(0, 1)
+                    for i in members
+                ],
+                dim=1,
             )  # (count * hw, B, Cm), memories in bank order
             memory_pos = pos.repeat(count, 1, 1).expand(-1, batch, -1)
             num_ptr_tokens = 0
@@ -321,8 +350,11 @@ class ExemplarPredictor:
                 memory, memory_pos = torch.cat([memory, tokens]), torch.cat([memory_pos, tokens_pos])
                 num_ptr_tokens = tokens.shape[0]
             out = model.memory_attention(
-                curr=vision.to(attn_dtype), memory=memory.to(attn_dtype), curr_pos=vision_pos.to(attn_dtype),
-                memory_pos=memory_pos.to(attn_dtype), num_obj_ptr_tokens=num_ptr_tokens,
+                curr=vision.to(attn_dtype),
+                memory=memory.to(attn_dtype),
+                curr_pos=vision_pos.to(attn_dtype),
+                memory_pos=memory_pos.to(attn_dtype),
+                num_obj_ptr_tokens=num_ptr_tokens,
             )
             out = out.to(fused.dtype).expand(-1, batch, -1) if out.shape[1] == 1 else out.to(fused.dtype)
             fused[members] = out.permute(1, 2, 0).reshape(batch, c.hidden_dim, h, w)
@@ -344,7 +376,11 @@ class ExemplarPredictor:
         if c.add_tpos_enc_to_obj_ptrs:
             tpos_dim = c.hidden_dim if c.proj_tpos_enc_in_obj_ptrs else c.mem_dim
             rel = torch.ones(count, device=ptrs.device) / max(c.max_obj_ptrs_in_encoder - 1, 1)
-            pos = model.obj_ptr_tpos_proj(sine_1d(rel, tpos_dim).to(model.dtype)).unsqueeze(1).expand(-1, batch, c.mem_dim)
+            pos = (
+                model.obj_ptr_tpos_proj(sine_1d(rel, tpos_dim).to(model.dtype))
+                .unsqueeze(1)
+                .expand(-1, batch, c.mem_dim)
+            )
         else:
             pos = ptrs.new_zeros(count, batch, c.mem_dim)
         if c.mem_dim < c.hidden_dim:
@@ -371,7 +407,12 @@ class ExemplarPredictor:
                     tensors[f"obj{obj_id}.{k}.ptr"] = m.obj_ptr.detach().float().contiguous().cpu()
                 if m.prototype is not None:
                     tensors[f"obj{obj_id}.{k}.proto"] = m.prototype.detach().float().contiguous().cpu()
-        meta = {"format": _BANK_FORMAT, "version": "2", "objects": json.dumps(kinds), "model": json.dumps(self._shape())}
+        meta = {
+            "format": _BANK_FORMAT,
+            "version": "2",
+            "objects": json.dumps(kinds),
+            "model": json.dumps(self._shape()),
+        }
         save_file(tensors, os.fspath(path), metadata=meta)
 
     def load(self, path: str | os.PathLike) -> None:
@@ -388,7 +429,9 @@ class ExemplarPredictor:
                 raise InvalidInputError(f"{path}: not a masklet exemplar bank (format {meta.get('format')!r})")
             shape = json.loads(meta["model"])
             if shape != self._shape():
-                raise InvalidInputError(f"{path}: the bank was made with a model of shape {shape}, this one is {self._shape()}")
+                raise InvalidInputError(
+                    f"{path}: the bank was made with a model of shape {shape}, this one is {self._shape()}"
+                )
             kinds = json.loads(meta["objects"])
             names = set(f.keys())
             device, dtype = self.model.device, self.model.dtype
@@ -404,7 +447,12 @@ class ExemplarPredictor:
                         f"{path}: object {key} has {len(object_kinds)} memories, more than max_memory={self.max_memory}"
                     )
                 bank.memories[int(key)] = [
-                    _Memory(kind, f.get_tensor(f"obj{key}.{k}").to(device, dtype), optional(key, k, "ptr"), optional(key, k, "proto"))
+                    _Memory(
+                        kind,
+                        f.get_tensor(f"obj{key}.{k}").to(device, dtype),
+                        optional(key, k, "ptr"),
+                        optional(key, k, "proto"),
+                    )
                     for k, kind in enumerate(object_kinds)
                 ]
         self._bank = bank
@@ -413,7 +461,12 @@ class ExemplarPredictor:
 
     def _shape(self) -> dict[str, int]:
         c = self.model.config
-        return {"image_size": c.image_size, "mem_dim": c.mem_dim, "hidden_dim": c.hidden_dim, "embedding_size": c.embedding_size}
+        return {
+            "image_size": c.image_size,
+            "mem_dim": c.mem_dim,
+            "hidden_dim": c.hidden_dim,
+            "embedding_size": c.embedding_size,
+        }
 
     def _memories_of(self, obj_id: Any) -> list[_Memory]:
         _check_obj_id(obj_id)
@@ -436,7 +489,9 @@ class ExemplarPredictor:
     def _encode(self, image: ImageSource) -> _ImageState:
         """Features of an image, reusing the last image's when the pixels are the same."""
         pixels = load_image(image)
-        key = hashlib.blake2b(np.ascontiguousarray(pixels).tobytes(), digest_size=16).digest() + bytes(str(pixels.shape), "ascii")
+        key = hashlib.blake2b(np.ascontiguousarray(pixels).tobytes(), digest_size=16).digest() + bytes(
+            str(pixels.shape), "ascii"
+        )
         if self._image is not None and self._image.key == key:
             return self._image
         model = self.model
@@ -459,8 +514,12 @@ class ExemplarPredictor:
         size = self.model.image_size
         high_res = F.interpolate(low_res.float(), size=(size, size), mode="bilinear", align_corners=False)
         features, pos_enc = self.model.encode_memory(
-            raw, high_res.to(raw.dtype), object_logits, is_mask_from_pts=from_prompt,
-            binarize_mask_from_pts=self.binarize_examples, non_overlap=False,
+            raw,
+            high_res.to(raw.dtype),
+            object_logits,
+            is_mask_from_pts=from_prompt,
+            binarize_mask_from_pts=self.binarize_examples,
+            non_overlap=False,
         )
         if self._bank.pos_enc is None:
             self._bank.pos_enc = pos_enc[:1].clone()
@@ -468,28 +527,46 @@ class ExemplarPredictor:
 
     def _mask_tensor(self, mask: Any, hw: tuple[int, int]) -> torch.Tensor:
         m = mask if isinstance(mask, torch.Tensor) else torch.as_tensor(np.asarray(mask))
-        if m.ndim != 2 or m.is_complex() or not (m.dtype == torch.bool or m.dtype.is_floating_point or m.dtype in _INT_DTYPES):
-            raise InvalidInputError(f"mask: expected a 2-D (H, W) binary mask (bool or 0/1 numbers), got {m.dtype} of shape {tuple(m.shape)}")
+        if (
+            m.ndim != 2
+            or m.is_complex()
+            or not (m.dtype == torch.bool or m.dtype.is_floating_point or m.dtype in _INT_DTYPES)
+        ):
+            raise InvalidInputError(
+                f"mask: expected a 2-D (H, W) binary mask (bool or 0/1 numbers), got {m.dtype} of shape {tuple(m.shape)}"
+            )
         if tuple(m.shape) != hw:
             raise InvalidInputError(f"mask: expected the image size {hw} (H, W), got {tuple(m.shape)}")
         size = self.model.image_size
         m = m.to(self.model.device).float()[None, None]
         if m.shape[-2:] != (size, size):
-            m = (F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False, antialias=True) >= 0.5).float()
+            m = (
+                F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False, antialias=True) >= 0.5
+            ).float()
         return m
 
     def _result(
-        self, ids: list[int], low_res: torch.Tensor, ious: torch.Tensor, object_logits: torch.Tensor,
-        hw: tuple[int, int], similarity: torch.Tensor | None = None,
+        self,
+        ids: list[int],
+        low_res: torch.Tensor,
+        ious: torch.Tensor,
+        object_logits: torch.Tensor,
+        hw: tuple[int, int],
+        similarity: torch.Tensor | None = None,
     ) -> ExemplarResult:
         low_res = low_res.float()
         logits = upscale_masks(low_res, hw)[:, 0]
         scores = object_logits.float().reshape(-1)
         similarity = None if similarity is None else similarity.float().reshape(-1)
         return ExemplarResult(
-            obj_ids=list(ids), masks=logits > self.mask_threshold, mask_logits=logits, low_res_logits=low_res,
-            scores=ious.float().reshape(-1), object_score_logits=scores,
-            presence=self._presence(scores if similarity is None else similarity_evidence(similarity)), similarity=similarity,
+            obj_ids=list(ids),
+            masks=logits > self.mask_threshold,
+            mask_logits=logits,
+            low_res_logits=low_res,
+            scores=ious.float().reshape(-1),
+            object_score_logits=scores,
+            presence=self._presence(scores if similarity is None else similarity_evidence(similarity)),
+            similarity=similarity,
         )
 
     def _presence(self, evidence: torch.Tensor) -> torch.Tensor:

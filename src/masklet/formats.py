@@ -18,7 +18,9 @@ from .io import palette
 OBJECT_CATEGORY = {"id": 1, "name": "object", "supercategory": "object"}
 
 
-def coco_document(info: dict[str, Any], images: list[dict[str, Any]], annotations: list[dict[str, Any]]) -> dict[str, Any]:
+def coco_document(
+    info: dict[str, Any], images: list[dict[str, Any]], annotations: list[dict[str, Any]]
+) -> dict[str, Any]:
     """A COCO instances document with the one ``object`` category (pycocotools reads it as is)."""
     return {"info": info, "images": images, "annotations": annotations, "categories": [dict(OBJECT_CATEGORY)]}
 

@@ -77,7 +77,9 @@ class ImagePredictor:
         max_sprinkle_area: float = 0.0,
     ) -> None:
         if not isinstance(model, Sam2Model):
-            raise InvalidInputError(f"model: expected a masklet Sam2Model (see masklet.load_model), got {type(model).__name__}")
+            raise InvalidInputError(
+                f"model: expected a masklet Sam2Model (see masklet.load_model), got {type(model).__name__}"
+            )
         for name, value in (("max_hole_area", max_hole_area), ("max_sprinkle_area", max_sprinkle_area)):
             if not _is_number(value) or value < 0:
                 raise InvalidInputError(f"{name}: expected a number >= 0, got {value!r}")
@@ -139,7 +141,9 @@ class ImagePredictor:
             )
         self.reset_predictor()
         levels = [t.to(device=self.device, dtype=self.model.dtype) for t in embeddings.levels]
-        self._embeddings = ImageEmbeddings(levels=levels, orig_hw=[(int(hw[0]), int(hw[1])) for hw in embeddings.orig_hw])
+        self._embeddings = ImageEmbeddings(
+            levels=levels, orig_hw=[(int(hw[0]), int(hw[1])) for hw in embeddings.orig_hw]
+        )
         self._is_batch = len(embeddings.orig_hw) > 1
 
     def _expected_level_shapes(self) -> list[tuple[int, int, int]]:
@@ -207,8 +211,12 @@ class ImagePredictor:
         number of objects. Returns lists (one entry per image) of masks, IoU scores and logits."""
         embeddings = self._require_image()
         n = len(embeddings.orig_hw)
-        for name, value in (("point_coords_batch", point_coords_batch), ("point_labels_batch", point_labels_batch),
-                            ("box_batch", box_batch), ("mask_input_batch", mask_input_batch)):
+        for name, value in (
+            ("point_coords_batch", point_coords_batch),
+            ("point_labels_batch", point_labels_batch),
+            ("box_batch", box_batch),
+            ("mask_input_batch", mask_input_batch),
+        ):
             if value is not None and len(value) != n:
                 raise InvalidInputError(f"{name}: expected one entry per image ({n}), got {len(value)}")
         out: tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]] = ([], [], [])
@@ -219,7 +227,9 @@ class ImagePredictor:
                 None if point_labels_batch is None else point_labels_batch[i],
                 None if box_batch is None else box_batch[i],
                 None if mask_input_batch is None else mask_input_batch[i],
-                multimask_output, return_logits, normalize_coords,
+                multimask_output,
+                return_logits,
+                normalize_coords,
             )
             for acc, part in zip(out, result):
                 acc.append(_squeeze_single(part))

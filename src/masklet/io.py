@@ -78,9 +78,7 @@ def _decode_file(data: str | os.PathLike | bytes, label: str) -> np.ndarray:
             return _from_pil(img, label)
     except InvalidInputError:
         raise
-    except (
-        UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError
-    ) as e:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise ImageDecodeError(f"image: cannot decode {label}: {e}") from e
 
 
@@ -116,8 +114,7 @@ def _from_array(arr: np.ndarray, label: str) -> np.ndarray:
         arr = arr[:, :, None]
     if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
         raise InvalidInputError(
-            f"image: {label} has shape {tuple(arr.shape)}; accepted are (H, W) or (H, W, C) "
-            "with C in {1, 3, 4}"
+            f"image: {label} has shape {tuple(arr.shape)}; accepted are (H, W) or (H, W, C) with C in {{1, 3, 4}}"
         )
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise InvalidInputError(f"image: {label} is empty (shape {tuple(arr.shape)})")
@@ -141,8 +138,7 @@ def _from_array(arr: np.ndarray, label: str) -> np.ndarray:
         out = np.floor(arr * 255.0 + 0.5).astype(np.uint8)
     else:
         raise InvalidInputError(
-            f"image: {label} has unsupported dtype {arr.dtype}; accepted are uint8, bool, "
-            "uint16 and float in [0, 1]"
+            f"image: {label} has unsupported dtype {arr.dtype}; accepted are uint8, bool, uint16 and float in [0, 1]"
         )
     if out.shape[2] == 1:
         out = np.repeat(out, 3, axis=2)
@@ -196,24 +192,17 @@ def _bool_masks(masks: object, name: str, shape_hw: tuple[int, int] | None = Non
     if isinstance(masks, torch.Tensor):
         masks = masks.detach().cpu().numpy()
     if not isinstance(masks, np.ndarray):
-        raise InvalidInputError(
-            f"{name}: expected a numpy array or torch tensor, got {_describe(masks)}"
-        )
+        raise InvalidInputError(f"{name}: expected a numpy array or torch tensor, got {_describe(masks)}")
     if masks.dtype != np.bool_ and not np.issubdtype(masks.dtype, np.integer):
         raise InvalidInputError(
-            f"{name}: expected bool or integer masks, got {_describe(masks)}; "
-            "threshold floats first"
+            f"{name}: expected bool or integer masks, got {_describe(masks)}; threshold floats first"
         )
     if masks.ndim == 2:
         masks = masks[None]
     if masks.ndim != 3:
-        raise InvalidInputError(
-            f"{name}: expected shape (H, W) or (N, H, W), got {_describe(masks)}"
-        )
+        raise InvalidInputError(f"{name}: expected shape (H, W) or (N, H, W), got {_describe(masks)}")
     if shape_hw is not None and masks.shape[1:] != shape_hw:
-        raise InvalidInputError(
-            f"{name}: mask size {tuple(masks.shape[1:])} does not match the image size {shape_hw}"
-        )
+        raise InvalidInputError(f"{name}: mask size {tuple(masks.shape[1:])} does not match the image size {shape_hw}")
     return masks.astype(bool)
 
 
@@ -232,8 +221,7 @@ def save_image(image: ImageSource, path: str | os.PathLike) -> None:
         Image.fromarray(arr).save(Path(path))
     except (ValueError, KeyError) as e:
         raise InvalidInputError(
-            f"path: cannot choose an image format for '{path}' ({e}); use an extension "
-            "such as .png or .jpg"
+            f"path: cannot choose an image format for '{path}' ({e}); use an extension such as .png or .jpg"
         ) from e
 
 
@@ -253,9 +241,7 @@ def palette(n: int) -> np.ndarray:
 def _edges(mask: np.ndarray) -> np.ndarray:
     """Foreground pixels with a 4-connected neighbour outside the mask (or on the image border)."""
     padded = np.pad(mask, 1, constant_values=False)
-    interior = (
-        padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
-    )
+    interior = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
     return mask & ~interior
 
 
@@ -286,8 +272,7 @@ def overlay_masks(
             or (rgb > 255).any()
         ):
             raise InvalidInputError(
-                f"colors: expected {n} RGB triples with values in 0..255 (one per mask), "
-                f"got shape {rgb.shape}"
+                f"colors: expected {n} RGB triples with values in 0..255 (one per mask), got shape {rgb.shape}"
             )
         rgb = rgb.astype(np.uint8)
     out = base.astype(np.float32)

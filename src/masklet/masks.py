@@ -62,9 +62,7 @@ def _binary_masks(masks: object, name: str, ndim: int | None) -> Tensor:
             )
         masks = torch.from_numpy(np.ascontiguousarray(masks))
     if not isinstance(masks, Tensor):
-        raise InvalidInputError(
-            f"{name}: expected a torch.Tensor or numpy.ndarray, got {_describe(masks)}"
-        )
+        raise InvalidInputError(f"{name}: expected a torch.Tensor or numpy.ndarray, got {_describe(masks)}")
     if masks.dtype.is_floating_point or masks.dtype.is_complex:
         raise InvalidInputError(
             f"{name}: expected a bool or integer tensor, got {_describe(masks)}; "
@@ -81,9 +79,7 @@ def _binary_masks(masks: object, name: str, ndim: int | None) -> Tensor:
 def _boxes(boxes: object, name: str) -> Tensor:
     """Check that ``boxes`` is a floating/integer tensor of shape (N, 4)."""
     if not isinstance(boxes, Tensor) or boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise InvalidInputError(
-            f"{name}: expected a tensor of shape (N, 4), got {_describe(boxes)}"
-        )
+        raise InvalidInputError(f"{name}: expected a tensor of shape (N, 4), got {_describe(boxes)}")
     if boxes.dtype == torch.bool or boxes.dtype.is_complex:
         raise InvalidInputError(f"{name}: expected real-valued boxes, got {_describe(boxes)}")
     return boxes
@@ -139,9 +135,7 @@ def _string_to_counts(s: bytes, name: str) -> np.ndarray:
     if c.size == 0:
         return np.zeros(0, dtype=np.int64)
     if (c < 0).any() or (c > 63).any():
-        raise InvalidInputError(
-            f"{name}: compressed RLE counts may only contain ASCII chars '0'..'o', got {s[:40]!r}"
-        )
+        raise InvalidInputError(f"{name}: compressed RLE counts may only contain ASCII chars '0'..'o', got {s[:40]!r}")
     ends = (c & 0x20) == 0
     if not ends[-1]:
         raise InvalidInputError(f"{name}: compressed RLE counts string is truncated: {s[-40:]!r}")
@@ -164,9 +158,7 @@ def _string_to_counts(s: bytes, name: str) -> np.ndarray:
 def _rle_size(rle: object, name: str) -> tuple[int, int]:
     """Validate an RLE dict's ``size`` and return it as (H, W)."""
     if not isinstance(rle, Mapping) or "size" not in rle or "counts" not in rle:
-        raise InvalidInputError(
-            f"{name}: expected a COCO RLE dict with 'size' and 'counts', got {_describe(rle)}"
-        )
+        raise InvalidInputError(f"{name}: expected a COCO RLE dict with 'size' and 'counts', got {_describe(rle)}")
     size = rle["size"]
     try:
         h, w = (int(v) for v in size)
@@ -174,9 +166,7 @@ def _rle_size(rle: object, name: str) -> tuple[int, int]:
     except (TypeError, ValueError):
         valid = False
     if not valid:
-        raise InvalidInputError(
-            f"{name}: 'size' must be [H, W] with non-negative ints, got {size!r}"
-        )
+        raise InvalidInputError(f"{name}: 'size' must be [H, W] with non-negative ints, got {size!r}")
     return h, w
 
 
@@ -187,9 +177,7 @@ def _rle_counts(rle: Mapping[str, Any], name: str) -> np.ndarray:
         try:
             counts = counts.encode("ascii")
         except UnicodeEncodeError as e:
-            raise InvalidInputError(
-                f"{name}: compressed RLE counts may only contain ASCII chars '0'..'o'"
-            ) from e
+            raise InvalidInputError(f"{name}: compressed RLE counts may only contain ASCII chars '0'..'o'") from e
     if isinstance(counts, (bytes, bytearray)):
         out = _string_to_counts(bytes(counts), name)
     else:
@@ -241,14 +229,10 @@ def decode_rle(rles: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> Tensor:
     for i, rle in enumerate(rles):
         size = _rle_size(rle, f"rles[{i}]")
         if size != (h, w):
-            raise InvalidInputError(
-                f"rles[{i}]: size {list(size)} differs from rles[0] size {[h, w]}"
-            )
+            raise InvalidInputError(f"rles[{i}]: size {list(size)} differs from rles[0] size {[h, w]}")
         counts = _rle_counts(rle, f"rles[{i}]")
         if int(counts.sum()) != h * w:
-            raise InvalidInputError(
-                f"rles[{i}]: run lengths sum to {int(counts.sum())}, expected H*W = {h * w}"
-            )
+            raise InvalidInputError(f"rles[{i}]: run lengths sum to {int(counts.sum())}, expected H*W = {h * w}")
         all_counts.append(counts)
     counts = np.concatenate(all_counts)
     values = np.concatenate([np.arange(c.size) % 2 == 1 for c in all_counts])
@@ -306,9 +290,7 @@ def masks_to_boxes(masks: Tensor) -> Tensor:
 def box_xyxy_to_xywh(boxes: Tensor) -> Tensor:
     """Convert (..., 4) XYXY boxes to XYWH (width = x1 - x0, no +1, as the official AMG)."""
     if not isinstance(boxes, Tensor) or boxes.ndim < 1 or boxes.shape[-1] != 4:
-        raise InvalidInputError(
-            f"boxes: expected a tensor of shape (..., 4), got {_describe(boxes)}"
-        )
+        raise InvalidInputError(f"boxes: expected a tensor of shape (..., 4), got {_describe(boxes)}")
     return torch.cat([boxes[..., :2], boxes[..., 2:] - boxes[..., :2]], dim=-1)
 
 
@@ -334,9 +316,7 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     n = boxes.shape[0]
     for name, t in (("scores", scores), ("idxs", idxs)):
         if not isinstance(t, Tensor) or t.shape != (n,):
-            raise InvalidInputError(
-                f"{name}: expected a tensor of shape ({n},), got {_describe(t)}"
-            )
+            raise InvalidInputError(f"{name}: expected a tensor of shape ({n},), got {_describe(t)}")
     if not is_real(iou_threshold):
         raise InvalidInputError(f"iou_threshold: expected a float, got {_describe(iou_threshold)}")
     if n == 0:
@@ -395,8 +375,7 @@ def fill_holes_and_remove_sprinkles(
     """
     if not isinstance(mask_logits, Tensor) or mask_logits.ndim < 2:
         raise InvalidInputError(
-            "mask_logits: expected a float tensor of shape (..., H, W), "
-            f"got {_describe(mask_logits)}"
+            f"mask_logits: expected a float tensor of shape (..., H, W), got {_describe(mask_logits)}"
         )
     for name, value in (
         ("threshold", threshold),
@@ -441,9 +420,7 @@ def fill_small_holes(mask_logits: Tensor, max_area: float, fill_value: float = 0
     return torch.where(is_hole, torch.full_like(mask_logits, fill_value), mask_logits)
 
 
-def remove_small_regions(
-    mask: _ArrayT, area_thresh: float, mode: Literal["holes", "islands"]
-) -> tuple[_ArrayT, bool]:
+def remove_small_regions(mask: _ArrayT, area_thresh: float, mode: Literal["holes", "islands"]) -> tuple[_ArrayT, bool]:
     """Fill holes or drop islands smaller than ``area_thresh`` in one (H, W) mask (8-connected).
 
     Same semantics as segment-anything's ``remove_small_regions``: returns (mask, changed); in

@@ -58,7 +58,9 @@ class Prompts:
 def as_float_tensor(value: Any, name: str) -> torch.Tensor:
     """``value`` (array-like or tensor) as a finite float32 CPU tensor; InvalidInputError naming ``name``."""
     try:
-        tensor = torch.as_tensor(np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value, dtype=np.float32))
+        tensor = torch.as_tensor(
+            np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value, dtype=np.float32)
+        )
     except (TypeError, ValueError) as err:
         raise InvalidInputError(f"{name}: expected an array of numbers, got {type(value).__name__} ({err})") from None
     if not torch.isfinite(tensor).all():
@@ -69,7 +71,10 @@ def as_float_tensor(value: Any, name: str) -> torch.Tensor:
 def as_label_tensor(value: Any) -> torch.Tensor:
     """Point labels as an int32 tensor; every value must be one of :data:`ACCEPTED_LABELS`."""
     labels = as_float_tensor(value, "point_labels")
-    if not (labels == labels.round()).all() or not torch.isin(labels, torch.tensor(ACCEPTED_LABELS, dtype=labels.dtype)).all():
+    if (
+        not (labels == labels.round()).all()
+        or not torch.isin(labels, torch.tensor(ACCEPTED_LABELS, dtype=labels.dtype)).all()
+    ):
         found = sorted(set(labels.flatten().tolist()) - set(ACCEPTED_LABELS))
         raise InvalidInputError(
             f"point_labels: values {found} are not accepted; use 1 (positive), 0 (negative), -1 (padding), "

@@ -25,8 +25,12 @@ def main() -> int:
         raise SystemExit(f"{old!r} occurs {source.count(old)} times in {path}")
     target.write_text(source.replace(old, new))
     env = dict(os.environ, PYTHONPATH=str(tmp / "src"))
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rf", *args],
-                            capture_output=True, text=True, env=env)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rf", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     print(result.stdout[-2500:])
     print("KILLED" if result.returncode else "SURVIVED", args)
     shutil.rmtree(tmp, ignore_errors=True)

@@ -56,7 +56,9 @@ def run_one(name: str, tests: list[str], timeout: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("module", choices=sorted(MODULES))
-    parser.add_argument("--reverse", action="store_true", help="last mutant first (a second runner can start at the end)")
+    parser.add_argument(
+        "--reverse", action="store_true", help="last mutant first (a second runner can start at the end)"
+    )
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant (a timeout counts as killed)")
     args = parser.parse_args()
     sources, tests = MODULES[args.module]
@@ -81,9 +83,16 @@ def main() -> None:
             print(results[name], name, flush=True)
     killed = sum(v != "survived" for v in results.values())
     score = killed / len(results) if results else None
-    summary = {"module": args.module, "mutants": len(results), "killed": killed, "score": score,
-               "survivors": sorted(k for k, v in results.items() if v == "survived")}
-    (work.parent / ("scores_reverse.json" if args.reverse else "scores.json")).write_text(json.dumps({"summary": summary, "results": results}, indent=2))
+    summary = {
+        "module": args.module,
+        "mutants": len(results),
+        "killed": killed,
+        "score": score,
+        "survivors": sorted(k for k, v in results.items() if v == "survived"),
+    }
+    (work.parent / ("scores_reverse.json" if args.reverse else "scores.json")).write_text(
+        json.dumps({"summary": summary, "results": results}, indent=2)
+    )
     print(json.dumps(summary, indent=2))
 
 

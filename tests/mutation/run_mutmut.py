@@ -27,10 +27,11 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
     "prompts": (["src/masklet/prompts.py"], ["tests/test_prompts.py"]),
     "image": (["src/masklet/image.py"], ["tests/test_image_parity.py", "tests/test_image_predictor.py"]),
     "amg": (["src/masklet/amg", "src/masklet/mask_nms.py"], ["tests/test_amg_grid_decoder.py", "tests/test_amg.py"]),
-    "video": (["src/masklet/video/predictor.py", "src/masklet/model/sam2.py"],
-              ["tests/test_video_parity.py", "tests/test_video_gaps.py", "tests/test_memory_parity.py"]),
-    "checkpoints": (["src/masklet/checkpoints"],
-                    ["tests/test_weights.py", "tests/test_sam2_compat.py"]),
+    "video": (
+        ["src/masklet/video/predictor.py", "src/masklet/model/sam2.py"],
+        ["tests/test_video_parity.py", "tests/test_video_gaps.py", "tests/test_memory_parity.py"],
+    ),
+    "checkpoints": (["src/masklet/checkpoints"], ["tests/test_weights.py", "tests/test_sam2_compat.py"]),
 }
 
 
@@ -60,8 +61,9 @@ def run_module(name: str, max_children: int) -> dict:
     work = scratch_copy(name, present, tests)
     env = dict(os.environ, PYTHONPATH=f"{work / 'mutants' / 'src'}{os.pathsep}{work / 'tests'}")
     subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)], cwd=work, env=env)
-    out = subprocess.run([sys.executable, "-m", "mutmut", "results", "--all", "true"], cwd=work, env=env,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "mutmut", "results", "--all", "true"], cwd=work, env=env, capture_output=True, text=True
+    ).stdout
     counts: dict[str, int] = {}
     survivors = []
     for line in out.splitlines():

@@ -98,8 +98,9 @@ def assert_same_masks(ours: list[dict], official: list[dict], **tolerances) -> N
     assert not problems, f"{len(problems)} difference(s):\n" + "\n".join(problems[:20])
 
 
-def official_records(model, image: np.ndarray, min_mask_region_area: float = 0,
-                     first_sam_postprocessing: bool = True, **options) -> list[dict]:
+def official_records(
+    model, image: np.ndarray, min_mask_region_area: float = 0, first_sam_postprocessing: bool = True, **options
+) -> list[dict]:
     """Records of the official SAM2AutomaticMaskGenerator on ``model`` (any image size).
 
     With ``min_mask_region_area`` > 0 the official generator runs with its predictor's
@@ -130,4 +131,3 @@ def image(seed: int) -> np.ndarray:
     img = test_image(180, 240, seed=seed)
     img.flags.writeable = False
     return img
-

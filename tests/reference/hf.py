@@ -88,7 +88,9 @@ def build_hf_model(
     model = (Sam2VideoModel if video else Sam2Model)(config).eval()
     randomize_parameters_(model, seed)
     with torch.no_grad():
-        model.prompt_encoder.shared_embedding.positional_embedding.copy_(model.shared_image_embedding.positional_embedding)
+        model.prompt_encoder.shared_embedding.positional_embedding.copy_(
+            model.shared_image_embedding.positional_embedding
+        )
     return model
 
 
@@ -99,7 +101,10 @@ def hf_image_model(model: nn.Module) -> nn.Module:
     if isinstance(model, Sam2Model):
         return model
     cfg = model.config.to_dict()
-    sub = {k: {n: v for n, v in cfg[k].items() if n != "model_type"} for k in ("prompt_encoder_config", "mask_decoder_config")}
+    sub = {
+        k: {n: v for n, v in cfg[k].items() if n != "model_type"}
+        for k in ("prompt_encoder_config", "mask_decoder_config")
+    }
     image = Sam2Model(Sam2Config(vision_config=cfg["vision_config"], **sub)).eval()
     missing, _ = image.load_state_dict(model.state_dict(), strict=False)
     if missing:
@@ -107,7 +112,9 @@ def hf_image_model(model: nn.Module) -> nn.Module:
     return image
 
 
-def save_hf_checkpoint(model: nn.Module, directory: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def save_hf_checkpoint(
+    model: nn.Module, directory: str | os.PathLike[str]
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """``save_pretrained`` into ``directory``; return the ``model.safetensors`` tensors and ``config.json``."""
     from safetensors.torch import load_file
 

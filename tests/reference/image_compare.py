@@ -20,4 +20,3 @@ def assert_close(ours, ref, what: str, atol: float = ATOL) -> None:
 def assert_masks_agree(our_masks, ref_logits, threshold: float = 0.0) -> None:
     differ = our_masks != (ref_logits > threshold)
     assert np.all(np.abs(ref_logits[differ] - threshold) <= EDGE), f"{int(differ.sum())} pixels differ"
-

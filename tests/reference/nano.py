@@ -23,4 +23,3 @@ def nano_pair(video: bool = False):
     official = build_official_model(copy.deepcopy(model_dict), seed=None, video=video)
     official.load_state_dict(torch.load(checkpoint, weights_only=True)["model"], strict=True)
     return official, load_model("masklet-nano")
-

@@ -243,8 +243,10 @@ def connected_components(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return torch.from_numpy(labels)[:, None].to(mask.device), torch.from_numpy(counts)[:, None].to(mask.device)
 
 
-OPENCV_MISSING = ("OpenCV (opencv-python-headless) is not installed: it stands in for the official CUDA "
-                  "connected-components op, without which the official post-processing does less work")
+OPENCV_MISSING = (
+    "OpenCV (opencv-python-headless) is not installed: it stands in for the official CUDA "
+    "connected-components op, without which the official post-processing does less work"
+)
 
 
 def require_opencv() -> None:

@@ -24,7 +24,9 @@ def free_port() -> int:
 class ServerProcess:
     """A real uvicorn server (``python -m masklet serve``) bound to 127.0.0.1 only."""
 
-    def __init__(self, port: int | None = None, env: dict[str, str] | None = None, args: list[str] | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, env: dict[str, str] | None = None, args: list[str] | None = None
+    ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env or {})}

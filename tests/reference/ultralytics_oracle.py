@@ -48,26 +48,55 @@ def build_ultralytics_sam2(state_dict: dict[str, torch.Tensor]) -> Any:
     from ultralytics.models.sam.modules.sam import SAM2Model
 
     image_encoder = ImageEncoder(
-        trunk=Hiera(embed_dim=16, num_heads=1, stages=[1, 2, 3, 1], global_att_blocks=[4, 5],
-                    window_pos_embed_bkg_spatial_size=(4, 4), window_spec=[8, 4, 4, 4]),
-        neck=FpnNeck(d_model=256, backbone_channel_list=[128, 64, 32, 16], fpn_top_down_levels=[2, 3],
-                     fpn_interp_model="nearest"),
+        trunk=Hiera(
+            embed_dim=16,
+            num_heads=1,
+            stages=[1, 2, 3, 1],
+            global_att_blocks=[4, 5],
+            window_pos_embed_bkg_spatial_size=(4, 4),
+            window_spec=[8, 4, 4, 4],
+        ),
+        neck=FpnNeck(
+            d_model=256, backbone_channel_list=[128, 64, 32, 16], fpn_top_down_levels=[2, 3], fpn_interp_model="nearest"
+        ),
         scalp=1,
     )
-    memory_attention = MemoryAttention(d_model=256, pos_enc_at_input=True, num_layers=2,
-                                       layer=MemoryAttentionLayer(dim_feedforward=256))
+    memory_attention = MemoryAttention(
+        d_model=256, pos_enc_at_input=True, num_layers=2, layer=MemoryAttentionLayer(dim_feedforward=256)
+    )
     model = SAM2Model(
-        image_encoder=image_encoder, memory_attention=memory_attention, memory_encoder=MemoryEncoder(out_dim=64),
-        num_maskmem=7, image_size=256, sigmoid_scale_for_mem_enc=20.0, sigmoid_bias_for_mem_enc=-10.0,
-        use_mask_input_as_output_without_sam=True, directly_add_no_mem_embed=True, use_high_res_features_in_sam=True,
-        multimask_output_in_sam=True, iou_prediction_use_sigmoid=True, use_obj_ptrs_in_encoder=True,
-        add_tpos_enc_to_obj_ptrs=True, only_obj_ptrs_in_the_past_for_eval=True, pred_obj_scores=True,
-        pred_obj_scores_mlp=True, fixed_no_obj_ptr=True, multimask_output_for_tracking=True,
-        use_multimask_token_for_obj_ptr=True, multimask_min_pt_num=0, multimask_max_pt_num=1,
-        use_mlp_for_obj_ptr_proj=True, compile_image_encoder=False, no_obj_embed_spatial=True,
-        proj_tpos_enc_in_obj_ptrs=True, use_signed_tpos_enc_to_obj_ptrs=True,
-        sam_mask_decoder_extra_args={"dynamic_multimask_via_stability": True, "dynamic_multimask_stability_delta": 0.05,
-                                     "dynamic_multimask_stability_thresh": 0.98},
+        image_encoder=image_encoder,
+        memory_attention=memory_attention,
+        memory_encoder=MemoryEncoder(out_dim=64),
+        num_maskmem=7,
+        image_size=256,
+        sigmoid_scale_for_mem_enc=20.0,
+        sigmoid_bias_for_mem_enc=-10.0,
+        use_mask_input_as_output_without_sam=True,
+        directly_add_no_mem_embed=True,
+        use_high_res_features_in_sam=True,
+        multimask_output_in_sam=True,
+        iou_prediction_use_sigmoid=True,
+        use_obj_ptrs_in_encoder=True,
+        add_tpos_enc_to_obj_ptrs=True,
+        only_obj_ptrs_in_the_past_for_eval=True,
+        pred_obj_scores=True,
+        pred_obj_scores_mlp=True,
+        fixed_no_obj_ptr=True,
+        multimask_output_for_tracking=True,
+        use_multimask_token_for_obj_ptr=True,
+        multimask_min_pt_num=0,
+        multimask_max_pt_num=1,
+        use_mlp_for_obj_ptr_proj=True,
+        compile_image_encoder=False,
+        no_obj_embed_spatial=True,
+        proj_tpos_enc_in_obj_ptrs=True,
+        use_signed_tpos_enc_to_obj_ptrs=True,
+        sam_mask_decoder_extra_args={
+            "dynamic_multimask_via_stability": True,
+            "dynamic_multimask_stability_delta": 0.05,
+            "dynamic_multimask_stability_thresh": 0.98,
+        },
     )
     model.load_state_dict(state_dict, strict=True)
     return model.eval()

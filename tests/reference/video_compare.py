@@ -40,8 +40,10 @@ def scenario(predictor: Any, state: Any, masks: np.ndarray) -> list[tuple[str, i
     keep("box obj3", predictor.add_new_points_or_box(state, 3, 3, box=box_of(masks[3, 2])))
     for out in predictor.propagate_in_video(state):
         keep("forward", out)
-    keep("refine obj1", predictor.add_new_points_or_box(
-        state, 5, 1, points=[centre(masks[5, 1])], labels=[0], clear_old_points=False))
+    keep(
+        "refine obj1",
+        predictor.add_new_points_or_box(state, 5, 1, points=[centre(masks[5, 1])], labels=[0], clear_old_points=False),
+    )
     for out in predictor.propagate_in_video(state):
         keep("forward again", out)
     for out in predictor.propagate_in_video(state, start_frame_idx=last, reverse=True):
@@ -68,8 +70,10 @@ def later_objects(predictor: Any, state: Any, masks: np.ndarray) -> list[tuple[s
     keep("mask obj7", predictor.add_new_mask(state, 4, 7, masks[4, 1]))
     keep("click obj9", predictor.add_new_points_or_box(state, 6, 9, points=[centre(masks[6, 2])], labels=[1]))
     keep("clear obj9", predictor.clear_all_prompts_in_frame(state, 6, 9))
-    keep("click obj9 again", predictor.add_new_points_or_box(
-        state, 6, 9, box=box_of(masks[6, 2]), points=[centre(masks[6, 2])], labels=[1]))
+    keep(
+        "click obj9 again",
+        predictor.add_new_points_or_box(state, 6, 9, box=box_of(masks[6, 2]), points=[centre(masks[6, 2])], labels=[1]),
+    )
     for out in predictor.propagate_in_video(state, start_frame_idx=4):
         keep("forward from 4", out)
     for out in predictor.propagate_in_video(state, start_frame_idx=4, reverse=True):
@@ -89,4 +93,3 @@ def assert_same(ours: list, ref: list) -> None:
         assert (theirs[differ].abs() < 1e-3).all(), f"{where}: binary masks differ away from the threshold"
         informative += int(0 < float((theirs > 0).float().mean()) < 1)
     assert informative >= len(ref) // 2, "most reference masks are empty or full: the test proves little"
-

@@ -110,7 +110,9 @@ class GridDecoder:
 
     # ---------------------------------------------------------------- transformer
 
-    def decode(self, coords: torch.Tensor, labels: torch.Tensor, mask_input: torch.Tensor | None) -> tuple[torch.Tensor, DecoderState]:
+    def decode(
+        self, coords: torch.Tensor, labels: torch.Tensor, mask_input: torch.Tensor | None
+    ) -> tuple[torch.Tensor, DecoderState]:
         """IoU predictions (B, M) of all mask tokens, and the state :meth:`masks` needs."""
         pe = self.model.sam_prompt_encoder
         sparse, dense = pe((coords, labels), None, mask_input)
@@ -299,7 +301,9 @@ class GridDecoder:
         weights = scores.view(h, b, t, n).softmax(2).transpose(0, 1).reshape(b, h * t, n)
         return weights, self._value_rows(attn, v)
 
-    def _image_to_token(self, attn, kk: torch.Tensor, k0: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor) -> torch.Tensor:
+    def _image_to_token(
+        self, attn, kk: torch.Tensor, k0: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor
+    ) -> torch.Tensor:
         b, t, c = k_in.shape
         h = attn.num_heads
         k = attn.k_proj(k_in)

@@ -121,10 +121,25 @@ class MaskGenerator:
         mask_nms_thresh: float = 0.0,
     ) -> None:
         grids = check_options(
-            model, points_per_side, points_per_batch, pred_iou_thresh, stability_score_thresh,
-            stability_score_offset, mask_threshold, box_nms_thresh, crop_n_layers, crop_nms_thresh,
-            crop_overlap_ratio, crop_n_points_downscale_factor, point_grids, min_mask_region_area,
-            output_mode, use_m2m, multimask_output, progress, mask_nms_thresh,
+            model,
+            points_per_side,
+            points_per_batch,
+            pred_iou_thresh,
+            stability_score_thresh,
+            stability_score_offset,
+            mask_threshold,
+            box_nms_thresh,
+            crop_n_layers,
+            crop_nms_thresh,
+            crop_overlap_ratio,
+            crop_n_points_downscale_factor,
+            point_grids,
+            min_mask_region_area,
+            output_mode,
+            use_m2m,
+            multimask_output,
+            progress,
+            mask_nms_thresh,
         )
 
         self.model = model
@@ -386,7 +401,9 @@ class MaskGenerator:
                     new_boxes[i] = masks_to_boxes(cleaned)
                     masks.replace(i, cleaned)
         keep = batched_nms(
-            new_boxes.float().cpu(), torch.as_tensor(scores), torch.zeros(len(scores), dtype=torch.int64),
+            new_boxes.float().cpu(),
+            torch.as_tensor(scores),
+            torch.zeros(len(scores), dtype=torch.int64),
             max(self.box_nms_thresh, self.crop_nms_thresh),
         ).to(new_boxes.device)
         masks.data = masks.data.replace(boxes=new_boxes)

@@ -89,7 +89,9 @@ def check_point_grids(point_grids: Any, crop_n_layers: int) -> list[np.ndarray]:
         try:
             arr = np.asarray(grid.detach().cpu() if isinstance(grid, torch.Tensor) else grid, dtype=np.float64)
         except (TypeError, ValueError):
-            raise InvalidInputError(f"point_grids[{i}]: expected an (N, 2) array of numbers, got {type(grid).__name__}") from None
+            raise InvalidInputError(
+                f"point_grids[{i}]: expected an (N, 2) array of numbers, got {type(grid).__name__}"
+            ) from None
         if arr.ndim != 2 or arr.shape[1] != 2:
             raise InvalidInputError(f"point_grids[{i}]: expected shape (N, 2) of normalised (x, y), got {arr.shape}")
         if arr.shape[0] == 0:

@@ -43,7 +43,9 @@ def check_options(
     """Check every :class:`~masklet.amg.MaskGenerator` option (InvalidInputError naming the first bad
     one) and return the point grid of each crop layer."""
     if not isinstance(model, Sam2Model):
-        raise InvalidInputError(f"model: expected a masklet Sam2Model (see masklet.load_model), got {type(model).__name__}")
+        raise InvalidInputError(
+            f"model: expected a masklet Sam2Model (see masklet.load_model), got {type(model).__name__}"
+        )
     _check_int(crop_n_layers, "crop_n_layers", 0)
     _check_int(crop_n_points_downscale_factor, "crop_n_points_downscale_factor", 1)
     _check_int(points_per_batch, "points_per_batch", 1)

@@ -93,7 +93,9 @@ class Upsampler:
         step = self._row_block(logits.shape[0])
         return torch.cat([self._rows(top, r, min(r + step, H)) > threshold for r in range(0, H, step)], 1)
 
-    def stats(self, logits: torch.Tensor, thresholds: Sequence[float], box_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def stats(
+        self, logits: torch.Tensor, thresholds: Sequence[float], box_index: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Counts (n, len(thresholds)) int64 of pixels > t, and the XYXY int64 box (n, 4) of
         pixels > thresholds[box_index] ([0, 0, 0, 0] if none), for (n, h, w) logits.
 
@@ -131,11 +133,20 @@ class Upsampler:
             counts[idx], boxes[idx] = self._full_stats(logits[idx], thresholds, box_index)
         cells = torch.nonzero(~full, as_tuple=True)[0]
         if cells.numel():
+
             def sub(x):
                 return x[cells]
+
             counts[cells], boxes[cells] = self._cell_stats(
-                sub(a), sub(b), sub(c), sub(d), [sub(x) for x in on_cells], [sub(x) for x in unsure_cells],
-                sub(any_unsure), thresholds, box_index,
+                sub(a),
+                sub(b),
+                sub(c),
+                sub(d),
+                [sub(x) for x in on_cells],
+                [sub(x) for x in unsure_cells],
+                sub(any_unsure),
+                thresholds,
+                box_index,
             )
         return counts, boxes
 

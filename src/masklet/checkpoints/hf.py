@@ -43,7 +43,12 @@ _DOWNSAMPLER_KEY = re.compile(r"^memory_encoder\.mask_downsampler\.layers\.(\d+)
 
 _Rename = str | Callable[["re.Match[str]", int], str]
 _WB = r"(weight|bias)"
-_FUSER_NAMES = {"depthwise_conv": "dwconv", "layer_norm": "norm", "pointwise_conv1": "pwconv1", "pointwise_conv2": "pwconv2"}
+_FUSER_NAMES = {
+    "depthwise_conv": "dwconv",
+    "layer_norm": "norm",
+    "pointwise_conv1": "pwconv1",
+    "pointwise_conv2": "pwconv2",
+}
 
 
 def _out_proj(name: str) -> str:
@@ -93,8 +98,14 @@ _RULES: list[tuple[str, _Rename]] = [
         ),
         lambda m, _: f"sam_mask_decoder.transformer.{m[1]}.{_out_proj(m[2])}.{m[3]}",
     ),
-    (rf"mask_decoder\.transformer\.layers\.(\d+)\.layer_norm([1-4])\.{_WB}", r"sam_mask_decoder.transformer.layers.\1.norm\2.\3"),
-    (rf"mask_decoder\.transformer\.layers\.(\d+)\.mlp\.layers\.(\d+)\.{_WB}", r"sam_mask_decoder.transformer.layers.\1.mlp.layers.\2.\3"),
+    (
+        rf"mask_decoder\.transformer\.layers\.(\d+)\.layer_norm([1-4])\.{_WB}",
+        r"sam_mask_decoder.transformer.layers.\1.norm\2.\3",
+    ),
+    (
+        rf"mask_decoder\.transformer\.layers\.(\d+)\.mlp\.layers\.(\d+)\.{_WB}",
+        r"sam_mask_decoder.transformer.layers.\1.mlp.layers.\2.\3",
+    ),
     (rf"mask_decoder\.transformer\.layer_norm_final_attn\.{_WB}", r"sam_mask_decoder.transformer.norm_final_attn.\1"),
     # memory attention
     (
@@ -128,7 +139,9 @@ def _model_type(hf_config: dict[str, Any]) -> str:
     """The HF ``model_type`` of a SAM2 config, or ConfigError."""
     model_type = hf_config.get("model_type") if isinstance(hf_config, dict) else None
     if model_type not in (_VIDEO_TYPE, _IMAGE_TYPE):
-        raise ConfigError(f"not a Hugging Face SAM2 config (model_type={model_type!r}; expected 'sam2_video' or 'sam2')")
+        raise ConfigError(
+            f"not a Hugging Face SAM2 config (model_type={model_type!r}; expected 'sam2_video' or 'sam2')"
+        )
     return str(model_type)
 
 
@@ -272,7 +285,10 @@ def _trunk(bb: dict[str, Any]) -> dict[str, Any]:
         "window_pos_embed_bkg_spatial_size": _pair(bb.get("window_positional_embedding_background_size"), 7),
         "window_spec": [int(w) for w in bb.get("window_size_per_stage") or [8, 4, 14, 7]],
     }
-    dim_mul, head_mul = _geometric_ratio(dims, "embed_dim_per_stage"), _geometric_ratio(heads, "num_attention_heads_per_stage")
+    dim_mul, head_mul = (
+        _geometric_ratio(dims, "embed_dim_per_stage"),
+        _geometric_ratio(heads, "num_attention_heads_per_stage"),
+    )
     q_pool, q_stride = int(bb.get("num_query_pool_stages", 3)), _pair(bb.get("query_stride"), 2)
     # Only non-default Hiera arguments are written, as in the official yaml files.
     extras = {"dim_mul": dim_mul, "head_mul": head_mul, "q_pool": q_pool, "q_stride": q_stride}
@@ -287,8 +303,15 @@ def _check_heads(pe: dict[str, Any], md: dict[str, Any], d_model: int) -> tuple[
     _require(int(md.get("hidden_size", 256)) == d_model, "mask decoder hidden_size != fpn_hidden_size")
     _require(int(pe.get("mask_input_channels", 16)) == 16, "mask_input_channels must be 16")
     _require(int(pe.get("num_point_embeddings", 4)) == 4, "num_point_embeddings must be 4")
-    fixed = {"mlp_dim": 2048, "num_hidden_layers": 2, "num_attention_heads": 8, "attention_downsample_rate": 2,
-             "num_multimask_outputs": 3, "iou_head_depth": 3, "iou_head_hidden_dim": 256}
+    fixed = {
+        "mlp_dim": 2048,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 8,
+        "attention_downsample_rate": 2,
+        "num_multimask_outputs": 3,
+        "iou_head_depth": 3,
+        "iou_head_hidden_dim": 256,
+    }
     for name, value in fixed.items():
         _require(int(md.get(name, value)) == value, f"mask decoder {name} must be {value}")
     image_size = pe.get("image_size", 1024)
@@ -308,8 +331,13 @@ def hf_config_to_official_dict(hf_config: dict[str, Any]) -> dict[str, Any]:
     bb = vision.get("backbone_config") or {}
     trunk = _trunk(bb)
     d_model = int(vision.get("fpn_hidden_size", 256))
-    image_size, stride = _check_heads(hf_config.get("prompt_encoder_config") or {}, hf_config.get("mask_decoder_config") or {}, d_model)
-    sizes = [_pair(bb.get("image_size"), image_size), _pair(hf_config.get("image_size") if is_video else None, image_size)]
+    image_size, stride = _check_heads(
+        hf_config.get("prompt_encoder_config") or {}, hf_config.get("mask_decoder_config") or {}, d_model
+    )
+    sizes = [
+        _pair(bb.get("image_size"), image_size),
+        _pair(hf_config.get("image_size") if is_video else None, image_size),
+    ]
     _require(all(s == [image_size, image_size] for s in sizes), f"inconsistent image sizes {sizes} vs {image_size}")
     _require(int(vision.get("num_feature_levels", 3)) == 3, "num_feature_levels must be 3 (high-res features)")
     channels = [int(c) for c in vision.get("backbone_channel_list") or [768, 384, 192, 96]]
@@ -318,19 +346,37 @@ def hf_config_to_official_dict(hf_config: dict[str, Any]) -> dict[str, Any]:
 
     neck: dict[str, Any] = {
         "_target_": OfficialClass.FPN_NECK,
-        "position_encoding": {"_target_": OfficialClass.POSITION_SINE, "num_pos_feats": d_model, "normalize": True, "scale": None, "temperature": 10000},
+        "position_encoding": {
+            "_target_": OfficialClass.POSITION_SINE,
+            "num_pos_feats": d_model,
+            "normalize": True,
+            "scale": None,
+            "temperature": 10000,
+        },
         "d_model": d_model,
         "backbone_channel_list": channels,
         "fpn_top_down_levels": [int(x) for x in vision.get("fpn_top_down_levels") or [2, 3]],
         "fpn_interp_model": "nearest",
     }
-    for hf_name, name, default in (("fpn_kernel_size", "kernel_size", 1), ("fpn_stride", "stride", 1), ("fpn_padding", "padding", 0)):
+    for hf_name, name, default in (
+        ("fpn_kernel_size", "kernel_size", 1),
+        ("fpn_stride", "stride", 1),
+        ("fpn_padding", "padding", 0),
+    ):
         if int(vision.get(hf_name, default)) != default:
             neck[name] = int(vision[hf_name])
 
-    for name in ("memory_attention_hidden_size", "memory_encoder_hidden_size", "mask_downsampler_embed_dim", "memory_fuser_embed_dim"):
+    for name in (
+        "memory_attention_hidden_size",
+        "memory_encoder_hidden_size",
+        "mask_downsampler_embed_dim",
+        "memory_fuser_embed_dim",
+    ):
         _require(int(video.get(name, d_model)) == d_model, f"{name} != fpn_hidden_size")
-    _require(int(video.get("memory_fuser_intermediate_dim", 4 * d_model)) == 4 * d_model, "memory_fuser_intermediate_dim != 4 * hidden")
+    _require(
+        int(video.get("memory_fuser_intermediate_dim", 4 * d_model)) == 4 * d_model,
+        "memory_fuser_intermediate_dim != 4 * hidden",
+    )
     for name in ("mask_downsampler_hidden_act", "memory_fuser_hidden_act"):
         _require(video.get(name, "gelu") == "gelu", f"{name} must be gelu")
     rope = video.get("rope_parameters") or {}
@@ -368,7 +414,13 @@ def hf_config_to_official_dict(hf_config: dict[str, Any]) -> dict[str, Any]:
         "_target_": OfficialClass.MEMORY_ENCODER,
         "out_dim": mem_dim,
         "in_dim": d_model,
-        "position_encoding": {"_target_": OfficialClass.POSITION_SINE, "num_pos_feats": mem_dim, "normalize": True, "scale": None, "temperature": 10000},
+        "position_encoding": {
+            "_target_": OfficialClass.POSITION_SINE,
+            "num_pos_feats": mem_dim,
+            "normalize": True,
+            "scale": None,
+            "temperature": 10000,
+        },
         "mask_downsampler": {
             "_target_": OfficialClass.MASK_DOWNSAMPLER,
             "kernel_size": int(video["mask_downsampler_kernel_size"]),

@@ -291,4 +291,3 @@ def save_checkpoint(model: Sam2Model, path: str | Path, dtype: torch.dtype | Non
     if dtype is not None:
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     torch.save({"model": state}, Path(path))
-

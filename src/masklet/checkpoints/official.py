@@ -44,8 +44,14 @@ _DECODER_EXTRA = (
     "dynamic_multimask_stability_thresh",
 )
 # Keys of SAM2Base (or its video subclass) that configure a predictor, not the network.
-_PREDICTOR_KEYS = ("fill_hole_area", "compile_image_encoder", "non_overlap_masks", "clear_non_cond_mem_around_input",
-                   "clear_non_cond_mem_for_multi_obj", "add_all_frames_to_correct_as_cond")
+_PREDICTOR_KEYS = (
+    "fill_hole_area",
+    "compile_image_encoder",
+    "non_overlap_masks",
+    "clear_non_cond_mem_around_input",
+    "clear_non_cond_mem_for_multi_obj",
+    "add_all_frames_to_correct_as_cond",
+)
 
 
 _TRUNK_NOT_OFFICIAL = ("mlp_ratio", "patch_kernel_size", "patch_stride", "patch_padding")
@@ -73,9 +79,18 @@ def config_from_official(model: dict[str, Any]) -> Sam2Config:
         trunk_d, neck_d = encoder["trunk"], encoder["neck"]
         trunk = HieraConfig(**_pick(trunk_d, {f.name: f.name for f in fields(HieraConfig)}))
         neck = NeckConfig(
-            **_pick(neck_d, {"d_model": "d_model", "fpn_top_down_levels": "fpn_top_down_levels",
-                             "fpn_interp_model": "fpn_interp_model", "fuse_type": "fuse_type",
-                             "kernel_size": "kernel_size", "stride": "stride", "padding": "padding"}),
+            **_pick(
+                neck_d,
+                {
+                    "d_model": "d_model",
+                    "fpn_top_down_levels": "fpn_top_down_levels",
+                    "fpn_interp_model": "fpn_interp_model",
+                    "fuse_type": "fuse_type",
+                    "kernel_size": "kernel_size",
+                    "stride": "stride",
+                    "padding": "padding",
+                },
+            ),
             scalp=int(encoder.get("scalp", 0)),
             position_temperature=float(neck_d.get("position_encoding", {}).get("temperature", 10000)),
         )
@@ -91,10 +106,17 @@ def config_from_official(model: dict[str, Any]) -> Sam2Config:
         memory_attention = MemoryAttentionConfig(
             num_layers=attn_d.get("num_layers", 4),
             pos_enc_at_input=attn_d.get("pos_enc_at_input", True),
-            **_pick(layer_d, {"dim_feedforward": "dim_feedforward", "dropout": "dropout", "activation": "activation",
-                              "pos_enc_at_attn": "pos_enc_at_attn",
-                              "pos_enc_at_cross_attn_keys": "pos_enc_at_cross_attn_keys",
-                              "pos_enc_at_cross_attn_queries": "pos_enc_at_cross_attn_queries"}),
+            **_pick(
+                layer_d,
+                {
+                    "dim_feedforward": "dim_feedforward",
+                    "dropout": "dropout",
+                    "activation": "activation",
+                    "pos_enc_at_attn": "pos_enc_at_attn",
+                    "pos_enc_at_cross_attn_keys": "pos_enc_at_cross_attn_keys",
+                    "pos_enc_at_cross_attn_queries": "pos_enc_at_cross_attn_queries",
+                },
+            ),
             **_pick(cross_d, {"num_heads": "num_heads", "rope_theta": "rope_theta", "rope_k_repeat": "rope_k_repeat"}),
         )
         enc_d = model["memory_encoder"]
@@ -105,15 +127,30 @@ def config_from_official(model: dict[str, Any]) -> Sam2Config:
             layer_scale["fuser_layer_scale_init_value"] = _float(cx_d["layer_scale_init_value"])
         memory_encoder = MemoryEncoderConfig(
             out_dim=enc_d.get("out_dim", 64),
-            **_pick(down_d, {"kernel_size": "mask_kernel_size", "stride": "mask_stride", "padding": "mask_padding",
-                             "total_stride": "mask_total_stride"}),
+            **_pick(
+                down_d,
+                {
+                    "kernel_size": "mask_kernel_size",
+                    "stride": "mask_stride",
+                    "padding": "mask_padding",
+                    "total_stride": "mask_total_stride",
+                },
+            ),
             **_pick(fuser_d, {"num_layers": "fuser_num_layers"}),
-            **_pick(cx_d, {"kernel_size": "fuser_kernel_size", "padding": "fuser_padding", "use_dwconv": "fuser_use_dwconv"}),
+            **_pick(
+                cx_d, {"kernel_size": "fuser_kernel_size", "padding": "fuser_padding", "use_dwconv": "fuser_use_dwconv"}
+            ),
             **layer_scale,
         )
         extra = model.get("sam_mask_decoder_extra_args") or {}
         decoder = DecoderConfig(**{k: extra[k] for k in _DECODER_EXTRA if k in extra})
-        top_names = {f.name for f in fields(Sam2Config)} - {"trunk", "neck", "memory_attention", "memory_encoder", "decoder"}
+        top_names = {f.name for f in fields(Sam2Config)} - {
+            "trunk",
+            "neck",
+            "memory_attention",
+            "memory_encoder",
+            "decoder",
+        }
         sections = {"_target_", "image_encoder", "memory_attention", "memory_encoder", "sam_mask_decoder_extra_args"}
         unknown = set(model) - top_names - sections - set(_PREDICTOR_KEYS)
         if unknown:
@@ -124,8 +161,12 @@ def config_from_official(model: dict[str, Any]) -> Sam2Config:
     except TypeError as err:
         raise ConfigError(f"official SAM2 model config has an unexpected value: {err}") from None
     return Sam2Config(
-        trunk=trunk, neck=neck, memory_attention=memory_attention, memory_encoder=memory_encoder,
-        decoder=decoder, **top,
+        trunk=trunk,
+        neck=neck,
+        memory_attention=memory_attention,
+        memory_encoder=memory_encoder,
+        decoder=decoder,
+        **top,
     ).validate()
 
 
@@ -134,30 +175,47 @@ def config_to_official(config: Sam2Config) -> dict[str, Any]:
     c, t, n = config, config.trunk, config.neck
     ma, me = c.memory_attention, c.memory_encoder
     feat = [c.embedding_size, c.embedding_size]
-    rope = {"_target_": OfficialClass.ROPE_ATTENTION, "rope_theta": ma.rope_theta,
-            "feat_sizes": feat, "embedding_dim": c.hidden_dim, "num_heads": ma.num_heads,
-            "downsample_rate": 1, "dropout": ma.dropout}
+    rope = {
+        "_target_": OfficialClass.ROPE_ATTENTION,
+        "rope_theta": ma.rope_theta,
+        "feat_sizes": feat,
+        "embedding_dim": c.hidden_dim,
+        "num_heads": ma.num_heads,
+        "downsample_rate": 1,
+        "dropout": ma.dropout,
+    }
     model: dict[str, Any] = {
         "_target_": OfficialClass.SAM2_BASE,
         "image_encoder": {
             "_target_": OfficialClass.IMAGE_ENCODER,
             "scalp": n.scalp,
-            "trunk": {"_target_": OfficialClass.HIERA,
-                      **{f.name: _list(getattr(t, f.name)) for f in fields(HieraConfig)
-                         if f.name not in _TRUNK_NOT_OFFICIAL
-                         # the official Hiera cannot take q_stride from yaml (a ListConfig breaks max_pool2d)
-                         and not (f.name == "q_stride" and t.q_stride == (2, 2))}},
+            "trunk": {
+                "_target_": OfficialClass.HIERA,
+                **{
+                    f.name: _list(getattr(t, f.name))
+                    for f in fields(HieraConfig)
+                    if f.name not in _TRUNK_NOT_OFFICIAL
+                    # the official Hiera cannot take q_stride from yaml (a ListConfig breaks max_pool2d)
+                    and not (f.name == "q_stride" and t.q_stride == (2, 2))
+                },
+            },
             "neck": {
                 "_target_": OfficialClass.FPN_NECK,
-                "position_encoding": {"_target_": OfficialClass.POSITION_SINE,
-                                      "num_pos_feats": n.d_model, "normalize": True, "scale": None,
-                                      "temperature": n.position_temperature},
+                "position_encoding": {
+                    "_target_": OfficialClass.POSITION_SINE,
+                    "num_pos_feats": n.d_model,
+                    "normalize": True,
+                    "scale": None,
+                    "temperature": n.position_temperature,
+                },
                 "d_model": n.d_model,
                 "backbone_channel_list": list(t.channel_list),
                 "fpn_top_down_levels": _list(n.fpn_top_down_levels),
                 "fpn_interp_model": n.fpn_interp_model,
                 "fuse_type": n.fuse_type,
-                "kernel_size": n.kernel_size, "stride": n.stride, "padding": n.padding,
+                "kernel_size": n.kernel_size,
+                "stride": n.stride,
+                "padding": n.padding,
             },
         },
         "memory_attention": {
@@ -167,8 +225,11 @@ def config_to_official(config: Sam2Config) -> dict[str, Any]:
             "num_layers": ma.num_layers,
             "layer": {
                 "_target_": OfficialClass.MEMORY_ATTENTION_LAYER,
-                "activation": ma.activation, "dim_feedforward": ma.dim_feedforward, "dropout": ma.dropout,
-                "pos_enc_at_attn": ma.pos_enc_at_attn, "d_model": c.hidden_dim,
+                "activation": ma.activation,
+                "dim_feedforward": ma.dim_feedforward,
+                "dropout": ma.dropout,
+                "pos_enc_at_attn": ma.pos_enc_at_attn,
+                "d_model": c.hidden_dim,
                 "pos_enc_at_cross_attn_keys": ma.pos_enc_at_cross_attn_keys,
                 "pos_enc_at_cross_attn_queries": ma.pos_enc_at_cross_attn_queries,
                 "self_attention": dict(rope),
@@ -179,16 +240,33 @@ def config_to_official(config: Sam2Config) -> dict[str, Any]:
             "_target_": OfficialClass.MEMORY_ENCODER,
             "out_dim": me.out_dim,
             "in_dim": c.hidden_dim,
-            "position_encoding": {"_target_": OfficialClass.POSITION_SINE,
-                                  "num_pos_feats": me.out_dim, "normalize": True, "scale": None, "temperature": 10000},
-            "mask_downsampler": {"_target_": OfficialClass.MASK_DOWNSAMPLER,
-                                 "embed_dim": c.hidden_dim, "kernel_size": me.mask_kernel_size, "stride": me.mask_stride,
-                                 "padding": me.mask_padding, "total_stride": me.mask_total_stride},
-            "fuser": {"_target_": OfficialClass.FUSER, "num_layers": me.fuser_num_layers,
-                      "layer": {"_target_": OfficialClass.CX_BLOCK, "dim": c.hidden_dim,
-                                "kernel_size": me.fuser_kernel_size, "padding": me.fuser_padding,
-                                "layer_scale_init_value": me.fuser_layer_scale_init_value,
-                                "use_dwconv": me.fuser_use_dwconv}},
+            "position_encoding": {
+                "_target_": OfficialClass.POSITION_SINE,
+                "num_pos_feats": me.out_dim,
+                "normalize": True,
+                "scale": None,
+                "temperature": 10000,
+            },
+            "mask_downsampler": {
+                "_target_": OfficialClass.MASK_DOWNSAMPLER,
+                "embed_dim": c.hidden_dim,
+                "kernel_size": me.mask_kernel_size,
+                "stride": me.mask_stride,
+                "padding": me.mask_padding,
+                "total_stride": me.mask_total_stride,
+            },
+            "fuser": {
+                "_target_": OfficialClass.FUSER,
+                "num_layers": me.fuser_num_layers,
+                "layer": {
+                    "_target_": OfficialClass.CX_BLOCK,
+                    "dim": c.hidden_dim,
+                    "kernel_size": me.fuser_kernel_size,
+                    "padding": me.fuser_padding,
+                    "layer_scale_init_value": me.fuser_layer_scale_init_value,
+                    "use_dwconv": me.fuser_use_dwconv,
+                },
+            },
         },
         "sam_mask_decoder_extra_args": {k: getattr(c.decoder, k) for k in _DECODER_EXTRA},
     }

@@ -13,8 +13,14 @@ import numpy as np
 from .common import add_model_options, add_server_option, client, library_default, load_model, model_source
 
 #: The MaskGenerator options the command line offers (``--points-per-side`` ...).
-AMG_OPTIONS = ("points_per_side", "pred_iou_thresh", "stability_score_thresh", "mask_nms_thresh",
-               "crop_n_layers", "min_mask_region_area")
+AMG_OPTIONS = (
+    "points_per_side",
+    "pred_iou_thresh",
+    "stability_score_thresh",
+    "mask_nms_thresh",
+    "crop_n_layers",
+    "min_mask_region_area",
+)
 
 
 def configure(sub: Any) -> None:
@@ -27,16 +33,28 @@ def configure(sub: Any) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     add_model_options(p)
     p.add_argument("--points-per-side", type=int, help=f"grid points per image side (default {d['points_per_side']})")
-    p.add_argument("--pred-iou-thresh", type=float,
-                   help=f"predicted-IoU filter (default {d['pred_iou_thresh']:g}; masklet-nano recommends its own)")
-    p.add_argument("--stability-score-thresh", type=float,
-                   help=f"stability filter (default {d['stability_score_thresh']:g}; masklet-nano recommends its own)")
-    p.add_argument("--mask-nms-thresh", type=float,
-                   help="drop masks whose mask IoU with a better one exceeds this "
-                        f"(default {d['mask_nms_thresh']:g}: off, as the official)")
+    p.add_argument(
+        "--pred-iou-thresh",
+        type=float,
+        help=f"predicted-IoU filter (default {d['pred_iou_thresh']:g}; masklet-nano recommends its own)",
+    )
+    p.add_argument(
+        "--stability-score-thresh",
+        type=float,
+        help=f"stability filter (default {d['stability_score_thresh']:g}; masklet-nano recommends its own)",
+    )
+    p.add_argument(
+        "--mask-nms-thresh",
+        type=float,
+        help="drop masks whose mask IoU with a better one exceeds this "
+        f"(default {d['mask_nms_thresh']:g}: off, as the official)",
+    )
     p.add_argument("--crop-n-layers", type=int, help=f"layers of overlapping crops (default {d['crop_n_layers']})")
-    p.add_argument("--min-mask-region-area", type=float,
-                   help=f"fill holes and remove islands smaller than this many pixels (default {d['min_mask_region_area']:g}: off)")
+    p.add_argument(
+        "--min-mask-region-area",
+        type=float,
+        help=f"fill holes and remove islands smaller than this many pixels (default {d['min_mask_region_area']:g}: off)",
+    )
     p.add_argument("--progress", action="store_true", help="report progress on stderr (prompts decoded)")
     p.add_argument("--use-m2m", action="store_true", help="refine every mask once with its own logits")
     add_server_option(p)
@@ -78,7 +96,9 @@ def amg_options(source: str, args: argparse.Namespace | None = None) -> tuple[di
 def _stderr_progress(done: int, total: int) -> None:
     """A one-line progress report on stderr, rewritten in place."""
     end = "\n" if done >= total else ""
-    print(f"\rmasklet amg: {done}/{total} prompts ({100 * done // max(total, 1)}%)", end=end, file=sys.stderr, flush=True)
+    print(
+        f"\rmasklet amg: {done}/{total} prompts ({100 * done // max(total, 1)}%)", end=end, file=sys.stderr, flush=True
+    )
 
 
 def run_amg(args: argparse.Namespace) -> dict:
@@ -97,7 +117,10 @@ def run_amg(args: argparse.Namespace) -> dict:
         generator = client(args).mask_generator(args.model, **options, use_m2m=args.use_m2m, output_mode="coco_rle")
     else:
         generator = MaskGenerator(
-            load_model(args), **options, use_m2m=args.use_m2m, output_mode="coco_rle",
+            load_model(args),
+            **options,
+            use_m2m=args.use_m2m,
+            output_mode="coco_rle",
             progress=_stderr_progress if args.progress else False,
         )
     records = generator.generate(image)
@@ -122,8 +145,11 @@ def run_amg(args: argparse.Namespace) -> dict:
         }
         for i, r in enumerate(records)
     ]
-    coco = coco_document({"description": f"masklet amg of {Path(args.image).name} with {source}"},
-                         [{"id": 1, "file_name": Path(args.image).name, "height": height, "width": width}], annotations)
+    coco = coco_document(
+        {"description": f"masklet amg of {Path(args.image).name} with {source}"},
+        [{"id": 1, "file_name": Path(args.image).name, "height": height, "width": width}],
+        annotations,
+    )
     (args.out / f"{stem}.json").write_text(json.dumps(coco))
     # larger masks first, so that small ones stay visible on top
     order = sorted(range(len(records)), key=lambda i: -records[i]["area"])
@@ -132,6 +158,8 @@ def run_amg(args: argparse.Namespace) -> dict:
     else:
         masks = np.zeros((0, height, width), dtype=bool)
     # labels are the annotation ids of masks.json; a legend only while it stays readable
-    save_image(annotate_masks(image, masks, [str(i + 1) for i in order], legend=len(order) <= 24),
-               args.out / f"{stem}_overlay.png")
+    save_image(
+        annotate_masks(image, masks, [str(i + 1) for i in order], legend=len(order) <= 24),
+        args.out / f"{stem}_overlay.png",
+    )
     return coco

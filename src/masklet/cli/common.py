@@ -8,13 +8,16 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_MODEL = "sam2.1-hiera-tiny"
-MODEL_HELP = (f"hub model name (default {DEFAULT_MODEL}, downloaded once); offline, use the packaged "
-              "--model masklet-nano or --checkpoint PATH")
+MODEL_HELP = (
+    f"hub model name (default {DEFAULT_MODEL}, downloaded once); offline, use the packaged "
+    "--model masklet-nano or --checkpoint PATH"
+)
 DTYPES = ("float32", "bfloat16", "float16")
 
 
-def add_model_options(parser: argparse.ArgumentParser, *, default_model: str | None = None,
-                      model_help: str = MODEL_HELP) -> None:
+def add_model_options(
+    parser: argparse.ArgumentParser, *, default_model: str | None = None, model_help: str = MODEL_HELP
+) -> None:
     """``--model/--checkpoint`` (one of), ``--config``, ``--device``, ``--dtype``: the options that choose
     and place the model, spelled the same on every subcommand that loads one."""
     source = parser.add_mutually_exclusive_group()
@@ -22,13 +25,19 @@ def add_model_options(parser: argparse.ArgumentParser, *, default_model: str | N
     source.add_argument("--checkpoint", type=Path, help="local checkpoint: official .pt or Hugging Face folder")
     parser.add_argument("--config", type=Path, help="official-style yaml config for a non-standard checkpoint")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    parser.add_argument("--dtype", default="float32", choices=DTYPES,
-                        help="dtype of the image encoder and memory attention (default float32)")
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=DTYPES,
+        help="dtype of the image encoder and memory attention (default float32)",
+    )
 
 
 def add_server_option(parser: argparse.ArgumentParser) -> None:
     """``--server URL``: run the same work on a masklet server."""
-    parser.add_argument("--server", metavar="URL", help="run on a masklet server (masklet serve) instead; key from MASKLET_API_KEY")
+    parser.add_argument(
+        "--server", metavar="URL", help="run on a masklet server (masklet serve) instead; key from MASKLET_API_KEY"
+    )
 
 
 def model_source(args: argparse.Namespace) -> str:

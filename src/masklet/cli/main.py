@@ -25,8 +25,16 @@ def _configure_export(sub: argparse._SubParsersAction) -> None:
 
 
 #: Every subcommand's ``configure``, in the order of ``masklet --help``.
-SUBCOMMANDS = (segment.configure, amg.configure, track.configure, demo.configure, serve.configure,
-               _configure_batch, _configure_export, train.configure)
+SUBCOMMANDS = (
+    segment.configure,
+    amg.configure,
+    track.configure,
+    demo.configure,
+    serve.configure,
+    _configure_batch,
+    _configure_export,
+    train.configure,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,8 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
     parser = argparse.ArgumentParser(
-        prog="masklet", description="Segment Anything 2 from the command line.",
-        epilog="Works offline with the packaged model: --model masklet-nano (small, trained on synthetic scenes).")
+        prog="masklet",
+        description="Segment Anything 2 from the command line.",
+        epilog="Works offline with the packaged model: --model masklet-nano (small, trained on synthetic scenes).",
+    )
     parser.add_argument("--version", action="version", version=f"masklet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for configure in SUBCOMMANDS:

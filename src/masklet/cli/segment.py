@@ -39,18 +39,33 @@ def configure(sub: Any) -> None:
     hole, sprinkle = (library_default(ImagePredictor, k) for k in ("max_hole_area", "max_sprinkle_area"))
     p = sub.add_parser("segment", help="segment one object of an image from points and/or a box")
     p.add_argument("image", help="image file (any format Pillow reads)")
-    p.add_argument("--point", type=_point, action="append", default=[], metavar="X,Y[,LABEL]",
-                   help="a click in image pixels; LABEL 1 = foreground (default), 0 = background; repeatable")
+    p.add_argument(
+        "--point",
+        type=_point,
+        action="append",
+        default=[],
+        metavar="X,Y[,LABEL]",
+        help="a click in image pixels; LABEL 1 = foreground (default), 0 = background; repeatable",
+    )
     p.add_argument("--box", type=_box, metavar="X0,Y0,X1,Y1", help="a box in image pixels")
     add_model_options(p)
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--single", action="store_true", help="output one mask instead of three candidates")
-    p.add_argument("--all-candidates", action="store_true",
-                   help="draw every candidate mask in the overlay (labelled by rank and score), not only the best")
+    p.add_argument(
+        "--all-candidates",
+        action="store_true",
+        help="draw every candidate mask in the overlay (labelled by rank and score), not only the best",
+    )
     p.add_argument("--bf16", action="store_true", help="run the model in bfloat16 (same as --dtype bfloat16)")
-    p.add_argument("--max-hole-area", type=float, default=hole, help=f"fill holes up to this low-res area (default {hole:g})")
-    p.add_argument("--max-sprinkle-area", type=float, default=sprinkle,
-                   help=f"remove specks up to this low-res area (default {sprinkle:g})")
+    p.add_argument(
+        "--max-hole-area", type=float, default=hole, help=f"fill holes up to this low-res area (default {hole:g})"
+    )
+    p.add_argument(
+        "--max-sprinkle-area",
+        type=float,
+        default=sprinkle,
+        help=f"remove specks up to this low-res area (default {sprinkle:g})",
+    )
     add_server_option(p)
     p.set_defaults(run=run)
 
@@ -83,10 +98,12 @@ def run_segment(args: argparse.Namespace) -> dict:
     source = model_source(args)
     if args.server:  # the same run on a masklet server
         predictor = client(args).image_predictor(
-            args.model, max_hole_area=args.max_hole_area, max_sprinkle_area=args.max_sprinkle_area)
+            args.model, max_hole_area=args.max_hole_area, max_sprinkle_area=args.max_sprinkle_area
+        )
     else:
-        predictor = ImagePredictor(load_model(args), max_hole_area=args.max_hole_area,
-                                   max_sprinkle_area=args.max_sprinkle_area)
+        predictor = ImagePredictor(
+            load_model(args), max_hole_area=args.max_hole_area, max_sprinkle_area=args.max_sprinkle_area
+        )
     predictor.set_image(image)
 
     coords = labels = None

@@ -90,29 +90,48 @@ def configure(sub: Any) -> None:
     """Register ``masklet track``; the health thresholds default to HealthMonitor's."""
     from ..video import HealthMonitor
 
-    p = sub.add_parser("track", help="track objects through a video from clicks and boxes (COCO RLE JSON, "
-                       "DAVIS PNGs, overlay video)")
+    p = sub.add_parser(
+        "track", help="track objects through a video from clicks and boxes (COCO RLE JSON, DAVIS PNGs, overlay video)"
+    )
     p.add_argument("video", help="video file or folder of frames")
-    p.add_argument("--prompt", type=parse_prompt, action="append", required=True, metavar="FRAME:OBJ:KIND=VALUES",
-                   help="FRAME:OBJ:point=X,Y[,LABEL] (LABEL 1 positive, the default, or 0 negative) or "
-                        "FRAME:OBJ:box=X0,Y0,X1,Y1, in video pixels, OBJ in 1..255; repeatable, points of one "
-                        "frame and object accumulate")
+    p.add_argument(
+        "--prompt",
+        type=parse_prompt,
+        action="append",
+        required=True,
+        metavar="FRAME:OBJ:KIND=VALUES",
+        help="FRAME:OBJ:point=X,Y[,LABEL] (LABEL 1 positive, the default, or 0 negative) or "
+        "FRAME:OBJ:box=X0,Y0,X1,Y1, in video pixels, OBJ in 1..255; repeatable, points of one "
+        "frame and object accumulate",
+    )
     p.add_argument("--out", type=Path, required=True, help="output folder")
     direction = p.add_mutually_exclusive_group()
     direction.add_argument("--reverse", action="store_true", help="track backward from the start frame")
-    direction.add_argument("--both-directions", action="store_true",
-                           help="track forward from the start frame, then backward from it")
-    p.add_argument("--start", type=index, metavar="N", help="frame to start from (default: the earliest prompted frame)")
-    p.add_argument("--max-frames", type=index, metavar="N",
-                   help="track at most N frames beyond the start frame (default: to the end of the video)")
+    direction.add_argument(
+        "--both-directions", action="store_true", help="track forward from the start frame, then backward from it"
+    )
+    p.add_argument(
+        "--start", type=index, metavar="N", help="frame to start from (default: the earliest prompted frame)"
+    )
+    p.add_argument(
+        "--max-frames",
+        type=index,
+        metavar="N",
+        help="track at most N frames beyond the start frame (default: to the end of the video)",
+    )
     add_model_options(p)
     add_server_option(p)
     p.add_argument("--no-video", action="store_true", help="do not write overlay.mp4 (which needs PyAV)")
     p.add_argument("--fps", type=float, default=24.0, metavar="F", help="frame rate of overlay.mp4 (default 24)")
     for name, (metavar, text) in _HEALTH.items():
         default = library_default(HealthMonitor, name)
-        p.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default, metavar=metavar,
-                       help=f"{text} (default {default:g})")
+        p.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=type(default),
+            default=default,
+            metavar=metavar,
+            help=f"{text} (default {default:g})",
+        )
     p.set_defaults(run=run)
 
 
@@ -120,8 +139,10 @@ def run(args: argparse.Namespace) -> int:
     """Run ``masklet track`` and print what it tracked and wrote."""
     summary = run_track(args)
     ids = ", ".join(str(i) for i in summary["obj_ids"])
-    print(f"tracked {summary['frames']} frame(s), {len(summary['obj_ids'])} object(s) (ids {ids}), "
-          f"{summary['seconds_per_frame']:.3f} s/frame")
+    print(
+        f"tracked {summary['frames']} frame(s), {len(summary['obj_ids'])} object(s) (ids {ids}), "
+        f"{summary['seconds_per_frame']:.3f} s/frame"
+    )
     for name, path in summary["written"].items():
         print(f"  {name:12s} {path}")
     return 0
@@ -159,13 +180,16 @@ def run_track(args: argparse.Namespace) -> dict:
         n = len(frames)
         for p in args.prompt:
             if p.frame >= n:
-                raise InvalidInputError(f"--prompt {p.text!r}: frame {p.frame} is out of range; the video has {n} frames (0..{n - 1})")
+                raise InvalidInputError(
+                    f"--prompt {p.text!r}: frame {p.frame} is out of range; the video has {n} frames (0..{n - 1})"
+                )
         start = args.start if args.start is not None else min(frame for frame, _ in sets)
         if start >= n:
             raise InvalidInputError(f"--start {start}: out of range; the video has {n} frames (0..{n - 1})")
         for p in args.prompt:
-            check_inside(f"--prompt {p.text!r}", p.values[:2] if p.kind == "point" else p.values,
-                         frames.height, frames.width)
+            check_inside(
+                f"--prompt {p.text!r}", p.values[:2] if p.kind == "point" else p.values, frames.height, frames.width
+            )
 
         if args.server:  # the same run on a masklet server
             predictor = client(args).video_predictor(args.model)
@@ -174,7 +198,12 @@ def run_track(args: argparse.Namespace) -> dict:
         state = predictor.init_state(frames)
         for (frame_idx, obj_id), entry in sets.items():
             predictor.add_new_points_or_box(
-                state, frame_idx, obj_id, points=entry["points"] or None, labels=entry["labels"] or None, box=entry["box"]
+                state,
+                frame_idx,
+                obj_id,
+                points=entry["points"] or None,
+                labels=entry["labels"] or None,
+                box=entry["box"],
             )
 
         # write into a temporary folder beside --out and move the files in only when all succeeded
@@ -188,8 +217,11 @@ def run_track(args: argparse.Namespace) -> dict:
             with ExitStack() as stack:
                 coco = stack.enter_context(CocoRleWriter(paths["masks.json"], video_name=Path(args.video).name))
                 davis = stack.enter_context(DavisPngWriter(paths["masks/"]))
-                overlay = None if args.no_video else stack.enter_context(
-                    OverlayVideoWriter(paths["overlay.mp4"], fps=args.fps, annotate=True))
+                overlay = (
+                    None
+                    if args.no_video
+                    else stack.enter_context(OverlayVideoWriter(paths["overlay.mp4"], fps=args.fps, annotate=True))
+                )
                 # the overlay needs increasing frame indices: stream it only when tracking forward once
                 streamed = overlay if directions == [False] else None
                 began = time.perf_counter()
@@ -201,8 +233,13 @@ def run_track(args: argparse.Namespace) -> dict:
                         coco.write(result.frame_idx, result.obj_ids, logits, result.presence, result.events)
                         davis.write(result.frame_idx, result.obj_ids, logits)
                         if streamed is not None:
-                            streamed.write(result.frame_idx, result.obj_ids, logits, state.frames[result.frame_idx],
-                                           lost=lost_on[result.frame_idx])
+                            streamed.write(
+                                result.frame_idx,
+                                result.obj_ids,
+                                logits,
+                                state.frames[result.frame_idx],
+                                lost=lost_on[result.frame_idx],
+                            )
                         done.add(result.frame_idx)
                         steps += 1
                 seconds = time.perf_counter() - began
@@ -211,8 +248,13 @@ def run_track(args: argparse.Namespace) -> dict:
                     ids = np.array(state.obj_ids)
                     for frame_idx in sorted(done):
                         labels = np.array(Image.open(paths["masks/"] / f"{frame_idx:05d}.png"))  # (H, W) object ids
-                        overlay.write(frame_idx, state.obj_ids, labels[None] == ids[:, None, None],
-                                      state.frames[frame_idx], lost=lost_on.get(frame_idx, []))
+                        overlay.write(
+                            frame_idx,
+                            state.obj_ids,
+                            labels[None] == ids[:, None, None],
+                            state.frames[frame_idx],
+                            lost=lost_on.get(frame_idx, []),
+                        )
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

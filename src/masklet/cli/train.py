@@ -9,7 +9,12 @@ from typing import Any
 #: TrainConfig fields offered as options: (option, field, type, help).
 _FIELDS = (
     ("--video-fraction", "video_fraction", float, "share of steps on clips"),
-    ("--video-mask-prompts", "prob_video_mask_prompt", float, "share of clips whose first frame is prompted with its masks"),
+    (
+        "--video-mask-prompts",
+        "prob_video_mask_prompt",
+        float,
+        "share of clips whose first frame is prompted with its masks",
+    ),
     ("--steps", "steps", int, "optimiser steps"),
     ("--batch-size", "batch_size", int, "images per image step"),
     ("--max-objects", "max_objects", int, "objects per image (or clip) per step"),
@@ -31,18 +36,34 @@ def configure(sub: Any) -> None:
     init.add_argument("--model", help="weights to fine-tune: hub name, .pt file or Hugging Face folder")
     init.add_argument("--variant", help="train from scratch: a named config, e.g. masklet-nano")
     init.add_argument("--config", type=Path, help="train from scratch: an official-style yaml config")
-    p.add_argument("--images", default="synthetic",
-                   help="'synthetic', or coco:ANNOTATIONS.json:IMAGE_DIR (default synthetic)")
+    p.add_argument(
+        "--images", default="synthetic", help="'synthetic', or coco:ANNOTATIONS.json:IMAGE_DIR (default synthetic)"
+    )
     p.add_argument("--videos", default=None, help="'synthetic', or davis:ROOT (folders of frames + indexed PNGs)")
     p.add_argument("--clip-frames", type=int, default=4, help="frames per synthetic clip (default 4)")
-    p.add_argument("--crossing-share", type=float, default=0.0,
-                   help="share of synthetic clips with two crossing objects (default 0)")
+    p.add_argument(
+        "--crossing-share",
+        type=float,
+        default=0.0,
+        help="share of synthetic clips with two crossing objects (default 0)",
+    )
     for option, name, kind, text in _FIELDS:
         default = getattr(defaults, name)
-        p.add_argument(option, type=kind, default=default, dest=name, metavar=option[2:].upper().replace("-", "_"),
-                       help=f"{text} (default {default:g})")
-    p.add_argument("--freeze", action="append", default=[], metavar="PREFIX",
-                   help="keep parameters with this name prefix fixed (e.g. image_encoder); repeatable")
+        p.add_argument(
+            option,
+            type=kind,
+            default=default,
+            dest=name,
+            metavar=option[2:].upper().replace("-", "_"),
+            help=f"{text} (default {default:g})",
+        )
+    p.add_argument(
+        "--freeze",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="keep parameters with this name prefix fixed (e.g. image_encoder); repeatable",
+    )
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--out", type=Path, required=True, help="folder for model.pt, model.yaml and trainer_state.pt")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
@@ -65,8 +86,11 @@ def _dataset(spec: str | None, kind: str, size: int, clip_frames: int, crossing_
     if spec is None:
         return None
     if spec == "synthetic":
-        return partial(synthetic_images, size=size) if kind == "images" else partial(
-            synthetic_clips, size=size, num_frames=clip_frames, crossing_share=crossing_share)
+        return (
+            partial(synthetic_images, size=size)
+            if kind == "images"
+            else partial(synthetic_clips, size=size, num_frames=clip_frames, crossing_share=crossing_share)
+        )
     if kind == "images" and spec.startswith("coco:"):
         parts = spec.split(":", 2)
         if len(parts) != 3:
@@ -95,7 +119,8 @@ def run_train(args: argparse.Namespace) -> Path:
     size = model.image_size
     train_config = TrainConfig(**{name: getattr(args, name) for _, name, _, _ in _FIELDS}, freeze=tuple(args.freeze))
     trainer = Trainer(
-        model, train_config,
+        model,
+        train_config,
         images=_dataset(args.images, "images", size, args.clip_frames),
         videos=_dataset(args.videos, "videos", size, args.clip_frames, args.crossing_share),
         out_dir=args.out,

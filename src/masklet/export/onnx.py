@@ -40,8 +40,10 @@ MANIFEST = "manifest.json"
 #: step) stay float32, as in masklet's own low-precision models. Inputs and outputs are float32 always.
 DTYPES = {"float32": torch.float32, "float16": torch.float16}
 #: Precisions refused, with why: ONNX Runtime's CPU provider has no kernels for them.
-REFUSED_DTYPES = {"bfloat16": "ONNX Runtime's CPU provider has no bfloat16 Conv or MatMul kernels (the model "
-                              "would not load); use --dtype float16 or float32, or masklet's PyTorch bfloat16 path"}
+REFUSED_DTYPES = {
+    "bfloat16": "ONNX Runtime's CPU provider has no bfloat16 Conv or MatMul kernels (the model "
+    "would not load); use --dtype float16 or float32, or masklet's PyTorch bfloat16 path"
+}
 
 
 # ------------------------------------------------------------------------------------ wrappers
@@ -140,7 +142,9 @@ class DecoderExport(nn.Module):
             upscaled = act2(up2(upscaled) + high_res_feats_0)
         else:
             upscaled = dec.output_upscaling(src)
-        hyper_in = torch.stack([mlp(mask_tokens_out[:, i]) for i, mlp in enumerate(dec.output_hypernetworks_mlps)], dim=1)
+        hyper_in = torch.stack(
+            [mlp(mask_tokens_out[:, i]) for i, mlp in enumerate(dec.output_hypernetworks_mlps)], dim=1
+        )
         _, uc, uh, uw = upscaled.shape
         masks = (hyper_in @ upscaled.reshape(b, uc, uh * uw)).reshape(b, -1, uh, uw)
         iou = dec.iou_prediction_head(iou_token_out)
@@ -182,7 +186,9 @@ class MemoryAttentionExport(nn.Module):
         self.register_buffer("rope_cos", angles[..., 0].contiguous(), persistent=False)
         self.register_buffer("rope_sin", angles[..., 1].contiguous(), persistent=False)
 
-    def _attend(self, attn, q: torch.Tensor, k_spatial: torch.Tensor, k_ptr: torch.Tensor | None, v: torch.Tensor) -> torch.Tensor:
+    def _attend(
+        self, attn, q: torch.Tensor, k_spatial: torch.Tensor, k_ptr: torch.Tensor | None, v: torch.Tensor
+    ) -> torch.Tensor:
         """RoPEAttention.forward with real rotations (queries: one grid; keys: grids then pointers)."""
         heads = attn.num_heads
 
@@ -249,7 +255,11 @@ class MemoryEncoderExport(nn.Module):
         self.model = model
 
     def forward(
-        self, pix_feat: torch.Tensor, mask_logits: torch.Tensor, object_score_logits: torch.Tensor, binarize: torch.Tensor
+        self,
+        pix_feat: torch.Tensor,
+        mask_logits: torch.Tensor,
+        object_score_logits: torch.Tensor,
+        binarize: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         m, c = self.model, self.model.config
         bin_ = binarize.reshape(1, 1, 1, 1)
@@ -287,46 +297,92 @@ def _part_specs(model: Sam2Model) -> dict[str, dict[str, list[dict[str, Any]]]]:
     c = model.config
     s, e, ch, cm = c.image_size, c.embedding_size, c.hidden_dim, c.mem_dim
     m = c.decoder.num_multimask_outputs + 1
-    hr0, hr1 = ((ch // 8, 4 * e, 4 * e), (ch // 4, 2 * e, 2 * e)) if c.use_high_res_features_in_sam else ((1, 1, 1), (1, 1, 1))
+    hr0, hr1 = (
+        ((ch // 8, 4 * e, 4 * e), (ch // 4, 2 * e, 2 * e)) if c.use_high_res_features_in_sam else ((1, 1, 1), (1, 1, 1))
+    )
     return {
         "encoder": {
-            "inputs": [_spec("pixels", ["batch", 3, s, s],
-                             doc="RGB resized to SxS (bilinear, no aspect kept), /255, minus mean, over std")],
+            "inputs": [
+                _spec(
+                    "pixels",
+                    ["batch", 3, s, s],
+                    doc="RGB resized to SxS (bilinear, no aspect kept), /255, minus mean, over std",
+                )
+            ],
             "outputs": [
                 _spec("high_res_feats_0", ["batch", *hr0], doc="finest features, conv_s0 applied"),
                 _spec("high_res_feats_1", ["batch", *hr1], doc="middle features, conv_s1 applied"),
-                _spec("image_embed", ["batch", ch, e, e], doc="embedding for image prompting (no-memory embedding added)"),
+                _spec(
+                    "image_embed", ["batch", ch, e, e], doc="embedding for image prompting (no-memory embedding added)"
+                ),
                 _spec("vision_features", ["batch", ch, e, e], doc="raw lowest-resolution features, for video"),
                 _spec("vision_pos_enc", [1, ch, e, e], doc="their sine position encoding (the same for every image)"),
             ],
         },
         "decoder": {
             "inputs": [
-                _spec("image_embed", ["image_batch", ch, e, e], doc="image_batch is 1 (shared by all objects) or num_objects"),
+                _spec(
+                    "image_embed",
+                    ["image_batch", ch, e, e],
+                    doc="image_batch is 1 (shared by all objects) or num_objects",
+                ),
                 _spec("high_res_feats_0", ["image_batch", *hr0]),
                 _spec("high_res_feats_1", ["image_batch", *hr1]),
-                _spec("point_coords", ["num_objects", "num_points", 2], doc="x, y in pixels of the SxS model frame; box = 2 points"),
-                _spec("point_labels", ["num_objects", "num_points"], "int32", doc="-1 pad, 0 negative, 1 positive, 2/3 box corners"),
+                _spec(
+                    "point_coords",
+                    ["num_objects", "num_points", 2],
+                    doc="x, y in pixels of the SxS model frame; box = 2 points",
+                ),
+                _spec(
+                    "point_labels",
+                    ["num_objects", "num_points"],
+                    "int32",
+                    doc="-1 pad, 0 negative, 1 positive, 2/3 box corners",
+                ),
                 _spec("mask_input", ["num_objects", 1, 4 * e, 4 * e], doc="low-res logits of a previous prediction"),
                 _spec("has_mask_input", [1], doc="1 to use mask_input, 0 to ignore it"),
             ],
             "outputs": [
-                _spec("masks", ["num_objects", m, 4 * e, 4 * e], doc="low-res logits of every mask token: 0 single, 1.. multimask"),
+                _spec(
+                    "masks",
+                    ["num_objects", m, 4 * e, 4 * e],
+                    doc="low-res logits of every mask token: 0 single, 1.. multimask",
+                ),
                 _spec("iou_predictions", ["num_objects", m]),
-                _spec("obj_ptr", ["num_objects", m, ch], doc="object pointer of each mask token (no-object mixing applied)"),
+                _spec(
+                    "obj_ptr",
+                    ["num_objects", m, ch],
+                    doc="object pointer of each mask token (no-object mixing applied)",
+                ),
                 _spec("object_score_logits", ["num_objects", 1]),
             ],
         },
         "memory_attention": {
             "inputs": [
-                _spec("curr", [e * e, "frame_batch", ch], doc="vision_features as (hw, B, C); frame_batch 1 or num_objects"),
+                _spec(
+                    "curr",
+                    [e * e, "frame_batch", ch],
+                    doc="vision_features as (hw, B, C); frame_batch 1 or num_objects",
+                ),
                 _spec("curr_pos", [e * e, "frame_batch", ch]),
-                _spec("memory", ["num_memory_tokens", "num_objects", cm], doc="spatial memories of whole frames (multiple of hw)"),
-                _spec("memory_pos", ["num_memory_tokens", "num_objects", cm], doc="their position + maskmem_tpos_enc of their slot"),
-                _spec("obj_ptrs", ["num_ptr_tokens", "num_objects", cm], doc="object pointers split into mem_dim tokens"),
+                _spec(
+                    "memory",
+                    ["num_memory_tokens", "num_objects", cm],
+                    doc="spatial memories of whole frames (multiple of hw)",
+                ),
+                _spec(
+                    "memory_pos",
+                    ["num_memory_tokens", "num_objects", cm],
+                    doc="their position + maskmem_tpos_enc of their slot",
+                ),
+                _spec(
+                    "obj_ptrs", ["num_ptr_tokens", "num_objects", cm], doc="object pointers split into mem_dim tokens"
+                ),
                 _spec("obj_ptrs_pos", ["num_ptr_tokens", "num_objects", cm]),
             ],
-            "outputs": [_spec("pix_feat", ["num_objects", ch, e, e], doc="memory-conditioned features for the decoder")],
+            "outputs": [
+                _spec("pix_feat", ["num_objects", ch, e, e], doc="memory-conditioned features for the decoder")
+            ],
         },
         "memory_encoder": {
             "inputs": [
@@ -350,8 +406,15 @@ def _examples(model: Sam2Model, part: str, batch: int = 2, points: int = 3) -> t
     g = torch.Generator().manual_seed(0)
     r = lambda *shape: torch.randn(*shape, generator=g)  # noqa: E731
     specs = _part_specs(model)[part]["inputs"]
-    sizes = {"batch": batch, "image_batch": batch, "num_objects": batch, "frame_batch": batch, "num_points": points,
-             "num_memory_tokens": 2 * e * e, "num_ptr_tokens": 4}
+    sizes = {
+        "batch": batch,
+        "image_batch": batch,
+        "num_objects": batch,
+        "frame_batch": batch,
+        "num_points": points,
+        "num_memory_tokens": 2 * e * e,
+        "num_ptr_tokens": 4,
+    }
     out = []
     for spec in specs:
         shape = [sizes.get(d, d) if isinstance(d, str) else d for d in spec["shape"]]
@@ -367,8 +430,12 @@ def _examples(model: Sam2Model, part: str, batch: int = 2, points: int = 3) -> t
 
 
 def _wrapper(model: Sam2Model, part: str) -> nn.Module:
-    return {"encoder": EncoderExport, "decoder": DecoderExport, "memory_attention": MemoryAttentionExport,
-            "memory_encoder": MemoryEncoderExport}[part](model).eval()
+    return {
+        "encoder": EncoderExport,
+        "decoder": DecoderExport,
+        "memory_attention": MemoryAttentionExport,
+        "memory_encoder": MemoryEncoderExport,
+    }[part](model).eval()
 
 
 def check_dtype(dtype: str) -> torch.dtype:
@@ -380,8 +447,9 @@ def check_dtype(dtype: str) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def export_part(model: Sam2Model, part: str, path: str | Path, opset: int = DEFAULT_OPSET,
-                dtype: str = "float32") -> dict[str, Any]:
+def export_part(
+    model: Sam2Model, part: str, path: str | Path, opset: int = DEFAULT_OPSET, dtype: str = "float32"
+) -> dict[str, Any]:
     """Export one part (encoder, decoder, memory_attention, memory_encoder) to ``path``; returns its spec.
 
     ``dtype`` other than float32 applies to the encoder only (see :data:`DTYPES`).
@@ -402,9 +470,15 @@ def export_part(model: Sam2Model, part: str, path: str | Path, opset: int = DEFA
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            wrapper, _examples(model, part), str(path),
-            input_names=[s["name"] for s in specs["inputs"]], output_names=[s["name"] for s in specs["outputs"]],
-            dynamic_axes=dynamic, opset_version=opset, dynamo=False, do_constant_folding=True,
+            wrapper,
+            _examples(model, part),
+            str(path),
+            input_names=[s["name"] for s in specs["inputs"]],
+            output_names=[s["name"] for s in specs["outputs"]],
+            dynamic_axes=dynamic,
+            opset_version=opset,
+            dynamo=False,
+            do_constant_folding=True,
         )
     return {"file": Path(path).name, "compute_dtype": str(compute).removeprefix("torch."), **specs}
 
@@ -454,8 +528,11 @@ def export_onnx(
             "point_coords": "original pixels * (image_size / original width, image_size / original height)",
         },
         "config": {
-            "hidden_dim": c.hidden_dim, "mem_dim": c.mem_dim, "embedding_size": c.embedding_size,
-            "num_maskmem": c.num_maskmem, "max_obj_ptrs_in_encoder": c.max_obj_ptrs_in_encoder,
+            "hidden_dim": c.hidden_dim,
+            "mem_dim": c.mem_dim,
+            "embedding_size": c.embedding_size,
+            "num_maskmem": c.num_maskmem,
+            "max_obj_ptrs_in_encoder": c.max_obj_ptrs_in_encoder,
             "num_mask_tokens": c.decoder.num_multimask_outputs + 1,
             "max_memory_tokens": c.num_maskmem * c.embedding_size**2 if c.num_maskmem else 0,
             "max_ptr_tokens": c.max_obj_ptrs_in_encoder * max(1, c.hidden_dim // c.mem_dim),
@@ -482,11 +559,17 @@ def add_cli(sub: Any) -> None:
     p = fmt.add_parser("onnx", help="ONNX models of the encoder, prompt decoder and video step + manifest.json")
     p.add_argument("--model", required=True, help="hub name, packaged name (masklet-nano), .pt or Hugging Face folder")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--parts", default=",".join(PARTS), help="comma-separated subset of encoder,decoder,memory (default all)")
+    p.add_argument(
+        "--parts", default=",".join(PARTS), help="comma-separated subset of encoder,decoder,memory (default all)"
+    )
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
-    p.add_argument("--dtype", default="float32", choices=[*DTYPES, *REFUSED_DTYPES],
-                   help="float32, or float16 for the image encoder (the heads stay float32); bfloat16 is refused: "
-                        "ONNX Runtime's CPU provider cannot run it")
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        choices=[*DTYPES, *REFUSED_DTYPES],
+        help="float32, or float16 for the image encoder (the heads stay float32); bfloat16 is refused: "
+        "ONNX Runtime's CPU provider cannot run it",
+    )
 
 
 def run_cli(args: argparse.Namespace) -> str:
@@ -499,4 +582,3 @@ def run_cli(args: argparse.Namespace) -> str:
     out = export_onnx(model, args.out, parts, args.opset, source=str(args.model), dtype=args.dtype)
     files = sorted(p.name for p in out.iterdir())
     return f"wrote {', '.join(files)} to {out}"
-

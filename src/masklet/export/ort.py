@@ -46,7 +46,9 @@ class OrtSam2Model(Sam2Model):
         self.sessions: dict[str, Any] = {}
         for name, file in FILES.items():
             if (folder / file).is_file():
-                self.sessions[name] = ort.InferenceSession(str(folder / file), options, providers=["CPUExecutionProvider"])
+                self.sessions[name] = ort.InferenceSession(
+                    str(folder / file), options, providers=["CPUExecutionProvider"]
+                )
         self._positions: dict[tuple, torch.Tensor] = {}
 
     def _require(self, part: str) -> None:
@@ -94,8 +96,13 @@ class OrtSam2Model(Sam2Model):
         if mask_input is None:
             mask_input = torch.zeros(b, 1, 4 * e, 4 * e)
         return self._run(
-            "decoder", image_embed=image_embed, high_res_feats_0=high_res[0], high_res_feats_1=high_res[1],
-            point_coords=coords.float(), point_labels=labels.to(torch.int32), mask_input=mask_input.float(),
+            "decoder",
+            image_embed=image_embed,
+            high_res_feats_0=high_res[0],
+            high_res_feats_1=high_res[1],
+            point_coords=coords.float(),
+            point_labels=labels.to(torch.int32),
+            mask_input=mask_input.float(),
             has_mask_input=has,
         )
 
@@ -116,8 +123,9 @@ class OrtSam2Model(Sam2Model):
 
     # ------------------------------------------------------------ SAM heads
 
-    def forward_sam_heads(self, backbone_features, point_inputs=None, mask_inputs=None, high_res_features=None,
-                          multimask_output=False) -> SamOutput:
+    def forward_sam_heads(
+        self, backbone_features, point_inputs=None, mask_inputs=None, high_res_features=None, multimask_output=False
+    ) -> SamOutput:
         b = backbone_features.shape[0]
         if point_inputs is not None:
             coords, labels = point_inputs["point_coords"], point_inputs["point_labels"]
@@ -127,9 +135,16 @@ class OrtSam2Model(Sam2Model):
         if mask_inputs is not None:
             mask_prompt = mask_inputs.float()
             if mask_inputs.shape[-2:] != self.sam_prompt_encoder.mask_input_size:
-                mask_prompt = F.interpolate(mask_prompt, size=self.sam_prompt_encoder.mask_input_size,
-                                            mode="bilinear", align_corners=False, antialias=True)
-        masks, ious, ptrs, object_logits = self._decode(backbone_features, high_res_features, coords, labels, mask_prompt)
+                mask_prompt = F.interpolate(
+                    mask_prompt,
+                    size=self.sam_prompt_encoder.mask_input_size,
+                    mode="bilinear",
+                    align_corners=False,
+                    antialias=True,
+                )
+        masks, ious, ptrs, object_logits = self._decode(
+            backbone_features, high_res_features, coords, labels, mask_prompt
+        )
         low_multi, ious = self._select(masks, ious, multimask_output)
         if self.config.pred_obj_scores:
             low_multi = torch.where((object_logits > 0)[:, None, None], low_multi, NO_OBJ_SCORE)
@@ -148,8 +163,15 @@ class OrtSam2Model(Sam2Model):
 
     # ---------------------------------------------------------------- memory
 
-    def encode_memory(self, pix_feat, pred_masks_high_res, object_score_logits, is_mask_from_pts,
-                      binarize_mask_from_pts=None, non_overlap=None):
+    def encode_memory(
+        self,
+        pix_feat,
+        pred_masks_high_res,
+        object_score_logits,
+        is_mask_from_pts,
+        binarize_mask_from_pts=None,
+        non_overlap=None,
+    ):
         c = self.config
         binarize = c.binarize_mask_from_pts_for_mem_enc if binarize_mask_from_pts is None else binarize_mask_from_pts
         non_overlap = c.non_overlap_masks_for_mem_enc if non_overlap is None else non_overlap
@@ -158,29 +180,55 @@ class OrtSam2Model(Sam2Model):
         flag = torch.ones(1) if binarize and is_mask_from_pts else torch.zeros(1)
         b = pred_masks_high_res.shape[0]
         features, position = self._run(
-            "memory_encoder", pix_feat=pix_feat.expand(b, -1, -1, -1), mask_logits=pred_masks_high_res,
-            object_score_logits=object_score_logits, binarize=flag,
+            "memory_encoder",
+            pix_feat=pix_feat.expand(b, -1, -1, -1),
+            mask_logits=pred_masks_high_res,
+            object_score_logits=object_score_logits,
+            binarize=flag,
         )
         return features, position
 
-    def condition_on_memory(self, frame_idx, is_init_cond_frame, vision_feat, vision_pos, feat_size, memory_frames,
-                            num_frames, track_in_reverse=False):
+    def condition_on_memory(
+        self,
+        frame_idx,
+        is_init_cond_frame,
+        vision_feat,
+        vision_pos,
+        feat_size,
+        memory_frames,
+        num_frames,
+        track_in_reverse=False,
+    ):
         c = self.config
         if c.num_maskmem == 0 or is_init_cond_frame:
             if not c.directly_add_no_mem_embed and c.num_maskmem > 0:
                 raise InvalidInputError("the ONNX Runtime backend needs a model with directly_add_no_mem_embed")
-            return super().condition_on_memory(frame_idx, is_init_cond_frame, vision_feat, vision_pos, feat_size,
-                                               memory_frames, num_frames, track_in_reverse)
+            return super().condition_on_memory(
+                frame_idx,
+                is_init_cond_frame,
+                vision_feat,
+                vision_pos,
+                feat_size,
+                memory_frames,
+                num_frames,
+                track_in_reverse,
+            )
         self._require("memory_attention")
         b = vision_feat.shape[1]
-        memory, memory_pos, num_ptr = self._gather_memory(frame_idx, memory_frames, num_frames, track_in_reverse, b,
-                                                          vision_feat.device)
+        memory, memory_pos, num_ptr = self._gather_memory(
+            frame_idx, memory_frames, num_frames, track_in_reverse, b, vision_feat.device
+        )
         if b > 1 and vision_feat.stride(1) == 0 and vision_pos.stride(1) == 0:
             vision_feat, vision_pos = vision_feat[:, :1], vision_pos[:, :1]
         split = memory.shape[0] - num_ptr
         (out,) = self._run(
-            "memory_attention", curr=vision_feat, curr_pos=vision_pos, memory=memory[:split],
-            memory_pos=memory_pos[:split], obj_ptrs=memory[split:], obj_ptrs_pos=memory_pos[split:],
+            "memory_attention",
+            curr=vision_feat,
+            curr_pos=vision_pos,
+            memory=memory[:split],
+            memory_pos=memory_pos[:split],
+            obj_ptrs=memory[split:],
+            obj_ptrs_pos=memory_pos[split:],
         )
         return out
 

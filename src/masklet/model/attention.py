@@ -132,9 +132,7 @@ class RoPEAttention(Attention):
                 self._rotation_cache[key] = axial_rope_angles(head_dim, end_x, end_y, self.rope_theta).to(device)
         return self._rotation_cache[key]
 
-    def forward(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_k_exclude_rope: int = 0
-    ) -> torch.Tensor:
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_k_exclude_rope: int = 0) -> torch.Tensor:
         q = self._heads(self.q_proj(q))
         k = self._heads(self.k_proj(k))
         project_late = self._project_values_late(q)

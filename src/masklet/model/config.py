@@ -260,7 +260,10 @@ RELEASE_FLAGS: dict[str, Any] = {
 
 def temporal_pointer_flags(on: bool) -> dict[str, bool]:
     """The three object-pointer temporal-encoding flags, which SAM2.1 turns on together."""
-    return {name: on for name in ("add_tpos_enc_to_obj_ptrs", "proj_tpos_enc_in_obj_ptrs", "use_signed_tpos_enc_to_obj_ptrs")}
+    return {
+        name: on
+        for name in ("add_tpos_enc_to_obj_ptrs", "proj_tpos_enc_in_obj_ptrs", "use_signed_tpos_enc_to_obj_ptrs")
+    }
 
 
 def _released(trunk: HieraConfig, version: str) -> Sam2Config:
@@ -288,17 +291,27 @@ def _released(trunk: HieraConfig, version: str) -> Sam2Config:
 
 _TRUNKS = {
     "tiny": HieraConfig(
-        embed_dim=96, num_heads=1, stages=(1, 2, 7, 2), global_att_blocks=(5, 7, 9),
+        embed_dim=96,
+        num_heads=1,
+        stages=(1, 2, 7, 2),
+        global_att_blocks=(5, 7, 9),
         window_pos_embed_bkg_spatial_size=(7, 7),
     ),
     "small": HieraConfig(
-        embed_dim=96, num_heads=1, stages=(1, 2, 11, 2), global_att_blocks=(7, 10, 13),
+        embed_dim=96,
+        num_heads=1,
+        stages=(1, 2, 11, 2),
+        global_att_blocks=(7, 10, 13),
         window_pos_embed_bkg_spatial_size=(7, 7),
     ),
     "base-plus": HieraConfig(embed_dim=112, num_heads=2),
     "large": HieraConfig(
-        embed_dim=144, num_heads=2, stages=(2, 6, 36, 4), global_att_blocks=(23, 33, 43),
-        window_pos_embed_bkg_spatial_size=(7, 7), window_spec=(8, 4, 16, 8),
+        embed_dim=144,
+        num_heads=2,
+        stages=(2, 6, 36, 4),
+        global_att_blocks=(23, 33, 43),
+        window_pos_embed_bkg_spatial_size=(7, 7),
+        window_spec=(8, 4, 16, 8),
     ),
 }
 
@@ -315,8 +328,12 @@ VARIANTS: dict[str, Sam2Config] = {
 NANO = replace(
     _released(
         HieraConfig(
-            embed_dim=32, num_heads=1, stages=(1, 2, 3, 1), global_att_blocks=(4, 5),
-            window_spec=(8, 4, 4, 4), window_pos_embed_bkg_spatial_size=(4, 4),
+            embed_dim=32,
+            num_heads=1,
+            stages=(1, 2, 3, 1),
+            global_att_blocks=(4, 5),
+            window_spec=(8, 4, 4, 4),
+            window_pos_embed_bkg_spatial_size=(4, 4),
         ),
         "sam2.1",
     ),

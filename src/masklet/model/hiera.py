@@ -145,8 +145,13 @@ class Hiera(nn.Module):
                 stage += 1
             self.blocks.append(
                 MultiScaleBlock(
-                    dim, dim_out, heads, mlp_ratio=c.mlp_ratio, drop_path=rates[i],
-                    q_stride=c.q_stride if i in q_pool_blocks else None, window_size=window,
+                    dim,
+                    dim_out,
+                    heads,
+                    mlp_ratio=c.mlp_ratio,
+                    drop_path=rates[i],
+                    q_stride=c.q_stride if i in q_pool_blocks else None,
+                    window_size=window,
                 )
             )
             widths.append(dim_out)

@@ -13,9 +13,7 @@ from .config import DecoderConfig
 class TwoWayAttentionBlock(nn.Module):
     """Token self-attention, token->image attention, token MLP, then image->token attention."""
 
-    def __init__(
-        self, dim: int, num_heads: int, mlp_dim: int, downsample_rate: int, skip_first_layer_pe: bool
-    ) -> None:
+    def __init__(self, dim: int, num_heads: int, mlp_dim: int, downsample_rate: int, skip_first_layer_pe: bool) -> None:
         super().__init__()
         self.self_attn = Attention(dim, num_heads)
         self.norm1 = nn.LayerNorm(dim)
@@ -107,11 +105,13 @@ class MaskDecoder(nn.Module):
         if use_high_res_features:
             self.conv_s0 = nn.Conv2d(dim, dim // 8, kernel_size=1)
             self.conv_s1 = nn.Conv2d(dim, dim // 4, kernel_size=1)
-        self.output_hypernetworks_mlps = nn.ModuleList(
-            MLP(dim, dim, dim // 8, 3) for _ in range(self.num_mask_tokens)
-        )
+        self.output_hypernetworks_mlps = nn.ModuleList(MLP(dim, dim, dim // 8, 3) for _ in range(self.num_mask_tokens))
         self.iou_prediction_head = MLP(
-            dim, c.iou_head_hidden_dim, self.num_mask_tokens, c.iou_head_depth, sigmoid_output=iou_prediction_use_sigmoid
+            dim,
+            c.iou_head_hidden_dim,
+            self.num_mask_tokens,
+            c.iou_head_depth,
+            sigmoid_output=iou_prediction_use_sigmoid,
         )
         if pred_obj_scores:
             self.pred_obj_score_head = MLP(dim, dim, 1, 3) if pred_obj_scores_mlp else nn.Linear(dim, 1)
@@ -135,8 +135,12 @@ class MaskDecoder(nn.Module):
         over a batch of prompts.
         """
         masks, iou_pred, mask_tokens_out, object_score_logits = self.predict_masks(
-            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings,
-            repeat_image, high_res_features,
+            image_embeddings,
+            image_pe,
+            sparse_prompt_embeddings,
+            dense_prompt_embeddings,
+            repeat_image,
+            high_res_features,
         )
         if multimask_output:
             masks, iou_pred = masks[:, 1:], iou_pred[:, 1:]
@@ -169,8 +173,11 @@ class MaskDecoder(nn.Module):
         tokens = torch.cat((output_tokens, sparse_prompt_embeddings.to(output_tokens.dtype)), dim=1)
 
         if repeat_image:
-            src = image_embeddings.expand(batch, -1, -1, -1) if image_embeddings.shape[0] == 1 else \
-                torch.repeat_interleave(image_embeddings, batch, dim=0)
+            src = (
+                image_embeddings.expand(batch, -1, -1, -1)
+                if image_embeddings.shape[0] == 1
+                else torch.repeat_interleave(image_embeddings, batch, dim=0)
+            )
         else:
             if image_embeddings.shape[0] != batch:
                 raise ValueError("image and prompt batch sizes differ; pass repeat_image=True")
@@ -225,4 +232,3 @@ class MaskDecoder(nn.Module):
             torch.where(stable[..., None, None], single_masks, best_masks),
             torch.where(stable, single_iou, best_iou),
         )
-

@@ -29,8 +29,13 @@ class MemoryAttentionLayer(nn.Module):
             d_model, c.num_heads, dropout=c.dropout, rope_theta=c.rope_theta, feat_sizes=sizes
         )
         self.cross_attn_image = RoPEAttention(
-            d_model, c.num_heads, dropout=c.dropout, kv_in_dim=kv_dim, rope_theta=c.rope_theta,
-            rope_k_repeat=c.rope_k_repeat, feat_sizes=sizes,
+            d_model,
+            c.num_heads,
+            dropout=c.dropout,
+            kv_in_dim=kv_dim,
+            rope_theta=c.rope_theta,
+            rope_k_repeat=c.rope_k_repeat,
+            feat_sizes=sizes,
         )
         self.linear1 = nn.Linear(d_model, c.dim_feedforward)
         self.dropout = nn.Dropout(c.dropout)
@@ -135,7 +140,9 @@ class MaskDownSampler(nn.Module):
 class CXBlock(nn.Module):
     """ConvNeXt block: depthwise conv, LayerNorm, pointwise MLP, layer scale, residual."""
 
-    def __init__(self, dim: int, kernel_size: int, padding: int, layer_scale_init_value: float, use_dwconv: bool) -> None:
+    def __init__(
+        self, dim: int, kernel_size: int, padding: int, layer_scale_init_value: float, use_dwconv: bool
+    ) -> None:
         super().__init__()
         self.dwconv = nn.Conv2d(dim, dim, kernel_size, padding=padding, groups=dim if use_dwconv else 1)
         self.norm = LayerNorm2d(dim, eps=1e-6)
@@ -179,7 +186,9 @@ class MemoryEncoder(nn.Module):
     def __init__(self, config: MemoryEncoderConfig, in_dim: int) -> None:
         super().__init__()
         c = config
-        self.mask_downsampler = MaskDownSampler(in_dim, c.mask_kernel_size, c.mask_stride, c.mask_padding, c.mask_total_stride)
+        self.mask_downsampler = MaskDownSampler(
+            in_dim, c.mask_kernel_size, c.mask_stride, c.mask_padding, c.mask_total_stride
+        )
         self.pix_feat_proj = nn.Conv2d(in_dim, in_dim, kernel_size=1)
         self.fuser = Fuser(c, in_dim)
         self.position_encoding = PositionEmbeddingSine(c.out_dim)

@@ -124,7 +124,9 @@ def apply_rope_(x: torch.Tensor, rotations: torch.Tensor, num_tokens: int | None
         for j in range(h):
             for start in range(0, num_tokens, n):
                 grid = x[i, j, start : start + n]
-                grid.copy_(torch.view_as_real(torch.view_as_complex(grid.float().reshape(n, -1, 2)) * rotations).flatten(1))
+                grid.copy_(
+                    torch.view_as_real(torch.view_as_complex(grid.float().reshape(n, -1, 2)) * rotations).flatten(1)
+                )
     return x
 
 

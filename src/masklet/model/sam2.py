@@ -25,8 +25,17 @@ from .prompt_encoder import PromptEncoder
 #: Logit given to masks of frames where the object is predicted absent.
 NO_OBJ_SCORE = -1024.0
 
-__all__ = ["NO_OBJ_SCORE", "ImageFeatures", "MemoryBank", "MemoryEntry", "Sam2Model", "SamOutput", "TrackStepOutput",
-           "non_overlapping", "select_closest_cond_frames"]
+__all__ = [
+    "NO_OBJ_SCORE",
+    "ImageFeatures",
+    "MemoryBank",
+    "MemoryEntry",
+    "Sam2Model",
+    "SamOutput",
+    "TrackStepOutput",
+    "non_overlapping",
+    "select_closest_cond_frames",
+]
 
 
 class Sam2Model(nn.Module):
@@ -54,7 +63,9 @@ class Sam2Model(nn.Module):
         if c.no_obj_embed_spatial:
             self.no_obj_embed_spatial = nn.Parameter(torch.zeros(1, mem))
 
-        self.sam_prompt_encoder = PromptEncoder(hidden, (emb, emb), (c.image_size, c.image_size), c.decoder.mask_in_chans)
+        self.sam_prompt_encoder = PromptEncoder(
+            hidden, (emb, emb), (c.image_size, c.image_size), c.decoder.mask_in_chans
+        )
         self.sam_mask_decoder = MaskDecoder(
             hidden,
             c.decoder,
@@ -66,7 +77,9 @@ class Sam2Model(nn.Module):
         )
         self.obj_ptr_proj: nn.Module
         if c.use_obj_ptrs_in_encoder:
-            self.obj_ptr_proj = MLP(hidden, hidden, hidden, 3) if c.use_mlp_for_obj_ptr_proj else nn.Linear(hidden, hidden)
+            self.obj_ptr_proj = (
+                MLP(hidden, hidden, hidden, 3) if c.use_mlp_for_obj_ptr_proj else nn.Linear(hidden, hidden)
+            )
         else:
             self.obj_ptr_proj = nn.Identity()
         self.obj_ptr_tpos_proj = nn.Linear(hidden, mem) if c.proj_tpos_enc_in_obj_ptrs else nn.Identity()
@@ -170,8 +183,11 @@ class Sam2Model(nn.Module):
             mask_prompt = mask_inputs
             if mask_inputs.shape[-2:] != self.sam_prompt_encoder.mask_input_size:
                 mask_prompt = F.interpolate(
-                    mask_inputs.float(), size=self.sam_prompt_encoder.mask_input_size,
-                    mode="bilinear", align_corners=False, antialias=True,
+                    mask_inputs.float(),
+                    size=self.sam_prompt_encoder.mask_input_size,
+                    mode="bilinear",
+                    align_corners=False,
+                    antialias=True,
                 )
             mask_prompt = mask_prompt.to(backbone_features.dtype)
         sparse, dense = self.sam_prompt_encoder((coords, labels), None, mask_prompt)
@@ -206,7 +222,9 @@ class Sam2Model(nn.Module):
         if self.config.pred_obj_scores:
             weight = torch.sigmoid(object_logits) if self.config.soft_no_obj_ptr else appearing.float()
             obj_ptr = self._mix_no_obj_ptr(obj_ptr, weight)
-        return SamOutput(low_res_multimasks, high_res_multimasks, ious, low_res_masks, high_res_masks, obj_ptr, object_logits)
+        return SamOutput(
+            low_res_multimasks, high_res_multimasks, ious, low_res_masks, high_res_masks, obj_ptr, object_logits
+        )
 
     def _mix_no_obj_ptr(self, obj_ptr: torch.Tensor, appearing: torch.Tensor) -> torch.Tensor:
         if self.config.fixed_no_obj_ptr:
@@ -221,8 +239,11 @@ class Sam2Model(nn.Module):
         mask = mask_inputs.float()
         high_res = mask * scale + bias
         low_res = F.interpolate(
-            high_res, size=(high_res.shape[-2] // 4, high_res.shape[-1] // 4),
-            mode="bilinear", align_corners=False, antialias=True,
+            high_res,
+            size=(high_res.shape[-2] // 4, high_res.shape[-1] // 4),
+            mode="bilinear",
+            align_corners=False,
+            antialias=True,
         )
         ious = mask.new_ones(mask.shape[0], 1)
         if self.config.use_obj_ptrs_in_encoder:
@@ -312,8 +333,11 @@ class Sam2Model(nn.Module):
             # one frame expanded over the objects: memory attention shares its first self-attention
             vision_feat, vision_pos = vision_feat[:, :1], vision_pos[:, :1]
         out = self.memory_attention(
-            curr=vision_feat.to(dtype), memory=memory.to(dtype), curr_pos=vision_pos.to(dtype),
-            memory_pos=memory_pos.to(dtype), num_obj_ptr_tokens=num_ptr_tokens,
+            curr=vision_feat.to(dtype),
+            memory=memory.to(dtype),
+            curr_pos=vision_pos.to(dtype),
+            memory_pos=memory_pos.to(dtype),
+            num_obj_ptr_tokens=num_ptr_tokens,
         )
         return to_map(out.to(vision_feat.dtype))
 
@@ -355,7 +379,9 @@ class Sam2Model(nn.Module):
 
         num_ptr_tokens = 0
         if c.use_obj_ptrs_in_encoder:
-            max_ptrs = min(num_frames, c.max_obj_ptrs_in_encoder) if num_frames is not None else c.max_obj_ptrs_in_encoder
+            max_ptrs = (
+                min(num_frames, c.max_obj_ptrs_in_encoder) if num_frames is not None else c.max_obj_ptrs_in_encoder
+            )
             if not self.training and c.only_obj_ptrs_in_the_past_for_eval:
                 ptr_cond = {t: o for t, o in selected.items() if (t >= frame_idx if reverse else t <= frame_idx)}
             else:
@@ -423,8 +449,14 @@ class Sam2Model(nn.Module):
             sam = self.use_mask_as_output(pix_feat, high_res, mask_inputs)
         else:
             pix_feat = self.condition_on_memory(
-                frame_idx, is_init_cond_frame, current_vision_feats[-1], current_vision_pos_embeds[-1],
-                feat_sizes[-1], memory, num_frames, track_in_reverse,
+                frame_idx,
+                is_init_cond_frame,
+                current_vision_feats[-1],
+                current_vision_pos_embeds[-1],
+                feat_sizes[-1],
+                memory,
+                num_frames,
+                track_in_reverse,
             )
             if prev_sam_mask_logits is not None:
                 mask_inputs = prev_sam_mask_logits
@@ -449,8 +481,12 @@ class Sam2Model(nn.Module):
         if run_mem_encoder and c.num_maskmem > 0:
             raw_feat = to_maps(current_vision_feats[-1], feat_sizes[-1])
             out.maskmem_features, out.maskmem_pos_enc = self.encode_memory(
-                raw_feat, sam.high_res_masks, sam.object_score_logits, point_inputs is not None,
-                binarize_mask_from_pts, non_overlap_memory,
+                raw_feat,
+                sam.high_res_masks,
+                sam.object_score_logits,
+                point_inputs is not None,
+                binarize_mask_from_pts,
+                non_overlap_memory,
             )
         return out
 

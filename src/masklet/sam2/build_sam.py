@@ -32,12 +32,18 @@ HF_MODEL_ID_TO_FILENAMES: dict[str, tuple[str, str]] = {
 }
 
 _SHORT = {"t": "tiny", "s": "small", "b+": "base-plus", "l": "large"}
-_DECODER_KEYS = ("dynamic_multimask_via_stability", "dynamic_multimask_stability_delta",
-                 "dynamic_multimask_stability_thresh")
+_DECODER_KEYS = (
+    "dynamic_multimask_via_stability",
+    "dynamic_multimask_stability_delta",
+    "dynamic_multimask_stability_thresh",
+)
 #: Keys the video predictor (not the network) takes, with the official SAM2VideoPredictor defaults.
-VIDEO_PREDICTOR_DEFAULTS: dict[str, Any] = {"fill_hole_area": 0, "non_overlap_masks": False,
-                                            "clear_non_cond_mem_around_input": False,
-                                            "add_all_frames_to_correct_as_cond": False}
+VIDEO_PREDICTOR_DEFAULTS: dict[str, Any] = {
+    "fill_hole_area": 0,
+    "non_overlap_masks": False,
+    "clear_non_cond_mem_around_input": False,
+    "add_all_frames_to_correct_as_cond": False,
+}
 _IGNORED = ("_target_", "compile_image_encoder", "clear_non_cond_mem_for_multi_obj")
 _VIDEO_TARGET = "sam2.sam2_video_predictor.SAM2VideoPredictor"
 
@@ -62,13 +68,15 @@ def official_model_section(config_file: str | Path) -> dict[str, Any]:
     name = str(config_file).replace("\\", "/").split("/")[-1].removesuffix(".yaml")
     for version in ("sam2.1", "sam2"):
         prefix = f"{version}_hiera_"
-        if name.startswith(prefix) and name[len(prefix):] in _SHORT:
-            model = config_to_official(VARIANTS[f"{version}-hiera-{_SHORT[name[len(prefix):]]}"])
+        if name.startswith(prefix) and name[len(prefix) :] in _SHORT:
+            model = config_to_official(VARIANTS[f"{version}-hiera-{_SHORT[name[len(prefix) :]]}"])
             model["sam_mask_decoder_extra_args"] = {}  # the shipped yamls leave these at the decoder's defaults
             return model
     known = sorted({n for n, _ in HF_MODEL_ID_TO_FILENAMES.values()})
-    raise ConfigError(f"config_file: {str(config_file)!r} is neither an existing yaml file nor an official config name; "
-                      f"known names: {', '.join(known)} (or their file names alone)")
+    raise ConfigError(
+        f"config_file: {str(config_file)!r} is neither an existing yaml file nor an official config name; "
+        f"known names: {', '.join(known)} (or their file names alone)"
+    )
 
 
 def _parse_override(entry: str) -> tuple[list[str], Any]:
@@ -106,7 +114,8 @@ def apply_hydra_overrides(model: dict[str, Any], overrides: Sequence[str]) -> di
                 f"hydra_overrides_extra: 'model.{'.'.join(path)}' is not supported by masklet.sam2 (supported: "
                 "model.sam_mask_decoder_extra_args.{" + ",".join(_DECODER_KEYS) + "}, the top-level model "
                 "fields such as model.binarize_mask_from_pts_for_mem_enc, and model."
-                + ", model.".join(VIDEO_PREDICTOR_DEFAULTS) + "); edit an official-style yaml for architecture changes"
+                + ", model.".join(VIDEO_PREDICTOR_DEFAULTS)
+                + "); edit an official-style yaml for architecture changes"
             )
         if len(path) == 2:  # sam_mask_decoder_extra_args.<key>
             out[path[0]] = dict(out.get(path[0]) or {}, **{path[1]: value})
@@ -116,9 +125,11 @@ def apply_hydra_overrides(model: dict[str, Any], overrides: Sequence[str]) -> di
 
 
 def _postprocessing(video: bool) -> list[str]:
-    flags = ["++model.sam_mask_decoder_extra_args.dynamic_multimask_via_stability=true",
-             "++model.sam_mask_decoder_extra_args.dynamic_multimask_stability_delta=0.05",
-             "++model.sam_mask_decoder_extra_args.dynamic_multimask_stability_thresh=0.98"]
+    flags = [
+        "++model.sam_mask_decoder_extra_args.dynamic_multimask_via_stability=true",
+        "++model.sam_mask_decoder_extra_args.dynamic_multimask_stability_delta=0.05",
+        "++model.sam_mask_decoder_extra_args.dynamic_multimask_stability_thresh=0.98",
+    ]
     if video:
         flags += ["++model.binarize_mask_from_pts_for_mem_enc=true", "++model.fill_hole_area=8"]
     return flags
@@ -190,8 +201,9 @@ def _hf_download(model_id: str) -> tuple[str, str]:
 
     key = model_id if model_id.startswith("facebook/") else f"facebook/{model_id}"
     if key not in HF_MODEL_ID_TO_FILENAMES:
-        raise ModelNotFoundError(f"model_id: {model_id!r} is not an official SAM2 hub id; known: "
-                                 f"{', '.join(HF_MODEL_ID_TO_FILENAMES)}")
+        raise ModelNotFoundError(
+            f"model_id: {model_id!r} is not an official SAM2 hub id; known: {', '.join(HF_MODEL_ID_TO_FILENAMES)}"
+        )
     config_name, filename = HF_MODEL_ID_TO_FILENAMES[key]
     return config_name, str(_hub_file(key, filename))
 

@@ -19,11 +19,18 @@ class SAM2ImagePredictor(ImagePredictor):
     :class:`~masklet.Sam2Model`); it is also :attr:`model`. Extra keyword arguments are ignored.
     """
 
-    def __init__(self, sam_model: Sam2Model, mask_threshold: float = 0.0, max_hole_area: float = 0.0,
-                 max_sprinkle_area: float = 0.0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        sam_model: Sam2Model,
+        mask_threshold: float = 0.0,
+        max_hole_area: float = 0.0,
+        max_sprinkle_area: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
         del kwargs
-        super().__init__(sam_model, mask_threshold=mask_threshold, max_hole_area=max_hole_area,
-                         max_sprinkle_area=max_sprinkle_area)
+        super().__init__(
+            sam_model, mask_threshold=mask_threshold, max_hole_area=max_hole_area, max_sprinkle_area=max_sprinkle_area
+        )
 
     @classmethod
     def from_pretrained(cls, model_id: str, **kwargs: Any) -> SAM2ImagePredictor:
@@ -41,18 +48,40 @@ class SAM2ImagePredictor(ImagePredictor):
     def _orig_hw(self) -> list[tuple[int, int]]:
         return list(self._require_image().orig_hw)
 
-    def predict(self, point_coords: Any = None, point_labels: Any = None, box: Any = None, mask_input: Any = None,
-                multimask_output: bool = True, return_logits: bool = False, normalize_coords: bool = True,
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def predict(
+        self,
+        point_coords: Any = None,
+        point_labels: Any = None,
+        box: Any = None,
+        mask_input: Any = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+        normalize_coords: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Masks (C, H, W) or (B, C, H, W), IoU scores and low-res logits, as the official ``predict``."""
-        masks, ious, low = super().predict(point_coords, point_labels, box, mask_input, multimask_output,
-                                           return_logits, normalize_coords)
+        masks, ious, low = super().predict(
+            point_coords, point_labels, box, mask_input, multimask_output, return_logits, normalize_coords
+        )
         return masks.astype(np.float32), ious, low
 
-    def predict_batch(self, point_coords_batch: Any = None, point_labels_batch: Any = None, box_batch: Any = None,
-                      mask_input_batch: Any = None, multimask_output: bool = True, return_logits: bool = False,
-                      normalize_coords: bool = True) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    def predict_batch(
+        self,
+        point_coords_batch: Any = None,
+        point_labels_batch: Any = None,
+        box_batch: Any = None,
+        mask_input_batch: Any = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+        normalize_coords: bool = True,
+    ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
         """Per-image lists of masks, IoU scores and low-res logits, as the official ``predict_batch``."""
-        masks, ious, low = super().predict_batch(point_coords_batch, point_labels_batch, box_batch, mask_input_batch,
-                                                 multimask_output, return_logits, normalize_coords)
+        masks, ious, low = super().predict_batch(
+            point_coords_batch,
+            point_labels_batch,
+            box_batch,
+            mask_input_batch,
+            multimask_output,
+            return_logits,
+            normalize_coords,
+        )
         return [m.astype(np.float32) for m in masks], ious, low

@@ -65,8 +65,10 @@ class SAM2InferenceState(VideoState):
     def __getitem__(self, key: str) -> Any:
         entries = self._entries()
         if key not in entries:
-            raise KeyError(f"{key!r}: masklet's inference_state has {', '.join(entries)} (the official internals "
-                           "such as output_dict_per_obj live in masklet's own session objects)")
+            raise KeyError(
+                f"{key!r}: masklet's inference_state has {', '.join(entries)} (the official internals "
+                "such as output_dict_per_obj live in masklet's own session objects)"
+            )
         return entries[key]()
 
     def __contains__(self, key: object) -> bool:
@@ -91,14 +93,24 @@ class SAM2VideoPredictor(VideoPredictor):
     change nothing; ``offload_state_to_cpu`` keeps memories on the CPU as officially.
     """
 
-    def __init__(self, model: Sam2Model, fill_hole_area: float = 0, non_overlap_masks: bool = False,
-                 clear_non_cond_mem_around_input: bool = False, add_all_frames_to_correct_as_cond: bool = False,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        model: Sam2Model,
+        fill_hole_area: float = 0,
+        non_overlap_masks: bool = False,
+        clear_non_cond_mem_around_input: bool = False,
+        add_all_frames_to_correct_as_cond: bool = False,
+        **kwargs: Any,
+    ) -> None:
         del kwargs
-        super().__init__(model, fill_hole_area=fill_hole_area, non_overlap_masks=non_overlap_masks,
-                         clear_non_cond_mem_around_input=clear_non_cond_mem_around_input,
-                         add_all_frames_to_correct_as_cond=add_all_frames_to_correct_as_cond,
-                         binarize_mask_from_pts=model.config.binarize_mask_from_pts_for_mem_enc)
+        super().__init__(
+            model,
+            fill_hole_area=fill_hole_area,
+            non_overlap_masks=non_overlap_masks,
+            clear_non_cond_mem_around_input=clear_non_cond_mem_around_input,
+            add_all_frames_to_correct_as_cond=add_all_frames_to_correct_as_cond,
+            binarize_mask_from_pts=model.config.binarize_mask_from_pts_for_mem_enc,
+        )
 
     @classmethod
     def from_pretrained(cls, model_id: str, **kwargs: Any) -> SAM2VideoPredictor:
@@ -107,37 +119,70 @@ class SAM2VideoPredictor(VideoPredictor):
 
         return build_sam2_video_predictor_hf(model_id, **kwargs)
 
-    def init_state(self, video_path: Any, offload_video_to_cpu: bool = False, offload_state_to_cpu: bool = False,
-                   async_loading_frames: bool = False) -> SAM2InferenceState:
+    def init_state(
+        self,
+        video_path: Any,
+        offload_video_to_cpu: bool = False,
+        offload_state_to_cpu: bool = False,
+        async_loading_frames: bool = False,
+    ) -> SAM2InferenceState:
         """Open a video (JPEG folder, video file, or list of frames) for a tracking session."""
         del async_loading_frames  # frames are always decoded lazily
-        state = super().init_state(video_path, offload_video_to_cpu=offload_video_to_cpu,
-                                   offload_state_to_cpu=offload_state_to_cpu)
-        return SAM2InferenceState(**{f.name: getattr(state, f.name) for f in fields(state)},
-                                  image_size=self.image_size, offload_video_to_cpu=offload_video_to_cpu,
-                                  offload_state_to_cpu=offload_state_to_cpu)
+        state = super().init_state(
+            video_path, offload_video_to_cpu=offload_video_to_cpu, offload_state_to_cpu=offload_state_to_cpu
+        )
+        return SAM2InferenceState(
+            **{f.name: getattr(state, f.name) for f in fields(state)},
+            image_size=self.image_size,
+            offload_video_to_cpu=offload_video_to_cpu,
+            offload_state_to_cpu=offload_state_to_cpu,
+        )
 
     # The official keyword names (``inference_state``, ``mask``) over masklet's methods.
 
-    def add_new_points_or_box(self, inference_state: VideoState, frame_idx: int, obj_id: int,  # type: ignore[override]
-                              points: Any = None, labels: Any = None, clear_old_points: bool = True,
-                              normalize_coords: bool = True, box: Any = None) -> TrackedFrame:
+    def add_new_points_or_box(
+        self,
+        inference_state: VideoState,
+        frame_idx: int,
+        obj_id: int,  # type: ignore[override]
+        points: Any = None,
+        labels: Any = None,
+        clear_old_points: bool = True,
+        normalize_coords: bool = True,
+        box: Any = None,
+    ) -> TrackedFrame:
         """Clicks and/or a box for one object on one frame: ``(frame_idx, obj_ids, video_res_masks)``."""
-        return super().add_new_points_or_box(inference_state, frame_idx, obj_id, points, labels,
-                                             clear_old_points, normalize_coords, box)
+        return super().add_new_points_or_box(
+            inference_state, frame_idx, obj_id, points, labels, clear_old_points, normalize_coords, box
+        )
 
-    def add_new_mask(self, inference_state: VideoState, frame_idx: int, obj_id: int,  # type: ignore[override]
-                     mask: Any) -> TrackedFrame:
+    def add_new_mask(
+        self,
+        inference_state: VideoState,
+        frame_idx: int,
+        obj_id: int,  # type: ignore[override]
+        mask: Any,
+    ) -> TrackedFrame:
         """A binary mask for one object on one frame: ``(frame_idx, obj_ids, video_res_masks)``."""
         return super().add_new_mask(inference_state, frame_idx, obj_id, mask)
 
-    def propagate_in_video(self, inference_state: VideoState, start_frame_idx: int | None = None,  # type: ignore[override]
-                           max_frame_num_to_track: int | None = None, reverse: bool = False) -> Iterator[TrackedFrame]:
+    def propagate_in_video(
+        self,
+        inference_state: VideoState,
+        start_frame_idx: int | None = None,  # type: ignore[override]
+        max_frame_num_to_track: int | None = None,
+        reverse: bool = False,
+    ) -> Iterator[TrackedFrame]:
         """Yield ``(frame_idx, obj_ids, video_res_masks)`` for every tracked frame."""
         return super().propagate_in_video(inference_state, start_frame_idx, max_frame_num_to_track, reverse)
 
-    def clear_all_prompts_in_frame(self, inference_state: VideoState, frame_idx: int, obj_id: int,  # type: ignore[override]
-                                   need_output: bool = True) -> TrackedFrame | None:
+    def clear_all_prompts_in_frame(
+        self,
+        inference_state: VideoState,
+        frame_idx: int,
+        obj_id: int,  # type: ignore[override]
+        need_output: bool = True,
+    ) -> TrackedFrame | None:
         """Remove one object's prompts on a frame: ``(frame_idx, obj_ids, video_res_masks)``."""
         return super().clear_all_prompts_in_frame(inference_state, frame_idx, obj_id, need_output)
 
@@ -150,8 +195,13 @@ class SAM2VideoPredictor(VideoPredictor):
         warnings.warn("add_new_points is deprecated; use add_new_points_or_box", DeprecationWarning, stacklevel=2)
         return self.add_new_points_or_box(*args, **kwargs)
 
-    def remove_object(self, inference_state: VideoState, obj_id: int, strict: bool = False,  # type: ignore[override]
-                      need_output: bool = True) -> tuple[list[int], list[tuple[int, torch.Tensor]]]:
+    def remove_object(
+        self,
+        inference_state: VideoState,
+        obj_id: int,
+        strict: bool = False,  # type: ignore[override]
+        need_output: bool = True,
+    ) -> tuple[list[int], list[tuple[int, torch.Tensor]]]:
         """Forget an object; an unknown id is an error only with ``strict``, as officially."""
         if not strict and obj_id not in inference_state.objects:
             return inference_state.obj_ids, []

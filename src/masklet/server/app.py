@@ -24,8 +24,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     metrics = Metrics()
     pool = ModelPool(settings.models, settings.device, settings.dtype, metrics)
-    ctx = Context(settings, pool, ImageCache(settings.cache_bytes),
-                  SessionStore(settings.max_sessions, settings.session_ttl_s, settings.session_bytes), metrics)
+    ctx = Context(
+        settings,
+        pool,
+        ImageCache(settings.cache_bytes),
+        SessionStore(settings.max_sessions, settings.session_ttl_s, settings.session_bytes),
+        metrics,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -36,20 +41,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             job.cancel()
         pool.close()
 
-    app = FastAPI(title="masklet", version=__version__, lifespan=lifespan,
-                  description="Segment Anything 2 over HTTP: images by id, video sessions, jobs, live streams.")
+    app = FastAPI(
+        title="masklet",
+        version=__version__,
+        lifespan=lifespan,
+        description="Segment Anything 2 over HTTP: images by id, video sessions, jobs, live streams.",
+    )
     app.state.ctx = ctx
     install_handlers(app)
     from .routes import pixano  # first: its /v1/ready, /v1/models, /v1/jobs/{id} bodies satisfy both clients
+
     app.include_router(pixano.router)
     for module in (health, images, videos, jobs, streams, exemplars):
         app.include_router(module.router)
     from .routes import web  # the web page at / and its /static assets
+
     app.include_router(web.router)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
-                           allow_headers=["*"], expose_headers=["X-Request-ID"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-ID"],
+        )
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics)
     return app

@@ -38,7 +38,9 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
         buf = io.BytesIO(data)
         try:
             version = np.lib.format.read_magic(buf)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            read_header = (
+                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            )
             shape, _, _ = read_header(buf)  # the header only
             if len(shape) < 2:
                 raise ValueError(f"shape {shape}")

@@ -45,8 +45,12 @@ def check_key(conn: HTTPConnection) -> None:
     if given is None and auth.lower().startswith("bearer "):
         given = auth[7:].strip()
     if not given:
-        raise ApiError(401, "unauthorized", "missing API key: send X-API-Key or Authorization: Bearer",
-                       {"WWW-Authenticate": "Bearer"})
+        raise ApiError(
+            401,
+            "unauthorized",
+            "missing API key: send X-API-Key or Authorization: Bearer",
+            {"WWW-Authenticate": "Bearer"},
+        )
     ok = False
     for key in keys:
         ok |= hmac.compare_digest(given.encode(), key.encode())

@@ -42,7 +42,8 @@ def envelope(status: int, code: str, message: str, rid: str, headers: dict[str, 
     """A JSON error response carrying the request id in the body and the X-Request-ID header."""
     return JSONResponse(
         {"error": {"code": code, "message": message, "requestId": rid}},
-        status_code=status, headers={"X-Request-ID": rid, **(headers or {})},
+        status_code=status,
+        headers={"X-Request-ID": rid, **(headers or {})},
     )
 
 
@@ -79,7 +80,9 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, err: StarletteHTTPException) -> JSONResponse:
         codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
-        return envelope(err.status_code, codes.get(err.status_code, "bad_request"), str(err.detail), request_id(request))
+        return envelope(
+            err.status_code, codes.get(err.status_code, "bad_request"), str(err.detail), request_id(request)
+        )
 
     @app.exception_handler(Exception)
     async def _fault(request: Request, err: Exception) -> JSONResponse:

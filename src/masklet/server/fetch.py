@@ -62,8 +62,11 @@ async def check_target(url: str, settings: Settings, resolve: Resolver) -> tuple
     for address in addresses:
         reason = forbidden_reason(address, settings.url_fetch_allow_loopback)
         if reason is not None:
-            raise ApiError(403, "url_forbidden_target",
-                           f"url: {host!r} resolves to {address} ({reason}); only public addresses are fetched")
+            raise ApiError(
+                403,
+                "url_forbidden_target",
+                f"url: {host!r} resolves to {address} ({reason}); only public addresses are fetched",
+            )
     return parts.scheme, host, port, addresses[0]
 
 
@@ -71,12 +74,18 @@ async def fetch_url(url: str, settings: Settings, resolve: Resolver = system_res
     """The body of ``url`` (redirects followed and re-checked), at most ``max_body_bytes`` long,
     within ``url_fetch_timeout_s``; refused with a 4xx when disabled or aimed at a private target."""
     if not settings.allow_url_fetch:
-        raise ApiError(403, "url_fetch_disabled", "url: fetching images from URLs is disabled on this server "
-                       "(start it with --allow-url-fetch); upload the image bytes instead")
+        raise ApiError(
+            403,
+            "url_fetch_disabled",
+            "url: fetching images from URLs is disabled on this server "
+            "(start it with --allow-url-fetch); upload the image bytes instead",
+        )
     try:
         return await asyncio.wait_for(_fetch(url, settings, resolve), timeout=settings.url_fetch_timeout_s)
     except asyncio.TimeoutError:
-        raise ApiError(400, "url_fetch_failed", f"url: no complete answer within {settings.url_fetch_timeout_s} s") from None
+        raise ApiError(
+            400, "url_fetch_failed", f"url: no complete answer within {settings.url_fetch_timeout_s} s"
+        ) from None
 
 
 async def _fetch(url: str, settings: Settings, resolve: Resolver) -> bytes:
@@ -101,12 +110,18 @@ async def _fetch(url: str, settings: Settings, resolve: Resolver) -> bytes:
                         raise ApiError(400, "url_fetch_failed", f"url: the server answered HTTP {response.status_code}")
                     declared = response.headers.get("content-length", "")
                     if declared.isdigit() and int(declared) > limit:
-                        raise ApiError(413, "payload_too_large", f"url: the image of {declared} bytes exceeds the limit of {limit} bytes")
+                        raise ApiError(
+                            413,
+                            "payload_too_large",
+                            f"url: the image of {declared} bytes exceeds the limit of {limit} bytes",
+                        )
                     chunks, size = [], 0
                     async for chunk in response.aiter_bytes():
                         size += len(chunk)
                         if size > limit:
-                            raise ApiError(413, "payload_too_large", f"url: the image exceeds the limit of {limit} bytes")
+                            raise ApiError(
+                                413, "payload_too_large", f"url: the image exceeds the limit of {limit} bytes"
+                            )
                         chunks.append(chunk)
                     return b"".join(chunks)
             except httpx.HTTPError as err:

@@ -18,14 +18,27 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)  # process_resident_memory_bytes and friends
-        self.requests = Counter("masklet_requests_total", "HTTP requests", ["method", "route", "status"], registry=self.registry)
-        self.latency = Histogram("masklet_request_duration_seconds", "HTTP request latency", ["route"], registry=self.registry,
-                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
-        self.model_seconds = Histogram("masklet_model_call_seconds", "time in model calls", ["device"], registry=self.registry)
+        self.requests = Counter(
+            "masklet_requests_total", "HTTP requests", ["method", "route", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "masklet_request_duration_seconds",
+            "HTTP request latency",
+            ["route"],
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.model_seconds = Histogram(
+            "masklet_model_call_seconds", "time in model calls", ["device"], registry=self.registry
+        )
         self.cache_bytes = Gauge("masklet_image_cache_bytes", "bytes held by the image cache", registry=self.registry)
         self.sessions = Gauge("masklet_video_sessions", "open video sessions", registry=self.registry)
-        self.session_bytes = Gauge("masklet_session_bytes", "bytes of tensors held by open sessions", registry=self.registry)
-        self.model_queue = Gauge("masklet_model_calls_pending", "model calls queued or running", ["device"], registry=self.registry)
+        self.session_bytes = Gauge(
+            "masklet_session_bytes", "bytes of tensors held by open sessions", registry=self.registry
+        )
+        self.model_queue = Gauge(
+            "masklet_model_calls_pending", "model calls queued or running", ["device"], registry=self.registry
+        )
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         """Record one finished HTTP request."""

@@ -32,8 +32,13 @@ class RequestMiddleware:
         limit = self.max_body_bytes
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
-            return await _reject(send, rid, 413, "payload_too_large",
-                                 f"request body of {int(length)} bytes exceeds the limit of {limit} bytes")
+            return await _reject(
+                send,
+                rid,
+                413,
+                "payload_too_large",
+                f"request body of {int(length)} bytes exceeds the limit of {limit} bytes",
+            )
         seen = 0
 
         async def limited_receive() -> dict:
@@ -70,7 +75,16 @@ async def _reject(send: Any, rid: str, status: int, code: str, message: str) -> 
     import json
 
     body = json.dumps({"error": {"code": code, "message": message, "requestId": rid}}).encode()
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-        (b"x-request-id", rid.encode()), (b"connection", b"close")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"x-request-id", rid.encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

@@ -43,9 +43,19 @@ from .store import Session
 from .video_ops import Progress, propagate
 
 #: pixano-inference's error code of each HTTP status (its envelope's ``code``).
-PIXANO_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 409: "conflict",
-                413: "payload_too_large", 422: "validation_error", 429: "too_many_requests", 500: "internal_error",
-                503: "unavailable", 504: "timeout"}
+PIXANO_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    409: "conflict",
+    413: "payload_too_large",
+    422: "validation_error",
+    429: "too_many_requests",
+    500: "internal_error",
+    503: "unavailable",
+    504: "timeout",
+}
 #: ``image`` naming an image masklet already holds (its ``imageId`` from an earlier response or POST /v1/images).
 IMAGE_REF = "masklet:"
 MODEL_CLASS = "masklet.Sam2Model"
@@ -66,9 +76,12 @@ def bad(message: str) -> ApiError:
 def envelope(loaded: Loaded, capability: str, data: Any, start: float, **extra: Any) -> dict:
     """pixano's response envelope ``{id, status, timestamp, processingTime, metadata, data}``."""
     return {
-        "id": f"masklet-{loaded.name}-{uuid.uuid4().hex[:12]}", "status": "SUCCESS",
-        "timestamp": datetime.now(timezone.utc).isoformat(), "processingTime": time.perf_counter() - start,
-        "metadata": model_metadata(loaded.name, capability) | extra, "data": data,
+        "id": f"masklet-{loaded.name}-{uuid.uuid4().hex[:12]}",
+        "status": "SUCCESS",
+        "timestamp": datetime.now(timezone.utc).isoformat(),
+        "processingTime": time.perf_counter() - start,
+        "metadata": model_metadata(loaded.name, capability) | extra,
+        "data": data,
     }
 
 
@@ -85,8 +98,11 @@ def media_bytes(ctx: Context, item: str | bytes, what: str) -> bytes:
     if isinstance(item, bytes):
         return item
     if item.startswith(("http://", "https://")):
-        raise ApiError(403, "forbidden", f"{what}: fetching URLs is disabled on this server; send the bytes "
-                       "(data URI or the /binary route)")
+        raise ApiError(
+            403,
+            "forbidden",
+            f"{what}: fetching URLs is disabled on this server; send the bytes (data URI or the /binary route)",
+        )
     if item.startswith("data:"):
         return data_uri_bytes(item)
     if ctx.settings.media_roots:
@@ -94,17 +110,23 @@ def media_bytes(ctx: Context, item: str | bytes, what: str) -> bytes:
     try:
         return data_uri_bytes(item)
     except MaskletError:
-        raise ApiError(400, "bad_request", f"{what}: expected a data URI, base64 bytes or (with media roots "
-                       "configured) a path; got a string that is none of these") from None
+        raise ApiError(
+            400,
+            "bad_request",
+            f"{what}: expected a data URI, base64 bytes or (with media roots "
+            "configured) a path; got a string that is none of these",
+        ) from None
 
 
 # ----------------------------------------------------------------------------- segmentation
 
 
-def _image(ctx: Context, loaded: Loaded, req: SegmentationRequest) -> tuple[str, np.ndarray | None, ImageEmbeddings | None]:
+def _image(
+    ctx: Context, loaded: Loaded, req: SegmentationRequest
+) -> tuple[str, np.ndarray | None, ImageEmbeddings | None]:
     """The image's content id, pixels (None for a cached reference) and cached embeddings if any."""
     if isinstance(req.image, str) and req.image.startswith(IMAGE_REF):
-        iid = req.image[len(IMAGE_REF):]
+        iid = req.image[len(IMAGE_REF) :]
         item = ctx.images.get(iid)
         if item.model != loaded.name:
             raise bad(f"image: {req.image!r} was encoded by model {item.model!r}, not {loaded.name!r}")
@@ -119,7 +141,9 @@ def _given_embeddings(req: SegmentationRequest, hw: tuple[int, int]) -> ImageEmb
         return None
     if req.image_embedding is None or req.high_resolution_features is None:
         raise bad("imageEmbedding and highResolutionFeatures must be given together (both from an earlier response)")
-    arrays = [unpack_array(a.model_dump(), f"highResolutionFeatures[{i}]") for i, a in enumerate(req.high_resolution_features)]
+    arrays = [
+        unpack_array(a.model_dump(), f"highResolutionFeatures[{i}]") for i, a in enumerate(req.high_resolution_features)
+    ]
     arrays.append(unpack_array(req.image_embedding.model_dump(), "imageEmbedding"))
     return ImageEmbeddings(levels=[torch.from_numpy(a.copy())[None] for a in arrays], orig_hw=[hw])
 
@@ -161,7 +185,9 @@ def _prompts(req: SegmentationRequest) -> tuple[np.ndarray | None, np.ndarray | 
     return out_pts, out_lbl, out_box, prompts
 
 
-def prepare_segment(ctx: Context, loaded: Loaded, req: SegmentationRequest) -> tuple[str, np.ndarray | None, ImageEmbeddings | None]:
+def prepare_segment(
+    ctx: Context, loaded: Loaded, req: SegmentationRequest
+) -> tuple[str, np.ndarray | None, ImageEmbeddings | None]:
     """Checks and the image lookup, on the event loop: (imageId, pixels, embeddings to use or None)."""
     multimask = True if req.multimask_output is None else req.multimask_output
     if multimask and req.num_multimask_outputs not in (None, 3):
@@ -173,8 +199,9 @@ def prepare_segment(ctx: Context, loaded: Loaded, req: SegmentationRequest) -> t
     return iid, pixels, given if given is not None else emb
 
 
-def segment(loaded: Loaded, req: SegmentationRequest, pixels: np.ndarray | None,
-            emb: ImageEmbeddings | None) -> tuple[dict, ImageEmbeddings | None]:
+def segment(
+    loaded: Loaded, req: SegmentationRequest, pixels: np.ndarray | None, emb: ImageEmbeddings | None
+) -> tuple[dict, ImageEmbeddings | None]:
     """pixano's SAM2 image semantics on masklet (on the device worker): the SegmentationOutput body and
     the embeddings it computed (None when it reused ``emb``), for the image cache."""
     multimask = True if req.multimask_output is None else req.multimask_output
@@ -215,7 +242,9 @@ def _frames(ctx: Context, video: Any) -> Any:
         if not video:
             raise bad("video: expected at least one frame")
         if len(video) > ctx.settings.max_frames:
-            raise ApiError(413, "payload_too_large", f"video: {len(video)} frames exceed the limit of {ctx.settings.max_frames}")
+            raise ApiError(
+                413, "payload_too_large", f"video: {len(video)} frames exceed the limit of {ctx.settings.max_frames}"
+            )
         parts = [media_bytes(ctx, f, f"video[{i}]") for i, f in enumerate(video)]
         sizes = {check_encoded_size(p, ctx.settings.max_pixels) for p in parts}
         if len(sizes) > 1:
@@ -259,7 +288,9 @@ def _apply_keyframes(session: Session, req: TrackingRequest, ids: list[int]) -> 
         if p.mask is not None:
             mask = decode_rle(p.mask.model_dump())[0]
             if tuple(mask.shape) != (session.height, session.width):
-                raise bad(f"keyframes mask: size {list(mask.shape)} differs from the frames' {[session.height, session.width]}")
+                raise bad(
+                    f"keyframes mask: size {list(mask.shape)} differs from the frames' {[session.height, session.width]}"
+                )
             tf = predictor.add_new_mask(state, kf.frame_index, obj_id, mask)
         else:
             pts = lbl = box = None
@@ -279,13 +310,21 @@ def _propagate_body(req: TrackingRequest) -> PropagateRequest:
     iv = req.interval
     if iv is None:
         return PropagateRequest()
-    return PropagateRequest(start_frame_idx=iv.start_frame, max_frame_num_to_track=abs(iv.end_frame - iv.start_frame),
-                            direction="backward" if iv.direction == "backward" else "forward")
+    return PropagateRequest(
+        start_frame_idx=iv.start_frame,
+        max_frame_num_to_track=abs(iv.end_frame - iv.start_frame),
+        direction="backward" if iv.direction == "backward" else "forward",
+    )
 
 
 def _output(segments: dict[int, dict[int, dict]]) -> dict:
-    frames = [{"frameIndex": f, "objects": [{"trackId": o, "box": None, "score": None, "class": None, "mask": m}
-                                            for o, m in objs.items()]} for f, objs in segments.items()]
+    frames = [
+        {
+            "frameIndex": f,
+            "objects": [{"trackId": o, "box": None, "score": None, "class": None, "mask": m} for o, m in objs.items()],
+        }
+        for f, objs in segments.items()
+    ]
     return TrackingOutput.model_validate({"frames": frames}).model_dump(mode="json", by_alias=True)
 
 
@@ -300,7 +339,9 @@ async def track(ctx: Context, loaded: Loaded, req: TrackingRequest, progress: Pr
         frames = open_frames(source)
         if len(frames) > ctx.settings.max_frames:
             frames.close()
-            raise ApiError(413, "payload_too_large", f"video: {len(frames)} frames exceed the limit of {ctx.settings.max_frames}")
+            raise ApiError(
+                413, "payload_too_large", f"video: {len(frames)} frames exceed the limit of {ctx.settings.max_frames}"
+            )
         if frames.height * frames.width > ctx.settings.max_pixels:
             frames.close()
             raise ApiError(413, "payload_too_large", f"video: {frames.width}x{frames.height} exceeds the pixel limit")
@@ -308,9 +349,18 @@ async def track(ctx: Context, loaded: Loaded, req: TrackingRequest, progress: Pr
 
     predictor, state = await ctx.pool.run(loaded, init)
     try:
-        session = ctx.sessions.add(lambda sid: Session(
-            sid, loaded.name, state, state.num_frames, state.video_height, state.video_width,
-            busy=asyncio.Lock(), predictor=predictor))
+        session = ctx.sessions.add(
+            lambda sid: Session(
+                sid,
+                loaded.name,
+                state,
+                state.num_frames,
+                state.video_height,
+                state.video_width,
+                busy=asyncio.Lock(),
+                predictor=predictor,
+            )
+        )
     except Exception:
         state.frames.close()
         raise
@@ -352,9 +402,17 @@ class PixanoJob:
     def status_body(self) -> dict:
         ts = datetime.fromtimestamp(self.ended or self.submitted, timezone.utc).isoformat()
         took = 0.0 if self.ended is None else self.ended - self.submitted
-        body = JobStatus(job_id=self.job_id, status=self.status, detail=self.detail,  # type: ignore[arg-type]
-                         data=self.data, metadata=model_metadata(self.model, "tracking"), timestamp=ts,
-                         processing_time=took, done=self.progress.done, total=self.progress.total)
+        body = JobStatus(
+            job_id=self.job_id,
+            status=self.status,
+            detail=self.detail,  # type: ignore[arg-type]
+            data=self.data,
+            metadata=model_metadata(self.model, "tracking"),
+            timestamp=ts,
+            processing_time=took,
+            done=self.progress.done,
+            total=self.progress.total,
+        )
         return body.model_dump(mode="json", by_alias=True)
 
 

@@ -54,7 +54,7 @@ class ReplicaMapRouter(PowerOfTwoChoicesRequestRouter):
     async def choose_replicas(self, candidate_replicas: list, pending_request: Any = None) -> list[list]:
         target = pending_request.metadata.session_id if pending_request is not None else ""
         if target and target.startswith(PIN):
-            uid = target[len(PIN):]
+            uid = target[len(PIN) :]
             for replica in candidate_replicas:
                 if replica.replica_id.unique_id == uid:
                     pending_request.routing_context.should_backoff = True
@@ -94,10 +94,21 @@ class MaskletReplica:
 
     async def handle(self, method: str, path: str, query: bytes, headers: list, body: bytes) -> AsyncIterator[Any]:
         """Run one HTTP request through the app: yields ``(status, headers)``, then body chunks."""
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-                 "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": query,
-                 "root_path": "", "headers": [(bytes(k), bytes(v)) for k, v in headers],
-                 "client": ("127.0.0.1", 0), "server": ("127.0.0.1", 80), "state": {}}
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": query,
+            "root_path": "",
+            "headers": [(bytes(k), bytes(v)) for k, v in headers],
+            "client": ("127.0.0.1", 0),
+            "server": ("127.0.0.1", 80),
+            "state": {},
+        }
         queue: asyncio.Queue = asyncio.Queue()
         sent = False
 
@@ -139,10 +150,21 @@ class MaskletReplica:
         for old, sock in list(self.streams.items()):  # the ingress that fed these went away
             if now - sock.used > self.idle_ttl_s:
                 await self.stream_send(old, {"type": "websocket.disconnect", "code": 1001})
-        scope = {"type": "websocket", "asgi": {"version": "3.0"}, "http_version": "1.1", "scheme": "ws",
-                 "path": path, "raw_path": path.encode(), "query_string": query, "root_path": "",
-                 "headers": [(bytes(k), bytes(v)) for k, v in headers], "subprotocols": [],
-                 "client": ("127.0.0.1", 0), "server": ("127.0.0.1", 80), "state": {}}
+        scope = {
+            "type": "websocket",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "scheme": "ws",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": query,
+            "root_path": "",
+            "headers": [(bytes(k), bytes(v)) for k, v in headers],
+            "subprotocols": [],
+            "client": ("127.0.0.1", 0),
+            "server": ("127.0.0.1", 80),
+            "state": {},
+        }
         sock = self.streams[sid] = _Socket()
         sock.task = asyncio.create_task(sock.run(self.app, scope))
         return self.replica_id, await sock.exchange({"type": "websocket.connect"})
@@ -166,8 +188,12 @@ class MaskletReplica:
     def describe(self) -> dict:
         """This replica's id and what it holds (for /v1/ray/replicas and the tests)."""
         ctx = self.app.state.ctx
-        return {"replica": self.replica_id, "images": len(ctx.images),
-                "sessions": len(ctx.sessions), "streams": {sid: s.messages for sid, s in self.streams.items()}}
+        return {
+            "replica": self.replica_id,
+            "images": len(ctx.images),
+            "sessions": len(ctx.sessions),
+            "streams": {sid: s.messages for sid, s in self.streams.items()},
+        }
 
     def metrics_text(self) -> tuple[str, str]:
         """This replica's id and its Prometheus exposition."""
@@ -280,7 +306,8 @@ class MaskletIngress:
         state = {"accepted": False, "ready": False}
         try:
             rid, out = await self.replica.options(method_name="stream_open").remote(
-                sid, scope["path"], scope.get("query_string", b""), headers)
+                sid, scope["path"], scope.get("query_string", b""), headers
+            )
         except Exception as err:  # noqa: BLE001 (no replica could take it)
             return await _stream_lost(send, state, err, request_id)
         self._count(rid, "spread")
@@ -401,13 +428,16 @@ class MaskletIngress:
             data = b"".join([chunk async for chunk in gen])
             resp = Response(data, status_code=status)
             resp.raw_headers = [(k, v) for k, v in out if k.lower() != b"content-length"] + [
-                (b"content-length", str(len(data)).encode())]
+                (b"content-length", str(len(data)).encode())
+            ]
             return resp
 
         async def part(indices: list[int]) -> tuple[int, bytes, list]:
             sub = dict(doc, items=[items[i] for i in indices])
             data_in = json.dumps(sub).encode()
-            hdrs = [(k, v) for k, v in headers if k != b"content-length"] + [(b"content-length", str(len(data_in)).encode())]
+            hdrs = [(k, v) for k, v in headers if k != b"content-length"] + [
+                (b"content-length", str(len(data_in)).encode())
+            ]
             key = items[indices[0]].get("imageId", items[indices[0]].get("image_id"))
             status, out, gen = await self._call(method, path, query, hdrs, data_in, key)
             return status, b"".join([chunk async for chunk in gen]), out
@@ -417,7 +447,8 @@ class MaskletIngress:
             if status >= 300:  # the first failing part answers for the whole batch
                 resp = Response(data, status_code=status)
                 resp.raw_headers = [(k, v) for k, v in out if k.lower() != b"content-length"] + [
-                    (b"content-length", str(len(data)).encode())]
+                    (b"content-length", str(len(data)).encode())
+                ]
                 return resp
         results: list[Any] = [None] * len(items)
         for (_, data, _), indices in zip(parts, groups.values()):
@@ -431,8 +462,10 @@ class MaskletIngress:
         """Every replica's metrics (labelled by replica) plus the ingress's routing counts."""
         texts = await self.replica.broadcast("metrics_text").results_async(return_exceptions=True)
         merged = label_metrics([t for t in texts if isinstance(t, tuple)])
-        lines = ["# HELP masklet_ray_routed_total requests forwarded by the Ray ingress",
-                 "# TYPE masklet_ray_routed_total counter"]
+        lines = [
+            "# HELP masklet_ray_routed_total requests forwarded by the Ray ingress",
+            "# TYPE masklet_ray_routed_total counter",
+        ]
         for (rid, how), n in sorted(self.routed.items()):
             lines.append(f'masklet_ray_routed_total{{replica="{rid}",routing="{how}"}} {n}')
         lines.append(f"masklet_ray_pinned_ids {len(self.owner)}")
@@ -466,9 +499,16 @@ async def _stream_lost(send: Any, state: dict, err: Exception, request_id: str) 
     log.warning("stream lost: %s: %s", type(err).__name__, err)
     if not state["accepted"]:
         await send({"type": "websocket.accept"})
-    event = {"type": "error", "status": 503, "error": {
-        "code": STREAM_LOST, "message": f"the replica holding this stream went away ({type(err).__name__}); "
-        "open a new stream and replay it", "requestId": request_id}}
+    event = {
+        "type": "error",
+        "status": 503,
+        "error": {
+            "code": STREAM_LOST,
+            "message": f"the replica holding this stream went away ({type(err).__name__}); "
+            "open a new stream and replay it",
+            "requestId": request_id,
+        },
+    }
     await send({"type": "websocket.send", "text": json.dumps(event)})
     await send({"type": "websocket.close", "code": 1012})
 
@@ -482,9 +522,17 @@ def _unavailable(err: Exception, rid: str) -> Any:
     from starlette.responses import JSONResponse
 
     log.warning("replica call failed: %s: %s", type(err).__name__, err)
-    return JSONResponse({"error": {"code": "replica_unavailable", "message": f"the replica holding this call went away "
-                                   f"({type(err).__name__}); retry", "requestId": rid}},
-                        status_code=503, headers={"Retry-After": "1"})
+    return JSONResponse(
+        {
+            "error": {
+                "code": "replica_unavailable",
+                "message": f"the replica holding this call went away ({type(err).__name__}); retry",
+                "requestId": rid,
+            }
+        },
+        status_code=503,
+        headers={"Retry-After": "1"},
+    )
 
 
 def parse_autoscale(text: str) -> tuple[int, int]:
@@ -498,25 +546,43 @@ def parse_autoscale(text: str) -> tuple[int, int]:
     return lo, hi
 
 
-def build_app(settings: Settings, replicas: int = 1, autoscale: tuple[int, int] | None = None, num_cpus: float = 1.0,
-              num_gpus: float = 0.0, max_ongoing_requests: int = 8, autoscale_options: dict | None = None) -> Any:
+def build_app(
+    settings: Settings,
+    replicas: int = 1,
+    autoscale: tuple[int, int] | None = None,
+    num_cpus: float = 1.0,
+    num_gpus: float = 0.0,
+    max_ongoing_requests: int = 8,
+    autoscale_options: dict | None = None,
+) -> Any:
     """The Serve application: ingress + ``MaskletReplica`` (fixed count or autoscaling MIN:MAX)."""
     opts: dict[str, Any] = {
         "ray_actor_options": {"num_cpus": num_cpus, "num_gpus": num_gpus},
         "max_ongoing_requests": max_ongoing_requests,
         "request_router_config": RequestRouterConfig(request_router_class=ReplicaMapRouter),
-        "health_check_period_s": 5, "graceful_shutdown_timeout_s": 5,
+        "health_check_period_s": 5,
+        "graceful_shutdown_timeout_s": 5,
     }
     if autoscale:
-        opts["autoscaling_config"] = {"min_replicas": autoscale[0], "max_replicas": autoscale[1],
-                                      "target_ongoing_requests": 2, "upscale_delay_s": 5, "downscale_delay_s": 60,
-                                      **(autoscale_options or {})}
+        opts["autoscaling_config"] = {
+            "min_replicas": autoscale[0],
+            "max_replicas": autoscale[1],
+            "target_ongoing_requests": 2,
+            "upscale_delay_s": 5,
+            "downscale_delay_s": 60,
+            **(autoscale_options or {}),
+        }
     else:
         opts["num_replicas"] = replicas
     threads = max(1, int(num_cpus))
     replica = serve.deployment(MaskletReplica, name="MaskletReplica", **opts).bind(settings, threads)
-    ingress = serve.deployment(serve.ingress()(MaskletIngress), name="MaskletIngress", num_replicas=1, max_ongoing_requests=1000,
-                               ray_actor_options={"num_cpus": 0})
+    ingress = serve.deployment(
+        serve.ingress()(MaskletIngress),
+        name="MaskletIngress",
+        num_replicas=1,
+        max_ongoing_requests=1000,
+        ray_actor_options={"num_cpus": 0},
+    )
     return ingress.bind(replica)
 
 
@@ -525,11 +591,19 @@ def app_builder(args: dict) -> Any:
     ``models``, ``device``, ``dtype``, ``replicas``, ``autoscale`` ("MIN:MAX"), ``num_cpus``, ``num_gpus``."""
     args = dict(args or {})
     models = args.pop("models", None)
-    settings = Settings.from_env(models=[models] if isinstance(models, str) else models,
-                                 device=args.pop("device", None), dtype=args.pop("dtype", None))
+    settings = Settings.from_env(
+        models=[models] if isinstance(models, str) else models,
+        device=args.pop("device", None),
+        dtype=args.pop("dtype", None),
+    )
     auto = args.pop("autoscale", None)
-    return build_app(settings, replicas=int(args.pop("replicas", 1)), autoscale=parse_autoscale(auto) if auto else None,
-                     num_cpus=float(args.pop("num_cpus", 1)), num_gpus=float(args.pop("num_gpus", 0)))
+    return build_app(
+        settings,
+        replicas=int(args.pop("replicas", 1)),
+        autoscale=parse_autoscale(auto) if auto else None,
+        num_cpus=float(args.pop("num_cpus", 1)),
+        num_gpus=float(args.pop("num_gpus", 0)),
+    )
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -539,7 +613,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     ray.init(address=args.address, ignore_reinit_error=True, include_dashboard=False)
     serve.start(http_options={"host": args.host, "port": args.port})
     num_gpus = 1.0 if settings.device.startswith("cuda") else 0.0
-    app = build_app(settings, replicas=args.replicas, autoscale=args.autoscale, num_cpus=args.ray_num_cpus, num_gpus=num_gpus)
+    app = build_app(
+        settings, replicas=args.replicas, autoscale=args.autoscale, num_cpus=args.ray_num_cpus, num_gpus=num_gpus
+    )
     serve.run(app, name="masklet", route_prefix="/")
     log.info("masklet on Ray Serve at http://%s:%d", args.host, args.port)
     try:

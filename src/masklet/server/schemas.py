@@ -162,7 +162,9 @@ class FrameResult(Schema):
     mask_logits: PackedArray | None = None
     object_score_logits: list[float] | None = None  # per object; presence = sigmoid
     presence: list[float] | None = None  # per object: sigmoid of its object score logit
-    events: list[dict] = Field(default_factory=list)  # track health events (lost / reappeared / low_confidence) of this frame
+    events: list[dict] = Field(
+        default_factory=list
+    )  # track health events (lost / reappeared / low_confidence) of this frame
 
 
 class RemoveResponse(Schema):

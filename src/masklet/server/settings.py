@@ -33,8 +33,10 @@ class Settings:
         """Defaults, then ``MASKLET_*`` environment variables, then ``overrides`` (CLI flags)."""
         env = os.environ
         s = cls()
+
         def csv(name):
             return [v.strip() for v in env[name].split(",") if v.strip()]
+
         if "MASKLET_MODELS" in env:
             s.models = csv("MASKLET_MODELS")
         s.device = env.get("MASKLET_DEVICE", s.device)

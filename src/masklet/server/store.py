@@ -51,8 +51,11 @@ class ImageCache:
     def put(self, item: CachedImage) -> None:
         """Insert, evicting the oldest images beyond the budget (an item above the budget is refused)."""
         if item.nbytes > self.budget:
-            raise ApiError(413, "payload_too_large",
-                           f"image needs {item.nbytes} cache bytes, more than the cache budget of {self.budget}")
+            raise ApiError(
+                413,
+                "payload_too_large",
+                f"image needs {item.nbytes} cache bytes, more than the cache budget of {self.budget}",
+            )
         if item.image_id in self._items:
             self.nbytes -= self._items.pop(item.image_id).nbytes
         self._items[item.image_id] = item
@@ -140,9 +143,12 @@ class SessionStore:
         """Register the session ``make(session_id)`` builds, if there is room."""
         self.expire()
         if len(self._sessions) >= self.max_sessions:
-            raise ApiError(429, "too_many_sessions",
-                           f"the server holds its limit of {self.max_sessions} sessions; close one or retry later",
-                           {"Retry-After": "5"})
+            raise ApiError(
+                429,
+                "too_many_sessions",
+                f"the server holds its limit of {self.max_sessions} sessions; close one or retry later",
+                {"Retry-After": "5"},
+            )
         session = make(uuid.uuid4().hex)
         self._sessions[session.session_id] = session
         return session

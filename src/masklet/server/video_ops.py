@@ -61,8 +61,14 @@ class Progress:
     total: int = 0
 
 
-async def propagate(pool: ModelPool, loaded: Loaded, session: Session, body: PropagateRequest,
-                    progress: Progress, legs: list[tuple[int, bool, int]] | None = None) -> AsyncIterator[FrameResult]:
+async def propagate(
+    pool: ModelPool,
+    loaded: Loaded,
+    session: Session,
+    body: PropagateRequest,
+    progress: Progress,
+    legs: list[tuple[int, bool, int]] | None = None,
+) -> AsyncIterator[FrameResult]:
     """Track frame by frame on the device worker, one frame per model call, so other requests
     interleave and a cancellation (client gone, job deleted) stops after the current frame. One
     health monitor (``body.health`` thresholds) watches every leg, as one local call would."""
@@ -73,8 +79,12 @@ async def propagate(pool: ModelPool, loaded: Loaded, session: Session, body: Pro
     monitor = HealthMonitor(**(body.health.model_dump() if body.health is not None else {}))
     try:
         for start, reverse, _count in legs:
-            gen = await pool.run(loaded, lambda s=start, r=reverse: session.predictor.propagate_in_video(
-                session.state, s, body.max_frame_num_to_track, r, health=monitor))
+            gen = await pool.run(
+                loaded,
+                lambda s=start, r=reverse: session.predictor.propagate_in_video(
+                    session.state, s, body.max_frame_num_to_track, r, health=monitor
+                ),
+            )
             done_per_leg.append(0)
             while True:
                 tf = await pool.run(loaded, _next_result, gen, body.logits)

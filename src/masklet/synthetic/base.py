@@ -80,7 +80,9 @@ class Clip:
 
 def _mask_boxes(masks: np.ndarray) -> np.ndarray:
     """XYXY inclusive boxes of (N, H, W) masks as float32; zeros for empty masks."""
-    return masks_to_boxes(torch.from_numpy(np.ascontiguousarray(masks))).numpy().astype(np.float32).reshape(len(masks), 4)
+    return (
+        masks_to_boxes(torch.from_numpy(np.ascontiguousarray(masks))).numpy().astype(np.float32).reshape(len(masks), 4)
+    )
 
 
 def min_visible_area(height: int, width: int) -> int:
@@ -118,8 +120,7 @@ def _check_size(size: object) -> tuple[int, int]:
         or not all(_is_int(s) and MIN_SIZE <= int(s) <= MAX_SIZE for s in hw)
     ):
         raise InvalidInputError(
-            f"size: expected an int or (height, width) of ints in [{MIN_SIZE}, {MAX_SIZE}], "
-            f"got {size!r}"
+            f"size: expected an int or (height, width) of ints in [{MIN_SIZE}, {MAX_SIZE}], got {size!r}"
         )
     return int(hw[0]), int(hw[1])
 
@@ -132,9 +133,7 @@ def _check_range(value: object, name: str, low: int, high: int) -> tuple[int, in
         or not all(_is_int(v) for v in value)
         or not low <= int(value[0]) <= int(value[1]) <= high
     ):
-        raise InvalidInputError(
-            f"{name}: expected (lo, hi) ints with {low} <= lo <= hi <= {high}, got {value!r}"
-        )
+        raise InvalidInputError(f"{name}: expected (lo, hi) ints with {low} <= lo <= hi <= {high}, got {value!r}")
     return int(value[0]), int(value[1])
 
 
@@ -143,5 +142,3 @@ def _check_count(value: object, name: str, low: int = 1) -> int:
     if not _is_int(value) or int(value) < low:  # type: ignore[call-overload]
         raise InvalidInputError(f"{name}: expected an int >= {low}, got {value!r}")
     return int(value)  # type: ignore[call-overload]
-
-

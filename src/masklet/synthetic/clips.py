@@ -138,9 +138,7 @@ def _crossing_tracks(
         vels = [ea * speed_a, eb * speed_a * ratio]
         starts = [(cx - v[0] * mid, cy - v[1] * mid) for v in vels]
         margins = [0.5 * s.radius for s in shapes]
-        if all(
-            m <= x <= w - 1 - m and m <= y <= h - 1 - m for m, (x, y) in zip(margins, starts)
-        ):
+        if all(m <= x <= w - 1 - m and m <= y <= h - 1 - m for m, (x, y) in zip(margins, starts)):
             break
     tracks = []
     for shape, start, v in zip(shapes, starts, vels):
@@ -275,9 +273,7 @@ def make_clip(
     if not isinstance(crossing, (bool, np.bool_)):
         raise InvalidInputError(f"crossing: expected a bool, got {crossing!r}")
     if objects[0] * min_visible_area(h, w) * 4 > h * w:
-        raise InvalidInputError(
-            f"num_objects: {objects[0]} objects cannot all be visible in a {h}x{w} frame"
-        )
+        raise InvalidInputError(f"num_objects: {objects[0]} objects cannot all be visible in a {h}x{w} frame")
     style = _style(seed, grayscale_share, multicolor_share)
     rng = np.random.default_rng(seed)
     for _ in range(3):
@@ -288,5 +284,3 @@ def make_clip(
         f"num_objects: could not show {objects[0]} objects in frame 0 of a {h}x{w} clip; "
         "use fewer objects or a larger size"
     )
-
-

@@ -47,9 +47,7 @@ def clip_stream(seed: int, **kwargs: Any) -> Iterator[Clip]:
     return _stream(make_clip, seed, kwargs)
 
 
-def save_scene_dataset(
-    root: str | os.PathLike, count: int, seed: int, size: int | tuple[int, int] = 256
-) -> Path:
+def save_scene_dataset(root: str | os.PathLike, count: int, seed: int, size: int | tuple[int, int] = 256) -> Path:
     """Write ``count`` scenes COCO-style: ``root/images/*.png`` and ``root/annotations.json``."""
     from PIL import Image
 
@@ -66,20 +64,20 @@ def save_scene_dataset(
         name = f"{index:06d}.png"
         Image.fromarray(scene.image).save(root / "images" / name)
         h, w = scene.image.shape[:2]
-        images.append(
-            {"id": index + 1, "file_name": name, "height": h, "width": w, "seed": scene.seed}
-        )
+        images.append({"id": index + 1, "file_name": name, "height": h, "width": w, "seed": scene.seed})
         for mask, rle, kind in zip(scene.masks, encode_rle(scene.masks), scene.kinds):
-            annotations.append({
-                "id": len(annotations) + 1,
-                "image_id": index + 1,
-                "category_id": 1,
-                "segmentation": rle,
-                "area": int(np.count_nonzero(mask)),
-                "bbox": rle_to_bbox(rle),
-                "iscrowd": 0,
-                "shape": kind,
-            })
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": index + 1,
+                    "category_id": 1,
+                    "segmentation": rle,
+                    "area": int(np.count_nonzero(mask)),
+                    "bbox": rle_to_bbox(rle),
+                    "iscrowd": 0,
+                    "shape": kind,
+                }
+            )
     dataset = coco_document({"description": "masklet synthetic scenes", "seed": int(seed)}, images, annotations)
     (root / "annotations.json").write_text(json.dumps(dataset))
     return root
@@ -106,13 +104,9 @@ def save_clip_dataset(
         mask_dir.mkdir(parents=True, exist_ok=True)
         t_count, _, h, w = clip.masks.shape
         for t in range(t_count):
-            Image.fromarray(clip.frames[t]).save(
-                frame_dir / f"{t:05d}.jpg", quality=95, subsampling=0
-            )
+            Image.fromarray(clip.frames[t]).save(frame_dir / f"{t:05d}.jpg", quality=95, subsampling=0)
             ids = np.zeros((h, w), dtype=np.uint8)
             for obj_id, mask in zip(clip.object_ids, clip.masks[t]):
                 ids[mask] = obj_id
             save_davis_png(ids, mask_dir / f"{t:05d}.png")
     return root
-
-

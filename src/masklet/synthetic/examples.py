@@ -17,9 +17,7 @@ from .style import _distinct_color, _random_texture
 EVENT_KINDS = ("exit", "occlusion")
 
 
-def make_event_clip(
-    seed: int, event: str = "exit", num_frames: int = 24, size: int | tuple[int, int] = 128
-) -> Clip:
+def make_event_clip(seed: int, event: str = "exit", num_frames: int = 24, size: int | tuple[int, int] = 128) -> Clip:
     """A clip whose object 1 disappears for several frames and comes back, fast enough that its
     visible area drops from whole to nothing within about two frames.
 
@@ -45,15 +43,20 @@ def make_event_clip(
         speed = r  # from wholly in to wholly out in about two frames
         x_hi = w - 1 + r + 0.5 * speed * gone  # reflect out of view: the object turns back
         start = w - 1 + r - speed * hide_at
-        tracks = [_Track(target, "exit", (start, 0.5 * h), (speed, 0.0), (0.0, 0.0), 0.0, 0.0, 0.0,
-                         (0.5 * w, x_hi, -1e9, 1e9))]
+        tracks = [
+            _Track(
+                target, "exit", (start, 0.5 * h), (speed, 0.0), (0.0, 0.0), 0.0, 0.0, 0.0, (0.5 * w, x_hi, -1e9, 1e9)
+            )
+        ]
     else:
         target = _random_shape(rng, side, (0.18, 0.22), ("ellipse", "rectangle"), bg_colors)
         r = target.radius
         speed = 0.7 * r
         a, b = r + 0.5 * speed * gone, 1.4 * r  # half sides of the cover: it hides the target `gone` frames
         color = _distinct_color(rng, bg_colors + [target.texture.c1])
-        cover = _Shape("rectangle", _rect_sdf(a, b, 0.0), math.hypot(a, b), _random_texture(rng, math.hypot(a, b), color))
+        cover = _Shape(
+            "rectangle", _rect_sdf(a, b, 0.0), math.hypot(a, b), _random_texture(rng, math.hypot(a, b), color)
+        )
         cx, cy = 0.5 * w, 0.5 * h
         x0 = cx + r - a - speed * hide_at  # the cover's left edge reaches the target's at hide_at
         tracks = [
@@ -72,9 +75,15 @@ def make_event_clip(
         masks[t] = labels[None] == ids
         frames[t] = _finish(rng, image, noise, min(blur, False))
     return Clip(
-        frames=frames, masks=masks, object_ids=np.arange(1, n + 1, dtype=np.int64), amodal_areas=amodal,
-        kinds=tuple(tr.shape.kind for tr in tracks), textures=tuple(tr.shape.texture.kind for tr in tracks),
-        motions=tuple(tr.motion for tr in tracks), background=bg_kind, seed=seed,
+        frames=frames,
+        masks=masks,
+        object_ids=np.arange(1, n + 1, dtype=np.int64),
+        amodal_areas=amodal,
+        kinds=tuple(tr.shape.kind for tr in tracks),
+        textures=tuple(tr.shape.texture.kind for tr in tracks),
+        motions=tuple(tr.motion for tr in tracks),
+        background=bg_kind,
+        seed=seed,
     )
 
 
@@ -129,14 +138,24 @@ def make_example_set(
             present = [not query or rng.random() >= absent_share for _ in shapes]
             avoid = bg_colors + [s.texture.c1 for s in shapes]
             distractor = _random_shape(rng, side, (0.15, 0.25), SHAPE_KINDS, avoid)
-            _draw(image, labels, num_objects, distractor, (rng.uniform(0, w), rng.uniform(0, h), rng.uniform(0, _TWO_PI), 1.0))
+            _draw(
+                image,
+                labels,
+                num_objects,
+                distractor,
+                (rng.uniform(0, w), rng.uniform(0, h), rng.uniform(0, _TWO_PI), 1.0),
+            )
             for n, shape in enumerate(shapes):
                 if not present[n]:
                     continue
                 scale = rng.uniform(0.75, 1.3) if query else rng.uniform(0.9, 1.1)
                 margin = 0.6 * shape.radius * scale
-                pose = (rng.uniform(margin, w - margin), rng.uniform(margin, h - margin),
-                        rng.uniform(0, _TWO_PI) if query else rng.uniform(-0.3, 0.3), scale)
+                pose = (
+                    rng.uniform(margin, w - margin),
+                    rng.uniform(margin, h - margin),
+                    rng.uniform(0, _TWO_PI) if query else rng.uniform(-0.3, 0.3),
+                    scale,
+                )
                 _draw(image, labels, n, shape, pose)
             if query and rng.random() < 0.5:  # a shape over part of one object
                 n = int(rng.integers(num_objects))

@@ -66,9 +66,7 @@ def _background(
         if base == "noise":
             t = _smooth_noise(rng, h, w, int(rng.integers(2, 8)))
         elif base == "gradient":
-            t = _pattern_field(rng, "gradient", float(math.hypot(h, w)), 1.0)(
-                xs - w / 2, ys - h / 2
-            )
+            t = _pattern_field(rng, "gradient", float(math.hypot(h, w)), 1.0)(xs - w / 2, ys - h / 2)
         else:
             period = rng.uniform(6.0, 48.0) if base == "stripes" else rng.uniform(8.0, 56.0)
             t = _pattern_field(rng, base, 1.0, period)(xs, ys)
@@ -93,9 +91,7 @@ def _blur(image: np.ndarray) -> np.ndarray:
     return (p[:, :-2] + 2 * p[:, 1:-1] + p[:, 2:]) * np.float32(0.25)
 
 
-def _finish(
-    rng: np.random.Generator, image: np.ndarray, noise: float, blur: bool, gray: bool = False
-) -> np.ndarray:
+def _finish(rng: np.random.Generator, image: np.ndarray, noise: float, blur: bool, gray: bool = False) -> np.ndarray:
     """Optional blur, uniform per-pixel noise of std ``noise``, rounding to uint8 (``gray``: the
     channels averaged, so the noise is grey too)."""
     if blur:
@@ -114,5 +110,3 @@ def _finish(
 def _camera(rng: np.random.Generator) -> tuple[float, bool]:
     """Per-image (or per-clip) noise std and whether to blur."""
     return float(rng.uniform(0.0, 6.0)), bool(rng.random() < 0.3)
-
-

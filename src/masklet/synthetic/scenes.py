@@ -22,9 +22,7 @@ from .shapes import _draw, _random_shape, _Shape
 from .style import _PLAIN, _Style, _style
 
 
-def _scene_once(
-    rng: np.random.Generator, h: int, w: int, lo: int, hi: int, seed: int, style: _Style = _PLAIN
-) -> Scene:
+def _scene_once(rng: np.random.Generator, h: int, w: int, lo: int, hi: int, seed: int, style: _Style = _PLAIN) -> Scene:
     """One attempt at a scene (may end with no instance above the visibility threshold)."""
     side = min(h, w)
     image, bg_kind, bg_colors = _background(rng, h, w, style.gray)
@@ -83,5 +81,3 @@ def make_scene(
             break
         scene = _scene_once(rng, h, w, lo, hi, seed, style)
     return scene
-
-

@@ -208,5 +208,3 @@ def _draw(
     region += alpha * (shape.texture.colors(u, v) - region)
     labels[y0:y1, x0:x1][inside] = label
     return area
-
-

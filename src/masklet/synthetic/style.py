@@ -26,9 +26,7 @@ def _random_color(rng: np.random.Generator, gray: bool = False) -> np.ndarray:
     return np.array(rgb, dtype=np.float32) * 255.0
 
 
-def _distinct_color(
-    rng: np.random.Generator, avoid: Sequence[np.ndarray], gray: bool = False
-) -> np.ndarray:
+def _distinct_color(rng: np.random.Generator, avoid: Sequence[np.ndarray], gray: bool = False) -> np.ndarray:
     """A random colour at least ~60 RGB units away from every colour in ``avoid`` (best effort)."""
     best, best_dist = _random_color(rng, gray), -1.0
     for _ in range(12):
@@ -82,8 +80,7 @@ def _pattern_field(rng: np.random.Generator, kind: str, extent: float, period: f
     if kind == "checker":
         ox, oy = rng.uniform(0.0, period, 2)
         return lambda u, v: (
-            (np.floor((u * ca + v * sa) / period + ox) + np.floor((v * ca - u * sa) / period + oy))
-            % 2.0
+            (np.floor((u * ca + v * sa) / period + ox) + np.floor((v * ca - u * sa) / period + oy)) % 2.0
         )
     return _wave_field(rng, extent)
 
@@ -108,9 +105,7 @@ class _Texture:
         return self.c1 + t[..., None] * (self.c2 - self.c1)
 
 
-def _random_texture(
-    rng: np.random.Generator, radius: float, c1: np.ndarray, gray: bool = False
-) -> _Texture:
+def _random_texture(rng: np.random.Generator, radius: float, c1: np.ndarray, gray: bool = False) -> _Texture:
     """A random texture for a shape of bounding ``radius`` (px) with base colour ``c1``."""
     kind = TEXTURE_KINDS[int(rng.integers(len(TEXTURE_KINDS)))]
     if kind == "flat":
@@ -120,9 +115,7 @@ def _random_texture(
     return _Texture(kind, c1, c2, _pattern_field(rng, kind, 2.0 * radius, period))
 
 
-def _multicolor_texture(
-    rng: np.random.Generator, radius: float, c1: np.ndarray, gray: bool = False
-) -> _Texture:
+def _multicolor_texture(rng: np.random.Generator, radius: float, c1: np.ndarray, gray: bool = False) -> _Texture:
     """3 to 5 mutually distinct colours (``c1`` first) in one shape: Voronoi patches or bands.
 
     Hard colour borders inside one object: what a model must learn not to split along.
@@ -179,5 +172,3 @@ def _style(seed: int, grayscale_share: float, multicolor_share: float) -> _Style
     rng = np.random.default_rng(np.random.SeedSequence([seed, _STYLE_STREAM]))
     gray = bool(rng.random() < grayscale_share)
     return _Style(gray, float(multicolor_share), rng)
-
-

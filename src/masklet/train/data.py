@@ -97,10 +97,9 @@ class DavisFolders:
         name = self.clips[index]
         frame_files = sorted((self.root / "JPEGImages" / name).iterdir())
         frames = np.stack([load_image(f) for f in frame_files])
-        labels = np.stack([
-            np.asarray(Image.open(self.root / "Annotations" / name / (f.stem + ".png")))
-            for f in frame_files
-        ])
+        labels = np.stack(
+            [np.asarray(Image.open(self.root / "Annotations" / name / (f.stem + ".png"))) for f in frame_files]
+        )
         ids = [i for i in np.unique(labels) if i != 0]
         masks = np.stack([labels == i for i in ids], axis=1)  # (T, N, H, W)
         return VideoSample(frames=frames, masks=masks)
@@ -115,9 +114,7 @@ GRAYSCALE_SHARE = 0.15
 MULTICOLOR_SHARE = 0.25
 
 
-def endless(
-    source: Iterable | Callable[[int], Iterator], seed: int = 0, shard: tuple[int, int] = (0, 1)
-) -> Iterator:
+def endless(source: Iterable | Callable[[int], Iterator], seed: int = 0, shard: tuple[int, int] = (0, 1)) -> Iterator:
     """Samples forever: a generator function of a seed, or a dataset shuffled each epoch.
 
     ``shard`` (index, count): a dataset yields only its items ``index, index + count, ...`` (the

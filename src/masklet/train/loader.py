@@ -108,8 +108,10 @@ def prepare_clips(clips: Sequence[VideoSample], size: int, max_objects: int, rng
     """The inputs of a video step: up to ``max_objects`` objects per clip visible in its frame 0."""
     lengths = {len(c.frames) for c in clips}
     if len(lengths) != 1:
-        raise InvalidInputError(f"clips of one step need the same frame count, got {sorted(lengths)}; "
-                                "use clips_per_step=1 for clips of different lengths")
+        raise InvalidInputError(
+            f"clips of one step need the same frame count, got {sorted(lengths)}; "
+            "use clips_per_step=1 for clips of different lengths"
+        )
     picked, owners = [], []
     for i, clip in enumerate(clips):
         masks = resize_masks(clip.masks, size)  # (T, N, S, S)
@@ -152,8 +154,12 @@ class StepStream(torch.utils.data.IterableDataset):
         """The steps that worker ``worker`` of ``workers`` prepares."""
         rng = random.Random(stream_seed(self.seed, "steps", worker))
         shard = (worker, workers)
-        images = endless(self.images, stream_seed(self.seed, "images", worker), shard) if self.images is not None else None
-        videos = endless(self.videos, stream_seed(self.seed, "videos", worker), shard) if self.videos is not None else None
+        images = (
+            endless(self.images, stream_seed(self.seed, "images", worker), shard) if self.images is not None else None
+        )
+        videos = (
+            endless(self.videos, stream_seed(self.seed, "videos", worker), shard) if self.videos is not None else None
+        )
         while True:
             if videos is not None and (images is None or rng.random() < self.video_fraction):
                 clips = [next(videos) for _ in range(self.clips_per_step)]
@@ -172,6 +178,10 @@ def step_loader(stream: StepStream, workers: int, pin_memory: bool, prefetch: in
     if workers < 0:
         raise InvalidInputError(f"workers: expected an int >= 0, got {workers!r}")
     return torch.utils.data.DataLoader(
-        stream, batch_size=None, num_workers=workers, pin_memory=pin_memory,
-        prefetch_factor=prefetch if workers else None, persistent_workers=False,
+        stream,
+        batch_size=None,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        prefetch_factor=prefetch if workers else None,
+        persistent_workers=False,
     )

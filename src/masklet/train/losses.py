@@ -18,7 +18,9 @@ class LossWeights:
     object_score: float = 1.0
 
 
-def sigmoid_focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
+def sigmoid_focal_loss(
+    logits: torch.Tensor, target: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0
+) -> torch.Tensor:
     """Mean focal loss per mask: logits and targets (..., H, W) -> (...)."""
     prob = logits.sigmoid()
     ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
@@ -76,7 +78,9 @@ def sam_loss(
         "object_score": obj.mean(),
     }
     losses["total"] = (
-        weights.focal * losses["focal"] + weights.dice * losses["dice"]
-        + weights.iou * losses["iou"] + weights.object_score * losses["object_score"]
+        weights.focal * losses["focal"]
+        + weights.dice * losses["dice"]
+        + weights.iou * losses["iou"]
+        + weights.object_score * losses["object_score"]
     )
     return losses

@@ -81,7 +81,9 @@ class Trainer:
         names = [n for n, _ in model.named_parameters()]
         unknown = [p for p in config.freeze if not any(n.startswith(p) for n in names)]
         if unknown:
-            raise InvalidInputError(f"freeze: no parameters start with {unknown}; e.g. 'image_encoder', 'memory_attention'")
+            raise InvalidInputError(
+                f"freeze: no parameters start with {unknown}; e.g. 'image_encoder', 'memory_attention'"
+            )
         for name, param in model.named_parameters():
             param.requires_grad_(not any(name.startswith(p) for p in config.freeze))
         trainable = [p for p in model.parameters() if p.requires_grad]
@@ -132,7 +134,9 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             losses["total"].backward()
             if self.config.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], self.config.grad_clip)
+                torch.nn.utils.clip_grad_norm_(
+                    [p for p in self.model.parameters() if p.requires_grad], self.config.grad_clip
+                )
             self.optimizer.step()
             self.schedule.step()
             self.step += 1
@@ -195,9 +199,14 @@ class Trainer:
                 best = iou.argmax(dim=1)
                 rows = torch.arange(gt.shape[0], device=self.device)
                 chosen = low_res[rows, best].detach()  # (K, h, w)
-                new_points, new_labels = corrective_clicks(gt, F.interpolate(
-                    chosen[:, None].float(), size=gt.shape[-2:], mode="bilinear", align_corners=False)[:, 0] > 0,
-                    self.generator)
+                new_points, new_labels = corrective_clicks(
+                    gt,
+                    F.interpolate(chosen[:, None].float(), size=gt.shape[-2:], mode="bilinear", align_corners=False)[
+                        :, 0
+                    ]
+                    > 0,
+                    self.generator,
+                )
                 points = (torch.cat((points[0], new_points), 1), torch.cat((points[1], new_labels), 1))
                 mask_input = chosen[:, None] if self.rng.random() < c.prob_mask_input else None
         return totals
@@ -237,7 +246,15 @@ class Trainer:
                     coords, labels = prompt(masks[0], self.generator)
                     point_inputs = {"point_coords": coords, "point_labels": labels}
             out = model.track_step(
-                t, t == 0, feats, pos, sizes, point_inputs, mask_inputs, bank, num_frames,
+                t,
+                t == 0,
+                feats,
+                pos,
+                sizes,
+                point_inputs,
+                mask_inputs,
+                bank,
+                num_frames,
             )
             (cond if t == 0 else non_cond)[t] = out
             if mask_inputs is not None:
@@ -262,7 +279,8 @@ class Trainer:
         model = self.model
         maps = [to_maps(x, s) for x, s in zip(feats, sizes)]
         sam = model.forward_sam_heads(
-            maps[-1], mask_inputs=model.mask_downsample(mask.to(model.mask_downsample.weight.dtype)),
+            maps[-1],
+            mask_inputs=model.mask_downsample(mask.to(model.mask_downsample.weight.dtype)),
             high_res_features=maps[:-1] or None,
         )
         return sam.low_res_multimasks, sam.ious, sam.object_score_logits
@@ -303,4 +321,3 @@ class Trainer:
         self.generator.set_state(saved["generator"])
         self.rng.setstate(saved["rng"])
         self.history = saved["history"]
-

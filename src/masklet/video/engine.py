@@ -92,11 +92,15 @@ class TrackingEngine:
         progress: bool = False,
     ) -> None:
         if not isinstance(model, Sam2Model):
-            raise InvalidInputError(f"model: expected a masklet Sam2Model (see masklet.load_model), got {type(model).__name__}")
+            raise InvalidInputError(
+                f"model: expected a masklet Sam2Model (see masklet.load_model), got {type(model).__name__}"
+            )
         if model.config.num_maskmem == 0:
             raise InvalidInputError("model: this config has no memory (num_maskmem=0) and cannot track video")
         if not is_real(fill_hole_area) or fill_hole_area < 0:
-            raise InvalidInputError(f"fill_hole_area: expected a number >= 0 (pixels at 1/4 model resolution), got {fill_hole_area!r}")
+            raise InvalidInputError(
+                f"fill_hole_area: expected a number >= 0 (pixels at 1/4 model resolution), got {fill_hole_area!r}"
+            )
         self.model: Sam2Model = model.eval()
         self.fill_hole_area: float = fill_hole_area
         self.non_overlap_masks: bool = bool(non_overlap_masks)
@@ -113,15 +117,27 @@ class TrackingEngine:
 
     @inference()
     def add_points(
-        self, state: VideoState, frame_idx: int, obj_id: int, points: Any = None, labels: Any = None,
-        clear_old_points: bool = True, normalize_coords: bool = True, box: Any = None,
+        self,
+        state: VideoState,
+        frame_idx: int,
+        obj_id: int,
+        points: Any = None,
+        labels: Any = None,
+        clear_old_points: bool = True,
+        normalize_coords: bool = True,
+        box: Any = None,
     ) -> TrackedFrame:
         """Clicks and/or a box for one object on one frame (see ``VideoPredictor.add_new_points_or_box``);
         returns every object's masks on that frame."""
         check_frame(state, frame_idx)
         check_obj_id(obj_id)
         coords, point_labels = video_prompt(
-            points, labels, box, clear_old_points, (state.video_height, state.video_width), self.image_size,
+            points,
+            labels,
+            box,
+            clear_old_points,
+            (state.video_height, state.video_width),
+            self.image_size,
             normalize_coords,
         )
         coords, point_labels = coords.to(state.device), point_labels.to(state.device)
@@ -141,8 +157,15 @@ class TrackingEngine:
         check_frame(state, frame_idx)
         check_obj_id(obj_id)
         m = mask if isinstance(mask, torch.Tensor) else torch.as_tensor(np.asarray(mask))
-        if m.ndim != 2 or m.numel() == 0 or m.is_complex() or not (m.dtype == torch.bool or m.dtype.is_floating_point or m.dtype in _INT_DTYPES):
-            raise InvalidInputError(f"mask: expected a 2-D (H, W) binary mask (bool or 0/1 numbers), got {m.dtype} of shape {tuple(m.shape)}")
+        if (
+            m.ndim != 2
+            or m.numel() == 0
+            or m.is_complex()
+            or not (m.dtype == torch.bool or m.dtype.is_floating_point or m.dtype in _INT_DTYPES)
+        ):
+            raise InvalidInputError(
+                f"mask: expected a 2-D (H, W) binary mask (bool or 0/1 numbers), got {m.dtype} of shape {tuple(m.shape)}"
+            )
         m = m.to(state.device).float()[None, None]
         size = self.image_size
         if m.shape[-2:] != (size, size):
@@ -154,7 +177,9 @@ class TrackingEngine:
         return self._run_prompt(state, obj, frame_idx, point_inputs=None, mask_inputs=m)
 
     @inference()
-    def clear_prompts(self, state: VideoState, frame_idx: int, obj_id: int, need_output: bool = True) -> TrackedFrame | None:
+    def clear_prompts(
+        self, state: VideoState, frame_idx: int, obj_id: int, need_output: bool = True
+    ) -> TrackedFrame | None:
         """Remove one object's clicks and mask on a frame; its output there becomes a tracked one."""
         check_frame(state, frame_idx)
         obj = self._get_object(state, obj_id)
@@ -275,10 +300,20 @@ class TrackingEngine:
             non_cond=StackedOutputs([o.non_cond for o in objects], pos_enc),
         )
         out = self.model.track_step(
-            frame_idx, is_init_cond_frame,
-            [f.expand(-1, batch, -1) for f in feats], [p.expand(-1, batch, -1) for p in pos], sizes,
-            point_inputs, mask_inputs, bank, state.num_frames, reverse, run_mem_encoder, prev_logits,
-            binarize_mask_from_pts=self.binarize_mask_from_pts, non_overlap_memory=False,
+            frame_idx,
+            is_init_cond_frame,
+            [f.expand(-1, batch, -1) for f in feats],
+            [p.expand(-1, batch, -1) for p in pos],
+            sizes,
+            point_inputs,
+            mask_inputs,
+            bank,
+            state.num_frames,
+            reverse,
+            run_mem_encoder,
+            prev_logits,
+            binarize_mask_from_pts=self.binarize_mask_from_pts,
+            non_overlap_memory=False,
         )
         pred_masks = out.pred_masks.float()
         if self.fill_hole_area > 0:
@@ -290,7 +325,9 @@ class TrackingEngine:
         stored = pred_masks.to(state.storage_device)
         compact = [
             FrameOutput(
-                maskmem_features=None if memory is None else memory[i : i + 1].to(torch.bfloat16).to(state.storage_device),
+                maskmem_features=None
+                if memory is None
+                else memory[i : i + 1].to(torch.bfloat16).to(state.storage_device),
                 pred_masks=stored[i : i + 1],
                 obj_ptr=out.obj_ptr[i : i + 1],
                 object_score_logits=out.object_score_logits[i : i + 1],
@@ -305,7 +342,12 @@ class TrackingEngine:
             state.maskmem_pos_enc = pos_enc[:1].clone()
 
     def _run_prompt(
-        self, state: VideoState, obj: TrackedObject, frame_idx: int, point_inputs: dict | None, mask_inputs: torch.Tensor | None
+        self,
+        state: VideoState,
+        obj: TrackedObject,
+        frame_idx: int,
+        point_inputs: dict | None,
+        mask_inputs: torch.Tensor | None,
     ) -> TrackedFrame:
         """Decode one object's prompts on a frame (no memory encoding yet) and consolidate the frame."""
         is_init = frame_idx not in obj.tracked
@@ -317,7 +359,14 @@ class TrackingEngine:
             if prev is not None:
                 prev_logits = prev.pred_masks.to(state.device).clamp(-_PREV_LOGIT_CLAMP, _PREV_LOGIT_CLAMP)
         (out,), _ = self._run(
-            state, frame_idx, [obj], is_init, point_inputs, mask_inputs, reverse, run_mem_encoder=False,
+            state,
+            frame_idx,
+            [obj],
+            is_init,
+            point_inputs,
+            mask_inputs,
+            reverse,
+            run_mem_encoder=False,
             prev_logits=prev_logits,
         )
         obj.pending[is_cond][frame_idx] = out
@@ -333,8 +382,12 @@ class TrackingEngine:
         high_res = F.interpolate(low_res, size=(size, size), mode="bilinear", align_corners=False)
         scores = torch.cat([o.object_score_logits for o in outs]).to(state.device)
         features, pos_enc = self.model.encode_memory(
-            pix_feat, high_res.to(pix_feat.dtype), scores, is_mask_from_pts=True,
-            binarize_mask_from_pts=self.binarize_mask_from_pts, non_overlap=False,
+            pix_feat,
+            high_res.to(pix_feat.dtype),
+            scores,
+            is_mask_from_pts=True,
+            binarize_mask_from_pts=self.binarize_mask_from_pts,
+            non_overlap=False,
         )
         self._remember_pos_enc(state, pos_enc)
         for i, out in enumerate(outs):
@@ -392,7 +445,9 @@ class TrackingEngine:
         for i, obj in enumerate(state.objects.values()):
             out = obj.output_at(frame_idx, is_cond)
             if out is not None:
-                masks[i : i + 1] = F.interpolate(out.pred_masks.to(state.device), size=hw, mode="bilinear", align_corners=False)
+                masks[i : i + 1] = F.interpolate(
+                    out.pred_masks.to(state.device), size=hw, mode="bilinear", align_corners=False
+                )
                 scores[i] = out.object_score_logits.float().reshape(-1)[0].cpu()
         if self.non_overlap_masks:
             masks = non_overlapping(masks)

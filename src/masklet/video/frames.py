@@ -67,9 +67,7 @@ class FrameSource(ABC):
         """Frame ``index`` as (H, W, 3) uint8 RGB; ``index`` must be an int in [0, len - 1]."""
         n = len(self)
         if not is_int(index):
-            raise InvalidInputError(
-                f"index: expected an int in [0, {n - 1}], got {type(index).__name__}"
-            )
+            raise InvalidInputError(f"index: expected an int in [0, {n - 1}], got {type(index).__name__}")
         if not 0 <= index < n:
             raise InvalidInputError(f"index: expected an int in [0, {n - 1}], got {index}")
         return self._frame(int(index))
@@ -121,14 +119,16 @@ class FolderFrames(_ImageListFrames):
         if not folder.is_dir():
             raise VideoDecodeError(f"frames: '{folder}' is not a folder")
         files = sorted(
-            (p for p in folder.iterdir()
-             if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS),
+            (
+                p
+                for p in folder.iterdir()
+                if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+            ),
             key=lambda p: natural_key(p.name),
         )
         if not files:
             raise VideoDecodeError(
-                f"frames: folder '{folder}' holds no images (looked for "
-                f"{', '.join(sorted(IMAGE_EXTENSIONS))})"
+                f"frames: folder '{folder}' holds no images (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})"
             )
         self.paths: list[Path] = files
         super().__init__(files, [f"file '{p}'" for p in files])
@@ -139,9 +139,7 @@ class ArrayFrames(_ImageListFrames):
 
     def __init__(self, frames: Sequence[Any] | np.ndarray) -> None:
         if isinstance(frames, np.ndarray) and (frames.ndim != 4 or frames.shape[-1] != 3):
-            raise InvalidInputError(
-                f"frames: expected a (T, H, W, 3) array, got shape {tuple(frames.shape)}"
-            )
+            raise InvalidInputError(f"frames: expected a (T, H, W, 3) array, got shape {tuple(frames.shape)}")
         if len(frames) == 0:
             raise InvalidInputError("frames: expected at least one frame, got none")
         super().__init__(frames, [f"frame {i}" for i in range(len(frames))])

@@ -93,10 +93,14 @@ class HealthMonitor:
                 raise InvalidInputError(f"{name}: expected a probability in [0, 1], got {value!r}")
         ratio = self.min_area_ratio
         if not is_real(ratio) or not 0.0 <= ratio < 1.0:
-            raise InvalidInputError(f"min_area_ratio: expected a number in [0, 1) (0 turns the area test off), got {ratio!r}")
+            raise InvalidInputError(
+                f"min_area_ratio: expected a number in [0, 1) (0 turns the area test off), got {ratio!r}"
+            )
         drop = self.score_drop
         if not is_real(drop) or not 0.0 <= drop < math.inf:
-            raise InvalidInputError(f"score_drop: expected a number of logits >= 0 (0 turns the score test off), got {drop!r}")
+            raise InvalidInputError(
+                f"score_drop: expected a number of logits >= 0 (0 turns the score test off), got {drop!r}"
+            )
         if not isinstance(self.area_window, int) or isinstance(self.area_window, bool) or self.area_window < 1:
             raise InvalidInputError(f"area_window: expected an int >= 1, got {self.area_window!r}")
         if self.low_confidence < self.lost_threshold:
@@ -107,8 +111,14 @@ class HealthMonitor:
             raise InvalidInputError(f"lost_frames: expected an int >= 1, got {self.lost_frames!r}")
 
     def update(
-        self, frame_idx: int, obj_ids: list[int], presence: list[float], areas: list[float] | None = None,
-        *, logits: list[float] | None = None, prompted: list[bool] | None = None,
+        self,
+        frame_idx: int,
+        obj_ids: list[int],
+        presence: list[float],
+        areas: list[float] | None = None,
+        *,
+        logits: list[float] | None = None,
+        prompted: list[bool] | None = None,
     ) -> list[TrackEvent]:
         """Take one frame's presence (and mask area in pixels, object score logit, whether the
         frame holds a prompt) per object, frames in tracking order; returns the frame's new events.

@@ -110,7 +110,9 @@ class VideoPredictor(TrackingEngine):
         turns them into lost / reappeared / low-confidence events on the frames' ``events``.
         """
         if health is not None and not isinstance(health, HealthMonitor):
-            raise InvalidInputError(f"health: expected a masklet.video.HealthMonitor or None, got {type(health).__name__}")
+            raise InvalidInputError(
+                f"health: expected a masklet.video.HealthMonitor or None, got {type(health).__name__}"
+            )
         if state.num_frames is None:
             raise PredictorStateError("propagate_in_video needs a video session; use StreamTracker.track for streams")
         if start_frame_idx is not None:

@@ -36,8 +36,12 @@ class TrackedFrame(_FrameTuple):
     events: list
 
     def __new__(
-        cls, frame_idx: int, obj_ids: list[int], mask_logits: torch.Tensor,
-        object_score_logits: torch.Tensor | None = None, events: list | None = None,
+        cls,
+        frame_idx: int,
+        obj_ids: list[int],
+        mask_logits: torch.Tensor,
+        object_score_logits: torch.Tensor | None = None,
+        events: list | None = None,
     ) -> TrackedFrame:
         self = super().__new__(cls, frame_idx, obj_ids, mask_logits)
         self.object_score_logits = object_score_logits

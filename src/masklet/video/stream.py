@@ -54,10 +54,17 @@ class StreamTracker:
     """
 
     def __init__(
-        self, model: Sam2Model, *, offload_state_to_cpu: bool = False, health: HealthMonitor | None = None, **options: Any
+        self,
+        model: Sam2Model,
+        *,
+        offload_state_to_cpu: bool = False,
+        health: HealthMonitor | None = None,
+        **options: Any,
     ) -> None:
         if health is not None and not isinstance(health, HealthMonitor):
-            raise InvalidInputError(f"health: expected a masklet.video.HealthMonitor or None, got {type(health).__name__}")
+            raise InvalidInputError(
+                f"health: expected a masklet.video.HealthMonitor or None, got {type(health).__name__}"
+            )
         self.health = HealthMonitor() if health is None else health
         self.engine = TrackingEngine(model, **options)
         self._offload = bool(offload_state_to_cpu)
@@ -75,9 +82,13 @@ class StreamTracker:
         if state is None:
             device = self.engine.model.device
             self._state = state = VideoState(
-                frames=_LatestFrame(image), num_frames=None, video_height=image.shape[0],
-                video_width=image.shape[1], device=device,
-                storage_device=torch.device("cpu") if self._offload else device, feature_cache_size=1,
+                frames=_LatestFrame(image),
+                num_frames=None,
+                video_height=image.shape[0],
+                video_width=image.shape[1],
+                device=device,
+                storage_device=torch.device("cpu") if self._offload else device,
+                feature_cache_size=1,
             )
         elif image.shape[:2] != (state.video_height, state.video_width):
             raise InvalidInputError(
@@ -101,8 +112,13 @@ class StreamTracker:
     ) -> TrackedFrame:
         """Clicks ((P, 2) x, y; labels 1 positive / 0 negative) for an object on the newest frame."""
         return self.engine.add_points(
-            self._require_frame(), self.frame_idx, obj_id, points, labels,
-            clear_old_points=clear_old_points, normalize_coords=normalize_coords,
+            self._require_frame(),
+            self.frame_idx,
+            obj_id,
+            points,
+            labels,
+            clear_old_points=clear_old_points,
+            normalize_coords=normalize_coords,
         )
 
     def add_box(
@@ -110,7 +126,13 @@ class StreamTracker:
     ) -> TrackedFrame:
         """A box (x0, y0, x1, y1), optionally with clicks, for an object on the newest frame."""
         return self.engine.add_points(
-            self._require_frame(), self.frame_idx, obj_id, points, labels, normalize_coords=normalize_coords, box=box,
+            self._require_frame(),
+            self.frame_idx,
+            obj_id,
+            points,
+            labels,
+            normalize_coords=normalize_coords,
+            box=box,
         )
 
     def add_mask(self, obj_id: int, mask: Any) -> TrackedFrame:

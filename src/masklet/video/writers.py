@@ -59,13 +59,9 @@ def _check_frame(frame_idx: object, obj_ids: object, masks: object) -> tuple[int
     if masks.ndim == 4 and masks.shape[1] == 1:
         masks = masks[:, 0]  # (N, 1, H, W) -> (N, H, W)
     if masks.ndim != 3:
-        raise InvalidInputError(
-            f"masks: expected shape (N, H, W) or (N, 1, H, W), got {tuple(masks.shape)}"
-        )
+        raise InvalidInputError(f"masks: expected shape (N, H, W) or (N, 1, H, W), got {tuple(masks.shape)}")
     if masks.shape[0] != len(ids):
-        raise InvalidInputError(
-            f"masks: got {masks.shape[0]} masks for {len(ids)} obj_ids; expected one mask per id"
-        )
+        raise InvalidInputError(f"masks: got {masks.shape[0]} masks for {len(ids)} obj_ids; expected one mask per id")
     if np.issubdtype(masks.dtype, np.floating):
         return int(frame_idx), ids, masks > 0, masks.astype(np.float32)
     if masks.dtype != np.bool_ and not np.issubdtype(masks.dtype, np.integer):
@@ -189,7 +185,11 @@ class CocoRleWriter(_Writer):
             "height": h,
             "width": w,
             "frames": [
-                {"frame_index": i, "objects": self._frames[i], **({"events": self._events[i]} if self._events[i] else {})}
+                {
+                    "frame_index": i,
+                    "objects": self._frames[i],
+                    **({"events": self._events[i]} if self._events[i] else {}),
+                }
                 for i in sorted(self._frames)
             ],
         }
@@ -267,8 +267,7 @@ class OverlayVideoWriter(_Writer):
         frame_idx, ids, fg, scores = _check_frame(frame_idx, obj_ids, masks)
         if frame_idx <= self._last:
             raise InvalidInputError(
-                f"frame_idx: frames must be written in increasing order, got {frame_idx} "
-                f"after {self._last}"
+                f"frame_idx: frames must be written in increasing order, got {frame_idx} after {self._last}"
             )
         rgb = load_image(frame)
         if self._size is None:

@@ -33,15 +33,23 @@ KIND = "exemplar"
 
 def _info(s: Session) -> ExemplarInfo:
     predictor: ExemplarPredictor = s.predictor
-    return ExemplarInfo(session_id=s.session_id, model=s.model, max_memory=predictor.max_memory, obj_ids=predictor.obj_ids,
-                        memory_kinds={str(i): predictor.memory_kinds(i) for i in predictor.obj_ids})
+    return ExemplarInfo(
+        session_id=s.session_id,
+        model=s.model,
+        max_memory=predictor.max_memory,
+        obj_ids=predictor.obj_ids,
+        memory_kinds={str(i): predictor.memory_kinds(i) for i in predictor.obj_ids},
+    )
 
 
 def _response(result: ExemplarResult) -> ExemplarResponse:
     h, w = result.masks.shape[-2:]
     return ExemplarResponse(
-        obj_ids=[int(i) for i in result.obj_ids], height=int(h), width=int(w),
-        masks=masks_to_rles(result.masks.cpu().numpy()), scores=[float(v) for v in result.scores.cpu()],
+        obj_ids=[int(i) for i in result.obj_ids],
+        height=int(h),
+        width=int(w),
+        masks=masks_to_rles(result.masks.cpu().numpy()),
+        scores=[float(v) for v in result.scores.cpu()],
         object_score_logits=[float(v) for v in result.object_score_logits.cpu()],
         presence=[float(v) for v in result.presence.cpu()],
         low_res_logits=PackedArray(**pack_array(result.low_res_logits.float().cpu().numpy())),
@@ -67,7 +75,9 @@ async def _image_and_args(request: Request, ctx: Context) -> tuple[np.ndarray, d
         except ValueError as err:
             raise ApiError(400, "malformed_json", f"body: not valid JSON ({err})") from None
         if not isinstance(args, dict) or not isinstance(args.get("image"), str):
-            raise InvalidInputError('body: expected multipart (image, args) or {"image": "data:image/...;base64,...", ...}')
+            raise InvalidInputError(
+                'body: expected multipart (image, args) or {"image": "data:image/...;base64,...", ...}'
+            )
         data = data_uri_bytes(args.pop("image"))
     if not isinstance(args, dict):
         raise InvalidInputError(f"args: expected a JSON object, got {type(args).__name__}")
@@ -89,11 +99,19 @@ async def _op(ctx: Context, sid: str, fn: Any) -> Any:
 async def create(body: ExemplarCreate, ctx: Ctx) -> ExemplarInfo:
     """A new exemplar session with an empty bank (``maxMemory`` memories per object)."""
     loaded = ctx.pool.get(body.model)
-    predictor = ExemplarPredictor(loaded.model, body.max_memory, object_pointers=body.object_pointers,
-                                  multimask_queries=body.multimask_queries, binarize_examples=body.binarize_examples,
-                                  mask_threshold=body.mask_threshold)
-    session = ctx.sessions.add(lambda sid: Session(sid, loaded.name, predictor._bank, 0, 0, 0, busy=asyncio.Lock(),
-                                                   predictor=predictor, kind=KIND))
+    predictor = ExemplarPredictor(
+        loaded.model,
+        body.max_memory,
+        object_pointers=body.object_pointers,
+        multimask_queries=body.multimask_queries,
+        binarize_examples=body.binarize_examples,
+        mask_threshold=body.mask_threshold,
+    )
+    session = ctx.sessions.add(
+        lambda sid: Session(
+            sid, loaded.name, predictor._bank, 0, 0, 0, busy=asyncio.Lock(), predictor=predictor, kind=KIND
+        )
+    )
     return _info(session)
 
 
@@ -127,7 +145,9 @@ async def add_example(sid: str, request: Request, ctx: Ctx) -> ExemplarResponse:
     mask = None if args.get("mask") is None else decode_rle(args["mask"])[0]
 
     def run(p: ExemplarPredictor) -> ExemplarResponse:
-        return _response(p.add_example(image, args.get("objId"), args.get("points"), args.get("labels"), args.get("box"), mask))
+        return _response(
+            p.add_example(image, args.get("objId"), args.get("points"), args.get("labels"), args.get("box"), mask)
+        )
 
     return await _op(ctx, sid, run)
 
@@ -159,6 +179,7 @@ async def reset(sid: str, ctx: Ctx) -> ExemplarInfo:
 @router.get("/{sid}/bank")
 async def download_bank(sid: str, ctx: Ctx) -> Response:
     """The memory bank as safetensors (``ExemplarPredictor.save``)."""
+
     def run(p: ExemplarPredictor) -> bytes:
         with tempfile.TemporaryDirectory(prefix="masklet-bank-") as tmp:
             path = Path(tmp) / "bank.safetensors"

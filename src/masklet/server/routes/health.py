@@ -24,8 +24,12 @@ async def health() -> dict:
 async def ready(ctx: Ctx) -> JSONResponse:
     """Readiness: 200 once every model is loaded, else 503 with the same body."""
     pool = ctx.pool
-    body = {"ready": pool.ready and not ctx.shutting_down, "models": dict(pool.status),
-            "modelsLoaded": len(pool.models), "version": __version__}
+    body = {
+        "ready": pool.ready and not ctx.shutting_down,
+        "models": dict(pool.status),
+        "modelsLoaded": len(pool.models),
+        "version": __version__,
+    }
     if pool.load_error:
         body["error"] = pool.load_error
     return JSONResponse(body, status_code=200 if body["ready"] else 503)

@@ -64,7 +64,7 @@ async def upload_bytes(request: Request, field: str = "image") -> tuple[bytes, s
         model = model if isinstance(model, str) else None
         if isinstance(doc, dict) and "url" in doc:
             if not isinstance(doc["url"], str):
-                raise InvalidInputError(f'url: expected a string, got {type(doc["url"]).__name__}')
+                raise InvalidInputError(f"url: expected a string, got {type(doc['url']).__name__}")
             return await fetch_url(doc["url"], request.app.state.ctx.settings), model
         if not isinstance(doc, dict) or not isinstance(doc.get("image"), str):
             raise InvalidInputError('body: expected {"image": "data:image/...;base64,..."} or {"url": "https://..."}')
@@ -110,17 +110,30 @@ async def delete_image(iid: str, ctx: Ctx) -> dict:
     return {"deleted": iid}
 
 
-def _predict(loaded: Loaded, emb: ImageEmbeddings, prompt: ImagePrompt, opts: PredictOptions, iid: str) -> PredictResponse:
+def _predict(
+    loaded: Loaded, emb: ImageEmbeddings, prompt: ImagePrompt, opts: PredictOptions, iid: str
+) -> PredictResponse:
     predictor = ImagePredictor(loaded.model, opts.mask_threshold, opts.max_hole_area, opts.max_sprinkle_area)
     predictor.set_embeddings(emb)
     mask_input = None if prompt.mask_input is None else unpack_array(prompt.mask_input.model_dump(), "maskInput")
     masks, scores, low = predictor.predict(
-        prompt.point_coords, prompt.point_labels, prompt.box, mask_input,
-        opts.multimask_output, opts.return_logits, opts.normalize_coords,
+        prompt.point_coords,
+        prompt.point_labels,
+        prompt.box,
+        mask_input,
+        opts.multimask_output,
+        opts.return_logits,
+        opts.normalize_coords,
     )
     h, w = emb.orig_hw[0]
-    out = PredictResponse(image_id=iid, lead=list(masks.shape[:-2]), height=h, width=w,
-                          scores=scores.astype(np.float32).reshape(-1).tolist(), scores_shape=list(scores.shape))
+    out = PredictResponse(
+        image_id=iid,
+        lead=list(masks.shape[:-2]),
+        height=h,
+        width=w,
+        scores=scores.astype(np.float32).reshape(-1).tolist(),
+        scores_shape=list(scores.shape),
+    )
     if opts.return_logits:
         out.mask_logits = PackedArray(**pack_array(masks))
     else:
@@ -145,10 +158,12 @@ async def predict_batch(body: BatchRequest, ctx: Ctx) -> BatchResponse:
     loaded = {ctx.pool.get(item.model).name: ctx.pool.get(item.model) for item in items}
 
     def run_all() -> BatchResponse:
-        return BatchResponse(results=[
-            _predict(loaded[item.model], item.embeddings, prompt, body, item.image_id)
-            for item, prompt in zip(items, body.items)
-        ])
+        return BatchResponse(
+            results=[
+                _predict(loaded[item.model], item.embeddings, prompt, body, item.image_id)
+                for item, prompt in zip(items, body.items)
+            ]
+        )
 
     return await ctx.pool.run(next(iter(loaded.values())), run_all)
 
@@ -227,4 +242,3 @@ async def upload_embeddings(request: Request, ctx: Ctx, model: Annotated[str | N
     ctx.images.put(CachedImage(iid, loaded.name, np.zeros((0, 0, 3), np.uint8), checked))
     h, w = checked.orig_hw[0]
     return ImageInfo(image_id=iid, model=loaded.name, width=w, height=h, cached=cached)
-

@@ -17,8 +17,14 @@ _MAX_JOBS = 500
 
 
 def _status(job: Job) -> JobStatus:
-    return JobStatus(job_id=job.job_id, session_id=job.session_id, status=job.status,  # type: ignore[arg-type]
-                     done=job.progress.done, total=job.progress.total, error=job.error)
+    return JobStatus(
+        job_id=job.job_id,
+        session_id=job.session_id,
+        status=job.status,  # type: ignore[arg-type]
+        done=job.progress.done,
+        total=job.progress.total,
+        error=job.error,
+    )
 
 
 @router.post("/videos/{sid}/jobs", status_code=202)
@@ -42,7 +48,10 @@ async def start_job(sid: str, body: PropagateRequest, ctx: Ctx) -> JobStatus:
         except Exception as err:  # noqa: BLE001 (reported in the job's status)
             api = to_api_error(err)
             job.status = "failed"
-            job.error = {"code": api.code if api else "internal_error", "message": api.message if api else "internal error"}
+            job.error = {
+                "code": api.code if api else "internal_error",
+                "message": api.message if api else "internal error",
+            }
 
     job.task = asyncio.create_task(run())
     ctx.jobs[job.job_id] = job

@@ -75,18 +75,43 @@ async def ready(ctx: Ctx) -> JSONResponse:
 async def info(ctx: Ctx) -> dict:
     """Server information, in pixano's ``/v1/info`` shape."""
     gpus = [m for m in ctx.pool.models.values() if m.model.device.type == "cuda"]
-    return {"appName": "masklet", "appVersion": __version__, "numCpus": os.cpu_count() or 1,
-            "numGpus": torch.cuda.device_count() if torch.cuda.is_available() else 0, "numNodes": 1,
-            "gpusUsed": float(len({str(m.model.device) for m in gpus})), "models": list(ctx.pool.names),
-            "modelsStatus": dict(ctx.pool.status)}
+    return {
+        "appName": "masklet",
+        "appVersion": __version__,
+        "numCpus": os.cpu_count() or 1,
+        "numGpus": torch.cuda.device_count() if torch.cuda.is_available() else 0,
+        "numNodes": 1,
+        "gpusUsed": float(len({str(m.model.device) for m in gpus})),
+        "models": list(ctx.pool.names),
+        "modelsStatus": dict(ctx.pool.status),
+    }
 
 
 def _interfaces() -> list[tuple[str, dict]]:
     return [
-        ("segmentation", {"capability": "segmentation", "prompts": ["points", "box", "mask"], "multimask": True,
-                          "embeddings": True, "outputs": ["mask", "score", "logits"]}),
-        ("tracking", {"capability": "tracking", "prompts": ["points", "box", "mask"], "promptFree": False,
-                      "classes": "none", "classNames": None, "thresholds": [], "interval": True, "outputs": ["mask"]}),
+        (
+            "segmentation",
+            {
+                "capability": "segmentation",
+                "prompts": ["points", "box", "mask"],
+                "multimask": True,
+                "embeddings": True,
+                "outputs": ["mask", "score", "logits"],
+            },
+        ),
+        (
+            "tracking",
+            {
+                "capability": "tracking",
+                "prompts": ["points", "box", "mask"],
+                "promptFree": False,
+                "classes": "none",
+                "classNames": None,
+                "thresholds": [],
+                "interval": True,
+                "outputs": ["mask"],
+            },
+        ),
     ]
 
 
@@ -98,23 +123,30 @@ async def models(ctx: Ctx) -> list[dict]:
     for _pass, (capability, interface) in enumerate(_interfaces()):
         for info in await masklet_health.models(ctx):
             entry = info.model_dump(mode="json", by_alias=True)
-            entry.update(capability=capability, modelClass="masklet.Sam2Model", modelPath=info.name,
-                         interface=interface)
+            entry.update(
+                capability=capability, modelClass="masklet.Sam2Model", modelPath=info.name, interface=interface
+            )
             out.append(entry)
     return out
 
 
 @keyed.post("/v1/models")
 async def deploy(body: DeployModelRequest) -> dict:
-    raise ApiError(403, "forbidden", "masklet serves the models named at startup (masklet serve --models ...); "
-                   "deploying at runtime is not supported")
+    raise ApiError(
+        403,
+        "forbidden",
+        "masklet serves the models named at startup (masklet serve --models ...); "
+        "deploying at runtime is not supported",
+    )
 
 
 @keyed.delete("/v1/models/{name}")
 async def undeploy(name: str, ctx: Ctx) -> dict:
     if name not in ctx.pool.names:
         raise ApiError(404, "not_found", f"model {name!r} is not served; served models: {ctx.pool.names}")
-    raise ApiError(403, "forbidden", "masklet serves the models named at startup; undeploying at runtime is not supported")
+    raise ApiError(
+        403, "forbidden", "masklet serves the models named at startup; undeploying at runtime is not supported"
+    )
 
 
 # ----------------------------------------------------------------------------- inference
@@ -164,8 +196,10 @@ async def segmentation(body: SegmentationRequest, ctx: Ctx) -> dict:
 @keyed.post("/v1/inference/segmentation/binary")
 async def segmentation_binary(request: Request, ctx: Ctx) -> dict:
     """The multipart twin: ``metadata`` JSON part plus the ``image`` file part."""
+
     async def run() -> dict:
         return await _segmentation(ctx, await _form_request(request, SegmentationRequest, "image"))
+
     return await _pixano(run)
 
 
@@ -185,8 +219,10 @@ async def tracking(body: TrackingRequest, ctx: Ctx) -> dict:
 @keyed.post("/v1/inference/tracking/binary")
 async def tracking_binary(request: Request, ctx: Ctx) -> dict:
     """The multipart twin: ``metadata`` JSON part plus repeated ``frames`` file parts."""
+
     async def run() -> dict:
         return await _tracking(ctx, await _form_request(request, TrackingRequest, "frames"))
+
     return await _pixano(run)
 
 
@@ -217,6 +253,7 @@ async def submit_job(body: TrackingRequest, ctx: Ctx) -> JSONResponse:
 async def submit_job_binary(request: Request, ctx: Ctx) -> JSONResponse:
     async def run() -> JSONResponse:
         return await _submit(ctx, await _form_request(request, TrackingRequest, "frames"))
+
     return await _pixano(run)
 
 

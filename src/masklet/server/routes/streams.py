@@ -20,20 +20,36 @@ from ..video_ops import frame_result
 
 router = APIRouter()
 #: StreamTracker options a client may set (those of VideoPredictor plus state offloading).
-STREAM_OPTIONS = ("fill_hole_area", "non_overlap_masks", "clear_non_cond_mem_around_input",
-                  "add_all_frames_to_correct_as_cond", "binarize_mask_from_pts", "offload_state_to_cpu", "health")
+STREAM_OPTIONS = (
+    "fill_hole_area",
+    "non_overlap_masks",
+    "clear_non_cond_mem_around_input",
+    "add_all_frames_to_correct_as_cond",
+    "binarize_mask_from_pts",
+    "offload_state_to_cpu",
+    "health",
+)
 
 
 def _apply(tracker: StreamTracker, msg: dict) -> dict:
     op = msg.get("op")
     logits = bool(msg.get("logits", False))
     if op == "add_points":
-        tf = tracker.add_points(msg.get("objId"), msg.get("points"), msg.get("labels"),
-                                clear_old_points=msg.get("clearOldPoints", True),
-                                normalize_coords=msg.get("normalizeCoords", True))
+        tf = tracker.add_points(
+            msg.get("objId"),
+            msg.get("points"),
+            msg.get("labels"),
+            clear_old_points=msg.get("clearOldPoints", True),
+            normalize_coords=msg.get("normalizeCoords", True),
+        )
     elif op == "add_box":
-        tf = tracker.add_box(msg.get("objId"), msg.get("box"), msg.get("points"), msg.get("labels"),
-                             normalize_coords=msg.get("normalizeCoords", True))
+        tf = tracker.add_box(
+            msg.get("objId"),
+            msg.get("box"),
+            msg.get("points"),
+            msg.get("labels"),
+            normalize_coords=msg.get("normalizeCoords", True),
+        )
     elif op == "add_mask":
         tf = tracker.add_mask(msg.get("objId"), decode_rle(msg.get("mask"))[0])
     elif op == "remove_object":
@@ -42,7 +58,9 @@ def _apply(tracker: StreamTracker, msg: dict) -> dict:
         tracker.reset()
         return {"type": "objects", "objIds": []}
     else:
-        raise InvalidInputError(f"op: expected add_points, add_box, add_mask, remove_object, reset or close, got {op!r}")
+        raise InvalidInputError(
+            f"op: expected add_points, add_box, add_mask, remove_object, reset or close, got {op!r}"
+        )
     return {"type": "frame", **frame_result(tf, logits).model_dump(by_alias=True)}
 
 
@@ -57,8 +75,15 @@ async def stream(ws: WebSocket, model: str | None = None, options: str | None = 
 
     async def send_error(err: Exception) -> None:
         api = to_api_error(err) or ApiError(500, "internal_error", "internal error")
-        await ws.send_text(json.dumps({"type": "error", "status": api.status,
-                                       "error": {"code": api.code, "message": api.message, "requestId": rid}}))
+        await ws.send_text(
+            json.dumps(
+                {
+                    "type": "error",
+                    "status": api.status,
+                    "error": {"code": api.code, "message": api.message, "requestId": rid},
+                }
+            )
+        )
 
     try:
         check_key(ws)
@@ -72,11 +97,15 @@ async def stream(ws: WebSocket, model: str | None = None, options: str | None = 
         if "health" in opts:  # thresholds of the track health events on every frame
             health = opts["health"]
             if not isinstance(health, dict):
-                raise InvalidInputError(f"options.health: expected an object of HealthMonitor thresholds, got {health!r}")
+                raise InvalidInputError(
+                    f"options.health: expected an object of HealthMonitor thresholds, got {health!r}"
+                )
             try:
                 opts["health"] = HealthMonitor(**HealthOptions(**health).model_dump())
             except ValidationError as err:
-                raise InvalidInputError(f"options.health: {err.errors()[0].get('msg')} ({err.errors()[0].get('loc')})") from None
+                raise InvalidInputError(
+                    f"options.health: {err.errors()[0].get('msg')} ({err.errors()[0].get('loc')})"
+                ) from None
         tracker = StreamTracker(loaded.model, **opts)
     except Exception as err:  # noqa: BLE001 (answered as an error event, then closed)
         await send_error(err)

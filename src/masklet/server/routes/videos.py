@@ -39,8 +39,13 @@ from ..store import Session
 from ..video_ops import Progress, frame_result, plan, propagate
 
 router = APIRouter(prefix="/v1/videos", dependencies=[Depends(require_key)])
-_OPTIONS = ("fill_hole_area", "non_overlap_masks", "clear_non_cond_mem_around_input",
-            "add_all_frames_to_correct_as_cond", "binarize_mask_from_pts")
+_OPTIONS = (
+    "fill_hole_area",
+    "non_overlap_masks",
+    "clear_non_cond_mem_around_input",
+    "add_all_frames_to_correct_as_cond",
+    "binarize_mask_from_pts",
+)
 
 
 def _frames_from_parts(parts: list[bytes], ctx: Context) -> ArrayFrames:
@@ -103,7 +108,9 @@ async def create_session(request: Request, ctx: Ctx, model: Annotated[str | None
             frames.close()
             raise InvalidInputError(f"frames: {len(frames)} frames exceed the limit of {ctx.settings.max_frames}")
         if frames.height * frames.width > ctx.settings.max_pixels:
-            raise InvalidInputError(f"frames: {frames.width}x{frames.height} exceeds the limit of {ctx.settings.max_pixels} pixels")
+            raise InvalidInputError(
+                f"frames: {frames.width}x{frames.height} exceeds the limit of {ctx.settings.max_pixels} pixels"
+            )
         return predictor, predictor.init_state(frames)
 
     try:
@@ -112,15 +119,32 @@ async def create_session(request: Request, ctx: Ctx, model: Annotated[str | None
         if tmp is not None:
             tmp.cleanup()
         raise
-    session = ctx.sessions.add(lambda sid: Session(
-        sid, loaded.name, state, state.num_frames, state.video_height, state.video_width,
-        busy=asyncio.Lock(), predictor=predictor, tmpdir=tmp))
+    session = ctx.sessions.add(
+        lambda sid: Session(
+            sid,
+            loaded.name,
+            state,
+            state.num_frames,
+            state.video_height,
+            state.video_width,
+            busy=asyncio.Lock(),
+            predictor=predictor,
+            tmpdir=tmp,
+        )
+    )
     return _info(session)
 
 
 def _info(s: Session) -> VideoInfo:
-    return VideoInfo(session_id=s.session_id, model=s.model, num_frames=s.num_frames, height=s.height,
-                     width=s.width, obj_ids=s.state.obj_ids, log_length=len(s.log))
+    return VideoInfo(
+        session_id=s.session_id,
+        model=s.model,
+        num_frames=s.num_frames,
+        height=s.height,
+        width=s.width,
+        obj_ids=s.state.obj_ids,
+        log_length=len(s.log),
+    )
 
 
 @router.get("/{sid}")
@@ -156,10 +180,20 @@ async def _op(ctx: Context, sid: str, name: str, args: dict, fn: Any) -> Any:
 @router.post("/{sid}/points")
 async def add_points(sid: str, body: PointsRequest, ctx: Ctx) -> FrameResult:
     """Clicks and/or a box for one object on any frame; answers that frame's masks."""
+
     def run(s: Session) -> FrameResult:
-        tf = s.predictor.add_new_points_or_box(s.state, body.frame_idx, body.obj_id, body.points, body.labels,
-                                               body.clear_old_points, body.normalize_coords, body.box)
+        tf = s.predictor.add_new_points_or_box(
+            s.state,
+            body.frame_idx,
+            body.obj_id,
+            body.points,
+            body.labels,
+            body.clear_old_points,
+            body.normalize_coords,
+            body.box,
+        )
         return frame_result(tf, body.logits)
+
     return await _op(ctx, sid, "add_new_points_or_box", body.model_dump(exclude={"logits"}), run)
 
 
@@ -172,34 +206,42 @@ async def add_mask(sid: str, body: MaskRequest, ctx: Ctx) -> FrameResult:
 
     def run(s: Session) -> FrameResult:
         return frame_result(s.predictor.add_new_mask(s.state, body.frame_idx, body.obj_id, mask), body.logits)
+
     return await _op(ctx, sid, "add_new_mask", body.model_dump(exclude={"logits"}), run)
 
 
 @router.post("/{sid}/clear")
 async def clear_prompts(sid: str, body: ClearRequest, ctx: Ctx) -> FrameResult | None:
     """Remove one object's prompts on a frame."""
+
     def run(s: Session) -> FrameResult | None:
         tf = s.predictor.clear_all_prompts_in_frame(s.state, body.frame_idx, body.obj_id, body.need_output)
         return None if tf is None else frame_result(tf, body.logits)
+
     return await _op(ctx, sid, "clear_all_prompts_in_frame", body.model_dump(exclude={"logits"}), run)
 
 
 @router.delete("/{sid}/objects/{obj_id}")
-async def remove_object(sid: str, obj_id: int, ctx: Ctx, need_output: bool = True,
-                        logits: bool = False) -> RemoveResponse:
+async def remove_object(
+    sid: str, obj_id: int, ctx: Ctx, need_output: bool = True, logits: bool = False
+) -> RemoveResponse:
     """Forget an object; answers the remaining ids and its prompted frames' new masks."""
+
     def run(s: Session) -> RemoveResponse:
         ids, updated = s.predictor.remove_object(s.state, obj_id, need_output)
         return RemoveResponse(obj_ids=ids, updated=[frame_result(tf, logits) for tf in updated])
+
     return await _op(ctx, sid, "remove_object", {"obj_id": obj_id, "need_output": need_output}, run)
 
 
 @router.post("/{sid}/reset")
 async def reset(sid: str, ctx: Ctx) -> VideoInfo:
     """Remove every object, prompt and result."""
+
     def run(s: Session) -> None:
         s.predictor.reset_state(s.state)
         s.results.clear()
+
     await _op(ctx, sid, "reset_state", {}, run)
     return _info(ctx.sessions.get(sid))
 
@@ -230,7 +272,14 @@ async def propagate_stream(sid: str, body: PropagateRequest, request: Request, c
                 reason = "completed"
                 async with contextlib.aclosing(propagate(ctx.pool, loaded, session, body, progress, legs)) as frames:
                     async for fr in frames:
-                        yield event({"type": "frame", **fr.model_dump(by_alias=True), "done": progress.done, "total": progress.total})
+                        yield event(
+                            {
+                                "type": "frame",
+                                **fr.model_dump(by_alias=True),
+                                "done": progress.done,
+                                "total": progress.total,
+                            }
+                        )
                         if ctx.shutting_down:
                             reason = "shutdown"
                             break
@@ -241,8 +290,11 @@ async def propagate_stream(sid: str, body: PropagateRequest, request: Request, c
                 code, msg = (api.code, api.message) if api else ("internal_error", "internal error")
                 yield event({"type": "error", "error": {"code": code, "message": msg, "requestId": rid}})
 
-    return StreamingResponse(lines(), media_type="text/event-stream" if sse else "application/x-ndjson",
-                             headers={"Cache-Control": "no-cache"})
+    return StreamingResponse(
+        lines(),
+        media_type="text/event-stream" if sse else "application/x-ndjson",
+        headers={"Cache-Control": "no-cache"},
+    )
 
 
 @router.get("/{sid}/results")
@@ -264,7 +316,6 @@ async def results(sid: str, ctx: Ctx, format: Annotated[str, Query(pattern="^(co
             for png in sorted(Path(tmp).glob("*.png")):
                 zf.write(png, png.name)
         return Response(buf.getvalue(), media_type="application/zip")
-
 
 
 def _decoded(session: Session, idx: int) -> tuple[list[int], np.ndarray]:

@@ -15,8 +15,13 @@ from ..errors import ApiError
 
 router = APIRouter()
 api = APIRouter(prefix="/v1", dependencies=[Depends(require_key)])
-_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
-          ".svg": "image/svg+xml", ".png": "image/png"}
+_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+}
 _VIDEO_EXT = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"}
 _IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
@@ -61,7 +66,9 @@ async def list_media(ctx: Ctx) -> dict:
             frames = [f for f in files if f.suffix.lower() in _IMAGE_EXT]
             if frames and folder != root:
                 items.append({"path": str(folder.relative_to(root)), "kind": "frames", "frames": len(frames)})
-            items += [{"path": str(f.relative_to(root)), "kind": "video"} for f in files if f.suffix.lower() in _VIDEO_EXT]
+            items += [
+                {"path": str(f.relative_to(root)), "kind": "video"} for f in files if f.suffix.lower() in _VIDEO_EXT
+            ]
             if len(items) >= 500:
                 break
     return {"items": items[:500]}
