@@ -247,11 +247,11 @@ class RemoteImagePredictor:
 
         self._require_image()
         levels: list[list[torch.Tensor]] = []
-        hws = []
+        hws: list[tuple[int, int]] = []
         for iid, _, hw in self._images:
             tensors = load(self._call(lambda i=iid: self.client.request("GET", f"/v1/images/{i}/embeddings")))
             levels.append([tensors[f"level_{k}"] for k in range(len(tensors))])
-            hws.append(tuple(hw))
+            hws.append(hw)
         return ImageEmbeddings(levels=[torch.cat(ls) for ls in zip(*levels)], orig_hw=hws)
 
     def get_image_embedding(self) -> torch.Tensor:
@@ -274,7 +274,7 @@ class RemoteImagePredictor:
                 content=data,
                 headers={"content-type": "application/x-safetensors"},
             )
-            self._images.append((info["imageId"], None, tuple(hw)))
+            self._images.append((info["imageId"], None, (int(hw[0]), int(hw[1]))))
         self._is_batch = len(embeddings.orig_hw) > 1
 
     def _prompt(self, index: int, coords: Any, labels: Any, box: Any, mask_input: Any, normalize: bool) -> dict:
@@ -304,9 +304,10 @@ class RemoteImagePredictor:
         try:
             return fn()
         except RemoteError as err:
-            if not _is_unknown(err, "unknown_image") or any(p is None for _, p, _ in self._images):
+            kept = [(p, hw) for _, p, hw in self._images if p is not None]
+            if not _is_unknown(err, "unknown_image") or len(kept) != len(self._images):
                 raise
-            self._images = [(self.client.upload_image(self.model_name, p), p, hw) for _, p, hw in self._images]
+            self._images = [(self.client.upload_image(self.model_name, p), p, hw) for p, hw in kept]
             return fn()
 
     def predict(

@@ -132,6 +132,17 @@ class ExemplarPredictor:
     README gives masklet-nano's, ``NANO_PRESENCE_CALIBRATION``). Masks do not depend on it.
     """
 
+    model: Sam2Model
+    max_memory: int
+    query_mode: str
+    presence_calibration: tuple[float, float] | None
+    object_pointers: bool
+    mask_threshold: float
+    binarize_examples: bool | None
+    multimask_queries: bool
+    _prompts: ImagePredictor
+    _bank: _Bank
+
     def __init__(
         self,
         model: Sam2Model,
@@ -322,7 +333,7 @@ class ExemplarPredictor:
         h, w = state.levels[-1].shape[-2:]
         vision = state.levels[-1].flatten(2).permute(2, 0, 1)  # (hw, 1, C)
         vision_pos = state.positions[-1].flatten(2).permute(2, 0, 1)
-        pos = self._bank.pos_enc.flatten(2).permute(2, 0, 1) + model.maskmem_tpos_enc[c.num_maskmem - 1]  # (hw, 1, Cm)
+        pos = self._pos_enc().flatten(2).permute(2, 0, 1) + model.maskmem_tpos_enc[c.num_maskmem - 1]  # (hw, 1, Cm)
         # Objects with as many memories share one batched memory attention call.
         groups: dict[tuple[int, int], list[int]] = {}
         for i, obj_id in enumerate(ids):
@@ -397,7 +408,7 @@ class ExemplarPredictor:
 
         if not self._bank.memories:
             raise PredictorStateError("the memory bank is empty: nothing to save")
-        tensors = {"pos_enc": self._bank.pos_enc.detach().float().contiguous().cpu()}
+        tensors = {"pos_enc": self._pos_enc().detach().float().contiguous().cpu()}
         kinds: dict[str, list[str]] = {}
         for obj_id, memories in self._bank.memories.items():
             kinds[str(obj_id)] = [m.kind for m in memories]
@@ -458,6 +469,12 @@ class ExemplarPredictor:
         self._bank = bank
 
     # ------------------------------------------------------------------ internals
+
+    def _pos_enc(self) -> torch.Tensor:
+        """The bank's memory position encoding (set with its first memory)."""
+        if self._bank.pos_enc is None:
+            raise PredictorStateError("the memory bank is empty: add an example first")
+        return self._bank.pos_enc
 
     def _shape(self) -> dict[str, int]:
         c = self.model.config

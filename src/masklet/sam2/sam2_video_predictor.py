@@ -119,7 +119,7 @@ class SAM2VideoPredictor(VideoPredictor):
 
         return build_sam2_video_predictor_hf(model_id, **kwargs)
 
-    def init_state(
+    def init_state(  # type: ignore[override]  # the official sam2 signature, not masklet's
         self,
         video_path: Any,
         offload_video_to_cpu: bool = False,
@@ -166,7 +166,7 @@ class SAM2VideoPredictor(VideoPredictor):
         """A binary mask for one object on one frame: ``(frame_idx, obj_ids, video_res_masks)``."""
         return super().add_new_mask(inference_state, frame_idx, obj_id, mask)
 
-    def propagate_in_video(
+    def propagate_in_video(  # type: ignore[override]  # the official sam2 signature, not masklet's
         self,
         inference_state: VideoState,
         start_frame_idx: int | None = None,  # type: ignore[override]
@@ -195,7 +195,7 @@ class SAM2VideoPredictor(VideoPredictor):
         warnings.warn("add_new_points is deprecated; use add_new_points_or_box", DeprecationWarning, stacklevel=2)
         return self.add_new_points_or_box(*args, **kwargs)
 
-    def remove_object(
+    def remove_object(  # type: ignore[override]  # the official sam2 signature, not masklet's
         self,
         inference_state: VideoState,
         obj_id: int,

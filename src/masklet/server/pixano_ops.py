@@ -11,7 +11,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -31,7 +31,9 @@ from .codec import (
 from .deps import Context, media_path
 from .errors import ApiError, to_api_error
 from .pixano_schemas import (
+    CompressedRLE,
     JobStatus,
+    NDArrayFloat,
     SegmentationOutput,
     SegmentationRequest,
     TrackingOutput,
@@ -157,9 +159,9 @@ def _prompts(req: SegmentationRequest) -> tuple[np.ndarray | None, np.ndarray | 
         raise bad("labels: points need labels (1 positive, 0 negative), one per point")
     counts = [len(p) for p in (points, boxes) if p is not None]
     if len(set(counts)) > 1:
-        raise bad(f"points and boxes: {len(points)} point sets for {len(boxes)} boxes; give one of each per prompt")
+        raise bad(f"points and boxes: {counts[0]} point sets for {counts[1]} boxes; give one of each per prompt")
     out_pts = out_lbl = out_box = None
-    if points is not None:
+    if points is not None and labels is not None:
         if len(points) != len(labels):
             raise bad(f"labels: {len(labels)} label sets for {len(points)} point sets")
         n = max((len(p) for p in points), default=0)
@@ -194,7 +196,12 @@ def prepare_segment(
         raise bad(f"numMultimaskOutputs: SAM2 returns 3 masks with multimaskOutput, got {req.num_multimask_outputs}")
     _prompts(req)
     iid, pixels, emb = _image(ctx, loaded, req)
-    hw = emb.orig_hw[0] if pixels is None else (int(pixels.shape[0]), int(pixels.shape[1]))
+    if pixels is not None:
+        hw = (int(pixels.shape[0]), int(pixels.shape[1]))
+    elif emb is not None:
+        hw = emb.orig_hw[0]
+    else:
+        raise bad(f"image: {req.image!r} has no cached embeddings; send the image again")
     given = _given_embeddings(req, hw)
     return iid, pixels, given if given is not None else emb
 
@@ -210,9 +217,11 @@ def segment(
     computed = None
     if emb is not None:
         predictor.set_embeddings(emb)  # shape checks: a 400 when given embeddings do not fit the model
-    else:
+    elif pixels is not None:
         predictor.set_image(pixels)
         computed = predictor.get_embeddings()
+    else:
+        raise bad("image: no pixels and no embeddings to segment")
     mask_input = None if req.mask_input is None else unpack_array(req.mask_input.model_dump(), "maskInput")
     masks, scores, low = predictor.predict(points, labels, boxes, mask_input, multimask, False, True)
     if n_prompts == 1 and masks.ndim == 3:
@@ -220,15 +229,17 @@ def segment(
     rles = masks_to_rles(masks)
     per = masks.shape[1]
     out = SegmentationOutput(
-        masks=[rles[i * per : (i + 1) * per] for i in range(masks.shape[0])],
-        scores=pack_array(scores),
+        masks=[[CompressedRLE.model_validate(r) for r in rles[i * per : (i + 1) * per]] for i in range(masks.shape[0])],
+        scores=NDArrayFloat.model_validate(pack_array(scores)),
     )
     if req.return_image_embedding:
         levels = predictor.get_embeddings().levels
-        out.image_embedding = pack_array(levels[-1][0].float().cpu().numpy())
-        out.high_resolution_features = [pack_array(t[0].float().cpu().numpy()) for t in levels[:-1]]
+        out.image_embedding = NDArrayFloat.model_validate(pack_array(levels[-1][0].float().cpu().numpy()))
+        out.high_resolution_features = [
+            NDArrayFloat.model_validate(pack_array(t[0].float().cpu().numpy())) for t in levels[:-1]
+        ]
     if req.return_logits:
-        out.mask_logits = pack_array(low)
+        out.mask_logits = NDArrayFloat.model_validate(pack_array(low))
     return out.model_dump(mode="json", by_alias=True), computed
 
 
@@ -380,6 +391,9 @@ async def track(ctx: Context, loaded: Loaded, req: TrackingRequest, progress: Pr
 # ----------------------------------------------------------------------------- jobs
 
 
+JobState = Literal["running", "completed", "failed", "canceled"]
+
+
 @dataclass
 class PixanoJob:
     """A tracking request running in the background (kept in the app's job table with masklet's jobs)."""
@@ -388,7 +402,7 @@ class PixanoJob:
     model: str
     session_id: str = ""
     progress: Progress = field(default_factory=Progress)
-    status: str = "running"
+    status: JobState = "running"
     detail: str | None = None
     data: dict | None = None
     submitted: float = field(default_factory=time.time)
@@ -406,7 +420,7 @@ class PixanoJob:
             job_id=self.job_id,
             status=self.status,
             detail=self.detail,  # type: ignore[arg-type]
-            data=self.data,
+            data=None if self.data is None else TrackingOutput.model_validate(self.data),
             metadata=model_metadata(self.model, "tracking"),
             timestamp=ts,
             processing_time=took,

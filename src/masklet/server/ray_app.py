@@ -24,7 +24,7 @@ import re
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -74,7 +74,7 @@ def request_key(path: str) -> str | None:
 class MaskletReplica:
     """One full masklet server (models, image cache, sessions) inside a Serve replica."""
 
-    async def __init__(self, settings: Settings, threads: int = 1) -> None:
+    async def __init__(self, settings: Settings, threads: int = 1) -> None:  # type: ignore[misc]  # Serve awaits an async constructor
         import torch
 
         from .app import create_app
@@ -119,7 +119,7 @@ class MaskletReplica:
             sent = True
             return {"type": "http.request", "body": body, "more_body": False}
 
-        async def send(message: dict) -> None:
+        async def send(message: MutableMapping[str, Any]) -> None:
             await queue.put(message)
 
         async def run() -> None:
@@ -559,7 +559,9 @@ def build_app(
     opts: dict[str, Any] = {
         "ray_actor_options": {"num_cpus": num_cpus, "num_gpus": num_gpus},
         "max_ongoing_requests": max_ongoing_requests,
-        "request_router_config": RequestRouterConfig(request_router_class=ReplicaMapRouter),
+        "request_router_config": RequestRouterConfig(
+            request_router_class=ReplicaMapRouter  # type: ignore[arg-type]  # ray's pydantic-v1 compat model hides the field type
+        ),
         "health_check_period_s": 5,
         "graceful_shutdown_timeout_s": 5,
     }
@@ -575,14 +577,13 @@ def build_app(
     else:
         opts["num_replicas"] = replicas
     threads = max(1, int(num_cpus))
-    replica = serve.deployment(MaskletReplica, name="MaskletReplica", **opts).bind(settings, threads)
+    replica = serve.deployment(name="MaskletReplica", **opts)(MaskletReplica).bind(settings, threads)
     ingress = serve.deployment(
-        serve.ingress()(MaskletIngress),
         name="MaskletIngress",
         num_replicas=1,
         max_ongoing_requests=1000,
         ray_actor_options={"num_cpus": 0},
-    )
+    )(serve.ingress()(MaskletIngress))
     return ingress.bind(replica)
 
 

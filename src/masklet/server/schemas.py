@@ -185,7 +185,7 @@ class HealthOptions(Schema):
 
 class PropagateRequest(Schema):
     start_frame_idx: int | None = None
-    max_frame_num_to_track: int | None = Field(None, ge=0)
+    max_frame_num_to_track: int | None = Field(default=None, ge=0)
     direction: Literal["forward", "backward", "both"] = "forward"
     logits: bool = False
     health: HealthOptions | None = None  # thresholds of the events on the streamed frames (default: the defaults)

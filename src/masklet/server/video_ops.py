@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,7 +68,7 @@ async def propagate(
     body: PropagateRequest,
     progress: Progress,
     legs: list[tuple[int, bool, int]] | None = None,
-) -> AsyncIterator[FrameResult]:
+) -> AsyncGenerator[FrameResult, None]:
     """Track frame by frame on the device worker, one frame per model call, so other requests
     interleave and a cancellation (client gone, job deleted) stops after the current frame. One
     health monitor (``body.health`` thresholds) watches every leg, as one local call would."""

@@ -144,10 +144,10 @@ async def add_example(sid: str, request: Request, ctx: Ctx) -> ExemplarResponse:
         raise InvalidInputError(f"args: accepted keys are {', '.join(sorted(_EXAMPLE_ARGS))}, got {sorted(args)}")
     mask = None if args.get("mask") is None else decode_rle(args["mask"])[0]
 
+    obj_id: Any = args.get("objId")  # JSON as sent: the predictor checks it
+
     def run(p: ExemplarPredictor) -> ExemplarResponse:
-        return _response(
-            p.add_example(image, args.get("objId"), args.get("points"), args.get("labels"), args.get("box"), mask)
-        )
+        return _response(p.add_example(image, obj_id, args.get("points"), args.get("labels"), args.get("box"), mask))
 
     return await _op(ctx, sid, run)
 

@@ -34,9 +34,11 @@ STREAM_OPTIONS = (
 def _apply(tracker: StreamTracker, msg: dict) -> dict:
     op = msg.get("op")
     logits = bool(msg.get("logits", False))
+    obj_id: Any = msg.get("objId")  # JSON as sent: the tracker checks it
+    mask: Any = msg.get("mask")
     if op == "add_points":
         tf = tracker.add_points(
-            msg.get("objId"),
+            obj_id,
             msg.get("points"),
             msg.get("labels"),
             clear_old_points=msg.get("clearOldPoints", True),
@@ -44,16 +46,16 @@ def _apply(tracker: StreamTracker, msg: dict) -> dict:
         )
     elif op == "add_box":
         tf = tracker.add_box(
-            msg.get("objId"),
+            obj_id,
             msg.get("box"),
             msg.get("points"),
             msg.get("labels"),
             normalize_coords=msg.get("normalizeCoords", True),
         )
     elif op == "add_mask":
-        tf = tracker.add_mask(msg.get("objId"), decode_rle(msg.get("mask"))[0])
+        tf = tracker.add_mask(obj_id, decode_rle(mask)[0])
     elif op == "remove_object":
-        return {"type": "objects", "objIds": tracker.remove_object(msg.get("objId"))}
+        return {"type": "objects", "objIds": tracker.remove_object(obj_id)}
     elif op == "reset":
         tracker.reset()
         return {"type": "objects", "objIds": []}
