@@ -59,7 +59,7 @@ def _error(status: int, body: Any) -> Exception:
     err = body.get("error", {}) if isinstance(body, dict) else {}
     code, message = err.get("code", "http_error"), err.get("message", f"HTTP {status}")
     exc = _CODE_TYPES.get(code, RemoteError)(message)
-    exc.status, exc.code, exc.request_id = status, code, err.get("requestId")  # type: ignore[attr-defined]
+    exc.status, exc.code, exc.request_id = status, code, err.get("requestId")  # type: ignore[attr-defined]  # set on any exception type of _CODE_TYPES
     return exc
 
 
@@ -88,7 +88,7 @@ class Client:
         self.headers = {} if api_key is None else {"X-API-Key": api_key}
         self.retries, self.backoff = retries, backoff
         self.http = httpx.Client(base_url=self.url, headers=self.headers, timeout=timeout)
-        self._models: dict[str, dict] = {}
+        self._models: dict[str | None, dict] = {}
 
     def close(self) -> None:
         self.http.close()
@@ -129,7 +129,7 @@ class Client:
             infos = self.request("GET", "/v1/models")
             for info in infos:
                 self._models[info["name"]] = info
-            self._models[None] = infos[0]  # type: ignore[index]
+            self._models[None] = infos[0]
             if model not in self._models:
                 raise E.ModelNotFoundError(
                     f"model: unknown model {model!r}; served models: {[i['name'] for i in infos]}"

@@ -160,7 +160,7 @@ class RemoteExemplarPredictor:
                 raise E.InvalidInputError("mask: a remote mask must be binary (bool or 0/1); it travels as COCO RLE")
             args["mask"] = encode_rle(m.astype(bool)[None])[0]
         else:
-            prompts = ImagePredictor._prepare_prompts(self._shim, points, labels, box, None, hw, True)  # type: ignore[arg-type]
+            prompts = ImagePredictor.prepare_prompts(self._shim, points, labels, box, None, hw, True)
             if prompts.points is None or prompts.points[0].shape[0] != 1:
                 raise E.InvalidInputError("points / box: an example is one object; give (P, 2) points and one box")
             for name, value in (("points", points), ("box", box)):

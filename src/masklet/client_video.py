@@ -263,7 +263,7 @@ class RemoteVideoPredictor:
                             f"the server shut down after {doc.get('frames')} of {doc.get('total')} frames; "
                             "they are kept in the log: call propagate_in_video again to continue"
                         )
-                        err.status, err.code, err.request_id = 503, "server_shutdown", None  # type: ignore[attr-defined]
+                        err.status, err.code, err.request_id = 503, "server_shutdown", None  # type: ignore[attr-defined]  # as client._error sets them
                         raise err
                     return
                 yield doc
@@ -327,7 +327,7 @@ class RemoteVideoPredictor:
                 yield watch(health, _tracked(doc, state.video_height, state.video_width))
                 doc = next(lines, None)
         finally:
-            lines.close()  # type: ignore[attr-defined]
+            lines.close()  # type: ignore[attr-defined]  # a generator, typed as an Iterator
             state.log.append(
                 (
                     "propagate",

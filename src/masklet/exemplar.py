@@ -241,7 +241,7 @@ class ExemplarPredictor:
                 )
                 sam = model.forward_sam_heads(self._no_memory(state), None, low * 20.0 - 10.0, high_res, False)
         else:
-            prompts = self._prompts._prepare_prompts(points, labels, box, None, state.hw, True)
+            prompts = self._prompts.prepare_prompts(points, labels, box, None, state.hw, True)
             if prompts.points is None or prompts.points[0].shape[0] != 1:
                 raise InvalidInputError("points / box: an example is one object; give (P, 2) points and one box")
             coords, point_labels = prompts.points
@@ -523,7 +523,7 @@ class ExemplarPredictor:
         h, w = raw.shape[-2:]
         seq = raw.flatten(2).permute(2, 0, 1)
         pos = state.positions[-1].flatten(2).permute(2, 0, 1)
-        return self.model.condition_on_memory(0, True, seq, pos, (h, w), None, None)  # type: ignore[arg-type]
+        return self.model.condition_on_memory(0, True, seq, pos, (h, w), None, None)  # type: ignore[arg-type]  # no memory: the model's no-memory path takes None
 
     def _encode_memory(
         self, raw: torch.Tensor, low_res: torch.Tensor, object_logits: torch.Tensor, from_prompt: bool

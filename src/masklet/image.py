@@ -248,7 +248,7 @@ class ImagePredictor:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         embeddings = self._require_image()
         orig_hw = embeddings.orig_hw[index]
-        prompts = self._prepare_prompts(point_coords, point_labels, box, mask_input, orig_hw, normalize_coords)
+        prompts = self.prepare_prompts(point_coords, point_labels, box, mask_input, orig_hw, normalize_coords)
         levels = [level[index : index + 1] for level in embeddings.levels]
         with inference():
             low_res, ious, _ = self.model.decode_masks(
@@ -266,7 +266,7 @@ class ImagePredictor:
 
     # ------------------------------------------------------------ validation
 
-    def _prepare_prompts(
+    def prepare_prompts(
         self,
         point_coords: Any,
         point_labels: Any,

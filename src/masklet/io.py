@@ -72,7 +72,7 @@ def _decode_file(data: str | os.PathLike | bytes, label: str) -> np.ndarray:
     else:
         opener = io.BytesIO(data)
     try:
-        with Image.open(opener) as img:  # type: ignore[arg-type]
+        with Image.open(opener) as img:  # type: ignore[arg-type]  # a path or a BytesIO, both accepted
             img.load()
             img = ImageOps.exif_transpose(img)
             return _from_pil(img, label)

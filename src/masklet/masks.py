@@ -441,7 +441,7 @@ def remove_small_regions(mask: _ArrayT, area_thresh: float, mode: Literal["holes
     sizes = np.bincount(labels.ravel(), minlength=n_labels + 1)[1:]
     small = sizes < area_thresh
     if not small.any():
-        return (binary if is_numpy else tensor), False  # type: ignore[return-value]
+        return (binary if is_numpy else tensor), False  # type: ignore[return-value]  # the input's container type
     if mode == "holes":
         lut = np.concatenate(([True], small))  # label 0 is the mask itself
     else:
@@ -450,5 +450,5 @@ def remove_small_regions(mask: _ArrayT, area_thresh: float, mode: Literal["holes
             lut[int(np.argmax(sizes)) + 1] = True
     result = lut[labels]
     if is_numpy:
-        return result, True  # type: ignore[return-value]
-    return torch.from_numpy(result).to(tensor.device), True  # type: ignore[return-value]
+        return result, True
+    return torch.from_numpy(result).to(tensor.device), True  # type: ignore[return-value]  # a tensor in, a tensor out

@@ -33,7 +33,7 @@ class FpnNeck(nn.Module):
 
     def forward(self, xs: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         n = len(self.convs) - 1
-        features: list[torch.Tensor] = [None] * len(xs)  # type: ignore[list-item]
+        features: list[torch.Tensor] = [None] * len(xs)  # type: ignore[list-item]  # every slot is set in the loop below
         prev = None
         for i in range(n, -1, -1):  # deepest level first
             lateral = self.convs[n - i](xs[i])

@@ -107,7 +107,7 @@ class MemoryAttention(nn.Module):
         # batch-first and contiguous once: every layer projects them (and reads them as values)
         memory, memory_pos = memory.transpose(0, 1).contiguous(), memory_pos.transpose(0, 1).contiguous()
         batch = memory.shape[0]
-        layers: list[MemoryAttentionLayer] = list(self.layers)  # type: ignore[arg-type]
+        layers: list[MemoryAttentionLayer] = list(self.layers)  # type: ignore[arg-type]  # nn.ModuleList is typed as holding Module
         for layer in layers:
             output = layer.attend_self(output, curr_pos)
             if output.shape[0] != batch:

@@ -67,7 +67,7 @@ class PromptEncoder(nn.Module):
 
     def _point_weight(self, label: int) -> torch.Tensor:
         """(1, C) embedding added to points of ``label`` (0..3)."""
-        embedding: nn.Embedding = self.point_embeddings[label]  # type: ignore[assignment]
+        embedding: nn.Embedding = self.point_embeddings[label]  # type: ignore[assignment]  # nn.ModuleList is typed as holding Module
         return embedding.weight
 
     def forward(

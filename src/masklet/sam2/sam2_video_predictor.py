@@ -144,7 +144,7 @@ class SAM2VideoPredictor(VideoPredictor):
         self,
         inference_state: VideoState,
         frame_idx: int,
-        obj_id: int,  # type: ignore[override]
+        obj_id: int,
         points: Any = None,
         labels: Any = None,
         clear_old_points: bool = True,
@@ -160,7 +160,7 @@ class SAM2VideoPredictor(VideoPredictor):
         self,
         inference_state: VideoState,
         frame_idx: int,
-        obj_id: int,  # type: ignore[override]
+        obj_id: int,
         mask: Any,
     ) -> TrackedFrame:
         """A binary mask for one object on one frame: ``(frame_idx, obj_ids, video_res_masks)``."""
@@ -169,7 +169,7 @@ class SAM2VideoPredictor(VideoPredictor):
     def propagate_in_video(  # type: ignore[override]  # the official sam2 signature, not masklet's
         self,
         inference_state: VideoState,
-        start_frame_idx: int | None = None,  # type: ignore[override]
+        start_frame_idx: int | None = None,
         max_frame_num_to_track: int | None = None,
         reverse: bool = False,
     ) -> Iterator[TrackedFrame]:
@@ -180,13 +180,13 @@ class SAM2VideoPredictor(VideoPredictor):
         self,
         inference_state: VideoState,
         frame_idx: int,
-        obj_id: int,  # type: ignore[override]
+        obj_id: int,
         need_output: bool = True,
     ) -> TrackedFrame | None:
         """Remove one object's prompts on a frame: ``(frame_idx, obj_ids, video_res_masks)``."""
         return super().clear_all_prompts_in_frame(inference_state, frame_idx, obj_id, need_output)
 
-    def reset_state(self, inference_state: VideoState) -> None:  # type: ignore[override]
+    def reset_state(self, inference_state: VideoState) -> None:
         """Remove every object, prompt and result of the session."""
         super().reset_state(inference_state)
 
@@ -199,7 +199,7 @@ class SAM2VideoPredictor(VideoPredictor):
         self,
         inference_state: VideoState,
         obj_id: int,
-        strict: bool = False,  # type: ignore[override]
+        strict: bool = False,
         need_output: bool = True,
     ) -> tuple[list[int], list[tuple[int, torch.Tensor]]]:
         """Forget an object; an unknown id is an error only with ``strict``, as officially."""

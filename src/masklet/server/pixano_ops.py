@@ -419,7 +419,7 @@ class PixanoJob:
         body = JobStatus(
             job_id=self.job_id,
             status=self.status,
-            detail=self.detail,  # type: ignore[arg-type]
+            detail=self.detail,
             data=None if self.data is None else TrackingOutput.model_validate(self.data),
             metadata=model_metadata(self.model, "tracking"),
             timestamp=ts,

@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
             graceful shutdown (in-flight requests finish) one second later; a second: at once."""
             ctx = app.state.ctx
             if ctx.shutting_down:
-                return super().handle_exit(sig, frame)  # type: ignore[arg-type]
+                return super().handle_exit(sig, frame)  # type: ignore[arg-type]  # uvicorn types frame as FrameType | None
             ctx.shutting_down = True
             loop = asyncio.get_event_loop()
             loop.call_soon_threadsafe(loop.call_later, 1.0, super().handle_exit, sig, frame)

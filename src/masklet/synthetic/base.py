@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeGuard
 
 import numpy as np
 import torch
@@ -99,16 +100,16 @@ def min_visible_area(height: int, width: int) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int | np.integer]:
     """True for Python / numpy integers, False for bool."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 def _check_seed(seed: object) -> int:
     """Validate a seed: a non-negative int."""
-    if not _is_int(seed) or int(seed) < 0:  # type: ignore[call-overload]
+    if not _is_int(seed) or int(seed) < 0:
         raise InvalidInputError(f"seed: expected a non-negative int, got {seed!r}")
-    return int(seed)  # type: ignore[call-overload]
+    return int(seed)
 
 
 def _check_size(size: object) -> tuple[int, int]:
@@ -139,6 +140,6 @@ def _check_range(value: object, name: str, low: int, high: int) -> tuple[int, in
 
 def _check_count(value: object, name: str, low: int = 1) -> int:
     """Validate an int >= low."""
-    if not _is_int(value) or int(value) < low:  # type: ignore[call-overload]
+    if not _is_int(value) or int(value) < low:
         raise InvalidInputError(f"{name}: expected an int >= {low}, got {value!r}")
-    return int(value)  # type: ignore[call-overload]
+    return int(value)

@@ -124,13 +124,13 @@ def endless(source: Iterable | Callable[[int], Iterator], seed: int = 0, shard: 
         yield from source(seed)
         return
     rng = random.Random(seed)
-    order = list(range(shard[0], len(source), shard[1]))  # type: ignore[arg-type]
+    order = list(range(shard[0], len(source), shard[1]))  # type: ignore[arg-type]  # not callable here: a dataset
     if not order:
         raise InvalidInputError(f"the training dataset is empty (or has fewer items than the {shard[1]} workers)")
     while True:
         rng.shuffle(order)
         for i in order:
-            yield source[i]  # type: ignore[index]
+            yield source[i]  # type: ignore[index]  # a dataset (has __getitem__)
 
 
 def training_seeds(seed: int) -> Iterator[int]:

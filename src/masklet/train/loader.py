@@ -165,7 +165,7 @@ class StepStream(torch.utils.data.IterableDataset):
                 clips = [next(videos) for _ in range(self.clips_per_step)]
                 yield prepare_clips(clips, self.size, self.max_objects, rng)
             else:
-                samples = [next(images) for _ in range(self.batch_size)]  # type: ignore[arg-type]
+                samples = [next(images) for _ in range(self.batch_size)]  # type: ignore[arg-type]  # images is set whenever videos is None
                 yield prepare_images(samples, self.size, self.max_objects, rng)
 
     def __iter__(self) -> Iterator[ImageBatch | ClipBatch]:

@@ -416,7 +416,7 @@ class TrackingEngine:
                 results[i] = masks[j : j + 1]
         for obj in objects:
             obj.tracked[frame_idx] = reverse
-        return torch.cat(results)  # type: ignore[arg-type]
+        return torch.cat(results)  # type: ignore[arg-type]  # every slot is set by the groups above
 
     def _clear_memory_around(self, obj: TrackedObject, frame_idx: int) -> None:
         c = self.model.config

@@ -146,7 +146,7 @@ class StackedOutputs(Mapping):
             raise KeyError(frame_idx)
         if frame_idx not in self._stacked:
             outs = [store[frame_idx] for store in self._per_object]
-            features = torch.cat([o.maskmem_features for o in outs])  # type: ignore[misc]
+            features = torch.cat([o.maskmem_features for o in outs])  # type: ignore[misc]  # stored frames always carry memory features
             self._stacked[frame_idx] = MemoryEntry(
                 maskmem_features=features,
                 maskmem_pos_enc=None if self._pos_enc is None else self._pos_enc.expand(features.shape[0], -1, -1, -1),

@@ -96,7 +96,7 @@ class StreamTracker:
                 f"got {image.shape[0]}x{image.shape[1]}"
             )
         else:
-            state.frames.push(self.frame_idx + 1, image)  # type: ignore[attr-defined]
+            state.frames.push(self.frame_idx + 1, image)  # type: ignore[attr-defined]  # a stream's frames are a StreamFrames
         self.frame_idx += 1
         if not state.objects:
             empty = torch.zeros(0, 1, state.video_height, state.video_width, device=state.device)

@@ -20,7 +20,7 @@ def _status(job: Job) -> JobStatus:
     return JobStatus(
         job_id=job.job_id,
         session_id=job.session_id,
-        status=job.status,  # type: ignore[arg-type]
+        status=job.status,  # type: ignore[arg-type]  # Job.status is a str holding one of JobStatus's literals
         done=job.progress.done,
         total=job.progress.total,
         error=job.error,
