@@ -106,6 +106,9 @@ def test_dtype_reaches_the_model(tmp_path, capsys):
 _NO_PRIVATE_CALLS = {
     "video/stream.py": r"(engine|predictor|VideoPredictor|TrackingEngine)\._[a-z]",
     "client_video.py": r"(VideoPredictor|TrackingEngine)\._[a-z]",
+    "client_stream.py": r"(StreamTracker|TrackingEngine)\._[a-z]",
+    "client_exemplar.py": r"(ImagePredictor|ExemplarPredictor|exemplar)\._[a-z]",
+    "server/routes/exemplars.py": r"predictor\._[a-z]",
     "server/video_ops.py": r"predictor\._[a-z]",
     "client.py": r"ImagePredictor\._[a-z]",
 }
@@ -125,10 +128,17 @@ def test_track_step_returns_a_typed_result():
     assert inspect.signature(Sam2Model.track_step).return_annotation in (TrackStepOutput, "TrackStepOutput")
 
 
-@pytest.mark.parametrize("package", ["video", "cli", "synthetic", "amg", "checkpoints"])
-def test_split_modules_stay_small(package):
-    sizes = {p.name: len(p.read_text().splitlines()) for p in (SRC / package).glob("*.py")}
-    assert sizes and max(sizes.values()) <= 500, sizes
+#: modules allowed past MAX_MODULE_LINES, and why: model/sam2.py is the composed model (~520 lines,
+#: being tuned for speed on another branch); export/onnx.py is being split on the ONNX branch
+LONG_MODULES = {"model/sam2.py": 560, "export/onnx.py": 620}
+MAX_MODULE_LINES = 500
+
+
+def test_every_source_module_stays_small():
+    sizes = {str(p.relative_to(SRC)): len(p.read_text().splitlines()) for p in SRC.rglob("*.py")}
+    assert len(sizes) > 100
+    too_long = {m: n for m, n in sizes.items() if n > LONG_MODULES.get(m, MAX_MODULE_LINES)}
+    assert not too_long, too_long
 
 
 def test_no_test_imports_another_test_module_or_a_benchmark():

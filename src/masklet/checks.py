@@ -2,7 +2,8 @@
 
 ``bool`` is an ``int`` subclass in Python, so ``isinstance(True, int)`` holds; every option that
 takes a count, an index or a threshold must refuse it explicitly. The callers build their own
-error messages (they name the argument and what it accepts).
+error messages (they name the argument and what it accepts); object ids, checked alike by every
+predictor and remote twin, get :func:`check_obj_id`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import numbers
 from typing import TypeGuard
 
 import numpy as np
+
+from .errors import InvalidInputError
 
 
 def is_real(value: object) -> TypeGuard[float]:
@@ -22,3 +25,9 @@ def is_int(value: object, *, numpy: bool = True) -> TypeGuard[int]:
     """An int (also a NumPy integer unless ``numpy=False``), not a bool."""
     kinds = (int, np.integer) if numpy else int
     return isinstance(value, kinds) and not isinstance(value, bool)
+
+
+def check_obj_id(obj_id: object) -> None:
+    """Raise unless ``obj_id`` is an int (numpy ints too, bools not)."""
+    if not is_int(obj_id):
+        raise InvalidInputError(f"obj_id: expected an int, got {obj_id!r}")

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from . import errors as E
-from .exemplar import ExemplarResult, _check_obj_id
+from .checks import check_obj_id
+from .exemplar import ExemplarResult
 from .image import ImagePredictor
 from .io import ImageSource, load_image
 from .masks import encode_rle
@@ -74,7 +75,7 @@ class RemoteExemplarPredictor:
 
     def memory_kinds(self, obj_id: int) -> list[str]:
         """The kinds ("example" / "query") of an object's memories (as the server holds them)."""
-        _check_obj_id(obj_id)
+        check_obj_id(obj_id)
         kinds = self._send("GET", "")["memoryKinds"]
         if str(int(obj_id)) not in kinds:
             raise E.InvalidInputError(f"obj_id: unknown object {obj_id!r}; known objects: {self.obj_ids}")
@@ -140,7 +141,7 @@ class RemoteExemplarPredictor:
         self, image: ImageSource, obj_id: int, points: Any = None, labels: Any = None, box: Any = None, mask: Any = None
     ) -> ExemplarResult:
         """Same as :meth:`masklet.ExemplarPredictor.add_example` (a mask must be binary: it travels as COCO RLE)."""
-        _check_obj_id(obj_id)
+        check_obj_id(obj_id)
         if mask is not None and (points is not None or labels is not None or box is not None):
             raise E.InvalidInputError("give a mask alone, or points with labels and/or a box")
         if mask is None and points is None and labels is None and box is None:
@@ -190,7 +191,7 @@ class RemoteExemplarPredictor:
 
     def remove_object(self, obj_id: int) -> list[int]:
         """Forget an object and its memories; returns the remaining ids."""
-        _check_obj_id(obj_id)
+        check_obj_id(obj_id)
         if int(obj_id) not in self._obj_ids:
             raise E.InvalidInputError(f"obj_id: unknown object {obj_id!r}; known objects: {self.obj_ids}")
         self._obj_ids = list(self._send("DELETE", f"/objects/{int(obj_id)}")["objIds"])

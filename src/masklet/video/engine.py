@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..checks import is_int, is_real
+from ..checks import check_obj_id, is_int, is_real
 from ..errors import InvalidInputError, PredictorStateError
 from ..masks import fill_small_holes
 from ..model import MemoryBank, Sam2Model
@@ -40,12 +40,6 @@ def check_frame(state: Any, frame_idx: Any, name: str = "frame_idx") -> None:
     valid = is_int(frame_idx)
     if not valid or not 0 <= int(frame_idx) < state.num_frames:
         raise InvalidInputError(f"{name}: expected an int in [0, {state.num_frames - 1}], got {frame_idx!r}")
-
-
-def check_obj_id(obj_id: Any) -> None:
-    """Raise unless ``obj_id`` is an int (numpy ints too, bools not)."""
-    if not is_int(obj_id):
-        raise InvalidInputError(f"obj_id: expected an int, got {obj_id!r}")
 
 
 def check_max_frames(max_frame_num_to_track: Any) -> None:

@@ -90,7 +90,7 @@ async def _op(ctx: Context, sid: str, fn: Any) -> Any:
     loaded = ctx.pool.get(session.model)
     async with session.busy:
         result = await ctx.pool.run(loaded, fn, session.predictor)
-        session.state = session.predictor._bank  # what the byte budget counts
+        session.state = session.predictor.bank  # what the byte budget counts
     ctx.sessions.enforce_budget(sid)
     return result
 
@@ -109,7 +109,7 @@ async def create(body: ExemplarCreate, ctx: Ctx) -> ExemplarInfo:
     )
     session = ctx.sessions.add(
         lambda sid: Session(
-            sid, loaded.name, predictor._bank, 0, 0, 0, busy=asyncio.Lock(), predictor=predictor, kind=KIND
+            sid, loaded.name, predictor.bank, 0, 0, 0, busy=asyncio.Lock(), predictor=predictor, kind=KIND
         )
     )
     return _info(session)

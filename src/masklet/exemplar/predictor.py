@@ -1,49 +1,25 @@
-"""Segment by example: objects prompted on support images are found again on new images.
-
-Each prompted example is decoded as SAM2 decodes a first video frame (no memory); its mask is
-encoded by the memory encoder into the object's memory bank, and the mean of the image's finest
-decoder features under the mask is kept as the example's prototype.
-
-Two ways to segment a query (``query_mode``):
-
-- ``"prototype"`` (default): each object's prototype (the mean of its memories' prototypes) is
-  compared, by cosine similarity, with the query's finest features; the SAM heads decode the query
-  without memory from one positive click at the most similar place, and presence is the calibrated
-  peak similarity. It is training-free target-guided prompting (as PerSAM does for SAM): small SAM2
-  models (masklet-nano) find far more with it than through memory attention.
-- ``"memory"``: the query's features attend, through memory attention, to the object's memories
-  (all given the temporal encoding of a conditioning frame; with ``object_pointers``, also the
-  examples' object pointers) and the SAM heads decode the result with no prompt. Without object
-  pointers and multimask output these are the semantics of Ultralytics'
-  ``SAM2DynamicInteractivePredictor``, with its problems fixed: any int object ids, one bank per object (an object not prompted on a support image
-gets no "absent" memory from it), cost proportional to the real number of objects, a bounded bank,
-and presence reported as the sigmoid of the object score logit (a probability) rather than the
-logit divided by 32.
-
-Bank rule (per object, at most ``max_memory`` memories): prompted examples come first -- once
-there are ``max_memory`` of them, a new example replaces the oldest; query results added with
-``segment(..., update_memory=True)`` fill the remaining slots, the newest replacing the oldest.
-"""
+""":class:`ExemplarPredictor` (segment by example, see :mod:`masklet.exemplar`) and its result."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import numbers
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import InvalidInputError, PredictorStateError
-from .image import ImagePredictor
-from .io import ImageSource, load_image
-from .model import Sam2Model
-from .model.sam2 import NO_OBJ_SCORE, SamOutput
-from .transforms import preprocess, upscale_masks
+from ..checks import check_obj_id
+from ..errors import InvalidInputError, PredictorStateError
+from ..image import ImagePredictor
+from ..io import ImageSource, load_image
+from ..model import Sam2Model
+from ..transforms import preprocess, upscale_masks
+from .bank import Bank, Memory
+from .decode import ImageState, decode_by_memory, decode_by_prototype, no_memory, prototypes
 
 __all__ = [
     "NANO_PRESENCE_CALIBRATION",
@@ -66,7 +42,6 @@ NANO_PRESENCE_CALIBRATION = (0.479, -1.828)
 # 100-107, 1-3 objects, 960 object-queries; `python benchmarks/exemplar.py --fit`), not the measured seeds 0-3
 PROTOTYPE_PRESENCE_CALIBRATION = (1.64, -5.203)
 
-_BANK_FORMAT = "masklet-exemplar-bank"
 _INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
@@ -85,28 +60,6 @@ class ExemplarResult:
 
     def __len__(self) -> int:
         return len(self.obj_ids)
-
-
-@dataclass
-class _Memory:
-    kind: str  # "example" or "query"
-    features: torch.Tensor  # (1, C_mem, h, w)
-    obj_ptr: torch.Tensor | None = None  # (1, C): the decoder's object pointer (examples only)
-    prototype: torch.Tensor | None = None  # (1, C0): mean finest feature under the mask (None: empty mask)
-
-
-@dataclass
-class _ImageState:
-    key: bytes
-    hw: tuple[int, int]
-    levels: list[torch.Tensor]  # (1, C, h, w) finest first
-    positions: list[torch.Tensor]
-
-
-@dataclass
-class _Bank:
-    memories: dict[int, list[_Memory]] = field(default_factory=dict)
-    pos_enc: torch.Tensor | None = None  # (1, C_mem, h, w): the same for every memory
 
 
 class ExemplarPredictor:
@@ -141,7 +94,7 @@ class ExemplarPredictor:
     binarize_examples: bool | None
     multimask_queries: bool
     _prompts: ImagePredictor
-    _bank: _Bank
+    _bank: Bank
 
     def __init__(
         self,
@@ -192,8 +145,13 @@ class ExemplarPredictor:
             )
         self.multimask_queries = bool(multimask_queries)
         self._prompts = ImagePredictor(model)  # the shared prompt validation
-        self._bank = _Bank()
-        self._image: _ImageState | None = None
+        self._bank = Bank()
+        self._image: ImageState | None = None
+
+    @property
+    def bank(self) -> Bank:
+        """The memory bank (replaced by :meth:`reset` and :meth:`load`): what a server's byte budget counts."""
+        return self._bank
 
     @property
     def obj_ids(self) -> list[int]:
@@ -218,7 +176,7 @@ class ExemplarPredictor:
     ) -> ExemplarResult:
         """Prompt one object on a support image (clicks with labels, a box, both, or a binary mask
         (H, W) at the image size) and add its mask to the object's memory; returns that mask."""
-        _check_obj_id(obj_id)
+        check_obj_id(obj_id)
         if mask is not None and (points is not None or labels is not None or box is not None):
             raise InvalidInputError("give a mask alone, or points with labels and/or a box")
         if mask is None and points is None and labels is None and box is None:
@@ -239,17 +197,17 @@ class ExemplarPredictor:
                     align_corners=False,
                     antialias=True,
                 )
-                sam = model.forward_sam_heads(self._no_memory(state), None, low * 20.0 - 10.0, high_res, False)
+                sam = model.forward_sam_heads(no_memory(model, state), None, low * 20.0 - 10.0, high_res, False)
         else:
             prompts = self._prompts.prepare_prompts(points, labels, box, None, state.hw, True)
             if prompts.points is None or prompts.points[0].shape[0] != 1:
                 raise InvalidInputError("points / box: an example is one object; give (P, 2) points and one box")
             coords, point_labels = prompts.points
             point_inputs = {"point_coords": coords.to(raw.dtype), "point_labels": point_labels}
-            sam = model.forward_sam_heads(self._no_memory(state), point_inputs, None, high_res, False)
+            sam = model.forward_sam_heads(no_memory(model, state), point_inputs, None, high_res, False)
         memory = self._encode_memory(raw, sam.low_res_masks, sam.object_score_logits, from_prompt=True)
-        prototype = self._prototypes(state, sam.low_res_masks)[0]
-        self._store(int(obj_id), _Memory("example", memory, sam.obj_ptr, prototype))
+        prototype = prototypes(state, sam.low_res_masks)[0]
+        self._bank.store(int(obj_id), Memory("example", memory, sam.obj_ptr, prototype), self.max_memory)
         return self._result([int(obj_id)], sam.low_res_masks, sam.ious[:, :1], sam.object_score_logits, state.hw)
 
     def remove_object(self, obj_id: int) -> list[int]:
@@ -260,7 +218,7 @@ class ExemplarPredictor:
 
     def reset(self) -> None:
         """Forget every object and memory (and the cached image features)."""
-        self._bank = _Bank()
+        self._bank = Bank()
         self._image = None
 
     # ------------------------------------------------------------------- queries
@@ -274,12 +232,12 @@ class ExemplarPredictor:
         state = self._encode(image)
         ids = self.obj_ids
         if self.query_mode == "prototype":
-            sam, similarity = self._decode_by_prototype(state, ids)
+            sam, similarity = decode_by_prototype(self.model, self._bank, state, ids)
             result = self._result(
                 ids, sam.low_res_masks, sam.ious[:, :1], sam.object_score_logits, state.hw, similarity
             )
         else:
-            sam = self._decode_by_memory(state, ids)
+            sam = decode_by_memory(self.model, self._bank, state, ids, self.object_pointers, self.multimask_queries)
             result = self._result(
                 ids, sam.low_res_masks, sam.ious.max(dim=1, keepdim=True).values, sam.object_score_logits, state.hw
             )
@@ -291,190 +249,24 @@ class ExemplarPredictor:
                 memories = self._encode_memory(
                     raw, sam.low_res_masks[found], sam.object_score_logits[found], from_prompt=False
                 )
-                prototypes = self._prototypes(state, sam.low_res_masks[found])
+                found_prototypes = prototypes(state, sam.low_res_masks[found])
                 for j, i in enumerate(found):
-                    self._store(ids[i], _Memory("query", memories[j : j + 1], None, prototypes[j]))
+                    self._bank.store(
+                        ids[i], Memory("query", memories[j : j + 1], None, found_prototypes[j]), self.max_memory
+                    )
         return result
-
-    def _decode_by_prototype(self, state: _ImageState, ids: list[int]) -> tuple[SamOutput, torch.Tensor]:
-        """Decode each object without memory from a click at its prototype's most similar place;
-        returns the SAM output and each object's peak cosine similarity (-1 without a prototype)."""
-        model = self.model
-        fine = state.levels[0][0].float()  # (C0, h0, w0)
-        h0, w0 = fine.shape[-2:]
-        prototypes, known = [], []
-        for obj_id in ids:
-            own = [m.prototype for m in self._bank.memories[obj_id] if m.prototype is not None]
-            known.append(bool(own))
-            prototypes.append(torch.cat(own).float().mean(0) if own else fine.new_zeros(fine.shape[0]))
-        sims = F.normalize(torch.stack(prototypes), dim=1) @ F.normalize(fine.flatten(1), dim=0)  # (N, h0 * w0)
-        peak, where = sims.max(dim=1)
-        known_t = torch.tensor(known, device=peak.device)
-        peak = torch.where(known_t, peak, torch.full_like(peak, -1.0))
-        size = model.image_size
-        xs = ((where % w0).float() + 0.5) * (size / w0)
-        ys = ((where // w0).float() + 0.5) * (size / h0)
-        n = len(ids)
-        point_inputs = {
-            "point_coords": torch.stack([xs, ys], dim=-1)[:, None].to(state.levels[-1].dtype),
-            "point_labels": torch.ones(n, 1, dtype=torch.int32, device=peak.device),
-        }
-        features = self._no_memory(state).expand(n, -1, -1, -1)
-        high_res = None if len(state.levels) == 1 else [f.expand(n, -1, -1, -1) for f in state.levels[:-1]]
-        sam = model.forward_sam_heads(features, point_inputs, None, high_res, False)
-        if not all(known):  # an object whose masks were all empty has nothing to look for
-            sam.low_res_masks[~known_t] = NO_OBJ_SCORE
-        return sam, peak
-
-    def _decode_by_memory(self, state: _ImageState, ids: list[int]) -> SamOutput:
-        """Memory attention over each object's memories, then the SAM heads with no prompt."""
-        model = self.model
-        c = model.config
-        h, w = state.levels[-1].shape[-2:]
-        vision = state.levels[-1].flatten(2).permute(2, 0, 1)  # (hw, 1, C)
-        vision_pos = state.positions[-1].flatten(2).permute(2, 0, 1)
-        pos = self._pos_enc().flatten(2).permute(2, 0, 1) + model.maskmem_tpos_enc[c.num_maskmem - 1]  # (hw, 1, Cm)
-        # Objects with as many memories share one batched memory attention call.
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, obj_id in enumerate(ids):
-            memories = self._bank.memories[obj_id]
-            pointers = sum(m.obj_ptr is not None for m in memories) if self.object_pointers else 0
-            groups.setdefault((len(memories), pointers), []).append(i)
-        fused = torch.empty(len(ids), c.hidden_dim, h, w, dtype=state.levels[-1].dtype, device=model.device)
-        attn_dtype = model.memory_attention.norm.weight.dtype
-        for (count, pointers), members in groups.items():
-            batch = len(members)
-            memory = torch.stack(
-                [
-                    torch.cat([m.features for m in self._bank.memories[ids[i]]])
-                    .flatten(2)
-                    .permute(0, 2, 1)
-                    .flatten(0, 1)
-                    for i in members
-                ],
-                dim=1,
-            )  # (count * hw, B, Cm), memories in bank order
-            memory_pos = pos.repeat(count, 1, 1).expand(-1, batch, -1)
-            num_ptr_tokens = 0
-            if pointers:
-                tokens, tokens_pos = self._pointer_tokens([ids[i] for i in members])
-                memory, memory_pos = torch.cat([memory, tokens]), torch.cat([memory_pos, tokens_pos])
-                num_ptr_tokens = tokens.shape[0]
-            out = model.memory_attention(
-                curr=vision.to(attn_dtype),
-                memory=memory.to(attn_dtype),
-                curr_pos=vision_pos.to(attn_dtype),
-                memory_pos=memory_pos.to(attn_dtype),
-                num_obj_ptr_tokens=num_ptr_tokens,
-            )
-            out = out.to(fused.dtype).expand(-1, batch, -1) if out.shape[1] == 1 else out.to(fused.dtype)
-            fused[members] = out.permute(1, 2, 0).reshape(batch, c.hidden_dim, h, w)
-        n = len(ids)
-        high_res = None if len(state.levels) == 1 else [f.expand(n, -1, -1, -1) for f in state.levels[:-1]]
-        return model.forward_sam_heads(fused, None, None, high_res, self.multimask_queries)
-
-    def _pointer_tokens(self, obj_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Object pointers of the objects' examples as memory tokens (P * split, B, C_mem), each
-        placed one frame before the query (as a video's last conditioning frame)."""
-        from .model.position import sine_1d
-
-        model = self.model
-        c = model.config
-        ptrs = torch.stack(
-            [torch.cat([m.obj_ptr for m in self._bank.memories[i] if m.obj_ptr is not None]) for i in obj_ids], dim=1
-        )  # (P, B, C)
-        count, batch = ptrs.shape[:2]
-        if c.add_tpos_enc_to_obj_ptrs:
-            tpos_dim = c.hidden_dim if c.proj_tpos_enc_in_obj_ptrs else c.mem_dim
-            rel = torch.ones(count, device=ptrs.device) / max(c.max_obj_ptrs_in_encoder - 1, 1)
-            pos = (
-                model.obj_ptr_tpos_proj(sine_1d(rel, tpos_dim).to(model.dtype))
-                .unsqueeze(1)
-                .expand(-1, batch, c.mem_dim)
-            )
-        else:
-            pos = ptrs.new_zeros(count, batch, c.mem_dim)
-        if c.mem_dim < c.hidden_dim:
-            split = c.hidden_dim // c.mem_dim
-            ptrs = ptrs.reshape(count, batch, split, c.mem_dim).permute(0, 2, 1, 3).flatten(0, 1)
-            pos = pos.repeat_interleave(split, dim=0)
-        return ptrs, pos
 
     # ---------------------------------------------------------------- persistence
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the memory bank to a safetensors file (memories, object pointers, ids, kinds and model shape)."""
-        from safetensors.torch import save_file
-
-        if not self._bank.memories:
-            raise PredictorStateError("the memory bank is empty: nothing to save")
-        tensors = {"pos_enc": self._pos_enc().detach().float().contiguous().cpu()}
-        kinds: dict[str, list[str]] = {}
-        for obj_id, memories in self._bank.memories.items():
-            kinds[str(obj_id)] = [m.kind for m in memories]
-            for k, m in enumerate(memories):
-                tensors[f"obj{obj_id}.{k}"] = m.features.detach().float().contiguous().cpu()
-                if m.obj_ptr is not None:
-                    tensors[f"obj{obj_id}.{k}.ptr"] = m.obj_ptr.detach().float().contiguous().cpu()
-                if m.prototype is not None:
-                    tensors[f"obj{obj_id}.{k}.proto"] = m.prototype.detach().float().contiguous().cpu()
-        meta = {
-            "format": _BANK_FORMAT,
-            "version": "2",
-            "objects": json.dumps(kinds),
-            "model": json.dumps(self._shape()),
-        }
-        save_file(tensors, os.fspath(path), metadata=meta)
+        self._bank.save(path, self._shape())
 
     def load(self, path: str | os.PathLike) -> None:
         """Replace the memory bank with one :meth:`save` wrote (for a model of the same shape)."""
-        from safetensors import safe_open
-
-        try:
-            handle = safe_open(os.fspath(path), framework="pt", device="cpu")
-        except Exception as err:  # safetensors raises its own error types
-            raise InvalidInputError(f"{path}: not a readable safetensors file ({err})") from None
-        with handle as f:
-            meta = f.metadata() or {}
-            if meta.get("format") != _BANK_FORMAT:
-                raise InvalidInputError(f"{path}: not a masklet exemplar bank (format {meta.get('format')!r})")
-            shape = json.loads(meta["model"])
-            if shape != self._shape():
-                raise InvalidInputError(
-                    f"{path}: the bank was made with a model of shape {shape}, this one is {self._shape()}"
-                )
-            kinds = json.loads(meta["objects"])
-            names = set(f.keys())
-            device, dtype = self.model.device, self.model.dtype
-
-            def optional(key: str, k: int, suffix: str) -> torch.Tensor | None:
-                name = f"obj{key}.{k}.{suffix}"  # version 1 banks have no prototypes
-                return f.get_tensor(name).to(device, dtype) if name in names else None
-
-            bank = _Bank(pos_enc=f.get_tensor("pos_enc").to(device, dtype))
-            for key, object_kinds in kinds.items():
-                if len(object_kinds) > self.max_memory:
-                    raise InvalidInputError(
-                        f"{path}: object {key} has {len(object_kinds)} memories, more than max_memory={self.max_memory}"
-                    )
-                bank.memories[int(key)] = [
-                    _Memory(
-                        kind,
-                        f.get_tensor(f"obj{key}.{k}").to(device, dtype),
-                        optional(key, k, "ptr"),
-                        optional(key, k, "proto"),
-                    )
-                    for k, kind in enumerate(object_kinds)
-                ]
-        self._bank = bank
+        self._bank = Bank.load(path, self._shape(), self.max_memory, self.model.device, self.model.dtype)
 
     # ------------------------------------------------------------------ internals
-
-    def _pos_enc(self) -> torch.Tensor:
-        """The bank's memory position encoding (set with its first memory)."""
-        if self._bank.pos_enc is None:
-            raise PredictorStateError("the memory bank is empty: add an example first")
-        return self._bank.pos_enc
 
     def _shape(self) -> dict[str, int]:
         c = self.model.config
@@ -485,25 +277,13 @@ class ExemplarPredictor:
             "embedding_size": c.embedding_size,
         }
 
-    def _memories_of(self, obj_id: Any) -> list[_Memory]:
-        _check_obj_id(obj_id)
+    def _memories_of(self, obj_id: Any) -> list[Memory]:
+        check_obj_id(obj_id)
         if int(obj_id) not in self._bank.memories:
             raise InvalidInputError(f"obj_id: unknown object {obj_id!r}; known objects: {self.obj_ids}")
         return self._bank.memories[int(obj_id)]
 
-    def _store(self, obj_id: int, memory: _Memory) -> None:
-        """Add a memory under the bank rule (see the module doc)."""
-        memories = self._bank.memories.setdefault(obj_id, [])
-        examples = [m for m in memories if m.kind == "example"]
-        queries = [m for m in memories if m.kind == "query"]
-        if memory.kind == "example":
-            examples = (examples + [memory])[-self.max_memory :]
-        elif len(examples) < self.max_memory:
-            queries.append(memory)
-        queries = queries[len(queries) - (self.max_memory - len(examples)) :] if len(examples) < self.max_memory else []
-        memories[:] = examples + queries
-
-    def _encode(self, image: ImageSource) -> _ImageState:
+    def _encode(self, image: ImageSource) -> ImageState:
         """Features of an image, reusing the last image's when the pixels are the same."""
         pixels = load_image(image)
         key = hashlib.blake2b(np.ascontiguousarray(pixels).tobytes(), digest_size=16).digest() + bytes(
@@ -514,16 +294,8 @@ class ExemplarPredictor:
         model = self.model
         batch = preprocess(pixels, model.image_size, model.device, model.encoder_dtype)
         encoded = model.encode_image(batch)
-        self._image = _ImageState(key, tuple(pixels.shape[:2]), encoded.levels, encoded.positions)
+        self._image = ImageState(key, tuple(pixels.shape[:2]), encoded.levels, encoded.positions)
         return self._image
-
-    def _no_memory(self, state: _ImageState) -> torch.Tensor:
-        """The features of an image decoded without memory, as SAM2 decodes a first frame."""
-        raw = state.levels[-1]
-        h, w = raw.shape[-2:]
-        seq = raw.flatten(2).permute(2, 0, 1)
-        pos = state.positions[-1].flatten(2).permute(2, 0, 1)
-        return self.model.condition_on_memory(0, True, seq, pos, (h, w), None, None)  # type: ignore[arg-type]  # no memory: the model's no-memory path takes None
 
     def _encode_memory(
         self, raw: torch.Tensor, low_res: torch.Tensor, object_logits: torch.Tensor, from_prompt: bool
@@ -593,22 +365,7 @@ class ExemplarPredictor:
         scale, bias = self.presence_calibration
         return torch.sigmoid(scale * evidence + bias)
 
-    def _prototypes(self, state: _ImageState, low_res: torch.Tensor) -> list[torch.Tensor | None]:
-        """Mean finest-level feature under each (B, 1, h, w) mask logit map > 0, as (1, C0); None if empty."""
-        fine = state.levels[0]
-        inside = F.interpolate(low_res.float(), size=fine.shape[-2:], mode="bilinear", align_corners=False)[:, 0] > 0
-        out: list[torch.Tensor | None] = []
-        for m in inside:
-            count = int(m.sum())
-            out.append(None if count == 0 else (fine[0].float() * m).sum(dim=(1, 2))[None].div(count).to(fine.dtype))
-        return out
-
 
 def similarity_evidence(similarity: torch.Tensor) -> torch.Tensor:
     """-log(1 - s) of a peak cosine similarity: the value "prototype" mode calibrates into presence."""
     return -torch.log((1.0 - similarity).clamp(min=1e-6))
-
-
-def _check_obj_id(obj_id: Any) -> None:
-    if not isinstance(obj_id, (int, np.integer)) or isinstance(obj_id, bool):
-        raise InvalidInputError(f"obj_id: expected an int, got {obj_id!r}")
