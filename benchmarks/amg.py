@@ -23,16 +23,15 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-import conftest  # noqa: E402,F401  (binds the torchvision stand-in the official sam2 imports)
 import masklet  # noqa: E402
+import oracles  # noqa: E402,F401  (tests/reference as the package `reference`)
+from image_predictor import test_image  # noqa: E402  (the same smooth 1200x900 image)
 from masklet.checkpoints import packaged_checkpoint  # noqa: E402
 from masklet.synthetic import make_scene  # noqa: E402
 from reference.amg_compare import match_masks  # noqa: E402
@@ -43,9 +42,6 @@ from reference.official import (  # noqa: E402
     official_model_dict,
     save_official_checkpoint,
 )
-
-sys.path.insert(0, os.path.dirname(__file__))
-from image_predictor import test_image  # noqa: E402  (the same smooth 1200x900 image)
 
 
 def _size(text: str) -> tuple[int, int]:

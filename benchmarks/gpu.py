@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -35,12 +34,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-try:  # torchvision is real on a GPU machine; on this project's CPU machines the stand-in binds it
-    import torchvision  # noqa: F401
-except Exception:  # noqa: BLE001 (any import failure means: use the stand-in)
-    import conftest  # noqa: F401
 import masklet  # noqa: E402
+import oracles  # noqa: E402,F401  (tests/reference as `reference`; the torchvision stand-in binds only without a real one)
 from masklet.synthetic import make_clip, make_scene  # noqa: E402
 from reference.official import (  # noqa: E402
     build_official_model,

@@ -12,16 +12,14 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-import conftest  # noqa: E402,F401  (binds the torchvision stand-in the official sam2 imports)
 import masklet  # noqa: E402
+import oracles  # noqa: E402,F401  (tests/reference as the package `reference`)
 from reference.official import (  # noqa: E402
     build_official_model,
     official_image_predictor,

@@ -8,23 +8,17 @@ Random weights of the chosen official size (no model hub here). Ratios are offic
 from __future__ import annotations
 
 import argparse
-import importlib.util  # noqa: E402
 import os
 import statistics
-import sys
 import tempfile
 import time
 
 import numpy as np
 import torch
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-# keep this folder off sys.path: a file named onnx.py here would shadow the onnx package (hence this name)
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
-_spec = importlib.util.spec_from_file_location("video_predictor_bench", os.path.join(_HERE, "video_predictor.py"))
-vb = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(vb)  # frames, clicks, interleaved tracking; binds the sam2 stand-in
 import masklet  # noqa: E402
+import oracles  # noqa: E402,F401  (tests/reference as the package `reference`)
+import video_predictor as vb  # noqa: E402  (frames, clicks, interleaved tracking)
 from masklet.export.onnx import export_onnx  # noqa: E402
 from masklet.export.ort import ort_model  # noqa: E402
 from masklet.video import VideoPredictor  # noqa: E402

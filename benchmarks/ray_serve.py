@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import threading
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+import oracles  # noqa: E402,F401  (tests/reference as the package `reference`)
 from masklet.client import Client  # noqa: E402
 from masklet.synthetic import make_clip, make_scene  # noqa: E402
 from reference.server import ServerProcess, free_port  # noqa: E402

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from typing import Any
@@ -38,9 +37,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-import conftest  # noqa: E402,F401  (binds the torchvision stand-in the official sam2 imports)
 import masklet  # noqa: E402
+import oracles  # noqa: E402,F401  (tests/reference as the package `reference`)
 from masklet.synthetic import make_clip  # noqa: E402
 from masklet.video import VideoPredictor  # noqa: E402
 from reference.official import (  # noqa: E402

@@ -22,8 +22,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(Path(__file__).parent))
-from run_mutmut import MODULES  # noqa: E402
+from run_mutmut import MODULES  # this script's folder is on the path when it runs
 
 
 def mutant_names(path: Path, module: str) -> list[str]:
@@ -63,8 +62,12 @@ def main() -> None:
     args = parser.parse_args()
     sources, tests = MODULES[args.module]
     work = ROOT / "build" / "mutation" / args.module / "mutants"
+    paths = os.pathsep.join([str(work / "src"), str(work / "tests")])
+    if os.environ.get("MASKLET_MUTANT_PATHS") != paths:  # run again with the mutated copy first on the path
+        env = {**os.environ, "MASKLET_MUTANT_PATHS": paths}
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (paths, os.environ.get("PYTHONPATH")) if p)
+        os.execve(sys.executable, [sys.executable, str(Path(__file__).resolve()), *sys.argv[1:]], env)
     os.chdir(work)
-    sys.path[:0] = [str(work / "src"), str(work / "tests")]
     results: dict[str, str] = {}
     for source in sources:
         rel = Path(source).relative_to("src")

@@ -6,7 +6,7 @@ Typical use::
     model = build_official_model(model_dict, seed=0)          # SAM2Base, randomised, eval, fp32
     predictor = official_image_predictor(model)               # SAM2ImagePredictor, CPU-ready
 
-Importing ``sam2`` needs the torchvision stand-in on ``sys.path`` (``tests/conftest.py`` does it).
+Importing ``sam2`` needs the torchvision stand-in: importing this module binds it (:mod:`.standins`).
 """
 
 from __future__ import annotations
@@ -21,6 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from .standins import bind_torchvision_standin
+
+bind_torchvision_standin()  # before anything imports sam2
 
 __all__ = [
     "SMALL",
