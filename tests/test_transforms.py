@@ -92,6 +92,37 @@ def test_upscale_masks_is_bilinear_to_the_original_size_in_float32():
     torch.testing.assert_close(out, expected, rtol=0, atol=0)
 
 
+def test_upscale_masks_matches_the_official_postprocess():
+    transforms = pytest.importorskip("sam2.utils.transforms")
+    low = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 4
+    for hw in ((37, 53), (12, 9)):  # up in both axes, and down in both (non-square: x/y cannot swap)
+        official = transforms.SAM2Transforms(resolution=64, mask_threshold=0.0).postprocess_masks(low, hw)
+        ours = upscale_masks(low, hw)
+        assert ours.shape == (2, 3, *hw)
+        torch.testing.assert_close(ours, official, rtol=0, atol=0)
+
+
+def test_upscale_masks_to_the_model_side_keeps_the_dtype_when_asked():
+    low = torch.randn(1, 2, 8, 8, generator=torch.Generator().manual_seed(2)).to(torch.bfloat16)
+    square = upscale_masks(low, 32, dtype=None)
+    assert square.shape == (1, 2, 32, 32)
+    assert square.dtype == torch.bfloat16
+    expected = F.interpolate(low, size=(32, 32), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(square, expected, rtol=0, atol=0)
+    by_shape = upscale_masks(low, torch.zeros(5, 7, 11).shape[-2:])  # a torch.Size, as training passes
+    assert by_shape.shape == (1, 2, 7, 11)
+    assert by_shape.dtype == torch.float32
+
+
+def test_amg_exact_statistics_evaluator_follows_the_shared_upscaling():
+    from masklet.amg.upsample import Upsampler
+
+    low = torch.randn(3, 16, 16, generator=torch.Generator().manual_seed(3)) * 8
+    up = Upsampler((16, 16), (45, 61), CPU)
+    expected = upscale_masks(low[:, None], (45, 61))[:, 0]
+    torch.testing.assert_close(up.evaluate(low), expected, rtol=0, atol=1e-5)  # a last-bit difference at most
+
+
 @pytest.mark.parametrize("fn", [preprocess, preprocess_frame])
 def test_model_input_lands_on_the_requested_device(fn):
     """The ``device`` argument is honoured (the meta device stands in for a GPU on CPU-only CI)."""

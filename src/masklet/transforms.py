@@ -55,6 +55,15 @@ def to_model_coords(
     return coords * size
 
 
-def upscale_masks(low_res: torch.Tensor, orig_hw: tuple[int, int]) -> torch.Tensor:
-    """(B, M, h, w) low-resolution logits -> (B, M, H, W) logits at the original image size."""
-    return F.interpolate(low_res.float(), size=tuple(orig_hw), mode="bilinear", align_corners=False)
+def upscale_masks(
+    low_res: torch.Tensor,
+    size: int | tuple[int, int] | torch.Size,
+    dtype: torch.dtype | None = torch.float32,
+) -> torch.Tensor:
+    """(B, M, h, w) low-resolution mask logits -> (B, M, H, W) at ``size`` ((H, W), or one side for the
+    model's square input): bilinear without corner alignment, as SAM's postprocessing; in ``dtype``
+    (None keeps the input's). The one upscaling every predictor, the memory encoder's input and
+    training use (the AMG's exact-statistics evaluator, amg/upsample.py, follows the same formula)."""
+    hw = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    x = low_res if dtype is None else low_res.to(dtype)
+    return F.interpolate(x, size=hw, mode="bilinear", align_corners=False)

@@ -12,6 +12,7 @@ from ..model import Sam2Model
 from ..model.common import to_maps, to_sequence
 from ..model.position import sine_1d
 from ..model.sam2 import NO_OBJ_SCORE, SamOutput
+from ..transforms import upscale_masks
 from .bank import Bank
 
 
@@ -37,7 +38,7 @@ def no_memory(model: Sam2Model, state: ImageState) -> torch.Tensor:
 def prototypes(state: ImageState, low_res: torch.Tensor) -> list[torch.Tensor | None]:
     """Mean finest-level feature under each (B, 1, h, w) mask logit map > 0, as (1, C0); None if empty."""
     fine = state.levels[0]
-    inside = F.interpolate(low_res.float(), size=fine.shape[-2:], mode="bilinear", align_corners=False)[:, 0] > 0
+    inside = upscale_masks(low_res, fine.shape[-2:])[:, 0] > 0
     out: list[torch.Tensor | None] = []
     for m in inside:
         count = int(m.sum())

@@ -301,7 +301,7 @@ class ExemplarPredictor:
         self, raw: torch.Tensor, low_res: torch.Tensor, object_logits: torch.Tensor, from_prompt: bool
     ) -> torch.Tensor:
         size = self.model.image_size
-        high_res = F.interpolate(low_res.float(), size=(size, size), mode="bilinear", align_corners=False)
+        high_res = upscale_masks(low_res, size)
         features, pos_enc = self.model.encode_memory(
             raw,
             high_res.to(raw.dtype),

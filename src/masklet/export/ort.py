@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from ..errors import InvalidInputError
 from ..model.sam2 import NO_OBJ_SCORE, ImageFeatures, Sam2Model, SamOutput, non_overlapping
+from ..transforms import upscale_masks
 from .onnx import FILES, MANIFEST, export_onnx
 
 
@@ -149,7 +150,7 @@ class OrtSam2Model(Sam2Model):
         if self.config.pred_obj_scores:
             low_multi = torch.where((object_logits > 0)[:, None, None], low_multi, NO_OBJ_SCORE)
         size = (self.image_size, self.image_size)
-        high_multi = F.interpolate(low_multi, size=size, mode="bilinear", align_corners=False)
+        high_multi = upscale_masks(low_multi, size, dtype=None)
         obj_ptr = ptrs[:, 0]
         if multimask_output:
             best = ious.argmax(dim=-1)

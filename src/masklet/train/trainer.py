@@ -24,7 +24,7 @@ from ..checkpoints import save_checkpoint, save_official_yaml
 from ..errors import InvalidInputError
 from ..model import ImageFeatures, MemoryBank, Sam2Model, TrackStepOutput
 from ..model.common import to_maps, to_sequence
-from ..transforms import preprocess
+from ..transforms import preprocess, upscale_masks
 from .data import ImageSample, VideoSample, endless
 from .losses import LossWeights, sam_loss
 from .prompts import corrective_clicks, initial_clicks, jittered_boxes
@@ -191,7 +191,7 @@ class Trainer:
         for r in range(rounds):
             multimask = r == 0 and not use_box  # one click is ambiguous: three candidates
             low_res, iou, obj = self.model.decode_masks(embed, high_res, points, mask_input, multimask)
-            full = F.interpolate(low_res.float(), size=gt.shape[-2:], mode="bilinear", align_corners=False)
+            full = upscale_masks(low_res, gt.shape[-2:])
             losses = sam_loss(full, iou, obj, gt, c.loss_weights)
             for k, v in losses.items():
                 totals[k] = totals.get(k, 0) + v / rounds
@@ -201,10 +201,7 @@ class Trainer:
                 chosen = low_res[rows, best].detach()  # (K, h, w)
                 new_points, new_labels = corrective_clicks(
                     gt,
-                    F.interpolate(chosen[:, None].float(), size=gt.shape[-2:], mode="bilinear", align_corners=False)[
-                        :, 0
-                    ]
-                    > 0,
+                    upscale_masks(chosen[:, None], gt.shape[-2:])[:, 0] > 0,
                     self.generator,
                 )
                 points = (torch.cat((points[0], new_points), 1), torch.cat((points[1], new_labels), 1))
@@ -264,7 +261,7 @@ class Trainer:
                 low_res, ious, object_logits = self._decode_given_mask(feats, sizes, mask_inputs)
             else:
                 low_res, ious, object_logits = out.pred_multimasks, out.ious, out.object_score_logits
-            full = F.interpolate(low_res, size=masks.shape[-2:], mode="bilinear", align_corners=False)
+            full = upscale_masks(low_res, masks.shape[-2:], dtype=None)
             losses = sam_loss(full, ious, object_logits, masks[t], c.loss_weights)
             for k, v in losses.items():
                 totals[k] = totals.get(k, 0) + v

@@ -24,7 +24,7 @@ from ..model.common import to_maps, to_sequence
 from ..model.sam2 import NO_OBJ_SCORE, non_overlapping
 from ..precision import inference
 from ..prompts import video_prompt
-from ..transforms import preprocess_frame
+from ..transforms import preprocess_frame, upscale_masks
 from .health import HealthMonitor, presence_from_logits
 from .session import FrameOutput, StackedOutputs, TrackedFrame, TrackedObject, VideoState
 
@@ -373,7 +373,7 @@ class TrackingEngine:
         size = self.image_size
         pix_feat = to_maps(feats[-1], sizes[-1]).expand(batch, -1, -1, -1)
         low_res = torch.cat([o.pred_masks for o in outs]).to(state.device)
-        high_res = F.interpolate(low_res, size=(size, size), mode="bilinear", align_corners=False)
+        high_res = upscale_masks(low_res, size, dtype=None)
         scores = torch.cat([o.object_score_logits for o in outs]).to(state.device)
         features, pos_enc = self.model.encode_memory(
             pix_feat,
@@ -439,9 +439,7 @@ class TrackingEngine:
         for i, obj in enumerate(state.objects.values()):
             out = obj.output_at(frame_idx, is_cond)
             if out is not None:
-                masks[i : i + 1] = F.interpolate(
-                    out.pred_masks.to(state.device), size=hw, mode="bilinear", align_corners=False
-                )
+                masks[i : i + 1] = upscale_masks(out.pred_masks.to(state.device), hw, dtype=None)
                 scores[i] = out.object_score_logits.float().reshape(-1)[0].cpu()
         if self.non_overlap_masks:
             masks = non_overlapping(masks)
@@ -449,7 +447,7 @@ class TrackingEngine:
 
     def _video_output(self, state: VideoState, frame_idx: int, low_res: torch.Tensor) -> TrackedFrame:
         hw = (state.video_height, state.video_width)
-        masks = F.interpolate(low_res.float(), size=hw, mode="bilinear", align_corners=False)
+        masks = upscale_masks(low_res, hw)
         if self.non_overlap_masks:
             masks = non_overlapping(masks)
         return TrackedFrame(frame_idx, state.obj_ids, masks, self._frame_scores(state, frame_idx))
