@@ -31,3 +31,16 @@ def check_obj_id(obj_id: object) -> None:
     """Raise unless ``obj_id`` is an int (numpy ints too, bools not)."""
     if not is_int(obj_id):
         raise InvalidInputError(f"obj_id: expected an int, got {obj_id!r}")
+
+
+def check_sam2_model(model: object, memory_for: str | None = None) -> None:
+    """Raise unless ``model`` is a masklet ``Sam2Model``; with ``memory_for`` (what it is for, e.g.
+    "track video"), also unless its config has memory."""
+    from .model import Sam2Model  # imported here, so this module stays a leaf that any module can use
+
+    if not isinstance(model, Sam2Model):
+        raise InvalidInputError(
+            f"model: expected a masklet Sam2Model (see masklet.load_model), got {type(model).__name__}"
+        )
+    if memory_for is not None and model.config.num_maskmem == 0:
+        raise InvalidInputError(f"model: this config has no memory (num_maskmem=0) and cannot {memory_for}")

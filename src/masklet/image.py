@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .checks import check_sam2_model
 from .errors import InvalidInputError, PredictorStateError
 from .io import ImageSource, load_image
 from .masks import fill_holes_and_remove_sprinkles
@@ -76,10 +77,7 @@ class ImagePredictor:
         max_hole_area: float = 0.0,
         max_sprinkle_area: float = 0.0,
     ) -> None:
-        if not isinstance(model, Sam2Model):
-            raise InvalidInputError(
-                f"model: expected a masklet Sam2Model (see masklet.load_model), got {type(model).__name__}"
-            )
+        check_sam2_model(model)
         for name, value in (("max_hole_area", max_hole_area), ("max_sprinkle_area", max_sprinkle_area)):
             if not _is_number(value) or value < 0:
                 raise InvalidInputError(f"{name}: expected a number >= 0, got {value!r}")

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from ..checks import check_sam2_model
 from ..errors import InvalidInputError
-from ..model import Sam2Model
 from .grids import build_all_layer_point_grids, check_point_grids
 
 __all__ = ["OUTPUT_MODES", "Progress", "check_options"]
@@ -42,10 +42,7 @@ def check_options(
 ) -> list[np.ndarray]:
     """Check every :class:`~masklet.amg.MaskGenerator` option (InvalidInputError naming the first bad
     one) and return the point grid of each crop layer."""
-    if not isinstance(model, Sam2Model):
-        raise InvalidInputError(
-            f"model: expected a masklet Sam2Model (see masklet.load_model), got {type(model).__name__}"
-        )
+    check_sam2_model(model)
     _check_int(crop_n_layers, "crop_n_layers", 0)
     _check_int(crop_n_points_downscale_factor, "crop_n_points_downscale_factor", 1)
     _check_int(points_per_batch, "points_per_batch", 1)

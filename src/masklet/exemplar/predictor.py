@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..checks import check_obj_id
+from ..checks import check_obj_id, check_sam2_model
 from ..errors import InvalidInputError, PredictorStateError
 from ..image import ImagePredictor
 from ..io import ImageSource, load_image
@@ -108,12 +108,7 @@ class ExemplarPredictor:
         mask_threshold: float = 0.0,
         presence_calibration: tuple[float, float] | None = None,
     ) -> None:
-        if not isinstance(model, Sam2Model):
-            raise InvalidInputError(
-                f"model: expected a masklet Sam2Model (see masklet.load_model), got {type(model).__name__}"
-            )
-        if model.config.num_maskmem == 0:
-            raise InvalidInputError("model: this config has no memory (num_maskmem=0) and cannot segment by example")
+        check_sam2_model(model, memory_for="segment by example")
         if not isinstance(max_memory, int) or isinstance(max_memory, bool) or max_memory < 1:
             raise InvalidInputError(f"max_memory: expected an int >= 1 (memories kept per object), got {max_memory!r}")
         if not isinstance(mask_threshold, numbers.Real) or isinstance(mask_threshold, bool):

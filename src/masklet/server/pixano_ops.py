@@ -360,18 +360,7 @@ async def track(ctx: Context, loaded: Loaded, req: TrackingRequest, progress: Pr
 
     predictor, state = await ctx.pool.run(loaded, init)
     try:
-        session = ctx.sessions.add(
-            lambda sid: Session(
-                sid,
-                loaded.name,
-                state,
-                state.num_frames,
-                state.video_height,
-                state.video_width,
-                busy=asyncio.Lock(),
-                predictor=predictor,
-            )
-        )
+        session = ctx.sessions.add(lambda sid: Session.for_video(sid, loaded.name, state, predictor))
     except Exception:
         state.frames.close()
         raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections import OrderedDict
@@ -112,6 +113,21 @@ class Session:
     predictor: Any = None  # the session's VideoPredictor (its options)
     tmpdir: Any = None  # TemporaryDirectory of an uploaded video file
     kind: str = "video"  # or "exemplar" (state: the ExemplarPredictor's bank)
+
+    @classmethod
+    def for_video(cls, session_id: str, model: str, state: Any, predictor: Any, tmpdir: Any = None) -> Session:
+        """A video session over a predictor's ``init_state`` result (its size and frame count)."""
+        return cls(
+            session_id,
+            model,
+            state,
+            state.num_frames,
+            state.video_height,
+            state.video_width,
+            busy=asyncio.Lock(),
+            predictor=predictor,
+            tmpdir=tmpdir,
+        )
 
 
 class SessionStore:

@@ -237,17 +237,30 @@ def _clip_once(
         amodal[t] = amodal0
         masks[t] = labels[None] == ids
         frames[t] = _finish(rng, image, noise, blur, style.gray)
+    return _clip(frames, masks, amodal, tracks, bg_kind, seed, style.gray)
+
+
+def _clip(
+    frames: np.ndarray,
+    masks: np.ndarray,
+    amodal: np.ndarray,
+    tracks: Sequence[_Track],
+    background: str,
+    seed: int,
+    grayscale: bool = False,
+) -> Clip:
+    """The Clip of rendered frames, with ids 1..N and each track's shape, texture and motion."""
     return Clip(
         frames=frames,
         masks=masks,
-        object_ids=np.arange(1, n + 1, dtype=np.int64),
+        object_ids=np.arange(1, len(tracks) + 1, dtype=np.int64),
         amodal_areas=amodal,
         kinds=tuple(tr.shape.kind for tr in tracks),
         textures=tuple(tr.shape.texture.kind for tr in tracks),
         motions=tuple(tr.motion for tr in tracks),
-        background=bg_kind,
+        background=background,
         seed=seed,
-        grayscale=style.gray,
+        grayscale=grayscale,
     )
 
 

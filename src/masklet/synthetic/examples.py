@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from .base import _SOLID_KINDS, _TWO_PI, SHAPE_KINDS, Clip, _check_count, _check_seed, _check_size, min_visible_area
-from .clips import _render, _Track
+from .clips import _clip, _render, _Track
 from .render import _background, _camera, _finish
 from .shapes import _draw, _random_shape, _rect_sdf, _Shape
 from .style import _distinct_color, _random_texture
@@ -74,17 +74,7 @@ def make_event_clip(seed: int, event: str = "exit", num_frames: int = 24, size: 
         image, labels, amodal[t] = _render(image_bg, tracks, order, t)
         masks[t] = labels[None] == ids
         frames[t] = _finish(rng, image, noise, min(blur, False))
-    return Clip(
-        frames=frames,
-        masks=masks,
-        object_ids=np.arange(1, n + 1, dtype=np.int64),
-        amodal_areas=amodal,
-        kinds=tuple(tr.shape.kind for tr in tracks),
-        textures=tuple(tr.shape.texture.kind for tr in tracks),
-        motions=tuple(tr.motion for tr in tracks),
-        background=bg_kind,
-        seed=seed,
-    )
+    return _clip(frames, masks, amodal, tracks, bg_kind, seed)
 
 
 @dataclass(frozen=True, eq=False)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..checks import check_obj_id, is_int, is_real
+from ..checks import check_obj_id, check_sam2_model, is_int, is_real
 from ..errors import InvalidInputError, PredictorStateError
 from ..masks import fill_small_holes
 from ..model import MemoryBank, Sam2Model
@@ -85,12 +85,7 @@ class TrackingEngine:
         binarize_mask_from_pts: bool = True,
         progress: bool = False,
     ) -> None:
-        if not isinstance(model, Sam2Model):
-            raise InvalidInputError(
-                f"model: expected a masklet Sam2Model (see masklet.load_model), got {type(model).__name__}"
-            )
-        if model.config.num_maskmem == 0:
-            raise InvalidInputError("model: this config has no memory (num_maskmem=0) and cannot track video")
+        check_sam2_model(model, memory_for="track video")
         if not is_real(fill_hole_area) or fill_hole_area < 0:
             raise InvalidInputError(
                 f"fill_hole_area: expected a number >= 0 (pixels at 1/4 model resolution), got {fill_hole_area!r}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import io
 import json
@@ -119,19 +118,7 @@ async def create_session(request: Request, ctx: Ctx, model: Annotated[str | None
         if tmp is not None:
             tmp.cleanup()
         raise
-    session = ctx.sessions.add(
-        lambda sid: Session(
-            sid,
-            loaded.name,
-            state,
-            state.num_frames,
-            state.video_height,
-            state.video_width,
-            busy=asyncio.Lock(),
-            predictor=predictor,
-            tmpdir=tmp,
-        )
-    )
+    session = ctx.sessions.add(lambda sid: Session.for_video(sid, loaded.name, state, predictor, tmp))
     return _info(session)
 
 
