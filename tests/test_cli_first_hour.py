@@ -127,6 +127,8 @@ def test_missing_checkpoint_prints_the_path(photo, tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert code == 2 and "'/missing.pt'" in err and "PosixPath" not in err
+    assert err.startswith("masklet segment: error: ")
+    assert not (tmp_path / "o").exists()
 
 
 # ------------------------------------------------------------------ 3. recommended AMG options, progress
@@ -176,6 +178,22 @@ def test_amg_uses_the_models_recommended_options_and_says_so(photo, tmp_path, ca
     assert code == 0 and "pred_iou_thresh=0.66 (option)" in out and "mask_nms_thresh=0 (option)" in out
 
 
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--points-per-side", "0"], "points_per_side: expected an int >= 1, got 0"),
+        (["--mask-nms-thresh", "1.5"], "mask_nms_thresh: expected a number in [0, 1] (0: off), got 1.5"),
+    ],
+)
+def test_amg_bad_option_is_an_error_before_any_output(photo, tmp_path, capsys, option, message):
+    out = tmp_path / "a"
+    assert main(["amg", str(photo), "--model", "masklet-nano", *option, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("masklet amg: error: ")
+    assert message in err
+    assert not out.exists()
+
+
 def test_demo_reads_the_same_recommended_options():
     source = (ROOT / "src" / "masklet" / "demo.py").read_text()
     assert "recommended_amg_options(model_name)" in source and "0.5" not in source
@@ -190,6 +208,7 @@ def test_segment_accepts_only_labels_0_and_1(photo, tmp_path, capsys, label):
         main(["segment", str(photo), "--point", f"20,20,{label}", "--model", "masklet-nano", "--out", str(tmp_path)])
     assert exit_info.value.code == 2
     assert "LABEL must be 1 (foreground) or 0 (background)" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.png"]  # nothing written
 
 
 def test_negative_coordinates_parse_and_outside_points_name_the_image_size(photo, tmp_path, capsys):
@@ -205,6 +224,7 @@ def test_negative_coordinates_parse_and_outside_points_name_the_image_size(photo
 def test_segment_without_prompt_is_an_error(photo, tmp_path, capsys):
     assert main(["segment", str(photo), "--model", "masklet-nano", "--out", str(tmp_path / "o")]) == 2
     assert capsys.readouterr().err.startswith("masklet segment: error: no prompt: give at least one --point")
+    assert not (tmp_path / "o").exists()
 
 
 def test_track_prompt_outside_the_video_names_its_size(frames, tmp_path, capsys):
@@ -221,6 +241,8 @@ def test_track_of_a_photo_says_it_expects_a_video(photo, tmp_path, capsys):
     assert main(["track", str(photo), "--prompt", "0:1:point=5,5", "--out", str(tmp_path / "t")]) == 2
     err = capsys.readouterr().err
     assert "is a single image; track expects a video file or a folder of frames" in err
+    assert err.startswith("masklet track: error: ")
+    assert not (tmp_path / "t").exists()
 
 
 def test_track_detects_frames_of_different_sizes_before_loading_a_model(frames, tmp_path, capsys):
@@ -275,7 +297,9 @@ def test_failed_demo_leaves_no_folder(tmp_path, capsys, monkeypatch):
 
     assert main(["demo", "--model", "/missing.pt", "--out", str(tmp_path / "d")]) == 2
     assert not (tmp_path / "d").exists()
-    capsys.readouterr()
+    err = capsys.readouterr().err
+    assert err.startswith("masklet demo: error: ")
+    assert "/missing.pt" in err
 
     def broken(*args, **kwargs):
         raise MaskletError("broken (test)")
@@ -283,6 +307,7 @@ def test_failed_demo_leaves_no_folder(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(demo, "_write_demo", broken)
     assert main(["demo", "--out", str(tmp_path / "e")]) == 2
     assert not (tmp_path / "e").exists()
+    assert capsys.readouterr().err.startswith("masklet demo: error: broken (test)")
 
 
 # ------------------------------------------------------------------ 6. overlays

@@ -26,7 +26,8 @@ import torch
 from typing_extensions import Self
 
 from . import errors as E
-from .image import ImageEmbeddings, _is_number
+from .checks import is_real
+from .image import ImageEmbeddings
 from .io import ImageSource, load_image
 from .masks import encode_uncompressed_rle
 from .prompts import image_prompts
@@ -201,9 +202,9 @@ class RemoteImagePredictor:
         max_sprinkle_area: float = 0.0,
     ) -> None:
         for name, value in (("max_hole_area", max_hole_area), ("max_sprinkle_area", max_sprinkle_area)):
-            if not _is_number(value) or value < 0:
+            if not is_real(value) or value < 0:
                 raise E.InvalidInputError(f"{name}: expected a number >= 0, got {value!r}")
-        if not _is_number(mask_threshold) or not np.isfinite(mask_threshold):
+        if not is_real(mask_threshold) or not np.isfinite(mask_threshold):
             raise E.InvalidInputError(f"mask_threshold: expected a finite number, got {mask_threshold!r}")
         self.client, self.info = client, client.model_info(model)
         self.model_name = self.info["name"]

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from . import errors as E
-from .checks import check_obj_id
+from .checks import check_obj_id, is_int
 from .exemplar import ExemplarResult
 from .image import ImagePredictor
 from .io import ImageSource, load_image
@@ -44,7 +44,7 @@ class RemoteExemplarPredictor:
     ) -> None:
         from .client import _shim
 
-        if not isinstance(max_memory, int) or isinstance(max_memory, bool) or max_memory < 1:
+        if not is_int(max_memory, numpy=False) or max_memory < 1:
             raise E.InvalidInputError(
                 f"max_memory: expected an int >= 1 (memories kept per object), got {max_memory!r}"
             )

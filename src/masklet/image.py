@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checks import check_sam2_model
+from .checks import check_sam2_model, is_real
 from .errors import InvalidInputError, PredictorStateError
 from .io import ImageSource, load_image
 from .masks import fill_holes_and_remove_sprinkles
@@ -79,9 +79,9 @@ class ImagePredictor:
     ) -> None:
         check_sam2_model(model)
         for name, value in (("max_hole_area", max_hole_area), ("max_sprinkle_area", max_sprinkle_area)):
-            if not _is_number(value) or value < 0:
+            if not is_real(value) or value < 0:
                 raise InvalidInputError(f"{name}: expected a number >= 0, got {value!r}")
-        if not _is_number(mask_threshold) or not math.isfinite(mask_threshold):
+        if not is_real(mask_threshold) or not math.isfinite(mask_threshold):
             raise InvalidInputError(f"mask_threshold: expected a finite number, got {mask_threshold!r}")
         self.model = model
         self.mask_threshold = float(mask_threshold)
@@ -279,10 +279,6 @@ class ImagePredictor:
             point_coords, point_labels, box, mask_input, orig_hw, self.model.image_size, side, normalize_coords
         )
         return prompts.to(self.device)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
 def _squeeze_single(x: np.ndarray) -> np.ndarray:

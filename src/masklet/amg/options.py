@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from ..checks import check_sam2_model
+from ..checks import check_sam2_model, is_int, is_real
 from ..errors import InvalidInputError
 from .grids import build_all_layer_point_grids, check_point_grids
 
@@ -76,14 +75,14 @@ def check_options(
         ("crop_nms_thresh", crop_nms_thresh),
         ("crop_overlap_ratio", crop_overlap_ratio),
     ):
-        if not _is_real(value) or not 0.0 <= value <= 1.0:
+        if not is_real(value) or not 0.0 <= value <= 1.0:
             raise InvalidInputError(f"{name}: expected a number in [0, 1], got {value!r}")
     for name, value in (("stability_score_offset", stability_score_offset), ("mask_threshold", mask_threshold)):
-        if not _is_real(value) or not math.isfinite(value):
+        if not is_real(value) or not math.isfinite(value):
             raise InvalidInputError(f"{name}: expected a finite number, got {value!r}")
-    if not _is_real(min_mask_region_area) or not min_mask_region_area >= 0 or math.isinf(min_mask_region_area):
+    if not is_real(min_mask_region_area) or not min_mask_region_area >= 0 or math.isinf(min_mask_region_area):
         raise InvalidInputError(f"min_mask_region_area: expected a number >= 0, got {min_mask_region_area!r}")
-    if not _is_real(mask_nms_thresh) or not 0.0 <= mask_nms_thresh <= 1.0:
+    if not is_real(mask_nms_thresh) or not 0.0 <= mask_nms_thresh <= 1.0:
         raise InvalidInputError(f"mask_nms_thresh: expected a number in [0, 1] (0: off), got {mask_nms_thresh!r}")
     if output_mode not in OUTPUT_MODES:
         raise InvalidInputError(f"output_mode: expected one of {', '.join(OUTPUT_MODES)}, got {output_mode!r}")
@@ -129,12 +128,8 @@ class Progress:
             self.bar.close()
 
 
-def _is_real(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-
-
 def _check_int(value: Any, name: str, minimum: int | None) -> None:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)):
+    if not is_int(value):
         raise InvalidInputError(f"{name}: expected an int, got {value!r}")
     if minimum is not None and value < minimum:
         raise InvalidInputError(f"{name}: expected an int >= {minimum}, got {value!r}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import numbers
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..checks import check_obj_id, check_sam2_model
+from ..checks import check_obj_id, check_sam2_model, is_int, is_real
 from ..errors import InvalidInputError, PredictorStateError
 from ..image import ImagePredictor
 from ..io import ImageSource, load_image
@@ -109,18 +108,16 @@ class ExemplarPredictor:
         presence_calibration: tuple[float, float] | None = None,
     ) -> None:
         check_sam2_model(model, memory_for="segment by example")
-        if not isinstance(max_memory, int) or isinstance(max_memory, bool) or max_memory < 1:
+        if not is_int(max_memory, numpy=False) or max_memory < 1:
             raise InvalidInputError(f"max_memory: expected an int >= 1 (memories kept per object), got {max_memory!r}")
-        if not isinstance(mask_threshold, numbers.Real) or isinstance(mask_threshold, bool):
+        if not is_real(mask_threshold):
             raise InvalidInputError(f"mask_threshold: expected a number, got {mask_threshold!r}")
         if query_mode not in QUERY_MODES:
             raise InvalidInputError(f"query_mode: expected one of {QUERY_MODES}, got {query_mode!r}")
         self.query_mode = query_mode
         if presence_calibration is not None:
             pair = tuple(presence_calibration) if isinstance(presence_calibration, (tuple, list)) else ()
-            if len(pair) != 2 or not all(
-                isinstance(v, numbers.Real) and not isinstance(v, bool) and np.isfinite(v) for v in pair
-            ):
+            if len(pair) != 2 or not all(is_real(v) and np.isfinite(v) for v in pair):
                 raise InvalidInputError(
                     f"presence_calibration: expected (scale, bias), two finite numbers, got {presence_calibration!r}"
                 )

@@ -45,7 +45,6 @@ VIDEO_PREDICTOR_DEFAULTS: dict[str, Any] = {
     "add_all_frames_to_correct_as_cond": False,
 }
 _IGNORED = ("_target_", "compile_image_encoder", "clear_non_cond_mem_for_multi_obj")
-_VIDEO_TARGET = "sam2.sam2_video_predictor.SAM2VideoPredictor"
 
 
 def _default_device() -> str:

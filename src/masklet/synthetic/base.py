@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeGuard
 
 import numpy as np
 import torch
 
+from ..checks import is_int
 from ..errors import InvalidInputError
 from ..masks import masks_to_boxes
 
@@ -100,25 +100,20 @@ def min_visible_area(height: int, width: int) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def _is_int(value: object) -> TypeGuard[int | np.integer]:
-    """True for Python / numpy integers, False for bool."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
 def _check_seed(seed: object) -> int:
     """Validate a seed: a non-negative int."""
-    if not _is_int(seed) or int(seed) < 0:
+    if not is_int(seed) or int(seed) < 0:
         raise InvalidInputError(f"seed: expected a non-negative int, got {seed!r}")
     return int(seed)
 
 
 def _check_size(size: object) -> tuple[int, int]:
     """Validate ``size`` (int or (height, width)) and return (height, width)."""
-    hw = (size, size) if _is_int(size) else size
+    hw = (size, size) if is_int(size) else size
     if (
         not isinstance(hw, (tuple, list))
         or len(hw) != 2
-        or not all(_is_int(s) and MIN_SIZE <= int(s) <= MAX_SIZE for s in hw)
+        or not all(is_int(s) and MIN_SIZE <= int(s) <= MAX_SIZE for s in hw)
     ):
         raise InvalidInputError(
             f"size: expected an int or (height, width) of ints in [{MIN_SIZE}, {MAX_SIZE}], got {size!r}"
@@ -131,7 +126,7 @@ def _check_range(value: object, name: str, low: int, high: int) -> tuple[int, in
     if (
         not isinstance(value, (tuple, list))
         or len(value) != 2
-        or not all(_is_int(v) for v in value)
+        or not all(is_int(v) for v in value)
         or not low <= int(value[0]) <= int(value[1]) <= high
     ):
         raise InvalidInputError(f"{name}: expected (lo, hi) ints with {low} <= lo <= hi <= {high}, got {value!r}")
@@ -140,6 +135,6 @@ def _check_range(value: object, name: str, low: int, high: int) -> tuple[int, in
 
 def _check_count(value: object, name: str, low: int = 1) -> int:
     """Validate an int >= low."""
-    if not _is_int(value) or int(value) < low:
+    if not is_int(value) or int(value) < low:
         raise InvalidInputError(f"{name}: expected an int >= {low}, got {value!r}")
     return int(value)

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from ..checks import is_real
+from ..checks import is_int, is_real
 from ..errors import InvalidInputError
 
 __all__ = ["EVENT_KINDS", "HealthMonitor", "TrackEvent", "presence_from_logits"]
@@ -101,13 +101,13 @@ class HealthMonitor:
             raise InvalidInputError(
                 f"score_drop: expected a number of logits >= 0 (0 turns the score test off), got {drop!r}"
             )
-        if not isinstance(self.area_window, int) or isinstance(self.area_window, bool) or self.area_window < 1:
+        if not is_int(self.area_window, numpy=False) or self.area_window < 1:
             raise InvalidInputError(f"area_window: expected an int >= 1, got {self.area_window!r}")
         if self.low_confidence < self.lost_threshold:
             raise InvalidInputError(
                 f"low_confidence: expected >= lost_threshold ({self.lost_threshold}), got {self.low_confidence}"
             )
-        if not isinstance(self.lost_frames, int) or isinstance(self.lost_frames, bool) or self.lost_frames < 1:
+        if not is_int(self.lost_frames, numpy=False) or self.lost_frames < 1:
             raise InvalidInputError(f"lost_frames: expected an int >= 1, got {self.lost_frames!r}")
 
     def update(
