@@ -212,3 +212,18 @@ def test_no_sys_path_edits_in_tests_or_benchmarks():
     assert _SYS_PATH_EDIT.search("sys." + "path.insert(0, here)")
     assert _SYS_PATH_EDIT.search("sys." + "path[:0] = [src]")
     assert not _SYS_PATH_EDIT.search("print(sys." + "path)")
+
+
+def test_release_flags_and_official_class_paths_are_spelled_once():
+    from masklet.checkpoints import OfficialClass
+    from masklet.model.config import RELEASE_FLAGS
+
+    texts = {str(p.relative_to(SRC)): p.read_text() for p in SRC.rglob("*.py")}
+    for flag, value in RELEASE_FLAGS.items():
+        spelled = sorted(m for m, t in texts.items() if f'"{flag}": {value!r}' in t)
+        assert spelled == ["model/config.py"], (flag, spelled)
+    paths = [v for k, v in vars(OfficialClass).items() if k.isupper()]
+    assert len(paths) >= 10
+    for path in paths:
+        spelled = sorted(m for m, t in texts.items() if f'"{path}"' in t)
+        assert spelled == ["checkpoints/official.py"], (path, spelled)
