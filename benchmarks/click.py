@@ -174,13 +174,16 @@ def main() -> None:
         for _ in range(args.repeats):
             for name, fn in rows.items():
                 times[name].append(timed(fn))
-    peak32, peak16 = gemm_peak(torch.float32), gemm_peak(torch.bfloat16)
+    peak32, peak16 = gemm_peak(torch.float32), gemm_peak(torch.bfloat16, n=1024, repeats=2)
     load = os.getloadavg()
     print(
         f"{args.variant}, image {image.shape[1]}x{image.shape[0]}, one point, {torch.get_num_threads()} threads, "
         f"median of {args.repeats} interleaved, load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
     )
-    print(f"  GEMM peak 2048^3: float32 {peak32:.0f} GFLOP/s, bfloat16 {peak16:.0f} GFLOP/s")
+    print(
+        f"  GEMM peak: float32 {peak32:.0f} GFLOP/s (2048^3), bfloat16 {peak16:.1f} GFLOP/s (1024^3); "
+        f"CPU capability {torch.backends.cpu.get_cpu_capability()}"
+    )
     base = statistics.median(times["official"])
     for name, t in times.items():
         med = statistics.median(t)
