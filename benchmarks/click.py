@@ -137,6 +137,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--stages", action="store_true")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--skip-bf16", action="store_true", help="leave out the bfloat16 decoder (slow on AVX2-only CPUs)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -163,10 +166,9 @@ def main() -> None:
         "masklet fp32": lambda: fp32.predict(**point),
         "masklet bf16 decoder": lambda: bf16.predict(**point),
     }
-    first_click = {
-        "masklet fp32": timed(rows["masklet fp32"]),
-        "masklet bf16 decoder": timed(rows["masklet bf16 decoder"]),
-    }
+    if args.skip_bf16:
+        del rows["masklet bf16 decoder"]
+    first_click = {name: timed(rows[name]) for name in ("masklet fp32", "masklet bf16 decoder") if name in rows}
     times: dict[str, list[float]] = {name: [] for name in rows}
     with torch.inference_mode():
         for fn in rows.values():
@@ -174,7 +176,8 @@ def main() -> None:
         for _ in range(args.repeats):
             for name, fn in rows.items():
                 times[name].append(timed(fn))
-    peak32, peak16 = gemm_peak(torch.float32), gemm_peak(torch.bfloat16, n=1024, repeats=2)
+    peak32 = gemm_peak(torch.float32)
+    peak16 = 0.0 if args.skip_bf16 else gemm_peak(torch.bfloat16, n=1024, repeats=2)
     load = os.getloadavg()
     print(
         f"{args.variant}, image {image.shape[1]}x{image.shape[0]}, one point, {torch.get_num_threads()} threads, "
@@ -199,11 +202,12 @@ def main() -> None:
     print(f"  mask areas: {[int(m.sum()) for m in outs['masklet fp32']]}")
     if args.stages:
         stage_table(fp32, point, args.repeats, peak32)
-        stage_table(bf16, point, args.repeats, peak16)
+        if not args.skip_bf16:
+            stage_table(bf16, point, args.repeats, peak16)
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 
-        for name in ("official", "masklet fp32", "masklet bf16 decoder"):
+        for name in [n for n in ("official", "masklet fp32", "masklet bf16 decoder") if n in rows]:
             with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as prof:
                 for _ in range(10):
                     rows[name]()
