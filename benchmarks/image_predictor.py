@@ -4,7 +4,10 @@ Same seeded random weights (full tiny config, 1024 px), same image. Prints media
 official / masklet (> 1 means masklet is faster), and the mask IoU of masklet bfloat16 against
 masklet float32.
 
-    python benchmarks/image_predictor.py [--variant sam2.1-hiera-tiny] [--repeats 5]
+    python benchmarks/image_predictor.py [--variant sam2.1-hiera-tiny] [--repeats 5] [--compiled]
+
+``--compiled`` adds masklet float32 with ``load_model(compile=True)`` and prints its cold start
+(artefacts under ``$MASKLET_COMPILE_CACHE``, a second run loads them).
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--variant", default="sam2.1-hiera-tiny")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--compiled", action="store_true")
     args = parser.parse_args()
 
     image = test_image()
@@ -64,13 +68,21 @@ def main() -> None:
         save_official_checkpoint(official_model, ckpt)
         fp32 = masklet.ImagePredictor(masklet.load_model(ckpt, dtype=torch.float32))
         bf16 = masklet.ImagePredictor(masklet.load_model(ckpt, dtype=torch.bfloat16))
+        predictors = {"official fp32": official, "masklet fp32": fp32, "masklet bf16": bf16}
+        if args.compiled:
+            from masklet.compiled import compile_model
+
+            model = masklet.load_model(ckpt)
+            report = compile_model(model)
+            print(f"compiled encoder: cold start {report.seconds:.1f} s, artefacts loaded: {report.loaded}")
+            predictors["masklet fp32 compiled"] = masklet.ImagePredictor(model)
 
     print(
         f"{args.variant}, image {image.shape[1]}x{image.shape[0]}, {torch.get_num_threads()} threads, "
         f"median of {args.repeats}"
     )
     rows = {}
-    for name, predictor in (("official fp32", official), ("masklet fp32", fp32), ("masklet bf16", bf16)):
+    for name, predictor in predictors.items():
         with torch.inference_mode():
             set_s = median_seconds(lambda p=predictor: p.set_image(image), args.repeats)
             predictor.set_image(image)
@@ -79,7 +91,7 @@ def main() -> None:
         print(f"  {name:14s} set_image {set_s * 1000:8.1f} ms   predict {pred_s * 1000:7.2f} ms")
 
     base_set, base_pred = rows["official fp32"]
-    for name in ("masklet fp32", "masklet bf16"):
+    for name in list(predictors)[1:]:
         set_s, pred_s = rows[name]
         print(
             f"  speed-up {name:13s} vs official fp32: set_image {base_set / set_s:5.2f}x   "

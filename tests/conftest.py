@@ -23,6 +23,7 @@ bind_torchvision_standin()
 SLOW_MODULES = frozenset(
     {
         "test_amg",
+        "test_compiled",
         "test_image_parity",
         "test_image_predictor",
         "test_memory_parity",

@@ -44,6 +44,7 @@ def load_model(
     memory_dtype: torch.dtype | None = None,
     backend: str = "torch",
     onnx_dir: str | Path | None = None,
+    compile: bool = False,
 ) -> Sam2Model:
     """Build a SAM2 model and load its weights, in eval mode on ``device``.
 
@@ -63,9 +64,14 @@ def load_model(
 
     ``backend="onnxruntime"`` (extra ``masklet[onnx]``) returns a model whose networks run in ONNX
     Runtime on the export in ``onnx_dir`` (exported to a temporary folder when None); float32 only.
+
+    ``compile=True`` compiles the image encoder with ``torch.compile`` and warms it up (the cold
+    start), caching the artefacts across runs (see :mod:`masklet.compiled`); torch backend only.
     """
     if backend not in ("torch", "onnxruntime"):
         raise ConfigError(f"backend must be 'torch' or 'onnxruntime', got {backend!r}")
+    if compile and backend != "torch":
+        raise ConfigError("compile=True needs backend='torch' (ONNX Runtime compiles its own graphs)")
     for name, value in (("dtype", dtype), ("memory_dtype", memory_dtype or dtype)):
         if value not in (torch.float32, torch.bfloat16, torch.float16):
             raise ConfigError(f"{name} must be torch.float32, torch.bfloat16 or torch.float16, got {value}")
@@ -86,6 +92,10 @@ def load_model(
         from ..export.ort import ort_model
 
         return ort_model(model, onnx_dir)
+    if compile:
+        from ..compiled import compile_model
+
+        compile_model(model)
     return model
 
 

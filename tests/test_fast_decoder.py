@@ -1,0 +1,86 @@
+"""Cached-click decoder (masklet.fast_decoder) against the official SAM2ImagePredictor."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from masklet import ImagePredictor
+from masklet.errors import InvalidInputError
+from reference.image_compare import assert_close
+from reference.official import SMALL, official_image_predictor
+from reference.pairs import make_pair, test_image
+
+CLICKS = [
+    dict(point_coords=[[80.5, 60.0]], point_labels=[1]),
+    dict(point_coords=[[80.5, 60.0], [250.0, 150.0]], point_labels=[1, 0]),
+    dict(box=[40, 30, 200, 170], point_coords=[[120.0, 90.0]], point_labels=[1]),
+]
+
+
+@pytest.fixture(scope="module")
+def pair():
+    official, ours = make_pair("sam2.1-hiera-tiny", seed=5, **SMALL)
+    return official_image_predictor(official), ours
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+def test_repeated_clicks_on_two_images_match_official(pair):
+    """The image-side cache is reused across clicks and rebuilt for a new image."""
+    ref, model = pair
+    ours = ImagePredictor(model)
+    for seed in (1, 2):
+        image = test_image(200, 330, seed=seed)
+        ref.set_image(image)
+        ours.set_image(image)
+        for click in CLICKS:
+            for multimask in (True, False):
+                expected = ref.predict(multimask_output=multimask, return_logits=True, **click)
+                got = ours.predict(multimask_output=multimask, return_logits=True, **click)
+                for name, a, b in zip(("logits", "iou", "low-res logits"), got, expected):
+                    assert_close(a, b, name)
+        assert len(ours._decoder_caches) == 1  # the cached path ran
+
+
+def test_several_objects_with_dynamic_single_mask(pair):
+    """(B, N, 2) prompts with multimask_output=False go through the stability selection."""
+    ref, model = pair
+    ours = ImagePredictor(model)
+    image = test_image(180, 240, seed=3)
+    ref.set_image(image)
+    ours.set_image(image)
+    prompts = dict(
+        point_coords=np.array([[[30.0, 40.0]], [[120.0, 90.0]], [[200.0, 150.0]]]), point_labels=np.ones((3, 1))
+    )
+    expected = ref.predict(multimask_output=False, return_logits=True, **prompts)
+    got = ours.predict(multimask_output=False, return_logits=True, **prompts)
+    assert got[0].shape == (3, 1, 180, 240)
+    for name, a, b in zip(("logits", "iou", "low-res logits"), got, expected):
+        assert_close(a, b, name)
+
+
+def test_bfloat16_decoder_masks_close_to_official(pair):
+    ref, model = pair
+    ours = ImagePredictor(model, decoder_dtype=torch.bfloat16)
+    image = test_image(200, 330, seed=1)
+    ref.set_image(image)
+    ours.set_image(image)
+    for click in CLICKS:
+        expected, ref_iou, _ = ref.predict(**click)
+        expected = expected > 0.5  # the official returns 0. / 1. floats
+        masks, ious, _ = ours.predict(**click)
+        assert masks.dtype == bool
+        assert ious.dtype == np.float32
+        for a, b in zip(masks, expected):
+            assert b.sum() > 0
+            assert iou(a, b) >= 0.97
+        assert np.abs(ious - ref_iou).max() < 0.02
+
+
+def test_bad_decoder_dtype(pair):
+    with pytest.raises(InvalidInputError, match="decoder_dtype"):
+        ImagePredictor(pair[1], decoder_dtype=torch.int8)
