@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from starlette.requests import HTTPConnection
 
+from .batcher import PromptBatcher
 from .errors import ApiError
 from .metrics import Metrics
 from .pool import ModelPool
@@ -26,6 +27,7 @@ class Context:
     images: ImageCache
     sessions: SessionStore
     metrics: Metrics
+    batcher: PromptBatcher
     jobs: dict[str, Any] = field(default_factory=dict)
     shutting_down: bool = False
 

@@ -39,6 +39,19 @@ class Metrics:
         self.model_queue = Gauge(
             "masklet_model_calls_pending", "model calls queued or running", ["device"], registry=self.registry
         )
+        self.prompt_batch = Histogram(
+            "masklet_prompt_batch_size",
+            "prompt requests decoded per model call (the prompt batcher)",
+            ["model"],
+            registry=self.registry,
+            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64),
+        )
+        self.batched_calls = Counter(
+            "masklet_prompt_batched_calls",
+            "model calls that decoded more than one prompt request",
+            ["model"],
+            registry=self.registry,
+        )
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         """Record one finished HTTP request."""

@@ -25,6 +25,7 @@ from ..codec import (
 from ..deps import Ctx, require_key
 from ..errors import ApiError
 from ..fetch import fetch_url
+from ..image_batch import predict_jobs, prepare_job
 from ..pool import Loaded
 from ..schemas import (
     AutomaticOptions,
@@ -148,7 +149,8 @@ async def predict(iid: str, body: PredictRequest, ctx: Ctx) -> PredictResponse:
     """Masks, scores and (optionally) low-res logits for prompts on a cached image."""
     item = ctx.images.get(iid)
     loaded = ctx.pool.get(item.model)
-    return await ctx.pool.run(loaded, _predict, loaded, item.embeddings, body, body, iid)
+    job = prepare_job(loaded, iid, item.embeddings, body, body)  # bad prompts: their 4xx, never in a batch
+    return await ctx.batcher.submit(loaded, job, predict_jobs)  # decoded with concurrent prompts (batcher.py)
 
 
 @router.post("/images/predict_batch")
@@ -212,7 +214,10 @@ def _read_safetensors(data: bytes) -> ImageEmbeddings:
         (n,) = struct.unpack("<Q", data[:8])
         header = json.loads(data[8 : 8 + n])
         meta = header.get("__metadata__") or {}
-        orig_hw = [tuple(int(v) for v in hw) for hw in json.loads(meta["orig_hw"])]
+        pairs = json.loads(meta["orig_hw"])
+        if any(len(hw) != 2 for hw in pairs):
+            raise ValueError(f"orig_hw: expected [H, W] pairs, got {pairs}")
+        orig_hw = [(int(hw[0]), int(hw[1])) for hw in pairs]
         tensors = load(data)
         levels = [tensors[f"level_{i}"] for i in range(len(tensors))]
     except Exception as err:  # noqa: BLE001 (anything unreadable is the caller's bad input)
