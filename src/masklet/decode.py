@@ -1,13 +1,14 @@
-"""Decode the prompts of several requests (possibly on different images) in few mask-decoder calls.
+"""Decode the prompts of several requests (possibly on different images) in one mask-decoder call.
 
 Each :class:`PromptSet` is one image's embeddings with its B objects' prompts, which
-:class:`~masklet.ImagePredictor` decodes in one call. :func:`decode_sets` stacks the sets that
-give the decoder the same number of sparse tokens and the same multimask choice into one call.
-Sets are never padded to a common point count: a padding point (label -1) still enters the
-decoder's attention and moves the logits (measured: up to ~1.9 on masklet-nano for one extra
-padding point), so sets with different point counts go in separate calls. The prompt encoder
-runs set by set, as in the unbatched path; only the decoder sees the stacked batch, where float
-kernels may round differently (measured: ~8e-6 in logits, ~1e-8 in IoU on CPU).
+:class:`~masklet.ImagePredictor` decodes in one call. :func:`decode_sets` stacks sets into one
+decoder call whatever their prompts: point counts, boxes, mask inputs and the multimask choice
+may differ. Sparse tokens are padded to the longest set and the padding is masked out of every
+attention (a label -1 padding *point* would not do: it still enters the attention and moves the
+logits); the decoder always computes all mask tokens, and each set picks its multimask or single
+output afterwards, as the decoder itself does. The prompt encoder runs set by set, as in the
+unbatched path; only the decoder sees the stacked batch, where float kernels may round a little
+differently from an unbatched call (tests bound it).
 """
 
 from __future__ import annotations
@@ -48,57 +49,78 @@ class DecodedSet:
     object_logits: torch.Tensor
 
 
-def group_key(s: PromptSet) -> tuple[int, bool]:
-    """Sets with equal keys can share a decoder call: the point count (-1: none) and the multimask choice."""
-    return (-1 if s.points is None else int(s.points[0].shape[1]), bool(s.multimask_output))
-
-
-def plan_groups(sets: Sequence[PromptSet], max_objects: int = 64) -> list[list[int]]:
-    """Indices of ``sets`` per decoder call: equal :func:`group_key`, at most ``max_objects`` rows per call."""
+def plan_calls(sets: Sequence[PromptSet], max_objects: int = 64) -> list[list[int]]:
+    """Indices of ``sets`` per decoder call, in order: at most ``max_objects`` rows (objects) per call
+    (a set with more rows than that gets a call of its own), so memory stays bounded."""
     if max_objects < 1:
         raise ValueError(f"max_objects: expected >= 1, got {max_objects}")
-    chunks: dict[tuple[int, bool], list[list[int]]] = {}
+    calls: list[list[int]] = []
+    rows = 0
     for i, s in enumerate(sets):
-        groups = chunks.setdefault(group_key(s), [[]])
-        if groups[-1] and sum(sets[j].objects for j in groups[-1]) + s.objects > max_objects:
-            groups.append([])
-        groups[-1].append(i)
-    return [g for groups in chunks.values() for g in groups]
+        if calls and rows + s.objects <= max_objects:
+            calls[-1].append(i)
+            rows += s.objects
+        else:
+            calls.append([i])
+            rows = s.objects
+    return calls
 
 
 def decode_sets(model: Sam2Model, sets: Sequence[PromptSet], max_objects: int = 64) -> list[DecodedSet]:
-    """Decode every set in the calls of :func:`plan_groups`; a call of one set is exactly the unbatched
+    """Decode every set in the calls of :func:`plan_calls`; a call of one set is exactly the unbatched
     :meth:`Sam2Model.decode_masks`. Results come back in the order of ``sets``."""
-    out: dict[int, DecodedSet] = {}
+    out: list[DecodedSet] = []
     with inference():
-        for group in plan_groups(sets, max_objects):
-            out.update(zip(group, _decode_group(model, [sets[i] for i in group])))
-    return [out[i] for i in range(len(sets))]
+        for call in plan_calls(sets, max_objects):
+            out.extend(decode_call(model, [sets[i] for i in call]))
+    return out
 
 
-def _decode_group(model: Sam2Model, group: list[PromptSet]) -> list[DecodedSet]:
-    if len(group) == 1:
-        s = group[0]
+def decode_call(model: Sam2Model, sets: Sequence[PromptSet]) -> list[DecodedSet]:
+    """One mask-decoder call for all ``sets`` (no row cap; see :func:`decode_sets`)."""
+    if len(sets) == 1:
+        s = sets[0]
         levels = list(s.levels)
         low, ious, obj = model.decode_masks(levels[-1], levels[:-1] or None, s.points, s.mask, s.multimask_output)
         return [DecodedSet(low, ious, obj)]
-    encoder = model.sam_prompt_encoder
-    dtype = group[0].levels[-1].dtype
+    encoder, decoder = model.sam_prompt_encoder, model.sam_mask_decoder
+    dtype = sets[0].levels[-1].dtype
     sparse, dense, per_level = [], [], []
-    for s in group:
+    for s in sets:
         sp, de = encoder(s.points, None, s.mask)  # as decode_masks does, set by set
-        sparse.append(sp.to(dtype))
-        dense.append(de.to(dtype))
-        per_level.append([level.expand(sp.shape[0], -1, -1, -1) for level in s.levels])  # (B_i, C, h, w)
+        sparse.append(sp.to(dtype))  # (B_i, N_i, C)
+        dense.append(de.to(dtype))  # (B_i, C, h, w)
+        per_level.append([level.expand(sp.shape[0], -1, -1, -1) for level in s.levels])  # (B_i, C, h', w')
+    tokens, token_mask = _pad_tokens(sparse)
     stacked = [torch.cat(parts) for parts in zip(*per_level)]
-    masks, ious, _, obj = model.sam_mask_decoder(
-        image_embeddings=stacked[-1],
-        image_pe=encoder.get_dense_pe(),
-        sparse_prompt_embeddings=torch.cat(sparse),
-        dense_prompt_embeddings=torch.cat(dense),
-        multimask_output=group[0].multimask_output,
+    masks, ious, _, obj = decoder.predict_masks(
+        stacked[-1],
+        encoder.get_dense_pe(),
+        tokens,
+        torch.cat(dense),
         repeat_image=False,
         high_res_features=stacked[:-1] or None,
-    )
+        sparse_mask=token_mask,
+    )  # every mask token: (B, 4, 4h, 4w), (B, 4), (B, 1)
     sizes = [int(sp.shape[0]) for sp in sparse]
-    return [DecodedSet(m, i, o) for m, i, o in zip(masks.split(sizes), ious.split(sizes), obj.split(sizes))]
+    out = []
+    for s, m, i, o in zip(sets, masks.split(sizes), ious.split(sizes), obj.split(sizes)):
+        m, i = decoder.select_outputs(m, i, s.multimask_output)
+        out.append(DecodedSet(m, i, o))
+    return out
+
+
+def _pad_tokens(sparse: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Sparse tokens (B_i, N_i, C) -> (sum B_i, max N_i, C) zero-padded, and the (sum B_i, max N_i)
+    mask of real tokens (None when every set has the same count: nothing to mask)."""
+    longest = max(int(sp.shape[1]) for sp in sparse)
+    if all(int(sp.shape[1]) == longest for sp in sparse):
+        return torch.cat(sparse), None
+    padded, masks = [], []
+    for sp in sparse:
+        b, n, c = sp.shape
+        padded.append(torch.cat((sp, sp.new_zeros(b, longest - n, c)), dim=1))
+        mask = torch.zeros(b, longest, dtype=torch.bool, device=sp.device)
+        mask[:, :n] = True
+        masks.append(mask)
+    return torch.cat(padded), torch.cat(masks)

@@ -1,10 +1,12 @@
 """Batch concurrent prompt requests for one model into one model call on its device worker.
 
 Every request queues its job, then submits one drain call to the model's single worker thread
-(the pool's FIFO). A drain takes up to ``max_batch`` queued jobs of its model and kind and runs
-them together, so requests that arrived while the worker was busy share the next call; a job is
-finished by its own drain or an earlier one. A drain that finds fewer than ``max_batch`` jobs
-waits up to ``window_ms`` on the worker for more (0: never wait). ``max_batch`` 1 turns it off.
+(the pool's FIFO). A drain takes up to ``max_batch`` queued jobs of its model and batch function
+and runs them together, so requests that arrived while the worker was busy share the next call
+(batching where it pays: it adds no wait, and forms batches exactly when requests queue up); a
+job is finished by its own drain or an earlier one. With ``window_ms`` > 0 a drain that finds
+fewer than ``max_batch`` jobs also waits up to that long on the worker for more (for devices where
+a bigger batch costs little). ``max_batch`` 1 turns batching off.
 """
 
 from __future__ import annotations
@@ -34,10 +36,10 @@ class _Job:
 class PromptBatcher:
     """Gathers jobs per (model, batch function) and runs them in batches of at most ``max_batch``."""
 
-    def __init__(self, pool: ModelPool, metrics: Metrics, max_batch: int = 8, window_ms: float = 2.0) -> None:
+    def __init__(self, pool: ModelPool, metrics: Metrics, max_batch: int = 8, window_ms: float = 0.0) -> None:
         if max_batch < 1:
             raise ValueError(f"batch_max: expected >= 1 (1 turns batching off), got {max_batch}")
-        if window_ms < 0:
+        if not window_ms >= 0:  # also refuses NaN
             raise ValueError(f"batch_window_ms: expected >= 0 (0: never wait), got {window_ms}")
         self.pool, self.metrics = pool, metrics
         self.max_batch, self.window_s = int(max_batch), float(window_ms) / 1000.0
@@ -45,7 +47,10 @@ class PromptBatcher:
         self._cond = threading.Condition()
 
     async def submit(self, loaded: Loaded, payload: Any, run_batch: BatchFn) -> Any:
-        """Queue ``payload`` and return its result (or raise its exception) once a batch ran it."""
+        """Queue ``payload`` and return its result (or raise its exception) once a batch ran it.
+
+        ``run_batch`` must be one long-lived object per kind of job: jobs batch together only
+        with jobs of the same model and the same ``run_batch``."""
         key: _Key = (loaded.name, run_batch)
         job = _Job(payload)
         with self._cond:
@@ -53,13 +58,18 @@ class PromptBatcher:
             self._cond.notify_all()
         try:
             await self.pool.run(loaded, self._drain, loaded, key)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError:  # the request went away: its job leaves the queue if still there
             self._drop(key, job)
             raise
         return job.future.result()  # done: by this drain or an earlier one of the same key
 
+    def pending(self, loaded: Loaded, run_batch: BatchFn) -> int:
+        """Jobs of this model and batch function queued and not yet taken by a drain."""
+        with self._cond:
+            return len(self._queues.get((loaded.name, run_batch), ()))
+
     def _drop(self, key: _Key, job: _Job) -> None:
-        """Forget a job whose request went away before a drain took it."""
+        """Forget a job whose request went away before a drain took it (a taken one just finishes)."""
         with self._cond:
             queue = self._queues.get(key)
             if queue is not None and job in queue:
@@ -84,12 +94,13 @@ class PromptBatcher:
             self.metrics.batched_calls.labels(loaded.name).inc()
         try:
             results = list(key[1](loaded, [j.payload for j in jobs]))
-        except BaseException as err:  # every job of the batch hears it (a real server fault)
+        except Exception as err:  # every job of the batch hears it (a real server fault)
             for j in jobs:
                 j.future.set_exception(err)
             return
         if len(results) != len(jobs):
-            results = [RuntimeError(f"batch function gave {len(results)} results for {len(jobs)} jobs")] * len(jobs)
+            fault = RuntimeError(f"batch function gave {len(results)} results for {len(jobs)} jobs")
+            results = [fault] * len(jobs)
         for j, result in zip(jobs, results):
             if isinstance(result, BaseException):
                 j.future.set_exception(result)

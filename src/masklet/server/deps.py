@@ -12,6 +12,7 @@ from starlette.requests import HTTPConnection
 
 from .batcher import PromptBatcher
 from .errors import ApiError
+from .image_batch import PromptDecoder
 from .metrics import Metrics
 from .pool import ModelPool
 from .settings import Settings
@@ -28,6 +29,7 @@ class Context:
     sessions: SessionStore
     metrics: Metrics
     batcher: PromptBatcher
+    prompt_decoder: PromptDecoder  # the batcher's batch function for image prompts (image_batch.py)
     jobs: dict[str, Any] = field(default_factory=dict)
     shutting_down: bool = False
 

@@ -52,6 +52,19 @@ class Metrics:
             ["model"],
             registry=self.registry,
         )
+        self.decoder_calls = Counter(
+            "masklet_prompt_decoder_calls",
+            "mask-decoder calls made for prompt requests (a batch of requests may share one)",
+            ["model"],
+            registry=self.registry,
+        )
+        self.decoder_rows = Histogram(
+            "masklet_prompt_decoder_rows",
+            "objects (decoder batch rows) per mask-decoder call of the prompt batcher",
+            ["model"],
+            registry=self.registry,
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+        )
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         """Record one finished HTTP request."""

@@ -56,7 +56,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=None,
         metavar="MS",
-        help="how long a prompt batch waits for more requests (default 2; 0: only those queued while busy)",
+        help="how long a prompt batch waits for more requests (default 0: none; requests queued while the "
+        "model is busy are batched anyway)",
     )
     ray = p.add_argument_group('Ray Serve (needs masklet[ray]; see README "Scale-out on Ray")')
     ray.add_argument("--ray", action="store_true", help="serve through Ray Serve replicas with strict session affinity")
