@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -77,10 +78,13 @@ class PromptBatcher:
         job.future.cancel()
 
     def _take(self, key: _Key) -> list[_Job]:
+        """Up to ``max_batch`` queued jobs of ``key`` (waiting up to the window for a full batch)."""
         with self._cond:
             queue = self._queues[key]
             if self.window_s > 0 and 0 < len(queue) < self.max_batch:
+                start = time.perf_counter()
                 self._cond.wait_for(lambda: len(queue) >= self.max_batch, timeout=self.window_s)
+                self.metrics.batch_wait.labels(key[0]).observe(time.perf_counter() - start)
             jobs = [queue.popleft() for _ in range(min(self.max_batch, len(queue)))]
         return [j for j in jobs if j.future.set_running_or_notify_cancel()]
 

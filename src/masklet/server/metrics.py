@@ -52,6 +52,13 @@ class Metrics:
             ["model"],
             registry=self.registry,
         )
+        self.batch_wait = Histogram(
+            "masklet_prompt_batch_wait_seconds",
+            "time a prompt batch waited for more requests (only with --batch-window-ms > 0)",
+            ["model"],
+            registry=self.registry,
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
         self.decoder_calls = Counter(
             "masklet_prompt_decoder_calls",
             "mask-decoder calls made for prompt requests (a batch of requests may share one)",
