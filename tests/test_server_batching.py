@@ -227,6 +227,25 @@ def test_row_cap_splits_calls_and_keeps_the_answers(model, predictors, specs, mo
         plan_calls(sets, max_objects=0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_masked_keys_are_as_if_absent(dtype):
+    from masklet.model.attention import Attention
+
+    torch.manual_seed(0)
+    attn = Attention(32, 4, downsample_rate=2).to(dtype)
+    q, k = torch.randn(2, 5, 32, dtype=dtype), torch.randn(2, 7, 32, dtype=dtype)
+    mask = torch.ones(2, 7, dtype=torch.bool)
+    mask[0, 4:] = False  # row 0 has 4 real keys, 3 padding ones
+    k[0, 4:] = 1e3  # whatever the padding holds
+    with torch.inference_mode():
+        both = attn(q, k, k, key_mask=mask)
+        alone = attn(q[:1], k[:1, :4], k[:1, :4])
+        full = attn(q[1:], k[1:], k[1:])
+    tol = 1e-6 if dtype == torch.float32 else 2e-2
+    assert torch.allclose(both[:1].float(), alone.float(), atol=tol, rtol=0)
+    assert torch.allclose(both[1:].float(), full.float(), atol=tol, rtol=0)
+
+
 def test_single_set_is_the_unbatched_call(model, predictors):
     emb = predictors[0].get_embeddings()
     pts = (torch.tensor([[[40.0, 30.0], [0.0, 0.0]]]), torch.tensor([[1, -1]], dtype=torch.int32))

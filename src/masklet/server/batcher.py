@@ -11,7 +11,6 @@ a bigger batch costs little). ``max_batch`` 1 turns batching off.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections import deque
@@ -59,15 +58,10 @@ class PromptBatcher:
             self._cond.notify_all()
         try:
             await self.pool.run(loaded, self._drain, loaded, key)
-        except asyncio.CancelledError:  # the request went away: its job leaves the queue if still there
+        except BaseException:  # the request went away (cancelled) or the worker is gone: unqueue its job
             self._drop(key, job)
             raise
         return job.future.result()  # done: by this drain or an earlier one of the same key
-
-    def pending(self, loaded: Loaded, run_batch: BatchFn) -> int:
-        """Jobs of this model and batch function queued and not yet taken by a drain."""
-        with self._cond:
-            return len(self._queues.get((loaded.name, run_batch), ()))
 
     def _drop(self, key: _Key, job: _Job) -> None:
         """Forget a job whose request went away before a drain took it (a taken one just finishes)."""
