@@ -87,7 +87,7 @@ class FastMaskDecoder:
         self.dtype = dtype
         self.prompt_encoder = model.sam_prompt_encoder
         transformer = decoder.transformer
-        self.layers: list[TwoWayAttentionBlock] = list(transformer.layers)  # type: ignore[arg-type]
+        self.layers: list[TwoWayAttentionBlock] = list(transformer.layers)  # type: ignore[arg-type]  # ModuleList iterates as Module
         if not self.layers or not self.layers[0].skip_first_layer_pe:
             raise ValueError("FastMaskDecoder expects the first two-way block to skip the query PE")
         up1, _, _, up2, _ = decoder.output_upscaling

@@ -274,6 +274,15 @@ class ImagePredictor:
                 low_res, ious, _ = self.model.decode_masks(
                     levels[-1], levels[:-1] or None, prompts.points, prompts.mask, bool(multimask_output)
                 )
+        return self.postprocess(low_res, ious, orig_hw, return_logits)
+
+    def postprocess(
+        self, low_res: torch.Tensor, ious: torch.Tensor, orig_hw: tuple[int, int], return_logits: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Decoder output of one image, (B, M, h, w) logits and (B, M) IoU -> numpy masks (B, M, H, W)
+        (clean-up, upscaling, threshold), scores and clamped low-res logits; the server's prompt batcher
+        finishes each request with it exactly as :meth:`predict` does."""
+        with inference():
             low_res = low_res.float()
             cleaned = fill_holes_and_remove_sprinkles(
                 low_res, self.mask_threshold, self.max_hole_area, self.max_sprinkle_area

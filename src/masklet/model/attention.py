@@ -16,8 +16,11 @@ from .position import apply_rope, apply_rope_, axial_rope_angles
 _SCORE_BUDGET = 1 << 24
 
 
-def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Softmax attention over (B, heads, N, d) tensors.
+def softmax_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Softmax attention over (B, heads, N, d) tensors; ``key_mask`` (B, Nk) bool, False for keys
+    no query may attend (padding tokens of a batch of unequal prompts), None: every key.
 
     float32 uses PyTorch's fused kernel. On CPU in bfloat16 / float16, explicit matmuls are about
     twice as fast (oneDNN's low-precision GEMMs; the fused kernel is slower there than in
@@ -25,10 +28,14 @@ def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torc
     and a few hundred queries at a time, the softmax in place in one reused buffer.
     """
     if q.device.type != "cpu" or q.dtype not in (torch.bfloat16, torch.float16):
-        return F.scaled_dot_product_attention(q, k, v)
+        mask = None if key_mask is None else key_mask[:, None, None, :]  # (B, 1, 1, Nk)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     scale = q.shape[-1] ** -0.5
     b, h, n, _ = q.shape
     num_keys = k.shape[-2]
+    if key_mask is not None:  # small (prompt tokens as keys): one batched matmul with the mask
+        scores = ((q * scale) @ k.transpose(-2, -1)).masked_fill(~key_mask[:, None, None, :], float("-inf"))
+        return torch.softmax(scores, dim=-1) @ v
     if b * h * n * num_keys <= _SCORE_BUDGET:
         return torch.softmax((q * scale) @ k.transpose(-2, -1), dim=-1) @ v
     qs, ks, vs = (q * scale).flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1)
@@ -82,16 +89,23 @@ class Attention(nn.Module):
         b, n, c = x.shape
         return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)  # (B, h, N, d)
 
-    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def _attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         if self.training and self.dropout_p > 0:
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout_p)
+            mask = None if key_mask is None else key_mask[:, None, None, :]
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout_p)
         else:
-            out = softmax_attention(q, k, v)
+            out = softmax_attention(q, k, v, key_mask)
         b, h, n, d = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, n, h * d))
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return self._attend(self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v)))
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, key_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, Nq, C) queries attend (B, Nk, C) keys / values; ``key_mask`` (B, Nk): see :func:`softmax_attention`."""
+        q, k, v = self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
+        return self._attend(q, k, v, key_mask)
 
 
 class RoPEAttention(Attention):
@@ -132,7 +146,15 @@ class RoPEAttention(Attention):
                 self._rotation_cache[key] = axial_rope_angles(head_dim, end_x, end_y, self.rope_theta).to(device)
         return self._rotation_cache[key]
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_k_exclude_rope: int = 0) -> torch.Tensor:
+    def forward(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        num_k_exclude_rope: int = 0,
+        *,
+        key_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         q = self._heads(self.q_proj(q))
         k = self._heads(self.k_proj(k))
         project_late = self._project_values_late(q)
@@ -147,8 +169,8 @@ class RoPEAttention(Attention):
                 raise ValueError("keys must hold a whole number of query grids for RoPE")
             k = rotate(k, rotations, num_rope)
         if project_late:
-            return self.out_proj(self.v_proj(softmax_attention(q, k, v)[:, 0]))
-        return self._attend(q, k, v)
+            return self.out_proj(self.v_proj(softmax_attention(q, k, v, key_mask)[:, 0]))
+        return self._attend(q, k, v, key_mask)
 
     def _project_values_late(self, q: torch.Tensor) -> bool:
         """Whether to attend over the raw values and project the result instead.

@@ -26,13 +26,19 @@ class TwoWayAttentionBlock(nn.Module):
         self.skip_first_layer_pe = skip_first_layer_pe
 
     def forward(
-        self, queries: torch.Tensor, keys: torch.Tensor, query_pe: torch.Tensor, key_pe: torch.Tensor
+        self,
+        queries: torch.Tensor,
+        keys: torch.Tensor,
+        query_pe: torch.Tensor,
+        key_pe: torch.Tensor,
+        token_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``token_mask`` (B, N) bool: False for padding tokens, which no token or image position attends."""
         if self.skip_first_layer_pe:
-            queries = self.self_attn(queries, queries, queries)
+            queries = self.self_attn(queries, queries, queries, key_mask=token_mask)
         else:
             q = queries + query_pe
-            queries = queries + self.self_attn(q, q, queries)
+            queries = queries + self.self_attn(q, q, queries, key_mask=token_mask)
         queries = self.norm1(queries)
 
         q, k = queries + query_pe, keys + key_pe
@@ -40,7 +46,7 @@ class TwoWayAttentionBlock(nn.Module):
         queries = self.norm3(queries + self.mlp(queries))
 
         q, k = queries + query_pe, keys + key_pe
-        keys = self.norm4(keys + self.cross_attn_image_to_token(k, q, queries))
+        keys = self.norm4(keys + self.cross_attn_image_to_token(k, q, queries, key_mask=token_mask))
         return queries, keys
 
 
@@ -57,14 +63,15 @@ class TwoWayTransformer(nn.Module):
         self.norm_final_attn = nn.LayerNorm(dim)
 
     def forward(
-        self, image: torch.Tensor, image_pe: torch.Tensor, tokens: torch.Tensor
+        self, image: torch.Tensor, image_pe: torch.Tensor, tokens: torch.Tensor, token_mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """image, image_pe: (B, C, h, w); tokens: (B, N, C) -> tokens (B, N, C), image (B, hw, C)."""
+        """image, image_pe: (B, C, h, w); tokens: (B, N, C), token_mask (B, N) or None -> tokens (B, N, C),
+        image (B, hw, C). Masked-out (padding) tokens change nothing else; their own outputs are junk."""
         keys = image.flatten(2).transpose(1, 2)
         key_pe = image_pe.flatten(2).transpose(1, 2)
         queries = tokens
         for layer in self.layers:
-            queries, keys = layer(queries, keys, tokens, key_pe)
+            queries, keys = layer(queries, keys, tokens, key_pe, token_mask)
         out = self.final_attn_token_to_image(queries + tokens, keys + key_pe, keys)
         return self.norm_final_attn(queries + out), keys
 
@@ -142,17 +149,22 @@ class MaskDecoder(nn.Module):
             repeat_image,
             high_res_features,
         )
-        if multimask_output:
-            masks, iou_pred = masks[:, 1:], iou_pred[:, 1:]
-        elif self.dynamic_multimask_via_stability and not self.training:
-            masks, iou_pred = self.select_stable(masks, iou_pred)
-        else:
-            masks, iou_pred = masks[:, 0:1], iou_pred[:, 0:1]
+        masks, iou_pred = self.select_outputs(masks, iou_pred, multimask_output)
         if multimask_output and self.use_multimask_token_for_obj_ptr:
             sam_tokens = mask_tokens_out[:, 1:]
         else:
             sam_tokens = mask_tokens_out[:, 0:1]
         return masks, iou_pred, sam_tokens, object_score_logits
+
+    def select_outputs(
+        self, masks: torch.Tensor, iou_pred: torch.Tensor, multimask_output: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """All mask tokens' (B, 4, h, w) logits and (B, 4) IoU -> the 3 multimask outputs or the single one."""
+        if multimask_output:
+            return masks[:, 1:], iou_pred[:, 1:]
+        if self.dynamic_multimask_via_stability and not self.training:
+            return self.select_stable(masks, iou_pred)
+        return masks[:, 0:1], iou_pred[:, 0:1]
 
     def predict_masks(
         self,
@@ -162,8 +174,12 @@ class MaskDecoder(nn.Module):
         dense_prompt_embeddings: torch.Tensor,
         repeat_image: bool,
         high_res_features: list[torch.Tensor] | None = None,
+        sparse_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """All mask tokens' outputs, before choosing single or multi-mask output."""
+        """All mask tokens' outputs, before choosing single or multi-mask output.
+
+        ``sparse_mask`` (B, N) bool marks the real sparse tokens of prompts padded to a common
+        length (the server's prompt batcher); padding then has no effect on the outputs."""
         parts = [self.iou_token.weight, self.mask_tokens.weight]
         if self.pred_obj_scores:
             parts.insert(0, self.obj_score_token.weight)
@@ -186,7 +202,10 @@ class MaskDecoder(nn.Module):
         pos_src = image_pe.to(src.dtype).expand(batch, -1, -1, -1)
         b, c, h, w = src.shape
 
-        hs, src = self.transformer(src, pos_src, tokens)
+        token_mask = None
+        if sparse_mask is not None:  # the output tokens are always real
+            token_mask = torch.cat((sparse_mask.new_ones(batch, output_tokens.shape[1]), sparse_mask), dim=1)
+        hs, src = self.transformer(src, pos_src, tokens, token_mask)
         iou_token_out = hs[:, first]
         mask_tokens_out = hs[:, first + 1 : first + 1 + self.num_mask_tokens]
 

@@ -8,8 +8,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from .. import __version__
+from .batcher import PromptBatcher
 from .deps import Context
 from .errors import install_handlers
+from .image_batch import PromptDecoder
 from .metrics import Metrics
 from .middleware import RequestMiddleware
 from .pool import ModelPool
@@ -30,6 +32,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ImageCache(settings.cache_bytes),
         SessionStore(settings.max_sessions, settings.session_ttl_s, settings.session_bytes),
         metrics,
+        PromptBatcher(pool, metrics, settings.batch_max, settings.batch_window_ms),
+        PromptDecoder(metrics, settings.batch_max_objects),
     )
 
     @asynccontextmanager

@@ -10,7 +10,9 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from starlette.requests import HTTPConnection
 
+from .batcher import PromptBatcher
 from .errors import ApiError
+from .image_batch import PromptDecoder
 from .metrics import Metrics
 from .pool import ModelPool
 from .settings import Settings
@@ -26,6 +28,8 @@ class Context:
     images: ImageCache
     sessions: SessionStore
     metrics: Metrics
+    batcher: PromptBatcher
+    prompt_decoder: PromptDecoder  # the batcher's batch function for image prompts (image_batch.py)
     jobs: dict[str, Any] = field(default_factory=dict)
     shutting_down: bool = False
 

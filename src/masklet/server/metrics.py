@@ -39,6 +39,39 @@ class Metrics:
         self.model_queue = Gauge(
             "masklet_model_calls_pending", "model calls queued or running", ["device"], registry=self.registry
         )
+        self.prompt_batch = Histogram(
+            "masklet_prompt_batch_size",
+            "prompt requests decoded per model call (the prompt batcher)",
+            ["model"],
+            registry=self.registry,
+            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64),
+        )
+        self.batched_calls = Counter(
+            "masklet_prompt_batched_calls",
+            "model calls that decoded more than one prompt request",
+            ["model"],
+            registry=self.registry,
+        )
+        self.batch_wait = Histogram(
+            "masklet_prompt_batch_wait_seconds",
+            "time a prompt batch waited for more requests (only with --batch-window-ms > 0)",
+            ["model"],
+            registry=self.registry,
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.decoder_calls = Counter(
+            "masklet_prompt_decoder_calls",
+            "mask-decoder calls made for prompt requests (a batch of requests may share one)",
+            ["model"],
+            registry=self.registry,
+        )
+        self.decoder_rows = Histogram(
+            "masklet_prompt_decoder_rows",
+            "objects (decoder batch rows) per mask-decoder call of the prompt batcher",
+            ["model"],
+            registry=self.registry,
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+        )
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         """Record one finished HTTP request."""

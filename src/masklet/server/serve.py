@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 from pathlib import Path
+from types import FrameType
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -42,6 +43,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         default=None,
         help='fetch images given as {"url": ...} (public addresses only; off by default)',
+    )
+    p.add_argument(
+        "--batch-max",
+        type=int,
+        default=None,
+        metavar="N",
+        help="prompt requests of one model decoded in one model call at most (default 8; 1 turns batching off)",
+    )
+    p.add_argument(
+        "--batch-window-ms",
+        type=float,
+        default=None,
+        metavar="MS",
+        help="how long a prompt batch waits for more requests (default 0: none; requests queued while the "
+        "model is busy are batched anyway)",
     )
     ray = p.add_argument_group('Ray Serve (needs masklet[ray]; see README "Scale-out on Ray")')
     ray.add_argument("--ray", action="store_true", help="serve through Ray Serve replicas with strict session affinity")
@@ -83,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
             "max_frames",
             "session_ttl_s",
             "allow_url_fetch",
+            "batch_max",
+            "batch_window_ms",
         )
     }
     settings = Settings.from_env(models=args.model, **overrides)
@@ -95,15 +113,16 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(settings)
 
     class Server(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: object) -> None:
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             """First signal: streams end with a final event and /ready turns 503, then uvicorn's
             graceful shutdown (in-flight requests finish) one second later; a second: at once."""
             ctx = app.state.ctx
             if ctx.shutting_down:
-                return super().handle_exit(sig, frame)  # type: ignore[arg-type]  # uvicorn types frame as FrameType | None
+                return super().handle_exit(sig, frame)
             ctx.shutting_down = True
             loop = asyncio.get_event_loop()
-            loop.call_soon_threadsafe(loop.call_later, 1.0, super().handle_exit, sig, frame)
+            exit_later = super().handle_exit
+            loop.call_soon_threadsafe(lambda: loop.call_later(1.0, exit_later, sig, frame))
 
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=30)
     Server(config).run()

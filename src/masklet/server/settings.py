@@ -27,6 +27,9 @@ class Settings:
     allow_url_fetch: bool = False  # fetch {"url": ...} images (public addresses only)
     url_fetch_timeout_s: float = 10.0
     url_fetch_allow_loopback: bool = False  # tests only: lets a fetch reach 127.0.0.1 (a local test server)
+    batch_max: int = 8  # prompt requests decoded in one model call at most (1: batching off)
+    batch_window_ms: float = 0.0  # how long a prompt batch waits for more requests (0: only those queued)
+    batch_max_objects: int = 64  # objects (decoder rows) in one mask-decoder call at most
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -59,6 +62,12 @@ class Settings:
             key = f"MASKLET_{name.upper()}"
             if key in env:
                 setattr(s, name, env[key].strip().lower() in ("1", "true", "yes", "on"))
+        if "MASKLET_BATCH_MAX" in env:
+            s.batch_max = int(env["MASKLET_BATCH_MAX"])
+        if "MASKLET_BATCH_WINDOW_MS" in env:
+            s.batch_window_ms = float(env["MASKLET_BATCH_WINDOW_MS"])
+        if "MASKLET_BATCH_MAX_OBJECTS" in env:
+            s.batch_max_objects = int(env["MASKLET_BATCH_MAX_OBJECTS"])
         if "MASKLET_URL_FETCH_TIMEOUT_S" in env:
             s.url_fetch_timeout_s = float(env["MASKLET_URL_FETCH_TIMEOUT_S"])
         for name, value in overrides.items():

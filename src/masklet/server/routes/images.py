@@ -18,13 +18,11 @@ from ..codec import (
     data_uri_bytes,
     decode_image,
     image_id,
-    masks_to_rles,
-    pack_array,
-    unpack_array,
 )
 from ..deps import Ctx, require_key
 from ..errors import ApiError
 from ..fetch import fetch_url
+from ..image_batch import prepare_job
 from ..pool import Loaded
 from ..schemas import (
     AutomaticOptions,
@@ -32,9 +30,6 @@ from ..schemas import (
     BatchRequest,
     BatchResponse,
     ImageInfo,
-    ImagePrompt,
-    PackedArray,
-    PredictOptions,
     PredictRequest,
     PredictResponse,
 )
@@ -110,62 +105,35 @@ async def delete_image(iid: str, ctx: Ctx) -> dict:
     return {"deleted": iid}
 
 
-def _predict(
-    loaded: Loaded, emb: ImageEmbeddings, prompt: ImagePrompt, opts: PredictOptions, iid: str
-) -> PredictResponse:
-    predictor = ImagePredictor(loaded.model, opts.mask_threshold, opts.max_hole_area, opts.max_sprinkle_area)
-    predictor.set_embeddings(emb)
-    mask_input = None if prompt.mask_input is None else unpack_array(prompt.mask_input.model_dump(), "maskInput")
-    masks, scores, low = predictor.predict(
-        prompt.point_coords,
-        prompt.point_labels,
-        prompt.box,
-        mask_input,
-        opts.multimask_output,
-        opts.return_logits,
-        opts.normalize_coords,
-    )
-    h, w = emb.orig_hw[0]
-    out = PredictResponse(
-        image_id=iid,
-        lead=list(masks.shape[:-2]),
-        height=h,
-        width=w,
-        scores=scores.astype(np.float32).reshape(-1).tolist(),
-        scores_shape=list(scores.shape),
-    )
-    if opts.return_logits:
-        out.mask_logits = PackedArray(**pack_array(masks))
-    else:
-        out.masks = masks_to_rles(masks)
-    if opts.low_res_logits:
-        out.low_res_logits = PackedArray(**pack_array(low))
-    return out
-
-
 @router.post("/images/{iid}/predict")
 async def predict(iid: str, body: PredictRequest, ctx: Ctx) -> PredictResponse:
     """Masks, scores and (optionally) low-res logits for prompts on a cached image."""
     item = ctx.images.get(iid)
     loaded = ctx.pool.get(item.model)
-    return await ctx.pool.run(loaded, _predict, loaded, item.embeddings, body, body, iid)
+    job = prepare_job(loaded, iid, item.embeddings, body, body)  # bad prompts: their 4xx, never in a batch
+    return await ctx.batcher.submit(loaded, job, ctx.prompt_decoder)  # decoded with concurrent prompts
 
 
 @router.post("/images/predict_batch")
 async def predict_batch(body: BatchRequest, ctx: Ctx) -> BatchResponse:
-    """Prompts on several cached images (each with its own objects) in one request."""
+    """Prompts on several cached images (each with its own objects) in one request, decoded together
+    (one mask-decoder call per model for up to ``batch_max_objects`` objects)."""
     items = [ctx.images.get(it.image_id) for it in body.items]
-    loaded = {ctx.pool.get(item.model).name: ctx.pool.get(item.model) for item in items}
+    models = [ctx.pool.get(item.model) for item in items]
+    jobs = [prepare_job(m, it.image_id, item.embeddings, it, body) for m, it, item in zip(models, body.items, items)]
 
     def run_all() -> BatchResponse:
-        return BatchResponse(
-            results=[
-                _predict(loaded[item.model], item.embeddings, prompt, body, item.image_id)
-                for item, prompt in zip(items, body.items)
-            ]
-        )
+        results: list[PredictResponse | Exception | None] = [None] * len(jobs)
+        for name in dict.fromkeys(m.name for m in models):
+            idx = [i for i, m in enumerate(models) if m.name == name]
+            for i, out in zip(idx, ctx.prompt_decoder(models[idx[0]], [jobs[i] for i in idx])):
+                results[i] = out
+        for r in results:
+            if isinstance(r, Exception):
+                raise r
+        return BatchResponse(results=[r for r in results if isinstance(r, PredictResponse)])
 
-    return await ctx.pool.run(next(iter(loaded.values())), run_all)
+    return await ctx.pool.run(models[0], run_all)
 
 
 def _generator(loaded: Loaded, opts: AutomaticOptions) -> MaskGenerator:
@@ -212,7 +180,10 @@ def _read_safetensors(data: bytes) -> ImageEmbeddings:
         (n,) = struct.unpack("<Q", data[:8])
         header = json.loads(data[8 : 8 + n])
         meta = header.get("__metadata__") or {}
-        orig_hw = [tuple(int(v) for v in hw) for hw in json.loads(meta["orig_hw"])]
+        pairs = json.loads(meta["orig_hw"])
+        if any(len(hw) != 2 for hw in pairs):
+            raise ValueError(f"orig_hw: expected [H, W] pairs, got {pairs}")
+        orig_hw = [(int(hw[0]), int(hw[1])) for hw in pairs]
         tensors = load(data)
         levels = [tensors[f"level_{i}"] for i in range(len(tensors))]
     except Exception as err:  # noqa: BLE001 (anything unreadable is the caller's bad input)
