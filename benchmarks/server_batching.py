@@ -15,16 +15,14 @@ from __future__ import annotations
 import argparse
 import io
 import re
-import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import oracles  # noqa: F401  (tests/reference as the package `reference`)
 from masklet.synthetic import make_scene
 from reference.server import ServerProcess
 

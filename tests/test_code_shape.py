@@ -231,3 +231,15 @@ def test_release_flags_and_official_class_paths_are_spelled_once():
     for path in paths:
         spelled = sorted(m for m, t in texts.items() if f'"{path}"' in t)
         assert spelled == ["checkpoints/official.py"], (path, spelled)
+
+
+def test_no_benchmark_shadows_an_installed_module():
+    """A benchmark runs with benchmarks/ first on sys.path, so ``click.py`` would replace the ``click``
+    package for every import after it (httpx imports click)."""
+    import importlib.util
+
+    names = [path.stem for path in (SRC.parents[1] / "benchmarks").glob("*.py")]
+    assert "oracles" in names
+    shadowing = [name for name in names if importlib.util.find_spec(name) is not None]
+    assert not shadowing, shadowing
+    assert importlib.util.find_spec("click") is not None  # the check can see installed packages

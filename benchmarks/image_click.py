@@ -8,7 +8,7 @@ against the official, mask agreement, this CPU's measured GEMM peak, and with ``
 time of each part of a click against its FLOP floor at that peak (with ``--profile`` a
 torch.profiler table by op).
 
-    python benchmarks/click.py [--variant sam2.1-hiera-tiny] [--repeats 30] [--stages] [--profile]
+    python benchmarks/image_click.py [--variant sam2.1-hiera-tiny] [--repeats 30] [--stages] [--profile]
 """
 
 from __future__ import annotations
@@ -16,17 +16,14 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-import conftest  # noqa: E402,F401  (binds the torchvision stand-in the official sam2 imports)
 import masklet  # noqa: E402
+import oracles  # noqa: E402,F401  (tests/reference as the package `reference`, with the torchvision stand-in)
 from image_predictor import test_image  # noqa: E402
 from masklet.precision import inference  # noqa: E402
 from reference.official import (  # noqa: E402
