@@ -15,6 +15,7 @@ pytest.importorskip("onnx")
 
 from masklet import ImagePredictor, load_model  # noqa: E402
 from masklet.amg import MaskGenerator  # noqa: E402
+from masklet.export.manifest import high_res_shapes  # noqa: E402
 from masklet.export.onnx import export_onnx  # noqa: E402
 from masklet.export.ort import OrtSam2Model  # noqa: E402
 from masklet.model.outputs import MemoryBank  # noqa: E402
@@ -129,6 +130,7 @@ def _bank(model, objects: int, cond: list[int], tracked: list[int], seed: int) -
         (3, 5, [0, 3], [1, 2, 4], False, True),
         (2, 9, [0], list(range(1, 9)), False, False),  # a full bank: every memory slot and many pointers
         (2, 2, [6], [3, 4, 5], True, False),  # tracking backwards
+        (1, 3, [6], [], False, True),  # no object pointer at all (the only prompt is in the future)
     ],
 )
 def test_memory_attention_parity(pair, objects, frame, cond, tracked, reverse, shared):
@@ -150,6 +152,25 @@ def test_memory_attention_parity(pair, objects, frame, cond, tracked, reverse, s
         close(got, ref, "memory attention")
         first = (0, True, curr, curr_pos, (e, e), bank, 12, reverse)
         close(ort.condition_on_memory(*first), model.condition_on_memory(*first), "first frame (no memory)")
+
+
+def test_mask_as_output_parity(pair):
+    """A video mask prompt (the mask_prompt model + the decoder), an empty mask included, vs PyTorch."""
+    model, ort = pair
+    c = model.config
+    g = torch.Generator().manual_seed(3)
+    e, s = c.embedding_size, c.image_size
+    feats = torch.randn(3, c.hidden_dim, e, e, generator=g)
+    high_res = [torch.randn(3, *shape, generator=g) for shape in high_res_shapes(model)]
+    masks = torch.zeros(3, 1, s, s)
+    masks[0, :, s // 4 : s // 2, s // 4 : s // 2] = 1
+    masks[1, :, s // 2 :, :] = 1  # masks[2] stays empty: the no-object pointer
+    levels = high_res if c.use_high_res_features_in_sam else None
+    with torch.inference_mode():
+        ref = model.use_mask_as_output(feats, levels, masks)
+        got = ort.use_mask_as_output(feats, levels, masks)
+    for name in ("low_res_masks", "high_res_masks", "obj_ptr", "object_score_logits"):
+        close(getattr(got, name), getattr(ref, name), name)
 
 
 @pytest.mark.parametrize("objects", [1, 3])

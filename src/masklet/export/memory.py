@@ -62,10 +62,13 @@ class MemoryAttentionExport(nn.Module):
         q = split(attn.q_proj(q))
         bq, hq, nq, d = q.shape
         q = _rotate(q.reshape(bq, hq, 1, nq, d), self.rope_cos, self.rope_sin).reshape(bq, hq, nq, d)
-        ks = split(attn.k_proj(k_spatial))
-        bk, hk, nk, _ = ks.shape
-        ks = _rotate(ks.reshape(bk, hk, -1, self.hw, d), self.rope_cos, self.rope_sin).reshape(bk, hk, nk, d)
-        k = ks if k_ptr is None else torch.cat((ks, split(attn.k_proj(k_ptr))), dim=2)
+        # keys projected together, so that no reshape sees an empty pointer set (ORT refuses those)
+        k = split(attn.k_proj(k_spatial if k_ptr is None else torch.cat((k_spatial, k_ptr), dim=1)))
+        bk, hk, _, _ = k.shape
+        nk = k_spatial.shape[1]
+        ks = _rotate(k[:, :, :nk].reshape(bk, hk, -1, self.hw, d), self.rope_cos, self.rope_sin)
+        ks = ks.reshape(bk, hk, nk, d)
+        k = ks if k_ptr is None else torch.cat((ks, k[:, :, nk:]), dim=2)
         out = F.scaled_dot_product_attention(q, k, split(attn.v_proj(v)))
         b, h, n, dd = out.shape
         return attn.out_proj(out.transpose(1, 2).reshape(b, n, h * dd))
