@@ -43,6 +43,7 @@ export class MaskView {
 
   down(e) {
     if (!this.image) return;
+    this.onHover?.(null);  // a click replaces the hover preview (and stops its decoding)
     this.canvas.setPointerCapture?.(e.pointerId);
     this.drag = { t0: performance.now(), start: this.toImage(e), end: null, label: (e.button === 2 || e.shiftKey) ? 0 : 1 };
   }
