@@ -25,6 +25,7 @@ install-test: install
 	$(PYTHON) -m pip install --quiet --no-deps sam2==1.1.0
 	$(PYTHON) -m pip install --quiet --no-deps ultralytics==8.4.190
 	$(PYTHON) -m pip install --quiet -e ".[test,server,client]"
+	$(PYTHON) -m masklet.web_vendor  # onnxruntime-web for the page's in-browser decoding (npm, pinned + integrity)
 
 test: install-test
 	$(PYTHON) -m pytest tests

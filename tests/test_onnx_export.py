@@ -4,6 +4,7 @@ backend's ImagePredictor, MaskGenerator and VideoPredictor outputs against the P
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -14,8 +15,10 @@ pytest.importorskip("onnx")
 
 from masklet import ImagePredictor, load_model  # noqa: E402
 from masklet.amg import MaskGenerator  # noqa: E402
+from masklet.export.manifest import high_res_shapes  # noqa: E402
 from masklet.export.onnx import export_onnx  # noqa: E402
 from masklet.export.ort import OrtSam2Model  # noqa: E402
+from masklet.model.outputs import MemoryBank  # noqa: E402
 from masklet.transforms import preprocess  # noqa: E402
 from masklet.video import VideoPredictor  # noqa: E402
 from reference.official import SMALL  # noqa: E402
@@ -43,7 +46,14 @@ def pair(request, tmp_path_factory):
 def test_manifest_describes_parts(pair):
     model, ort = pair
     manifest = ort.manifest
-    assert set(manifest["parts"]) == {"encoder", "decoder", "memory_attention", "memory_encoder"}
+    assert set(manifest["parts"]) == {
+        "encoder",
+        "no_memory",
+        "decoder",
+        "memory_attention",
+        "memory_encoder",
+        "mask_prompt",
+    }
     assert manifest["preprocess"]["image_size"] == model.image_size
     dec = manifest["parts"]["decoder"]
     assert [i["name"] for i in dec["inputs"]] == [s.name for s in ort.sessions["decoder"].get_inputs()]
@@ -90,32 +100,77 @@ def test_decoder_parity(pair, objects, points, with_mask):
                 close(getattr(got, name), getattr(ref, name), f"{name} (multimask={multimask})")
 
 
-@pytest.mark.parametrize("objects,frames,ptrs,shared", [(1, 1, 1, True), (3, 2, 4, True), (2, 3, 7, False)])
-def test_memory_attention_parity(pair, objects, frames, ptrs, shared):
+@dataclass
+class _Entry:
+    maskmem_features: torch.Tensor
+    maskmem_pos_enc: torch.Tensor
+    obj_ptr: torch.Tensor
+
+
+def _bank(model, objects: int, cond: list[int], tracked: list[int], seed: int) -> MemoryBank:
+    """A memory bank of random entries on the given conditioning and tracked frames."""
+    c = model.config
+    g = torch.Generator().manual_seed(seed)
+    e = c.embedding_size
+
+    def entry() -> _Entry:
+        return _Entry(
+            torch.randn(objects, c.mem_dim, e, e, generator=g),
+            torch.randn(objects, c.mem_dim, e, e, generator=g),
+            torch.randn(objects, c.hidden_dim, generator=g),
+        )
+
+    return MemoryBank(cond={t: entry() for t in cond}, non_cond={t: entry() for t in tracked})
+
+
+@pytest.mark.parametrize(
+    "objects,frame,cond,tracked,reverse,shared",
+    [
+        (1, 1, [0], [], False, True),
+        (3, 5, [0, 3], [1, 2, 4], False, True),
+        (2, 9, [0], list(range(1, 9)), False, False),  # a full bank: every memory slot and many pointers
+        (2, 2, [6], [3, 4, 5], True, False),  # tracking backwards
+        (1, 3, [6], [], False, True),  # no object pointer at all (the only prompt is in the future)
+    ],
+)
+def test_memory_attention_parity(pair, objects, frame, cond, tracked, reverse, shared):
+    """The exported step (temporal encodings, pointer projection, attention) on a bank vs PyTorch's."""
     model, ort = pair
     c = model.config
-    hw, split = c.embedding_size**2, max(1, c.hidden_dim // c.mem_dim)
-    g = torch.Generator().manual_seed(frames * 7 + ptrs)
+    hw, e = c.embedding_size**2, c.embedding_size
+    g = torch.Generator().manual_seed(frame)
     cb = 1 if shared else objects
-    curr, curr_pos = torch.randn(hw, cb, c.hidden_dim, generator=g), torch.randn(hw, cb, c.hidden_dim, generator=g)
-    n_mem, n_ptr = frames * hw, ptrs * split
-    memory = torch.randn(n_mem + n_ptr, objects, c.mem_dim, generator=g)
-    memory_pos = torch.randn(n_mem + n_ptr, objects, c.mem_dim, generator=g)
+    curr = torch.randn(hw, cb, c.hidden_dim, generator=g).expand(hw, objects, -1)
+    curr_pos = torch.randn(hw, cb, c.hidden_dim, generator=g).expand(hw, objects, -1)
+    if not shared:
+        curr, curr_pos = curr.contiguous(), curr_pos.contiguous()
+    bank = _bank(model, objects, cond, tracked, seed=frame)
     with torch.inference_mode():
-        ref = model.memory_attention(
-            curr=curr, memory=memory, curr_pos=curr_pos, memory_pos=memory_pos, num_obj_ptr_tokens=n_ptr
-        )
-        ref = ref.permute(1, 2, 0).reshape(objects, c.hidden_dim, c.embedding_size, c.embedding_size)
-        (got,) = ort._run(
-            "memory_attention",
-            curr=curr,
-            curr_pos=curr_pos,
-            memory=memory[:n_mem],
-            memory_pos=memory_pos[:n_mem],
-            obj_ptrs=memory[n_mem:],
-            obj_ptrs_pos=memory_pos[n_mem:],
-        )
-    close(got, ref, "memory attention")
+        args = (frame, False, curr, curr_pos, (e, e), bank, 12, reverse)
+        ref = model.condition_on_memory(*args)
+        got = ort.condition_on_memory(*args)
+        close(got, ref, "memory attention")
+        first = (0, True, curr, curr_pos, (e, e), bank, 12, reverse)
+        close(ort.condition_on_memory(*first), model.condition_on_memory(*first), "first frame (no memory)")
+
+
+def test_mask_as_output_parity(pair):
+    """A video mask prompt (the mask_prompt model + the decoder), an empty mask included, vs PyTorch."""
+    model, ort = pair
+    c = model.config
+    g = torch.Generator().manual_seed(3)
+    e, s = c.embedding_size, c.image_size
+    feats = torch.randn(3, c.hidden_dim, e, e, generator=g)
+    high_res = [torch.randn(3, *shape, generator=g) for shape in high_res_shapes(model)]
+    masks = torch.zeros(3, 1, s, s)
+    masks[0, :, s // 4 : s // 2, s // 4 : s // 2] = 1
+    masks[1, :, s // 2 :, :] = 1  # masks[2] stays empty: the no-object pointer
+    levels = high_res if c.use_high_res_features_in_sam else None
+    with torch.inference_mode():
+        ref = model.use_mask_as_output(feats, levels, masks)
+        got = ort.use_mask_as_output(feats, levels, masks)
+    for name in ("low_res_masks", "high_res_masks", "obj_ptr", "object_score_logits"):
+        close(getattr(got, name), getattr(ref, name), name)
 
 
 @pytest.mark.parametrize("objects", [1, 3])
@@ -186,19 +241,42 @@ def test_mask_generator_backend(pair):
         assert abs(a["predicted_iou"] - b["predicted_iou"]) < 1e-3
 
 
+def _poisoned(model, ort):
+    """A fresh ONNX Runtime model whose PyTorch weights are all NaN and whose modules record any call:
+    a tracking loop that matches PyTorch with it runs every network and parameter in ONNX Runtime."""
+    fresh = OrtSam2Model(model, ort.folder)
+    with torch.no_grad():
+        for tensor in [*fresh.parameters(), *fresh.buffers()]:
+            if tensor.is_floating_point():
+                tensor.fill_(float("nan"))
+    calls: list[str] = []
+    for name, module in fresh.named_modules():
+        if module is not fresh:
+            module.register_forward_pre_hook(lambda _m, _a, name=name: calls.append(name))
+    return fresh, calls
+
+
 def test_video_predictor_backend(pair):
+    """Three objects (clicks, a box, a mask), a refinement click, then propagation: ORT vs PyTorch."""
     model, ort = pair
+    poisoned, calls = _poisoned(model, ort)
     frames = [test_image(96, 128, seed=10 + (t // 2)) for t in range(4)]
+    mask = np.zeros((96, 128), bool)
+    mask[20:60, 70:110] = True
     results = []
-    for m in (model, ort):
+    for m in (model, poisoned):
         vp = VideoPredictor(m)
         state = vp.init_state(frames)
         vp.add_new_points_or_box(state, 0, 1, points=[[40, 40]], labels=[1])
         vp.add_new_points_or_box(state, 0, 2, box=[60, 30, 120, 90])
+        vp.add_new_mask(state, 0, 3, mask)
         vp.add_new_points_or_box(state, 2, 1, points=[[40, 40], [70, 50]], labels=[1, 0])  # a correction
         results.append([f.mask_logits for f in vp.propagate_in_video(state)])
-    assert len(results[0]) == len(results[1]) == len(frames)
+    assert calls == [], f"PyTorch modules ran on the ONNX Runtime hot path: {sorted(set(calls))}"
+    assert len(results[0]) == len(frames)
+    assert len(results[1]) == len(frames)
     for t, (a, b) in enumerate(zip(results[1], results[0])):
+        assert a.shape[0] == 3
         _same_away_from_threshold(a, b, f"frame {t}", margin=1e-2)
 
 
@@ -206,15 +284,17 @@ def test_stream_tracker_backend(pair):
     from masklet.video import StreamTracker
 
     model, ort = pair
+    poisoned, calls = _poisoned(model, ort)
     frames = [test_image(96, 128, seed=20 + (t // 2)) for t in range(4)]
     results = []
-    for m in (model, ort):
+    for m in (model, poisoned):
         tracker = StreamTracker(m)
         out = [tracker.track(frames[0])]
         out.append(tracker.add_points(1, [[50, 40]], [1]))
         out.append(tracker.add_box(2, [10, 10, 60, 70]))
         out += [tracker.track(f) for f in frames[1:]]
         results.append([o.mask_logits for o in out[1:]])
+    assert calls == [], f"PyTorch modules ran on the ONNX Runtime hot path: {sorted(set(calls))}"
     for t, (a, b) in enumerate(zip(results[1], results[0])):
         _same_away_from_threshold(a, b, f"stream step {t}")
 
@@ -227,7 +307,8 @@ def test_load_model_backend_and_cli(tmp_path):
         main(["export", "onnx", "--model", "masklet-nano", "--out", str(tmp_path), "--parts", "encoder,decoder"]) == 0
     )
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert set(manifest["parts"]) == {"encoder", "decoder"} and manifest["source"] == "masklet-nano"
+    assert set(manifest["parts"]) == {"encoder", "no_memory", "decoder"}
+    assert manifest["source"] == "masklet-nano"
     ort = load_model("masklet-nano", backend="onnxruntime", onnx_dir=tmp_path)
     assert isinstance(ort, OrtSam2Model)
     ref = load_model("masklet-nano")

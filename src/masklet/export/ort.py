@@ -1,8 +1,10 @@
 """ONNX Runtime backend: a :class:`Sam2Model` whose encoder, decoder and video step run exported ONNX models.
 
-``OrtSam2Model`` keeps masklet's small glue (prompt validation, memory selection, resizing) in
-PyTorch and sends every network evaluation to ONNX Runtime, so ``ImagePredictor``,
-``MaskGenerator``, ``VideoPredictor`` and ``StreamTracker`` accept it unchanged.
+``OrtSam2Model`` sends every evaluation of a network or a learned parameter to ONNX Runtime and
+keeps only parameter-free glue in PyTorch tensor ops (prompt validation, choosing the bank entries
+a frame attends to and concatenating them, bilinear resizing of logits, best-mask selection, the
+non-overlap constraint), so ``ImagePredictor``, ``MaskGenerator``, ``VideoPredictor`` and
+``StreamTracker`` accept it unchanged and a tracking loop calls no PyTorch module.
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InvalidInputError
+from ..model.common import to_maps, to_sequence
+from ..model.outputs import MemoryBank
 from ..model.sam2 import NO_OBJ_SCORE, ImageFeatures, Sam2Model, SamOutput, non_overlapping
 from ..transforms import upscale_masks
-from .onnx import FILES, MANIFEST, export_onnx
+from .manifest import FILES, FORMAT, MANIFEST, high_res_shapes
+from .onnx import export_onnx
 
 
 def _np(x: torch.Tensor) -> np.ndarray:
@@ -36,10 +41,16 @@ class OrtSam2Model(Sam2Model):
         import onnxruntime as ort
 
         folder = Path(onnx_dir)
+        self.folder = folder
         manifest = folder / MANIFEST
         if not manifest.is_file():
             raise InvalidInputError(f"onnx_dir: {folder} has no {MANIFEST}; write one with masklet export onnx")
         self.manifest = json.loads(manifest.read_text())
+        if self.manifest.get("format") != FORMAT:
+            raise InvalidInputError(
+                f"onnx_dir: {folder} holds a {self.manifest.get('format')} export; this masklet reads {FORMAT}: "
+                "export again with masklet export onnx"
+            )
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only (shape-merge notes of the trunk are harmless)
         if threads is not None:
@@ -50,15 +61,28 @@ class OrtSam2Model(Sam2Model):
                 self.sessions[name] = ort.InferenceSession(
                     str(folder / file), options, providers=["CPUExecutionProvider"]
                 )
-        self._positions: dict[tuple, torch.Tensor] = {}
+        self.input_names = {name: {i.name for i in s.get_inputs()} for name, s in self.sessions.items()}
+        # sine encodings of the finer levels: constant, computed once here, never on the hot path
+        self._positions: dict[tuple[int, ...], torch.Tensor] = {}
+        if self.config.use_high_res_features_in_sam:
+            with torch.no_grad():
+                for shape in high_res_shapes(self):
+                    enc = self.image_encoder.neck.position_encoding
+                    self._positions[shape] = enc(torch.zeros(1, *shape))
 
     def _require(self, part: str) -> None:
         if part not in self.sessions:
             raise InvalidInputError(f"the ONNX export has no {part} model; export it with --parts including it")
 
     def _run(self, part: str, **inputs: torch.Tensor) -> list[torch.Tensor]:
+        """Run one exported model on torch tensors (inputs the graph dropped as unused are left out)."""
         self._require(part)
-        feed = {k: (v.detach().cpu().numpy() if v.dtype == torch.int32 else _np(v)) for k, v in inputs.items()}
+        names = self.input_names[part]
+        feed = {
+            k: (v.detach().cpu().numpy() if v.dtype in (torch.int32, torch.int64) else _np(v))
+            for k, v in inputs.items()
+            if k in names
+        }
         return [torch.from_numpy(o) for o in self.sessions[part].run(None, feed)]
 
     # ----------------------------------------------------------------- images
@@ -80,14 +104,24 @@ class OrtSam2Model(Sam2Model):
 
     def _position(self, level: torch.Tensor) -> torch.Tensor:
         """Sine encoding of a finer level (constant per shape; the trackers never read it)."""
-        key = tuple(level.shape)
-        if key not in self._positions:
-            with torch.inference_mode(False), torch.no_grad():
-                enc = self.image_encoder.neck.position_encoding
-                self._positions[key] = enc(torch.zeros(1, *key[1:])).expand(key[0], -1, -1, -1)
-        return self._positions[key]
+        return self._positions[tuple(level.shape[1:])].expand(level.shape[0], -1, -1, -1)
 
-    def _decode(self, image_embed, high_res, coords, labels, mask_input):
+    def image_embeddings(self, features: ImageFeatures) -> list[torch.Tensor]:
+        """Per-level maps for single-image prompting: the no-memory embedding is added in ONNX Runtime."""
+        levels = list(features.levels)
+        if self.config.directly_add_no_mem_embed:
+            (levels[-1],) = self._run("no_memory", vision_features=levels[-1])
+        return levels
+
+    def _decode(
+        self,
+        image_embed: torch.Tensor,
+        high_res: list[torch.Tensor] | None,
+        coords: torch.Tensor,
+        labels: torch.Tensor,
+        mask_input: torch.Tensor | None,
+    ) -> list[torch.Tensor]:
+        """The exported decoder: logits, IoU and pointers of every mask token, object logits."""
         e = self.config.embedding_size
         b = coords.shape[0]
         if high_res is None:
@@ -107,25 +141,38 @@ class OrtSam2Model(Sam2Model):
             has_mask_input=has,
         )
 
-    def decode_masks(self, image_embed, high_res, points, mask_input, multimask_output):
+    def decode_masks(
+        self,
+        image_embed: torch.Tensor,
+        high_res: list[torch.Tensor] | None,
+        points: tuple[torch.Tensor, torch.Tensor] | None,
+        mask_input: torch.Tensor | None,
+        multimask_output: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if points is None:
             raise InvalidInputError("the ONNX Runtime backend decodes prompts with points or a box; add one")
         masks, ious, _, object_logits = self._decode(image_embed, high_res, points[0], points[1], mask_input)
         masks, ious = self._select(masks, ious, multimask_output)
         return masks, ious, object_logits
 
-    def _select(self, masks: torch.Tensor, ious: torch.Tensor, multimask: bool):
+    def _select(self, masks: torch.Tensor, ious: torch.Tensor, multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """The multimask tokens, or the single one (switched to the best multimask one when unstable)."""
         dec = self.sam_mask_decoder
         if multimask:
             return masks[:, 1:], ious[:, 1:]
         if dec.dynamic_multimask_via_stability:
-            return dec.select_stable(masks, ious)
+            return dec.select_stable(masks, ious)  # parameter-free: areas above and below a margin
         return masks[:, :1], ious[:, :1]
 
     # ------------------------------------------------------------ SAM heads
 
     def forward_sam_heads(
-        self, backbone_features, point_inputs=None, mask_inputs=None, high_res_features=None, multimask_output=False
+        self,
+        backbone_features: torch.Tensor,
+        point_inputs: dict[str, torch.Tensor] | None = None,
+        mask_inputs: torch.Tensor | None = None,
+        high_res_features: list[torch.Tensor] | None = None,
+        multimask_output: bool = False,
     ) -> SamOutput:
         b = backbone_features.shape[0]
         if point_inputs is not None:
@@ -162,17 +209,41 @@ class OrtSam2Model(Sam2Model):
             low, high = low_multi, high_multi
         return SamOutput(low_multi, high_multi, ious, low, high, obj_ptr, object_logits)
 
+    def use_mask_as_output(
+        self, backbone_features: torch.Tensor, high_res_features: list[torch.Tensor] | None, mask_inputs: torch.Tensor
+    ) -> SamOutput:
+        """A given mask as the output: the downsampling convolution runs in ONNX Runtime (``mask_prompt``)."""
+        c = self.config
+        scale, bias = 20.0, -10.0
+        mask = mask_inputs.float()
+        high_res = mask * scale + bias
+        size = (high_res.shape[-2] // 4, high_res.shape[-1] // 4)
+        low_res = F.interpolate(high_res, size=size, mode="bilinear", align_corners=False, antialias=True)
+        appearing = (mask.flatten(1) > 0).any(dim=1, keepdim=True).float()
+        if c.use_obj_ptrs_in_encoder:
+            prompt, no_obj_ptr = self._run("mask_prompt", mask=mask)
+            obj_ptr = self.forward_sam_heads(
+                backbone_features, mask_inputs=prompt, high_res_features=high_res_features
+            ).obj_ptr
+            if c.pred_obj_scores:
+                kept = appearing * obj_ptr if c.fixed_no_obj_ptr else obj_ptr
+                obj_ptr = kept + (1 - appearing) * no_obj_ptr
+        else:
+            obj_ptr = torch.zeros(mask.shape[0], c.hidden_dim)
+        ious = mask.new_ones(mask.shape[0], 1)
+        return SamOutput(low_res, high_res, ious, low_res, high_res, obj_ptr, scale * appearing + bias)
+
     # ---------------------------------------------------------------- memory
 
     def encode_memory(
         self,
-        pix_feat,
-        pred_masks_high_res,
-        object_score_logits,
-        is_mask_from_pts,
-        binarize_mask_from_pts=None,
-        non_overlap=None,
-    ):
+        pix_feat: torch.Tensor,
+        pred_masks_high_res: torch.Tensor,
+        object_score_logits: torch.Tensor,
+        is_mask_from_pts: bool,
+        binarize_mask_from_pts: bool | None = None,
+        non_overlap: bool | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.config
         binarize = c.binarize_mask_from_pts_for_mem_enc if binarize_mask_from_pts is None else binarize_mask_from_pts
         non_overlap = c.non_overlap_masks_for_mem_enc if non_overlap is None else non_overlap
@@ -191,45 +262,50 @@ class OrtSam2Model(Sam2Model):
 
     def condition_on_memory(
         self,
-        frame_idx,
-        is_init_cond_frame,
-        vision_feat,
-        vision_pos,
-        feat_size,
-        memory_frames,
-        num_frames,
-        track_in_reverse=False,
-    ):
+        frame_idx: int,
+        is_init_cond_frame: bool,
+        vision_feat: torch.Tensor,
+        vision_pos: torch.Tensor,
+        feat_size: tuple[int, int],
+        memory_frames: MemoryBank,
+        num_frames: int | None,
+        track_in_reverse: bool = False,
+    ) -> torch.Tensor:
+        """Memory attention in ONNX Runtime over the raw bank entries the frame attends to."""
         c = self.config
-        if c.num_maskmem == 0 or is_init_cond_frame:
-            if not c.directly_add_no_mem_embed and c.num_maskmem > 0:
-                raise InvalidInputError("the ONNX Runtime backend needs a model with directly_add_no_mem_embed")
-            return super().condition_on_memory(
-                frame_idx,
-                is_init_cond_frame,
-                vision_feat,
-                vision_pos,
-                feat_size,
-                memory_frames,
-                num_frames,
-                track_in_reverse,
-            )
-        self._require("memory_attention")
         b = vision_feat.shape[1]
-        memory, memory_pos, num_ptr = self._gather_memory(
-            frame_idx, memory_frames, num_frames, track_in_reverse, b, vision_feat.device
-        )
-        if b > 1 and vision_feat.stride(1) == 0 and vision_pos.stride(1) == 0:
+        shared = b > 1 and vision_feat.stride(1) == 0 and vision_pos.stride(1) == 0
+        if shared:  # one frame expanded over the objects: computed once
             vision_feat, vision_pos = vision_feat[:, :1], vision_pos[:, :1]
-        split = memory.shape[0] - num_ptr
+        if c.num_maskmem == 0:
+            return to_maps(vision_feat, feat_size).expand(b, -1, -1, -1)
+        if not c.directly_add_no_mem_embed:
+            raise InvalidInputError("the ONNX Runtime backend needs a model with directly_add_no_mem_embed")
+        if is_init_cond_frame:
+            (out,) = self._run("no_memory", vision_features=to_maps(vision_feat, feat_size))
+            return out.expand(b, -1, -1, -1)
+        self._require("memory_attention")
+        entries, pointers, max_ptrs = self.select_memory(frame_idx, memory_frames, num_frames, track_in_reverse)
+        memories, positions = [], []
+        for _, entry in entries:
+            assert entry.maskmem_features is not None and entry.maskmem_pos_enc is not None
+            memories.append(to_sequence(entry.maskmem_features))
+            positions.append(to_sequence(entry.maskmem_pos_enc))
+        slots = torch.tensor([c.num_maskmem - t_pos - 1 for t_pos, _ in entries], dtype=torch.int64)
+        if pointers:
+            obj_ptrs = torch.stack([p for _, p in pointers])  # (P, B, C)
+            rel = torch.tensor([t for t, _ in pointers], dtype=torch.float32) / (max_ptrs - 1)
+        else:
+            obj_ptrs, rel = torch.zeros(0, b, c.hidden_dim), torch.zeros(0)
         (out,) = self._run(
             "memory_attention",
             curr=vision_feat,
             curr_pos=vision_pos,
-            memory=memory[:split],
-            memory_pos=memory_pos[:split],
-            obj_ptrs=memory[split:],
-            obj_ptrs_pos=memory_pos[split:],
+            memory=torch.cat(memories),
+            memory_pos=torch.cat(positions),
+            memory_slots=slots,
+            obj_ptrs=obj_ptrs,
+            obj_ptr_rel_pos=rel,
         )
         return out
 
@@ -246,7 +322,7 @@ class _OrtDecoded:
     def __init__(self, masks: torch.Tensor) -> None:
         self.keys = masks
 
-    def __getitem__(self, index) -> _OrtDecoded:
+    def __getitem__(self, index: Any) -> _OrtDecoded:
         return _OrtDecoded(self.keys[index])
 
     def __len__(self) -> int:
@@ -265,12 +341,14 @@ class OrtGridDecoder:
     def chunk(self, points_per_batch: int, upscale: bool) -> int:
         return points_per_batch
 
-    def decode(self, coords: torch.Tensor, labels: torch.Tensor, mask_input: torch.Tensor | None):
+    def decode(
+        self, coords: torch.Tensor, labels: torch.Tensor, mask_input: torch.Tensor | None
+    ) -> tuple[torch.Tensor, _OrtDecoded]:
         high_res = self.levels[:-1] or None
         masks, ious, _, _ = self.model._decode(self.levels[-1], high_res, coords, labels, mask_input)
         return ious, _OrtDecoded(masks)
 
-    def masks(self, state: _OrtDecoded, which) -> torch.Tensor:
+    def masks(self, state: _OrtDecoded, which: Any) -> torch.Tensor:
         return state.keys[:, list(which)]
 
 

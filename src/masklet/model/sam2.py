@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..transforms import upscale_masks
 from .common import MLP, to_maps, to_sequence
 from .config import Sam2Config
 from .image_encoder import ImageEncoder
@@ -204,8 +205,7 @@ class Sam2Model(nn.Module):
             appearing = object_logits > 0
             low_res_multimasks = torch.where(appearing[:, None, None], low_res_multimasks, NO_OBJ_SCORE)
         low_res_multimasks = low_res_multimasks.float()
-        size = (self.image_size, self.image_size)
-        high_res_multimasks = F.interpolate(low_res_multimasks, size=size, mode="bilinear", align_corners=False)
+        high_res_multimasks = upscale_masks(low_res_multimasks, self.image_size)
 
         sam_token = sam_tokens[:, 0]
         if multimask_output:
@@ -341,6 +341,50 @@ class Sam2Model(nn.Module):
         )
         return to_map(out.to(vision_feat.dtype))
 
+    def select_memory(
+        self, frame_idx: int, bank: MemoryBank, num_frames: int | None, reverse: bool
+    ) -> tuple[list[tuple[int, MemoryEntry]], list[tuple[int, torch.Tensor]], int]:
+        """The bank entries a frame attends to: (t_pos, entry) of the spatial memories (0 for
+        conditioning frames), (frame distance, pointer) of the object pointers, and the pointer limit."""
+        c = self.config
+        if not bank.cond:
+            raise ValueError("tracking a non-conditioning frame needs at least one conditioning frame")
+        selected, unselected = select_closest_cond_frames(frame_idx, bank.cond, c.max_cond_frames_in_attn)
+        stride = 1 if self.training else c.memory_temporal_stride_for_eval
+        entries: list[tuple[int, MemoryEntry]] = [(0, out) for out in selected.values()]
+        for t_pos in range(1, c.num_maskmem):
+            t_rel = c.num_maskmem - t_pos  # frames before the current one
+            if t_rel == 1:
+                prev = frame_idx + t_rel if reverse else frame_idx - t_rel
+            elif not reverse:
+                prev = ((frame_idx - 2) // stride) * stride - (t_rel - 2) * stride
+            else:
+                prev = -(-(frame_idx + 2) // stride) * stride + (t_rel - 2) * stride
+            found = bank.non_cond.get(prev, unselected.get(prev))
+            if found is not None:
+                entries.append((t_pos, found))
+
+        max_ptrs = c.max_obj_ptrs_in_encoder if num_frames is None else min(num_frames, c.max_obj_ptrs_in_encoder)
+        pointers: list[tuple[int, torch.Tensor]] = []
+        if c.use_obj_ptrs_in_encoder:
+            if not self.training and c.only_obj_ptrs_in_the_past_for_eval:
+                ptr_cond = {t: o for t, o in selected.items() if (t >= frame_idx if reverse else t <= frame_idx)}
+            else:
+                ptr_cond = selected
+            sign = -1 if reverse else 1
+            pointers = [
+                ((frame_idx - t) * sign if c.use_signed_tpos_enc_to_obj_ptrs else abs(frame_idx - t), o.obj_ptr)
+                for t, o in ptr_cond.items()
+            ]
+            for t_diff in range(1, max_ptrs):
+                t = frame_idx + t_diff if reverse else frame_idx - t_diff
+                if t < 0 or (num_frames is not None and t >= num_frames):
+                    break
+                found = bank.non_cond.get(t, unselected.get(t))
+                if found is not None:
+                    pointers.append((t_diff, found.obj_ptr))
+        return entries, pointers, max_ptrs
+
     def _gather_memory(
         self,
         frame_idx: int,
@@ -352,70 +396,33 @@ class Sam2Model(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Spatial memories of the selected frames, then object pointers, sequence-first."""
         c = self.config
-        if not bank.cond:
-            raise ValueError("tracking a non-conditioning frame needs at least one conditioning frame")
-        selected, unselected = select_closest_cond_frames(frame_idx, bank.cond, c.max_cond_frames_in_attn)
-        stride = 1 if self.training else c.memory_temporal_stride_for_eval
-        entries: list[tuple[int, MemoryEntry | None]] = [(0, out) for out in selected.values()]
-        for t_pos in range(1, c.num_maskmem):
-            t_rel = c.num_maskmem - t_pos  # frames before the current one
-            if t_rel == 1:
-                prev = frame_idx + t_rel if reverse else frame_idx - t_rel
-            elif not reverse:
-                prev = ((frame_idx - 2) // stride) * stride - (t_rel - 2) * stride
-            else:
-                prev = -(-(frame_idx + 2) // stride) * stride + (t_rel - 2) * stride
-            out = bank.non_cond.get(prev, unselected.get(prev))
-            entries.append((t_pos, out))
-
+        entries, pointers, max_ptrs = self.select_memory(frame_idx, bank, num_frames, reverse)
         memories, positions = [], []
         for t_pos, out in entries:
-            if out is None:
-                continue
             assert out.maskmem_features is not None and out.maskmem_pos_enc is not None  # tracked frames carry memory
             memories.append(to_sequence(out.maskmem_features.to(device)))
             pos = to_sequence(out.maskmem_pos_enc.to(device))
             positions.append(pos + self.maskmem_tpos_enc[c.num_maskmem - t_pos - 1])
 
         num_ptr_tokens = 0
-        if c.use_obj_ptrs_in_encoder:
-            max_ptrs = (
-                min(num_frames, c.max_obj_ptrs_in_encoder) if num_frames is not None else c.max_obj_ptrs_in_encoder
-            )
-            if not self.training and c.only_obj_ptrs_in_the_past_for_eval:
-                ptr_cond = {t: o for t, o in selected.items() if (t >= frame_idx if reverse else t <= frame_idx)}
+        if pointers:
+            pos_list, ptr_list = zip(*pointers)
+            ptrs = torch.stack([p.to(device) for p in ptr_list])  # (P, B, C)
+            if c.add_tpos_enc_to_obj_ptrs:
+                tpos_dim = c.hidden_dim if c.proj_tpos_enc_in_obj_ptrs else c.mem_dim
+                rel = torch.tensor(pos_list, device=device, dtype=torch.float32) / (max_ptrs - 1)
+                ptr_pos = self.obj_ptr_tpos_proj(sine_1d(rel, tpos_dim).to(self.dtype))
+                ptr_pos = ptr_pos.unsqueeze(1).expand(-1, batch, c.mem_dim)
             else:
-                ptr_cond = selected
-            sign = -1 if reverse else 1
-            pos_and_ptrs = [
-                ((frame_idx - t) * sign if c.use_signed_tpos_enc_to_obj_ptrs else abs(frame_idx - t), o.obj_ptr)
-                for t, o in ptr_cond.items()
-            ]
-            for t_diff in range(1, max_ptrs):
-                t = frame_idx + t_diff if reverse else frame_idx - t_diff
-                if t < 0 or (num_frames is not None and t >= num_frames):
-                    break
-                out = bank.non_cond.get(t, unselected.get(t))
-                if out is not None:
-                    pos_and_ptrs.append((t_diff, out.obj_ptr))
-            if pos_and_ptrs:
-                pos_list, ptr_list = zip(*pos_and_ptrs)
-                ptrs = torch.stack([p.to(device) for p in ptr_list])  # (P, B, C)
-                if c.add_tpos_enc_to_obj_ptrs:
-                    tpos_dim = c.hidden_dim if c.proj_tpos_enc_in_obj_ptrs else c.mem_dim
-                    rel = torch.tensor(pos_list, device=device, dtype=torch.float32) / (max_ptrs - 1)
-                    ptr_pos = self.obj_ptr_tpos_proj(sine_1d(rel, tpos_dim).to(self.dtype))
-                    ptr_pos = ptr_pos.unsqueeze(1).expand(-1, batch, c.mem_dim)
-                else:
-                    ptr_pos = ptrs.new_zeros(len(pos_list), batch, c.mem_dim)
-                if c.mem_dim < c.hidden_dim:
-                    # Split each pointer into tokens of the memory width.
-                    split = c.hidden_dim // c.mem_dim
-                    ptrs = ptrs.reshape(-1, batch, split, c.mem_dim).permute(0, 2, 1, 3).flatten(0, 1)
-                    ptr_pos = ptr_pos.repeat_interleave(split, dim=0)
-                memories.append(ptrs)
-                positions.append(ptr_pos)
-                num_ptr_tokens = ptrs.shape[0]
+                ptr_pos = ptrs.new_zeros(len(pos_list), batch, c.mem_dim)
+            if c.mem_dim < c.hidden_dim:
+                # Split each pointer into tokens of the memory width.
+                split = c.hidden_dim // c.mem_dim
+                ptrs = ptrs.reshape(-1, batch, split, c.mem_dim).permute(0, 2, 1, 3).flatten(0, 1)
+                ptr_pos = ptr_pos.repeat_interleave(split, dim=0)
+            memories.append(ptrs)
+            positions.append(ptr_pos)
+            num_ptr_tokens = ptrs.shape[0]
         return torch.cat(memories), torch.cat(positions), num_ptr_tokens
 
     def track_step(

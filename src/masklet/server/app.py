@@ -61,6 +61,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from .routes import web  # the web page at / and its /static assets
 
     app.include_router(web.router)
+    from .routes import web_decoder  # the page's in-browser decoding: the exported decoder (issue 25)
+
+    app.include_router(web_decoder.router)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 

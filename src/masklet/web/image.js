@@ -1,6 +1,7 @@
 // Image mode: one uploaded image, objects prompted by clicks and boxes, refinement, undo, automatic masks, export.
 
 import { download, pack, unpack } from "./api.js";
+import { LocalDecoder } from "./local.js";
 import { decodeRle, maskStats } from "./rle.js";
 import { colorOf, MaskView } from "./view.js";
 
@@ -10,8 +11,10 @@ export class ImageMode {
     this.file = null; this.iid = null; this.width = 0; this.height = 0;
     this.objects = []; this.current = null; this.nextId = 1;
     this.undoStack = []; this.redoStack = []; this.latencies = []; this.auto = null; this.pending = Promise.resolve();
-    this.view = new MaskView(root.querySelector("#image-canvas"), (p) => this.enqueue(() => this.prompt(p)));
+    this.view = new MaskView(root.querySelector("#image-canvas"), (p) => this.enqueue(() => this.prompt(p)), (p) => this.hover(p));
+    this.local = new LocalDecoder(this.api); this.localOn = false; this.preview = null; this.hoverAt = null; this.hovering = false;
     const $ = (s) => root.querySelector(s);
+    $("#image-local").addEventListener("change", (e) => this.enqueue(() => this.setLocal(e.target.checked)));
     $("#image-file").addEventListener("change", (e) => e.target.files[0] && this.open(e.target.files[0]));
     $("#image-new").addEventListener("click", () => this.newObject());
     $("#image-undo").addEventListener("click", () => this.undo());
@@ -75,8 +78,43 @@ export class ImageMode {
 
   obj(id = this.current) { return this.objects.find((o) => o.id === id) || null; }
 
+  /** Turn in-browser decoding on (load onnxruntime-web, the decoder and this image's embedding) or off. */
+  async setLocal(on) {
+    this.localOn = false; this.preview = null;
+    if (on) {
+      this.app.status("loading the in-browser decoder (onnxruntime-web)...", "busy");
+      try {
+        if (!this.local.session) await this.local.load();
+        if (this.iid) await this.local.setImage(this.iid);
+      } catch (err) { this.root.querySelector("#image-local").checked = false; throw err; }
+      this.localOn = true;
+      this.app.status("in-browser decoding on: clicks are decoded in this page", "ok");
+    } else this.app.status("in-browser decoding off: clicks are decoded by the server", "ok");
+    this.render();
+  }
+
+  get decodingLocally() { return this.localOn && this.local.ready && this.local.image.iid === this.iid; }
+
+  /** With in-browser decoding on, the mask a positive click at the pointer would give follows the mouse. */
+  async hover(p) {
+    this.hoverAt = p;
+    if (!p) { if (this.preview) { this.preview = null; this.render(); } return; }
+    if (this.hovering || !this.decodingLocally || this.auto) return;
+    this.hovering = true;
+    try {
+      while (this.hoverAt) {
+        const [x, y] = this.hoverAt, o = this.obj();
+        this.hoverAt = null;
+        const points = [...(o?.points || []), [x, y, 1]];
+        const res = await this.local.decode(points, o?.box, o?.logits ? unpack(o.logits) : null, points.length === 1 && !o?.box);
+        if (this.decodingLocally) { this.preview = res.mask; this.render(); }
+      }
+    } finally { this.hovering = false; }
+  }
+
   async prompt(p) {
     if (!this.iid) return;
+    this.preview = null;
     if (this.auto) { this.pickAt(p.x ?? p.box[0], p.y ?? p.box[1]); return; }
     let o = this.obj() || this.newObject();
     this.commit();
@@ -88,6 +126,7 @@ export class ImageMode {
 
   /** Ask the server for o's mask from its prompts and its previous low-res logits (refinement). */
   async predict(o, t0 = performance.now()) {
+    if (this.decodingLocally) { await this.predictLocally(o, t0); return; }
     const body = { multimaskOutput: o.points.length === 1 && !o.box && !o.logits, lowResLogits: true };
     if (o.points.length) { body.pointCoords = o.points.map(([x, y]) => [x, y]); body.pointLabels = o.points.map((q) => q[2]); }
     if (o.box) body.box = o.box;
@@ -106,6 +145,21 @@ export class ImageMode {
     this.app.status(`object ${o.id}: score ${o.score.toFixed(3)}, painted ${ms.toFixed(0)} ms after the click`, "ok");
   }
 
+  /** predict() with the decoder in this page: the same mask choice and upscaling, no request. */
+  async predictLocally(o, t0) {
+    const multimask = o.points.length === 1 && !o.box && !o.logits;
+    const res = await this.local.decode(o.points, o.box, o.logits ? unpack(o.logits) : null, multimask);
+    o.logits = pack(res.logits, [1, res.side, res.side]);
+    o.rle = res.rle; o.mask = res.mask; o.score = res.score;
+    this.objects = this.objects.map((x) => (x.id === o.id ? o : x));
+    this.preview = null;
+    this.render();
+    await new Promise((r) => requestAnimationFrame(() => r()));  // painted
+    const ms = performance.now() - t0;
+    this.latencies.push(ms);
+    this.app.status(`object ${o.id}: score ${o.score.toFixed(3)}, decoded in the browser, painted ${ms.toFixed(0)} ms after the click`, "ok");
+  }
+
   /** Run a call on the cached image; if the server forgot it (unknown_image), upload again and retry once. */
   async withImage(fn) {
     try { return await fn(); } catch (err) {
@@ -122,6 +176,7 @@ export class ImageMode {
     const resp = await this.api.fetch("/v1/images", { method: "POST", body: this.file, headers: { "Content-Type": "application/octet-stream" } });
     const info = await resp.json();
     this.iid = info.image_id ?? info.imageId; this.width = info.width; this.height = info.height;
+    if (this.localOn) await this.local.setImage(this.iid);  // the embedding, downloaded once per image
   }
 
   async automatic() {
@@ -171,6 +226,7 @@ export class ImageMode {
     const layers = this.auto
       ? this.auto.filter((r) => !r.picked).map((r) => ({ mask: r.mask, color: r.color, alpha: 110 }))
       : this.objects.filter((o) => o.mask && !o.hidden).map((o) => ({ mask: o.mask, color: o.color, alpha: o.id === this.current ? 140 : 100 }));
+    if (this.preview && !this.auto) layers.push({ mask: this.preview, color: this.obj()?.color || [255, 255, 255], alpha: 70 });
     const marks = this.auto ? [] : this.objects.filter((o) => !o.hidden).map((o) => ({ points: o.points, box: o.box, selected: o.id === this.current }));
     this.view.setOverlays(layers, marks);
     this.app.renderObjects(this.root.querySelector("#image-objects"), this.objects, this.current, {

@@ -6,9 +6,11 @@ export const COLORS = [[230, 25, 75], [60, 180, 75], [0, 130, 200], [245, 130, 4
 export function colorOf(id) { return COLORS[(id - 1) % COLORS.length]; }
 
 export class MaskView {
-  /** canvas: the element; onPrompt({kind: "point"|"box", x, y, label, box, t0}) on user input. */
-  constructor(canvas, onPrompt) {
-    this.canvas = canvas; this.ctx = canvas.getContext("2d"); this.onPrompt = onPrompt;
+  /** canvas: the element; onPrompt({kind: "point"|"box", x, y, label, box, t0}) on user input;
+   *  onHover([x, y] | null) while the pointer moves over the image with no button down (optional). */
+  constructor(canvas, onPrompt, onHover = null) {
+    this.canvas = canvas; this.ctx = canvas.getContext("2d"); this.onPrompt = onPrompt; this.onHover = onHover;
+    canvas.addEventListener("pointerleave", () => this.onHover?.(null));
     this.image = null; this.layers = []; this.marks = []; this.drag = null;
     canvas.addEventListener("contextmenu", (e) => e.preventDefault());
     canvas.addEventListener("pointerdown", (e) => this.down(e));
@@ -41,12 +43,13 @@ export class MaskView {
 
   down(e) {
     if (!this.image) return;
+    this.onHover?.(null);  // a click replaces the hover preview (and stops its decoding)
     this.canvas.setPointerCapture?.(e.pointerId);
     this.drag = { t0: performance.now(), start: this.toImage(e), end: null, label: (e.button === 2 || e.shiftKey) ? 0 : 1 };
   }
 
   move(e) {
-    if (!this.drag) return;
+    if (!this.drag) { if (this.image && this.onHover) this.onHover(this.toImage(e)); return; }
     const p = this.toImage(e), [sx, sy] = this.drag.start;
     if (this.drag.end || Math.hypot(p[0] - sx, p[1] - sy) > 4 * this.canvas.width / this.canvas.getBoundingClientRect().width) {
       this.drag.end = p;

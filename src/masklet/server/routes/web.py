@@ -21,6 +21,8 @@ _TYPES = {
     ".css": "text/css; charset=utf-8",
     ".svg": "image/svg+xml",
     ".png": "image/png",
+    ".mjs": "text/javascript; charset=utf-8",  # onnxruntime-web (fetched by masklet.web_vendor)
+    ".wasm": "application/wasm",  # streaming compilation needs this type
 }
 _VIDEO_EXT = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"}
 _IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
