@@ -91,19 +91,12 @@ def mutated_files(work: Path, sources: list[str]) -> list[Path]:
 
 def functions(path: Path) -> dict[str, tuple[int, list[str]]]:
     """Every generated function (``x_f__mutmut_orig`` and mutants) -> (first line, its lines)."""
-    text = path.read_text().splitlines()
-    starts = [
-        (i, m.group(1))
-        for i, line in enumerate(text)
-        if (m := re.match(r"^\s*def (x\S+__mutmut_(?:\d+|orig))\(", line))
-    ]
+    source = path.read_text()
+    text = source.splitlines()
     out = {}
-    for i, name in starts:
-        indent = len(text[i]) - len(text[i].lstrip())
-        j = i + 1
-        while j < len(text) and (not text[j].strip() or len(text[j]) - len(text[j].lstrip()) > indent):
-            j += 1
-        out[name] = (i + 1, text[i:j])
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and re.search(r"__mutmut_(\d+|orig)$", node.name):
+            out[node.name] = (node.lineno, text[node.lineno - 1 : node.end_lineno])
     return out
 
 
@@ -229,8 +222,10 @@ def main() -> None:
     parser.add_argument(
         "--min-timeout", type=float, default=30.0, help="seconds per mutant at least (timeout = killed)"
     )
+    parser.add_argument("--tests", nargs="*", default=None, help="test files instead of the MODULES table's")
     args = parser.parse_args()
     sources, tests = MODULES[args.module]
+    tests = args.tests or tests
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     work = ROOT / "build" / "mutation" / args.module
     if not (args.reuse and (work / "mutants").exists()):
