@@ -184,3 +184,16 @@ CASES = [
 def test_bad_input_gets_its_whole_message(call, message):
     with pytest.raises(InvalidInputError, match=f"^{re.escape(message)}$"):
         call()
+
+
+def test_fill_small_holes_fills_single_pixel_holes_and_keeps_larger_ones():
+    # the official fill_holes_in_mask_scores fills background components of area 1..max_area
+    logits = torch.full((1, 1, 7, 9), 4.0)
+    logits[0, 0, 1, 1] = -2.0  # a 1-pixel hole
+    logits[0, 0, 4, 4:6] = -3.0  # a 2-pixel hole
+    out = fill_small_holes(logits, max_area=1, fill_value=0.5)
+    assert out[0, 0, 1, 1].item() == 0.5
+    assert out[0, 0, 4, 4:6].tolist() == [-3.0, -3.0]
+    out = fill_small_holes(logits, max_area=2)
+    assert out[0, 0, 4, 4:6].tolist() == pytest.approx([0.1, 0.1])
+    assert int((out != logits).sum()) == 3

@@ -72,11 +72,11 @@ json.dump({"code": int(code), "durations": durations, "lines": lines}, open(out,
 """
 
 
-def generate(name: str) -> Path:
-    """A fresh scratch copy with mutmut's mutants of ``name`` (no test run)."""
+def generate(name: str, folder: str) -> Path:
+    """A fresh scratch copy (``build/mutation/<folder>``) with mutmut's mutants of ``name`` (no test run)."""
     sources, tests = MODULES[name]
     present = [p for p in sources if (ROOT / p).exists()]
-    work = scratch_copy(name, present, tests)
+    work = scratch_copy(folder, present, tests)
     subprocess.run([sys.executable, "-c", _GENERATE], cwd=work, check=True, stdout=subprocess.DEVNULL)
     return work
 
@@ -222,14 +222,16 @@ def main() -> None:
     parser.add_argument(
         "--min-timeout", type=float, default=30.0, help="seconds per mutant at least (timeout = killed)"
     )
+    parser.add_argument("--label", default="", help="scratch folder build/mutation/MODULE-LABEL (runs side by side)")
     parser.add_argument("--tests", nargs="*", default=None, help="test files instead of the MODULES table's")
     args = parser.parse_args()
     sources, tests = MODULES[args.module]
     tests = args.tests or tests
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    work = ROOT / "build" / "mutation" / args.module
+    folder = f"{args.module}-{args.label}" if args.label else args.module
+    work = ROOT / "build" / "mutation" / folder
     if not (args.reuse and (work / "mutants").exists()):
-        work = generate(args.module)
+        work = generate(args.module, folder)
     mutants_dir = work / "mutants"
     files = mutated_files(work, sources)
     cover = work / "coverage.json"

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 MODULES: dict[str, tuple[list[str], list[str]]] = {
     "masks": (["src/masklet/masks.py"], ["tests/test_masks.py", "tests/test_masks_messages.py"]),
     "transforms": (["src/masklet/transforms.py"], ["tests/test_transforms.py"]),
-    "prompts": (["src/masklet/prompts.py"], ["tests/test_prompts.py"]),
+    "prompts": (["src/masklet/prompts.py"], ["tests/test_prompts.py", "tests/test_prompts_messages.py"]),
     "image": (["src/masklet/image.py"], ["tests/test_image_predictor.py", "tests/test_image_parity.py"]),
     "checkpoints": (
         ["src/masklet/checkpoints"],
