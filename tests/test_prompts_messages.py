@@ -123,6 +123,9 @@ def test_valid_image_prompts_shapes_dtypes_and_order():
     assert image([[1.0, 1.0]], [1], mask=torch.ones(1, 1, SIDE, SIDE)).mask.dtype == torch.float32
     assert image([[1.0, 1.0]], torch.tensor([1.0])).points[1].dtype == torch.int32
     assert image() == Prompts(None, None)
+    # zero-width and zero-height boxes (a line) are valid: only x1 < x0 or y1 < y0 is rejected
+    assert image(box=[5.0, 5.0, 5.0, 9.0]).points[0].shape == (1, 2, 2)
+    assert image(box=[5.0, 5.0, 9.0, 5.0]).points[0].shape == (1, 2, 2)
 
 
 def test_valid_video_prompt_shapes_and_order():
@@ -149,6 +152,11 @@ def test_prompts_move_to_a_device_and_floats_from_tensors():
     assert p.points[1].device.type == "meta"
     assert p.mask.device.type == "meta"
     assert Prompts(None, None).to(torch.device("meta")) == Prompts(None, None)
+    q = image([[1.0, 2.0]], [1], mask=torch.ones(1, 1, SIDE, SIDE))
+    moved = q.to(torch.device("cpu"))
+    assert torch.equal(moved.points[0], q.points[0])  # coordinates stay coordinates
+    assert torch.equal(moved.points[1], q.points[1])
+    assert torch.equal(moved.mask, q.mask)
     t = as_float_tensor(torch.tensor([1, 2], dtype=torch.int64, requires_grad=False), "x")
     assert t.dtype == torch.float32
     assert t.device.type == "cpu"
