@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from masklet.errors import InvalidInputError
-from masklet.prompts import Prompts, as_float_tensor, as_label_tensor, image_prompts, video_prompt
+from masklet.prompts import Prompts, as_float_tensor, as_label_tensor, box_corner_labels, image_prompts, video_prompt
 
 HW = (60, 80)
 SIZE = 256
@@ -88,6 +88,11 @@ CASES = [
     (lambda: video([[1.0, 2.0]], [1, 1]), "labels: expected shape (1,) to match points, got (2,)"),
     (lambda: video(box=[1, 2, 3]), "box: expected 4 numbers (x0, y0, x1, y1), got shape (3,)"),
     (lambda: video(box=[float("nan")] * 4), "box: contains NaN or infinite values"),
+    (lambda: image(box=[0.0, 0.0, float("inf"), 1.0]), "box: contains NaN or infinite values"),
+    (lambda: image(mask=torch.full((1, SIDE, SIDE), float("nan"))), "mask_input: contains NaN or infinite values"),
+    (lambda: as_label_tensor([1, float("nan")]), "point_labels: contains NaN or infinite values"),
+    (lambda: image([[float("nan"), 1.0]], [1]), "point_coords: contains NaN or infinite values"),
+    (lambda: video([[1.0, float("nan")]], [1]), "points: contains NaN or infinite values"),
 ]
 
 
@@ -162,3 +167,8 @@ def test_prompts_move_to_a_device_and_floats_from_tensors():
     assert t.device.type == "cpu"
     assert t.tolist() == [1.0, 2.0]
     assert as_label_tensor(np.array([-1, 0, 1, 2, 3])).tolist() == [-1, 0, 1, 2, 3]
+    grad = as_float_tensor(torch.ones(2, requires_grad=True), "x")  # detached, not numpy()'d directly
+    assert grad.requires_grad is False
+    assert grad.tolist() == [1.0, 1.0]
+    assert box_corner_labels(2, device="meta").device.type == "meta"
+    assert box_corner_labels(2).device.type == "cpu"
