@@ -193,7 +193,7 @@ class MutantLoop:
         random.Random(args.seed).shuffle(everyone)
         if args.sample:
             everyone = everyone[: args.sample]
-        full_limit = max(args.min_timeout, 3 * sum(durations.values()) + 60)
+        full_limit = max(args.min_timeout, 3 * sum(durations.values()) + 10)
         cache: dict[Path, tuple[dict, dict[int, int]]] = {}
         for path, fname in everyone:
             if path not in cache:
@@ -203,7 +203,7 @@ class MutantLoop:
             name = f"{module}.{fname}"
             if args.only is not None and name not in args.only and fname not in args.only:
                 continue
-            if self.previous.get(name, {}).get("status") in ("killed", "survived", "not covered"):
+            if name in self.previous:
                 self.results[name] = self.previous[name]  # --resume: scored by an earlier run
                 continue
             orig = funcs[re.sub(r"__mutmut_\d+$", "__mutmut_orig", fname)]
@@ -214,7 +214,7 @@ class MutantLoop:
             if not selected:
                 status = "not covered"
             else:
-                limit = max(args.min_timeout, 5 * sum(durations[t] for t in chosen) + 20)
+                limit = max(args.min_timeout, 5 * sum(durations[t] for t in chosen) + 5)
                 status = run_one(name, selected, limit)
                 if status == "survived":  # confirm against the whole selection
                     status = run_one(name, everything, full_limit)
@@ -235,9 +235,9 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=0, help="score the first N of the seeded order (0: all)")
     parser.add_argument("--seed", type=int, default=15)
     parser.add_argument(
-        "--min-timeout", type=float, default=30.0, help="CPU seconds per mutant at least (timeout = killed)"
+        "--min-timeout", type=float, default=10.0, help="CPU seconds per mutant at least (timeout = killed)"
     )
-    parser.add_argument("--resume", action="store_true", help="keep the results of an earlier run (timeouts rerun)")
+    parser.add_argument("--resume", action="store_true", help="keep the results of an earlier run")
     parser.add_argument("--label", default="", help="scratch folder build/mutation/MODULE-LABEL (runs side by side)")
     parser.add_argument("--tests", nargs="*", default=None, help="test files instead of the MODULES table's")
     args = parser.parse_args()
