@@ -197,3 +197,10 @@ def test_fill_small_holes_fills_single_pixel_holes_and_keeps_larger_ones():
     out = fill_small_holes(logits, max_area=2)
     assert out[0, 0, 4, 4:6].tolist() == pytest.approx([0.1, 0.1])
     assert int((out != logits).sum()) == 3
+
+
+def test_fill_holes_and_remove_sprinkles_on_a_one_pixel_mask():
+    # a single background pixel is a hole of area 1; a single foreground pixel a sprinkle of area 1
+    assert fill_holes_and_remove_sprinkles(torch.tensor([[-1.0]]), max_hole_area=1).tolist() == [[10.0]]
+    assert fill_holes_and_remove_sprinkles(torch.tensor([[2.0]]), max_sprinkle_area=1).tolist() == [[-10.0]]
+    assert fill_holes_and_remove_sprinkles(torch.zeros(0, 3, 3), max_hole_area=4).shape == (0, 3, 3)
