@@ -52,6 +52,10 @@ CASES = [
         "box: box 1 = [5.0, 5.0, 9.0, 1.0] has x1 < x0 or y1 < y0; boxes are [x0, y0, x1, y1] with x0 <= x1, y0 <= y1",
     ),
     (
+        lambda: image(box=[5.0, 0.0, 3.0, 9.0]),
+        "box: box 0 = [5.0, 0.0, 3.0, 9.0] has x1 < x0 or y1 < y0; boxes are [x0, y0, x1, y1] with x0 <= x1, y0 <= y1",
+    ),
+    (
         lambda: image(box=[5.0, 5.0, 1.0, 9.0]),
         "box: box 0 = [5.0, 5.0, 1.0, 9.0] has x1 < x0 or y1 < y0; boxes are [x0, y0, x1, y1] with x0 <= x1, y0 <= y1",
     ),
@@ -128,6 +132,10 @@ def test_valid_image_prompts_shapes_dtypes_and_order():
     assert image([[1.0, 1.0]], [1], mask=torch.ones(1, 1, SIDE, SIDE)).mask.dtype == torch.float32
     assert image([[1.0, 1.0]], torch.tensor([1.0])).points[1].dtype == torch.int32
     assert image() == Prompts(None, None)
+    # 1-D labels of several points become one row
+    assert image([[1.0, 2.0], [3.0, 4.0]], [1, 0]).points[1].tolist() == [[1, 0]]
+    # a valid box whose x1 is left of its y0 (x and y are compared with their own axis only)
+    assert image(box=[0.0, 9.0, 5.0, 12.0]).points[0].shape == (1, 2, 2)
     # zero-width and zero-height boxes (a line) are valid: only x1 < x0 or y1 < y0 is rejected
     assert image(box=[5.0, 5.0, 5.0, 9.0]).points[0].shape == (1, 2, 2)
     assert image(box=[5.0, 5.0, 9.0, 5.0]).points[0].shape == (1, 2, 2)
@@ -147,6 +155,7 @@ def test_valid_video_prompt_shapes_and_order():
     coords, labels = video(box=torch.tensor([[0.0, 0.0, 80.0, 60.0]]))
     assert coords.tolist() == [[[0.0, 0.0], [256.0, 256.0]]]
     assert labels.tolist() == [[2, 3]]
+    assert labels.dtype == torch.int32
     coords, _ = video(box=[0.5, 0.5, 1.0, 1.0], normalize=False)
     assert coords.tolist() == [[[128.0, 128.0], [256.0, 256.0]]]
 

@@ -210,6 +210,9 @@ class MutantLoop:
             lines = changed_lines(orig, funcs[fname][1])
             reach = {starts.get(n, n) for n in lines}
             chosen = {t for n in reach for t in covered["lines"].get(f"{path}:{n}", [])}
+            if not chosen:  # a default argument or the def line: coverage saw it at import only
+                body_lines = range(orig[0] + 1, orig[0] + len(orig[1]))
+                chosen = {t for n in body_lines for t in covered["lines"].get(f"{path}:{n}", [])}
             selected = [items[t] for t in durations if t in chosen]
             if not selected:
                 status = "not covered"
