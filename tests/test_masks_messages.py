@@ -204,3 +204,13 @@ def test_fill_holes_and_remove_sprinkles_on_a_one_pixel_mask():
     assert fill_holes_and_remove_sprinkles(torch.tensor([[-1.0]]), max_hole_area=1).tolist() == [[10.0]]
     assert fill_holes_and_remove_sprinkles(torch.tensor([[2.0]]), max_sprinkle_area=1).tolist() == [[-10.0]]
     assert fill_holes_and_remove_sprinkles(torch.zeros(0, 3, 3), max_hole_area=4).shape == (0, 3, 3)
+
+
+def test_small_edge_cases_of_decoding_and_hole_filling():
+    empty = decode_rle([])
+    assert empty.shape == (0, 0, 0)
+    assert empty.dtype == torch.bool
+    logits = torch.full((1, 5, 5), 4.0)
+    logits[0, 2, 2] = 0.5  # weak foreground, not background: no hole
+    assert fill_small_holes(logits, max_area=0) is logits  # disabled: the input itself comes back
+    assert torch.equal(fill_small_holes(logits, max_area=3), logits)
