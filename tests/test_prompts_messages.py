@@ -65,6 +65,11 @@ CASES = [
         "give one point set per box as (B, N, 2)",
     ),
     (
+        lambda: image([[[1.0, 2.0]]] * 2, [[1]] * 2, [[0.0, 0.0, 9.0, 9.0]] * 3),
+        "box and point_coords describe different numbers of objects (3 boxes, 2 point sets); "
+        "give one point set per box as (B, N, 2)",
+    ),
+    (
         lambda: image(mask=torch.zeros(1, 1, 32, 32)),
         f"mask_input: expected low-resolution logits of shape (1, {SIDE}, {SIDE}) or (B, 1, {SIDE}, {SIDE}) "
         "(the low_res output of a previous predict), got (1, 1, 32, 32)",
@@ -125,6 +130,7 @@ def test_valid_image_prompts_shapes_dtypes_and_order():
     # normalised boxes: scaled by the model size only
     q = image(box=[0.25, 0.5, 0.75, 1.0], normalize=False)
     assert q.points[0].tolist() == [[[64.0, 128.0], [192.0, 256.0]]]
+    assert image([[0.5, 0.25]], [1], normalize=False).points[0].tolist() == [[[128.0, 64.0]]]
     # a box alone, and (h, w) / (B, h, w) masks become (B, 1, h, w)
     assert image(box=[1.0, 2.0, 3.0, 4.0]).points[1].tolist() == [[2, 3]]
     assert image(mask=torch.zeros(SIDE, SIDE)).mask.shape == (1, 1, SIDE, SIDE)
