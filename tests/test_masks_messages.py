@@ -140,6 +140,14 @@ CASES = [
         lambda: rle_area({"size": [1, 2], "counts": b"0~"}),
         "rle: compressed RLE counts may only contain ASCII chars '0'..'o', got b'0~'",
     ),
+    (
+        lambda: rle_area({"size": [1, 2], "counts": "0p"}),
+        "rle: compressed RLE counts may only contain ASCII chars '0'..'o', got b'0p'",
+    ),
+    (
+        lambda: decode_rle([{"size": [1, 2], "counts": [2]}, {"size": [1], "counts": [2]}]),
+        "rles[1]: 'size' must be [H, W] with non-negative ints, got [1]",
+    ),
     (lambda: rle_area({"size": [1, 2], "counts": "0P"}), "rle: compressed RLE counts string is truncated: b'0P'"),
     (
         lambda: rle_area({"size": [1, 2], "counts": "P" * 13 + "0"}),
@@ -214,3 +222,13 @@ def test_small_edge_cases_of_decoding_and_hole_filling():
     logits[0, 2, 2] = 0.5  # weak foreground, not background: no hole
     assert fill_small_holes(logits, max_area=0) is logits  # disabled: the input itself comes back
     assert torch.equal(fill_small_holes(logits, max_area=3), logits)
+
+
+def test_nms_of_zero_area_boxes_warns_nothing():
+    import warnings
+
+    boxes = torch.tensor([[1.0, 1.0, 1.0, 5.0], [1.0, 1.0, 1.0, 5.0], [0.0, 0.0, 4.0, 4.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 0 / 0 IoUs of degenerate boxes stay silent
+        keep = batched_nms(boxes, torch.tensor([0.9, 0.8, 0.7]), torch.zeros(3, dtype=torch.int64), 0.5)
+    assert keep.tolist() == [0, 1, 2]
