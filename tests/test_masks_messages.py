@@ -232,3 +232,13 @@ def test_nms_of_zero_area_boxes_warns_nothing():
         warnings.simplefilter("error")  # 0 / 0 IoUs of degenerate boxes stay silent
         keep = batched_nms(boxes, torch.tensor([0.9, 0.8, 0.7]), torch.zeros(3, dtype=torch.int64), 0.5)
     assert keep.tolist() == [0, 1, 2]
+
+
+def test_zero_logits_are_background_and_empty_nms_keeps_the_device():
+    logits = torch.full((1, 4, 4), 3.0)
+    logits[0, 1, 1] = 0.0  # exactly 0 is background (<= 0), like the official
+    assert fill_small_holes(logits, max_area=1)[0, 1, 1].item() == pytest.approx(0.1)
+    meta = torch.device("meta")
+    keep = batched_nms(torch.zeros(0, 4, device=meta), torch.zeros(0, device=meta), torch.zeros(0, device=meta), 0.5)
+    assert keep.device.type == "meta"
+    assert keep.dtype == torch.int64
