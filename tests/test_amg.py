@@ -97,11 +97,9 @@ def test_crop_layer_matches_official():
     assert len({tuple(r["crop_box"]) for r in ours}) > 1  # masks come from several crops
 
 
-def test_m2m_matches_official():
-    ours, reference = run_both(
-        0, 20, points_per_side=8, pred_iou_thresh=0.3, stability_score_thresh=0.6, box_nms_thresh=1.0, use_m2m=True
-    )
-    assert_same_masks(ours, reference)
+# The m2m refinement is compared on masklet-nano (test_nano.test_automatic_masks_match_official_on_nano
+# [m2m], under the fraction rule): with these random weights and NMS off, 185 of the 191 official
+# m2m masks covered over 90% of the image (issue 15 item 6), which proves little.
 
 
 def test_single_mask_output_matches_official():

@@ -14,7 +14,8 @@ from masklet.checkpoints import PACKAGED_CHECKPOINTS, packaged_checkpoint
 from masklet.synthetic import make_clip, make_scene
 from masklet.train.evaluate import evaluate_held_out as evaluate
 from masklet.video import VideoPredictor
-from reference.amg_compare import assert_same_masks, official_records
+from reference.amg_compare import assert_same_masks, masks_of, official_records
+from reference.informative import assert_informative
 from reference.nano import HELD_OUT, nano_pair
 from reference.video_compare import assert_same, later_objects, scenario
 
@@ -65,6 +66,8 @@ def test_automatic_masks_match_official_on_nano(options):
     image = make_scene(HELD_OUT + 1, num_shapes=(10, 14)).image  # 11 shapes, textured, overlapping
     reference = official_records(official, image, **options)
     assert len(reference) >= 20, f"only {len(reference)} official masks: the test proves little"
+    if options.get("use_m2m"):  # the random-weights m2m case moved here (issue 15 item 6)
+        assert_informative(masks_of(reference), min_fraction=0.5)
     assert_same_masks(MaskGenerator(ours, **options).generate(image), reference)
 
 
@@ -81,7 +84,8 @@ def test_video_tracking_matches_official_on_nano(tmp_path, story):
         Image.fromarray(frame).save(folder / f"{t:05d}.jpg", quality=95)
     with patched_connected_components(), torch.inference_mode():
         ref = story(official, official.init_state(str(folder)), clip.masks)
-    assert_same(story(ours, ours.init_state(folder), clip.masks), ref)
+    # the fraction rule (issue 15 item 6): this is where the random SAM2.1 video case moved
+    assert_same(story(ours, ours.init_state(folder), clip.masks), ref, min_fraction=0.5)
 
 
 def test_bfloat16_tracking_agrees_with_float32_on_nano():

@@ -46,7 +46,11 @@ def write_clip(folder: Path, seed: int) -> np.ndarray:
     return clip.masks
 
 
-@pytest.mark.parametrize("variant", ["sam2.1-hiera-tiny", "sam2-hiera-tiny"])
+# SAM2.1 is not here: with these random weights its reference masks were degenerate (93 masks of
+# the scenario story, 77 under 1% of the frame, median 0.8%; issue 15 item 6). The same stories
+# run on masklet-nano, a SAM2.1 model, in test_nano.test_video_tracking_matches_official_on_nano
+# under the fraction rule (most masks cover 1-90% of the frame).
+@pytest.mark.parametrize("variant", ["sam2-hiera-tiny"])
 @pytest.mark.parametrize("story", [scenario, later_objects])
 def test_video_predictor_matches_official(tmp_path, variant, story):
     official, ours = video_pair(variant, seed=3)

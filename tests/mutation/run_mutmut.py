@@ -22,16 +22,19 @@ ROOT = Path(__file__).resolve().parents[2]
 #: core module -> (source paths under src/, fast tests that pin it). Paths that do not exist in
 #: this checkout (e.g. before a package split lands) are skipped with a note.
 MODULES: dict[str, tuple[list[str], list[str]]] = {
-    "masks": (["src/masklet/masks.py"], ["tests/test_masks.py"]),
+    "masks": (["src/masklet/masks.py"], ["tests/test_masks.py", "tests/test_masks_messages.py"]),
     "transforms": (["src/masklet/transforms.py"], ["tests/test_transforms.py"]),
-    "prompts": (["src/masklet/prompts.py"], ["tests/test_prompts.py"]),
-    "image": (["src/masklet/image.py"], ["tests/test_image_parity.py", "tests/test_image_predictor.py"]),
+    "prompts": (["src/masklet/prompts.py"], ["tests/test_prompts.py", "tests/test_prompts_messages.py"]),
+    "image": (["src/masklet/image.py"], ["tests/test_image_predictor.py", "tests/test_image_parity.py"]),
+    "checkpoints": (
+        ["src/masklet/checkpoints"],
+        ["tests/test_weights.py", "tests/test_sam2_compat.py", "tests/test_hf_weights.py"],
+    ),
     "amg": (["src/masklet/amg", "src/masklet/mask_nms.py"], ["tests/test_amg_grid_decoder.py", "tests/test_amg.py"]),
     "video": (
-        ["src/masklet/video/predictor.py", "src/masklet/model/sam2.py"],
-        ["tests/test_video_parity.py", "tests/test_video_gaps.py", "tests/test_memory_parity.py"],
+        ["src/masklet/video/engine.py", "src/masklet/video/session.py"],
+        ["tests/test_video_predictor.py", "tests/test_video_parity.py", "tests/test_video_gaps.py"],
     ),
-    "checkpoints": (["src/masklet/checkpoints"], ["tests/test_weights.py", "tests/test_sam2_compat.py"]),
 }
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
-__all__ = ["LOW", "HIGH", "assert_informative", "coverages", "informative_count"]
+__all__ = ["LOW", "HIGH", "assert_informative", "coverages", "informative_count", "informative_problem"]
 
 LOW, HIGH = 0.01, 0.9
 
@@ -37,14 +37,27 @@ def informative_count(masks: Iterable[np.ndarray | torch.Tensor], threshold: flo
     return sum(LOW <= c <= HIGH for c in coverages(masks, threshold))
 
 
+def informative_problem(
+    masks: Iterable[np.ndarray | torch.Tensor], min_fraction: float = 0.5, min_count: int = 1, threshold: float = 0.0
+) -> str | None:
+    """Why ``masks`` prove little (fewer than ``min_fraction`` of them, or ``min_count``, cover
+    1-90% of the image), or None when they are informative."""
+    cov = coverages(masks, threshold)
+    good = sum(LOW <= c <= HIGH for c in cov)
+    need = max(min_count, int(np.ceil(min_fraction * len(cov))))
+    if good >= need:
+        return None
+    median = float(np.median(cov)) if cov else float("nan")
+    full = sum(c > HIGH for c in cov)
+    return (
+        f"only {good} of {len(cov)} compared masks cover 1-90% of the image (need {need}; {full} cover "
+        f"over 90%, median coverage {median:.3f}): the comparison proves little"
+    )
+
+
 def assert_informative(
     masks: Iterable[np.ndarray | torch.Tensor], min_fraction: float = 0.5, min_count: int = 1, threshold: float = 0.0
 ) -> None:
     """Fail unless at least ``min_fraction`` of the masks (and ``min_count``) cover 1-90% of the image."""
-    cov = coverages(masks, threshold)
-    good = sum(LOW <= c <= HIGH for c in cov)
-    need = max(min_count, int(np.ceil(min_fraction * len(cov))))
-    assert good >= need, (
-        f"only {good} of {len(cov)} compared masks cover 1-90% of the image (need {need}; "
-        f"median coverage {np.median(cov) if cov else float('nan'):.3f}): the comparison proves little"
-    )
+    problem = informative_problem(masks, min_fraction, min_count, threshold)
+    assert problem is None, problem
