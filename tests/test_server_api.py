@@ -81,6 +81,16 @@ def test_health_ready_metrics_open(server):
     assert r.status_code == 401 and r.headers["x-request-id"] == rid and r.json()["error"]["requestId"] == rid
 
 
+def assert_same_output(local: np.ndarray, remote: np.ndarray) -> None:
+    """Binary masks equal; scores and logits within 1e-4: the local predictor decodes a lone click through
+    its cached-click decoder, the server through the prompt batcher's decoder call (same maths, float
+    rounding apart)."""
+    if local.dtype == bool:
+        np.testing.assert_array_equal(local, remote)
+    else:
+        np.testing.assert_allclose(local, remote, rtol=0, atol=1e-4)
+
+
 def test_image_prompts_match_local(client, model, scene):
     local, remote = masklet.ImagePredictor(model), client.image_predictor()
     local.set_image(scene.image)
@@ -97,7 +107,7 @@ def test_image_prompts_match_local(client, model, scene):
         a, b = local.predict(**kwargs), remote.predict(**kwargs)
         for x, y in zip(a, b):
             assert x.dtype == y.dtype and x.shape == y.shape
-            np.testing.assert_array_equal(x, y)
+            assert_same_output(x, y)
     # refinement from the returned logits round-trips exactly
     _masks, scores, low = remote.predict(point_coords=[[40, 30]], point_labels=[1])
     prior = low[None, int(np.argmax(scores))]
@@ -580,7 +590,7 @@ def test_bad_requests_answer_4xx_envelopes(server, ids, client, scene, model):
     local = masklet.ImagePredictor(model)
     local.set_image(scene.image)
     for x, y in zip(local.predict([[40, 30]], [1]), remote.predict([[40, 30]], [1])):
-        np.testing.assert_array_equal(x, y)
+        assert_same_output(x, y)
     media = httpx.post(f"{server.url}/v1/videos", json={"path": "clip"}, headers={"X-API-Key": KEY})
     assert media.status_code == 201 and media.json()["numFrames"] == 6
 
