@@ -66,7 +66,7 @@ def stage_table(predictor: masklet.ImagePredictor, point: dict, repeats: int, pe
     levels, orig_hw = emb.levels, emb.orig_hw[0]
     fast = FastMaskDecoder(model, predictor.decoder_dtype)
     cache = fast.prepare(levels[-1], levels[:-1])
-    prompts = predictor._prepare_prompts(point["point_coords"], point["point_labels"], None, None, orig_hw, True)
+    prompts = predictor.prepare_prompts(point["point_coords"], point["point_labels"], None, None, orig_hw, True)
     dec = fast.decoder
     c, hw = cache.keys.shape[-1], cache.keys.shape[1]
     n_tok = 1 + int(dec.pred_obj_scores) + dec.num_mask_tokens + 2

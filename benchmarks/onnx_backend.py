@@ -67,6 +67,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=6)
     parser.add_argument("--size", type=vb._size, default=(480, 640))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--skip-bf16", action="store_true", help="leave out bfloat16 (a CPU without native bf16)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     vb.quiet_official()
@@ -76,12 +77,13 @@ def main() -> None:
         ckpt = os.path.join(tmp, "model.pt")
         save_official_checkpoint(official, ckpt)
         fp32 = masklet.load_model(ckpt, dtype=torch.float32)
-        bf16 = masklet.load_model(ckpt, dtype=torch.bfloat16)
+        bf16 = None if args.skip_bf16 else masklet.load_model(ckpt, dtype=torch.bfloat16)
         start = time.perf_counter()
         ort = ort_model(fp32, export_onnx(fp32, os.path.join(tmp, "onnx")), threads=args.threads)
         export_s = time.perf_counter() - start
         official_ort = official_encoder_session(official, os.path.join(tmp, "official_encoder.onnx"), args.threads)
     models = {"masklet fp32": fp32, "masklet bf16": bf16, "masklet ORT": ort}
+    models = {name: model for name, model in models.items() if model is not None}
     print(
         f"{args.variant} (random weights), {args.threads} threads, export+session {export_s:.1f} s, "
         f"median of {args.repeats} interleaved runs"
