@@ -242,3 +242,16 @@ def test_zero_logits_are_background_and_empty_nms_keeps_the_device():
     keep = batched_nms(torch.zeros(0, 4, device=meta), torch.zeros(0, device=meta), torch.zeros(0, device=meta), 0.5)
     assert keep.device.type == "meta"
     assert keep.dtype == torch.int64
+
+
+def test_nms_of_float64_boxes_computes_the_iou_in_float64():
+    """Box B holds box A and is 2 - 1e-9 high: IoU 1 / (2 - 1e-9), above 0.5 in float64 (B is
+    dropped, as torchvision does for float64 boxes) but exactly 0.5 once the boxes are rounded to
+    float32 (B would be kept). float32 boxes of the same numbers do keep both."""
+    boxes = torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 2.0 - 1e-9]], dtype=torch.float64)
+    iou = 1.0 / (1.0 + (2.0 - 1e-9) - 1.0)
+    assert iou > 0.5
+    assert float(np.float32(2.0 - 1e-9)) == 2.0
+    scores, cats = torch.tensor([0.9, 0.8]), torch.zeros(2, dtype=torch.int64)
+    assert batched_nms(boxes, scores, cats, 0.5).tolist() == [0]
+    assert batched_nms(boxes.float(), scores, cats, 0.5).tolist() == [0, 1]
