@@ -25,10 +25,19 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
     "masks": (["src/masklet/masks.py"], ["tests/test_masks.py", "tests/test_masks_messages.py"]),
     "transforms": (["src/masklet/transforms.py"], ["tests/test_transforms.py"]),
     "prompts": (["src/masklet/prompts.py"], ["tests/test_prompts.py", "tests/test_prompts_messages.py"]),
-    "image": (["src/masklet/image.py"], ["tests/test_image_predictor.py", "tests/test_image_parity.py"]),
+    # the fast unit tests come first: a mutant they kill never waits for the slow parity tests
+    "image": (
+        ["src/masklet/image.py"],
+        ["tests/test_image_messages.py", "tests/test_image_predictor.py", "tests/test_image_parity.py"],
+    ),
     "checkpoints": (
         ["src/masklet/checkpoints"],
-        ["tests/test_weights.py", "tests/test_sam2_compat.py", "tests/test_hf_weights.py"],
+        [
+            "tests/test_checkpoint_messages.py",
+            "tests/test_weights.py",
+            "tests/test_sam2_compat.py",
+            "tests/test_hf_weights.py",
+        ],
     ),
     "amg": (["src/masklet/amg", "src/masklet/mask_nms.py"], ["tests/test_amg_grid_decoder.py", "tests/test_amg.py"]),
     "video": (
