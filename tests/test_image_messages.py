@@ -293,3 +293,30 @@ def test_the_model_device_is_honoured(model):
     assert prompts.points is not None
     assert prompts.points[0].device.type == "meta"
     assert prompts.points[1].device.type == "meta"
+
+
+def test_predict_batch_passes_each_image_its_own_mask_input(model, two_images):
+    """predict_batch(mask_input_batch=...) gives each image what predict(mask_input=...) gives it alone."""
+    p = ImagePredictor(model)
+    p.set_images(two_images)
+    boxes = [np.array([5.0, 5.0, 50.0, 40.0]), np.array([10.0, 8.0, 45.0, 60.0])]
+    _, _, lows = p.predict_batch(box_batch=boxes, multimask_output=False)
+    masks_in = [low * 3.0 for low in lows]
+    batch = p.predict_batch(box_batch=boxes, mask_input_batch=masks_in, multimask_output=False, return_logits=True)
+    plain = p.predict_batch(box_batch=boxes, multimask_output=False, return_logits=True)
+    for i, image in enumerate(two_images):
+        alone = ImagePredictor(model)
+        alone.set_image(image)
+        expected = alone.predict(box=boxes[i], mask_input=masks_in[i], multimask_output=False, return_logits=True)
+        for got, want in zip((part[i] for part in batch), expected):
+            np.testing.assert_allclose(got, want, atol=1e-5)
+        assert float(np.abs(batch[0][i] - plain[0][i]).max()) > 1e-3, "the mask input changed nothing"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_embeddings_load_onto_the_requested_device(tmp_path):
+    """``ImageEmbeddings.load(device=...)`` reads straight onto that device (CPU hosts cannot
+    tell: safetensors' default device is the CPU)."""
+    path = tmp_path / "emb.safetensors"
+    ImageEmbeddings(levels=[torch.ones(1, 1, 2, 2)], orig_hw=[(3, 4)]).save(path)
+    assert ImageEmbeddings.load(path, device="cuda").levels[0].device.type == "cuda"
