@@ -290,6 +290,11 @@ def test_bad_official_configs_get_their_whole_message(tmp_path):
         ),
     ):
         config_from_official(d)
+    for name in ("trunk", "neck", "decoder"):  # our nested field names are no official top-level keys
+        d = small_dict()
+        d[name] = {}
+        with pytest.raises(ConfigError, match=whole(f"unknown keys in the official model config: ['{name}']")):
+            config_from_official(d)
     d = small_dict()
     d.update(zeta=1, alpha=2)
     with pytest.raises(ConfigError, match=whole("unknown keys in the official model config: ['alpha', 'zeta']")):
