@@ -161,6 +161,9 @@ def test_non_default_hf_fields_are_written():
                 "vision_config.fpn_top_down_levels": [3],
                 "memory_attention_rope_feat_sizes": [32, 32],
                 "rope_parameters": {"rope_theta": 500.0},
+                "mask_decoder_config.dynamic_multimask_via_stability": False,
+                "mask_decoder_config.dynamic_multimask_stability_delta": 0.1,
+                "mask_decoder_config.dynamic_multimask_stability_thresh": 0.9,
             }
         )
     )
@@ -172,6 +175,11 @@ def test_non_default_hf_fields_are_written():
     layer = converted["memory_attention"]["layer"]
     assert layer["self_attention"]["feat_sizes"] == [32, 32]
     assert layer["cross_attention"]["rope_theta"] == 500.0
+    assert converted["sam_mask_decoder_extra_args"] == {
+        "dynamic_multimask_via_stability": False,
+        "dynamic_multimask_stability_delta": 0.1,
+        "dynamic_multimask_stability_thresh": 0.9,
+    }
     plain = hf_config_to_official_dict(hf())
     assert not {"dim_mul", "head_mul", "q_pool", "q_stride"} & set(plain["image_encoder"]["trunk"])
     assert not {"kernel_size", "stride", "padding"} & set(plain["image_encoder"]["neck"])
