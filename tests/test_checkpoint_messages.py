@@ -331,6 +331,7 @@ def test_official_config_sections_and_predictor_keys_are_read():
     d["memory_attention"]["num_layers"] = 3
     d["memory_attention"]["pos_enc_at_input"] = False
     d["memory_attention"]["layer"]["cross_attention"]["rope_theta"] = 20.0
+    d["memory_attention"]["layer"]["cross_attention"]["rope_k_repeat"] = False
     d["memory_encoder"]["fuser"]["num_layers"] = 1
     d["memory_encoder"]["fuser"]["layer"]["layer_scale_init_value"] = "1e-3"
     d["memory_encoder"]["mask_downsampler"]["kernel_size"] = 5
@@ -340,6 +341,7 @@ def test_official_config_sections_and_predictor_keys_are_read():
     assert (c.neck.scalp, c.neck.position_temperature) == (1, 500.0)
     assert (c.memory_attention.num_layers, c.memory_attention.pos_enc_at_input) == (3, False)
     assert c.memory_attention.rope_theta == 20.0
+    assert c.memory_attention.rope_k_repeat is False
     assert (c.memory_encoder.fuser_num_layers, c.memory_encoder.mask_kernel_size) == (1, 5)
     assert c.memory_encoder.fuser_layer_scale_init_value == 1e-3
     assert c.decoder.dynamic_multimask_stability_delta == 0.1
@@ -602,3 +604,35 @@ def test_config_to_official_keys(tmp_path):
     assert set(shipped["memory_encoder"]["fuser"]["layer"]) <= set(d["memory_encoder"]["fuser"]["layer"])
     assert d["memory_encoder"]["fuser"]["layer"]["layer_scale_init_value"] == 1e-6
     assert "q_stride" not in d["image_encoder"]["trunk"]
+
+
+def test_memory_attention_depth_defaults_to_the_shipped_four_layers():
+    d = small_dict()
+    del d["memory_attention"]["num_layers"]
+    assert config_from_official(d).memory_attention.num_layers == 4
+
+
+def test_hub_probe_dials_the_endpoint(monkeypatch):
+    """The reachability probe connects to the hub endpoint's host on port 443 (https default)."""
+    import socket
+
+    import huggingface_hub.constants as constants
+
+    from masklet.checkpoints.loading import _hub_unreachable
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "https://hub.example")
+    for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    dialed = []
+
+    def refuse(address, timeout):
+        dialed.append((address, timeout))
+        raise OSError("refused")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    assert _hub_unreachable(timeout=1.5) == "cannot reach hub.example: refused"
+    assert dialed == [(("hub.example", 443), 1.5)]
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    assert _hub_unreachable() is None  # through a proxy the client tries itself
+    assert len(dialed) == 1
