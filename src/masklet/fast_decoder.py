@@ -119,16 +119,21 @@ def _token_to_image(
     return attn.out_proj(_merge(g @ w.v.transpose(1, 2) + w.bv))
 
 
-def _image_to_token(w: _HeadWeights, scores: torch.Tensor, v_tokens: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+def _image_to_token(
+    w: _HeadWeights, scores: torch.Tensor, v_tokens: torch.Tensor, keys: torch.Tensor, in_place: bool
+) -> torch.Tensor:
     """``keys`` plus the image-to-token attention output, from (B, hw, H*n) scores and (B, H, n, d) values.
 
     The output projection (bias shared over the heads, whose softmax rows each sum to one) is folded
-    into the values, so the image side is one GEMM with the residual add: (B, hw, C).
+    into the values, so the image side is one GEMM with the residual add: (B, hw, C); ``in_place``
+    adds into ``keys`` (a temporary of the caller) instead of a copy.
     """
     b, hw, _ = scores.shape
     h, n = v_tokens.shape[1], v_tokens.shape[2]
     p = torch.softmax(scores.reshape(b, hw, h, n), dim=-1).reshape(b, hw, h * n)
     vw = (v_tokens @ w.o + w.bo_share).reshape(b, h * n, -1)  # (B, H*n, C)
+    if in_place and keys.shape[0] == b:
+        return keys.baddbmm_(p, vw)
     if keys.shape[0] != b:
         keys = keys.expand(b, -1, -1)
     return torch.baddbmm(keys, p, vw)
@@ -278,7 +283,7 @@ class FastMaskDecoder:
                 if kp.shape[0] != batch:
                     kp = kp.expand(batch, -1, -1)
                 scores = torch.baddbmm(shift, kp, fold)
-            keys = layer.norm4(_image_to_token(wi, scores, v_tok, keys))
+            keys = layer.norm4(_image_to_token(wi, scores, v_tok, keys, in_place=index > 0))
         final = self.decoder.transformer.final_attn_token_to_image
         out = _token_to_image(final, self.final, queries + tokens, keys + key_pe, keys)
         return self.decoder.transformer.norm_final_attn(queries + out), keys
@@ -297,8 +302,13 @@ class FastMaskDecoder:
             keys = keys.expand(b, -1, -1)
         x = torch.baddbmm(cache.feat_s1, keys, self.up1[0].expand(b, -1, -1)).reshape(b, h * w * 4, -1)
         assert isinstance(norm, LayerNorm2d)
-        x = act1(F.layer_norm(x, x.shape[-1:], norm.weight, norm.bias, norm.eps))
-        x = act2(torch.baddbmm(cache.feat_s0, x.reshape(b, h * w * 4, -1), self.up2[0].expand(b, -1, -1)))
+        assert isinstance(act1, nn.GELU)
+        assert isinstance(act2, nn.GELU)
+        x = torch.ops.aten.gelu_(
+            F.layer_norm(x, x.shape[-1:], norm.weight, norm.bias, norm.eps), approximate=act1.approximate
+        )
+        x = torch.baddbmm(cache.feat_s0, x.reshape(b, h * w * 4, -1), self.up2[0].expand(b, -1, -1))
+        x = torch.ops.aten.gelu_(x, approximate=act2.approximate)
         masks = hyper @ x.reshape(b, h * w * 16, -1).transpose(1, 2)  # (B, M, tiled pixels)
         m = masks.shape[1]
         # tiled (y, x, ky, kx, ky2, kx2) -> (4y + 2ky + ky2, 4x + 2kx + kx2)
