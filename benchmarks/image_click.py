@@ -40,9 +40,7 @@ def gemm_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
     a @ b
     best = float("inf")
     for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
+        best = min(best, timed(lambda: a @ b))
     return 2 * n**3 / best / 1e9
 
 
@@ -50,10 +48,15 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / max((a | b).sum(), 1))
 
 
+#: the clock of every timing: wall time, or with --cpu-time this process's CPU time (with one thread
+#: it leaves out the time other processes take the core, on a loaded machine)
+CLOCK = [time.perf_counter]
+
+
 def timed(fn) -> float:
-    start = time.perf_counter()
+    start = CLOCK[0]()
     fn()
-    return time.perf_counter() - start
+    return CLOCK[0]() - start
 
 
 def stage_table(predictor: masklet.ImagePredictor, point: dict, repeats: int, peak: float) -> None:
@@ -70,13 +73,18 @@ def stage_table(predictor: masklet.ImagePredictor, point: dict, repeats: int, pe
     dec = fast.decoder
     c, hw = cache.keys.shape[-1], cache.keys.shape[1]
     n_tok = 1 + int(dec.pred_obj_scores) + dec.num_mask_tokens + 2
+    heads = dec.transformer.layers[0].cross_attn_token_to_image.num_heads
     inner = dec.transformer.layers[0].cross_attn_token_to_image.internal_dim
     mlp = dec.transformer.layers[0].mlp.layers[0].out_features
     depth = len(dec.transformer.layers)
-    # image-token GEMMs per click: layer 0 i2t out_proj; later layers k/q/v + out_proj; final k/v
-    lin = 2 * hw * c * inner * (1 + 4 * (depth - 1) + 2)
-    attn = 2 * 2 * hw * n_tok * inner * (2 * depth + 1)
+    hn = heads * n_tok
+    # image-token products per click (FastMaskDecoder): block 0 on cached projections (scores and
+    # values of token->image, block-diagonal scores and folded values of image->token); later blocks
+    # and the final attention: (hw, C) x (C, heads*tokens) products, two per attention
+    first = 2 * 2 * hw * n_tok * inner + 2 * hw * inner * hn + 2 * hw * hn * c
+    lin = first + (2 * (depth - 1) + 1) * 2 * (2 * hw * c * hn)
     tok = 2 * n_tok * (depth * (4 * c * c + 4 * c * inner + 2 * c * mlp) + 2 * c * inner + 2 * inner * c)
+    attn = 0
     up = 2 * hw * c * (c // 4) * 4 + 2 * hw * 4 * (c // 4) * (c // 8) * 4
     hyper = 2 * 3 * (c // 8) * hw * 16
     state: dict = {}
@@ -120,6 +128,23 @@ def stage_table(predictor: masklet.ImagePredictor, point: dict, repeats: int, pe
         )
 
 
+def float64_masks(predictor: masklet.ImagePredictor, point: dict) -> np.ndarray:
+    """The masks of ``point`` from a float64 copy of the decoder on the same (float32) embedding:
+    what float32 rounding should give, to count the pixels each float32 implementation flips."""
+    import copy
+
+    from masklet.transforms import upscale_masks
+
+    emb = predictor.get_embeddings()
+    model = copy.deepcopy(predictor.model).double()
+    prompts = predictor.prepare_prompts(point["point_coords"], point["point_labels"], None, None, emb.orig_hw[0], True)
+    levels = [level.double() for level in emb.levels]
+    coords, labels = prompts.points
+    with torch.inference_mode():
+        low, _, _ = model.decode_masks(levels[-1], levels[:-1], (coords.double(), labels), None, True)
+        return (upscale_masks(low, emb.orig_hw[0], dtype=torch.float64) > 0)[0].numpy()
+
+
 def _tokens(dec, batch: int) -> torch.Tensor:
     parts = [dec.iou_token.weight, dec.mask_tokens.weight]
     if dec.pred_obj_scores:
@@ -135,10 +160,20 @@ def main() -> None:
     parser.add_argument("--stages", action="store_true")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument(
+        "--exact",
+        action="store_true",
+        help="count mask pixels that differ from a float64 evaluation of the same decoder (rounding)",
+    )
+    parser.add_argument(
+        "--cpu-time", action="store_true", help="time with this process's CPU time (use with --threads 1 under load)"
+    )
+    parser.add_argument(
         "--skip-bf16", action="store_true", help="leave out the bfloat16 decoder (slow on AVX2-only CPUs)"
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.cpu_time:
+        CLOCK[0] = time.process_time
 
     image = test_image()
     point = dict(point_coords=np.array([[600.0, 450.0]]), point_labels=np.array([1]))
@@ -178,7 +213,7 @@ def main() -> None:
     load = os.getloadavg()
     print(
         f"{args.variant}, image {image.shape[1]}x{image.shape[0]}, one point, {torch.get_num_threads()} threads, "
-        f"median of {args.repeats} interleaved, load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+        f"median of {args.repeats} interleaved, {'CPU' if args.cpu_time else 'wall'} time, load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
     )
     print(
         f"  GEMM peak: float32 {peak32:.0f} GFLOP/s (2048^3), bfloat16 {peak16:.1f} GFLOP/s (1024^3); "
@@ -197,6 +232,14 @@ def main() -> None:
         ious = ", ".join(f"{iou(a, b):.4f}" for a, b in zip(outs["masklet fp32"], masks))
         print(f"  {name:22s} pixel agreement with official: {same}; IoU vs masklet fp32: {ious}")
     print(f"  mask areas: {[int(m.sum()) for m in outs['masklet fp32']]}")
+    if args.exact:
+        exact = float64_masks(fp32, point)
+        with torch.inference_mode():
+            ref_masks = {"official": ref, **outs}
+        for name, masks in ref_masks.items():
+            print(
+                f"  {name:22s} pixels that differ from float64: {[int((a != exact[i]).sum()) for i, a in enumerate(masks)]}"
+            )
     if args.stages:
         stage_table(fp32, point, args.repeats, peak32)
         if not args.skip_bf16:

@@ -37,8 +37,10 @@ class DecoderImageCache:
     """Image-only tensors of one image for :meth:`FastMaskDecoder.decode` (all batch 1).
 
     ``keys`` / ``key_pe``: (1, hw, C) image tokens (no-mask embedding added) and positions;
-    ``k0`` / ``v0`` / ``q0``: (1, heads, hw, d) first-block projections; ``feat_s1`` /
-    ``feat_s0``: high-resolution features in the tiled layout of the GEMM upscaling, or None.
+    ``k0`` (1, heads, d, hw) / ``v0`` (1, heads, hw, d): the first block's token-to-image keys
+    (pre-scaled, transposed per head) and values; ``q0`` (1, hw, inner): its image-to-token queries
+    (pre-scaled); ``feat_s1`` / ``feat_s0``: high-resolution features plus the upscaling biases in
+    the tiled layout of the GEMM upscaling (the biases alone, broadcast, without high-res features).
     """
 
     keys: torch.Tensor
@@ -46,9 +48,48 @@ class DecoderImageCache:
     k0: torch.Tensor
     v0: torch.Tensor
     q0: torch.Tensor
-    feat_s1: torch.Tensor | None
-    feat_s0: torch.Tensor | None
+    feat_s1: torch.Tensor
+    feat_s0: torch.Tensor
     hw: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class _HeadWeights:
+    """One attention's projections split per head, as the folded products read them.
+
+    ``q`` / ``k`` / ``v``: (heads, d, C) rows of the input projections; ``o``: (heads, d, C) columns of
+    the output projection; ``bq`` / ``bv``: (heads, 1, d) biases; ``bo_share``: output bias / heads.
+    """
+
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    o: torch.Tensor
+    bq: torch.Tensor
+    bv: torch.Tensor
+    bo_share: torch.Tensor
+    heads: int
+    scale: float
+
+
+def _head_weights(attn: Attention) -> _HeadWeights:
+    h, inner = attn.num_heads, attn.internal_dim
+    d = inner // h
+
+    def rows(lin: nn.Linear) -> torch.Tensor:
+        return lin.weight.reshape(h, d, -1)
+
+    return _HeadWeights(
+        q=rows(attn.q_proj),
+        k=rows(attn.k_proj),
+        v=rows(attn.v_proj),
+        o=attn.out_proj.weight.reshape(-1, h, d).permute(1, 2, 0).contiguous(),
+        bq=attn.q_proj.bias.reshape(h, 1, d),
+        bv=attn.v_proj.bias.reshape(h, 1, d),
+        bo_share=attn.out_proj.bias / h,
+        heads=h,
+        scale=d**-0.5,
+    )
 
 
 def _heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -61,17 +102,48 @@ def _merge(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(b, n, h * d)
 
 
-def _attention(attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """``attn`` on already projected (B, heads, N, d) q / k / v, output projection included."""
-    if k.shape[0] != q.shape[0]:
-        k, v = k.expand(q.shape[0], -1, -1, -1), v.expand(q.shape[0], -1, -1, -1)
-    return attn.out_proj(_merge(F.scaled_dot_product_attention(q, k, v)))
+def _token_to_image(
+    attn: Attention, w: _HeadWeights, q_in: torch.Tensor, kp: torch.Tensor, keys: torch.Tensor
+) -> torch.Tensor:
+    """Few tokens attend many image tokens, without projecting the image tokens.
+
+    Scores: ``(q_h W_k,h) kp^T`` (the key bias adds a per-query constant, which softmax ignores);
+    output: ``(P keys) W_v,h^T + b_v,h`` (softmax rows sum to one). (B, n, C) tokens, (B|1, hw, C)
+    image tokens with and without positions -> (B, n, C), out_proj included.
+    """
+    b, n, _ = q_in.shape
+    q = _heads(attn.q_proj(q_in), w.heads) * w.scale  # (B, H, n, d)
+    a = (q @ w.k).reshape(b, w.heads * n, -1)  # (B, H*n, C)
+    p = torch.softmax(a @ kp.transpose(1, 2), dim=-1)  # (B, H*n, hw)
+    g = (p @ keys).reshape(b, w.heads, n, -1)  # (B, H, n, C)
+    return attn.out_proj(_merge(g @ w.v.transpose(1, 2) + w.bv))
+
+
+def _image_to_token(
+    w: _HeadWeights, scores: torch.Tensor, v_tokens: torch.Tensor, keys: torch.Tensor, in_place: bool
+) -> torch.Tensor:
+    """``keys`` plus the image-to-token attention output, from (B, hw, H*n) scores and (B, H, n, d) values.
+
+    The output projection (bias shared over the heads, whose softmax rows each sum to one) is folded
+    into the values, so the image side is one GEMM with the residual add: (B, hw, C); ``in_place``
+    adds into ``keys`` (a temporary of the caller) instead of a copy.
+    """
+    b, hw, _ = scores.shape
+    h, n = v_tokens.shape[1], v_tokens.shape[2]
+    p = torch.softmax(scores.reshape(b, hw, h, n), dim=-1).reshape(b, hw, h * n)
+    vw = (v_tokens @ w.o + w.bo_share).reshape(b, h * n, -1)  # (B, H*n, C)
+    if in_place and keys.shape[0] == b:
+        return keys.baddbmm_(p, vw)
+    if keys.shape[0] != b:
+        keys = keys.expand(b, -1, -1)
+    return torch.baddbmm(keys, p, vw)
 
 
 def _deconv_as_linear(conv: nn.ConvTranspose2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """A kernel-2 stride-2 transposed convolution as a linear map to (ky, kx, C_out) per input pixel."""
+    """A kernel-2 stride-2 transposed convolution as a (C_in, 4 C_out) matrix to (ky, kx, C_out) per
+    input pixel, and its bias."""
     w = conv.weight  # (C_in, C_out, 2, 2)
-    weight = w.permute(2, 3, 1, 0).reshape(-1, w.shape[0]).contiguous()
+    weight = w.permute(0, 2, 3, 1).reshape(w.shape[0], -1).contiguous()
     assert conv.bias is not None
     return weight, conv.bias.repeat(4)
 
@@ -96,18 +168,9 @@ class FastMaskDecoder:
         with torch.no_grad():
             self.up1 = _deconv_as_linear(up1)
             self.up2 = _deconv_as_linear(up2)
-            # layer >= 1: token->image keys and image->token queries read the same input: one GEMM
-            self.kq = [
-                (
-                    torch.cat(
-                        (layer.cross_attn_token_to_image.k_proj.weight, layer.cross_attn_image_to_token.q_proj.weight)
-                    ),
-                    torch.cat(
-                        (layer.cross_attn_token_to_image.k_proj.bias, layer.cross_attn_image_to_token.q_proj.bias)
-                    ),
-                )
-                for layer in self.layers
-            ]
+            self.t2i = [_head_weights(layer.cross_attn_token_to_image) for layer in self.layers]
+            self.i2t = [_head_weights(layer.cross_attn_image_to_token) for layer in self.layers]
+            self.final = _head_weights(transformer.final_attn_token_to_image)
 
     # ------------------------------------------------------------------ image
 
@@ -121,18 +184,23 @@ class FastMaskDecoder:
         first = self.layers[0]
         t2i, i2t = first.cross_attn_token_to_image, first.cross_attn_image_to_token
         kp = keys + key_pe
-        k0 = _heads(t2i.k_proj(kp), t2i.num_heads)
-        v0 = _heads(t2i.v_proj(keys), t2i.num_heads)
-        q0 = _heads(i2t.q_proj(kp), i2t.num_heads)
-        feat_s1 = feat_s0 = None
+        k0 = (_heads(t2i.k_proj(kp), t2i.num_heads) * self.t2i[0].scale).transpose(2, 3).contiguous()
+        v0 = _heads(t2i.v_proj(keys), t2i.num_heads).contiguous()
+        q0 = i2t.q_proj(kp) * self.i2t[0].scale
+        b1, b2 = self.up1[1], self.up2[1]
+        hw = h * w
         if d.use_high_res_features:
             assert high_res is not None
             s0, s1 = (f.to(self.dtype) for f in high_res)
             c1, c0 = s1.shape[1], s0.shape[1]
             # (1, C, 2h, 2w) -> (1, h, w, ky, kx, C); (1, C, 4h, 4w) -> (1, h, w, ky, kx, ky2, kx2, C)
-            feat_s1 = s1.reshape(1, c1, h, 2, w, 2).permute(0, 2, 4, 3, 5, 1).reshape(1, -1, c1)
-            feat_s0 = s0.reshape(1, c0, h, 2, 2, w, 2, 2).permute(0, 2, 5, 3, 6, 4, 7, 1).reshape(1, -1, c0)
-        return DecoderImageCache(keys, key_pe, k0, v0, q0, feat_s1, feat_s0, (h, w))
+            feat_s1 = s1.reshape(1, c1, h, 2, w, 2).permute(0, 2, 4, 3, 5, 1).reshape(1, hw, 4 * c1) + b1
+            feat_s0 = s0.reshape(1, c0, h, 2, 2, w, 2, 2).permute(0, 2, 5, 3, 6, 4, 7, 1).reshape(1, 4 * hw, 4 * c0)
+            feat_s0 = feat_s0 + b2
+        else:
+            feat_s1 = b1.reshape(1, 1, -1).expand(1, hw, -1)
+            feat_s0 = b2.reshape(1, 1, -1).expand(1, 4 * hw, -1)
+        return DecoderImageCache(keys, key_pe, k0, v0, q0, feat_s1.contiguous(), feat_s0.contiguous(), (h, w))
 
     # ----------------------------------------------------------------- clicks
 
@@ -176,58 +244,72 @@ class FastMaskDecoder:
         return masks, iou_pred, object_logits
 
     def _transformer(self, cache: DecoderImageCache, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The two-way transformer; returns tokens (B, N, C) and image tokens (B, hw, C)."""
-        batch = tokens.shape[0]
+        """The two-way transformer; returns tokens (B, N, C) and image tokens (B|1, hw, C).
+
+        Image tokens are never projected: attention products are folded into (C, heads x tokens)
+        matrices built from the few tokens (see :func:`_token_to_image`, :func:`_image_to_token`).
+        """
+        batch, n, _ = tokens.shape
         key_pe = cache.key_pe
-        keys = cache.keys.expand(batch, -1, -1)
+        keys = cache.keys
         queries = tokens
         for index, layer in enumerate(self.layers):
             t2i, i2t = layer.cross_attn_token_to_image, layer.cross_attn_image_to_token
+            wt, wi = self.t2i[index], self.i2t[index]
             if layer.skip_first_layer_pe:
                 queries = layer.self_attn(queries, queries, queries)
             else:
                 q = queries + tokens
                 queries = queries + layer.self_attn(q, q, queries)
             queries = layer.norm1(queries)
-            if index == 0:
-                k_t2i, v_t2i, q_i2t = cache.k0, cache.v0, cache.q0
+            if index == 0:  # cached keys / values of the image tokens
+                q = _heads(t2i.q_proj(queries + tokens), wt.heads)
+                attended = torch.softmax(q @ cache.k0, dim=-1) @ cache.v0  # (B, H, n, d)
+                queries = layer.norm2(queries + t2i.out_proj(_merge(attended)))
             else:
                 kp = keys + key_pe
-                kq = F.linear(kp, *self.kq[index])
-                k_t2i = _heads(kq[..., : t2i.internal_dim], t2i.num_heads)
-                q_i2t = _heads(kq[..., t2i.internal_dim :], i2t.num_heads)
-                v_t2i = _heads(t2i.v_proj(keys), t2i.num_heads)
-            q_t2i = _heads(t2i.q_proj(queries + tokens), t2i.num_heads)
-            queries = layer.norm2(queries + _attention(t2i, q_t2i, k_t2i, v_t2i))
+                queries = layer.norm2(queries + _token_to_image(t2i, wt, queries + tokens, kp, keys))
             queries = layer.norm3(queries + layer.mlp(queries))
-            q = queries + tokens
-            k_i2t, v_i2t = _heads(i2t.k_proj(q), i2t.num_heads), _heads(i2t.v_proj(queries), i2t.num_heads)
-            if q_i2t.shape[0] != batch:
-                q_i2t = q_i2t.expand(batch, -1, -1, -1)
-            keys = layer.norm4(keys + i2t.out_proj(_merge(F.scaled_dot_product_attention(q_i2t, k_i2t, v_i2t))))
+            k_tok = _heads(i2t.k_proj(queries + tokens), wi.heads)  # (B, H, n, d)
+            v_tok = _heads(i2t.v_proj(queries), wi.heads)
+            if index == 0:  # cached queries: block-diagonal keys, one (hw, inner) x (inner, H*n) GEMM
+                blocks = k_tok.new_zeros(batch, wi.heads, k_tok.shape[-1], wi.heads, n)
+                torch.diagonal(blocks, dim1=1, dim2=3).copy_(k_tok.permute(0, 3, 2, 1))
+                scores = cache.q0 @ blocks.reshape(batch, -1, wi.heads * n)
+            else:  # queries folded: kp (W_q,h^T k_h) + b_q,h . k_h
+                ks = k_tok * wi.scale
+                fold = (ks @ wi.q).reshape(batch, wi.heads * n, -1).transpose(1, 2)  # (B, C, H*n)
+                shift = (ks * wi.bq).sum(-1).reshape(batch, 1, wi.heads * n)
+                if kp.shape[0] != batch:
+                    kp = kp.expand(batch, -1, -1)
+                scores = torch.baddbmm(shift, kp, fold)
+            keys = layer.norm4(_image_to_token(wi, scores, v_tok, keys, in_place=index > 0))
         final = self.decoder.transformer.final_attn_token_to_image
-        out = final(queries + tokens, keys + key_pe, keys)
+        out = _token_to_image(final, self.final, queries + tokens, keys + key_pe, keys)
         return self.decoder.transformer.norm_final_attn(queries + out), keys
 
     def _masks(self, cache: DecoderImageCache, keys: torch.Tensor, hyper: torch.Tensor) -> torch.Tensor:
         """Upscale image tokens with GEMMs in the tiled layout, then the hypernetwork product.
 
-        (B, hw, C) tokens and (B, M, C/8) hypernetwork outputs -> (B, M, 4h, 4w) logits.
+        (B|1, hw, C) tokens and (B, M, C/8) hypernetwork outputs -> (B, M, 4h, 4w) logits. The
+        high-resolution features (biases included) enter as the GEMMs' addends.
         """
         d = self.decoder
         _, norm, act1, _, act2 = d.output_upscaling
-        b = keys.shape[0]
+        b = hyper.shape[0]
         h, w = cache.hw
-        x = F.linear(keys, *self.up1).reshape(b, h * w * 4, -1)  # (B, h*w*ky*kx, C/4)
-        if cache.feat_s1 is not None:
-            x = x + cache.feat_s1
+        if keys.shape[0] != b:
+            keys = keys.expand(b, -1, -1)
+        x = torch.baddbmm(cache.feat_s1, keys, self.up1[0].expand(b, -1, -1)).reshape(b, h * w * 4, -1)
         assert isinstance(norm, LayerNorm2d)
-        x = act1(F.layer_norm(x, x.shape[-1:], norm.weight, norm.bias, norm.eps))
-        x = F.linear(x, *self.up2).reshape(b, h * w * 16, -1)  # (B, h*w*ky*kx*ky2*kx2, C/8)
-        if cache.feat_s0 is not None:
-            x = x + cache.feat_s0
-        x = act2(x)
-        masks = hyper @ x.transpose(1, 2)  # (B, M, tiled pixels)
+        assert isinstance(act1, nn.GELU)
+        assert isinstance(act2, nn.GELU)
+        x = torch.ops.aten.gelu_(
+            F.layer_norm(x, x.shape[-1:], norm.weight, norm.bias, norm.eps), approximate=act1.approximate
+        )
+        x = torch.baddbmm(cache.feat_s0, x.reshape(b, h * w * 4, -1), self.up2[0].expand(b, -1, -1))
+        x = torch.ops.aten.gelu_(x, approximate=act2.approximate)
+        masks = hyper @ x.reshape(b, h * w * 16, -1).transpose(1, 2)  # (B, M, tiled pixels)
         m = masks.shape[1]
         # tiled (y, x, ky, kx, ky2, kx2) -> (4y + 2ky + ky2, 4x + 2kx + kx2)
         masks = masks.reshape(b, m, h, w, 2, 2, 2, 2).permute(0, 1, 2, 4, 6, 3, 5, 7)

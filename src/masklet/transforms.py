@@ -66,4 +66,10 @@ def upscale_masks(
     training use (the AMG's exact-statistics evaluator, amg/upsample.py, follows the same formula)."""
     hw = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     x = low_res if dtype is None else low_res.to(dtype)
-    return F.interpolate(x, size=hw, mode="bilinear", align_corners=False)
+    if x.dim() != 4 or x.shape[1] == 1:
+        return F.interpolate(x, size=hw, mode="bilinear", align_corners=False)
+    # one channel per image: with one thread PyTorch takes a slower path (layout copies of the
+    # full-size output) for several channels; with more threads both give the same bits
+    b, m = x.shape[:2]
+    out = F.interpolate(x.reshape(b * m, 1, *x.shape[2:]), size=hw, mode="bilinear", align_corners=False)
+    return out.reshape(b, m, *hw)
