@@ -6,6 +6,7 @@ Each test here kills mutants that survived ``tests/test_amg.py`` and ``tests/tes
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import numpy as np
@@ -15,13 +16,15 @@ import torch
 from masklet import MaskGenerator
 from masklet.amg import GridDecoder, build_all_layer_point_grids, build_point_grid
 from masklet.amg.grids import generate_crop_boxes, near_crop_edge
+from masklet.amg.options import Progress
 from masklet.errors import InvalidInputError
 from masklet.mask_nms import mask_iou_nms
 from masklet.masks import encode_rle, encode_uncompressed_rle
 from masklet.model import Sam2Model
+from masklet.transforms import preprocess
 from reference.amg_compare import image
 from reference.official import SMALL
-from reference.pairs import make_pair
+from reference.pairs import make_pair, test_image
 
 # ---------------------------------------------------------------------------------------------
 # mask NMS (masklet.mask_nms)
@@ -171,8 +174,8 @@ def test_a_backend_grid_decoder_gets_the_image_levels():
     _same_records(custom, plain)
 
 
-@pytest.mark.parametrize("multimask, thresh", [(True, 0.3), (False, 0.56)])  # about half the points pass
-def test_masks_are_upscaled_only_for_prompts_that_can_pass_the_iou_filter(monkeypatch, multimask, thresh):
+@pytest.mark.parametrize("multimask", [True, False])
+def test_masks_are_upscaled_only_for_prompts_that_can_pass_the_iou_filter(monkeypatch, multimask):
     """The documented saving: mask tokens and upscaling run only for prompts with an IoU above
     ``pred_iou_thresh`` (the records are the same either way, the work is not)."""
     model = _model()
@@ -191,15 +194,24 @@ def test_masks_are_upscaled_only_for_prompts_that_can_pass_the_iou_filter(monkey
 
     monkeypatch.setattr(GridDecoder, "decode", spy_decode)
     monkeypatch.setattr(GridDecoder, "masks", spy_masks)
-    records = MaskGenerator(
-        model, points_per_side=8, pred_iou_thresh=thresh, stability_score_thresh=0.0, multimask_output=multimask
-    ).generate(image(2))
-    iou = torch.cat(decoded)
-    assert iou.shape[0] == 64
-    # a point can pass when one of the IoUs it could be given is above the threshold
-    passing = (iou[:, 1:] > thresh).any(1) if multimask else (iou > thresh).any(1)
-    assert sum(upscaled) == int(passing.sum())
-    assert 0 < sum(upscaled) < 64
+
+    def run(thresh: float) -> tuple[list[dict], torch.Tensor]:
+        decoded.clear()
+        upscaled.clear()
+        options = dict(points_per_side=8, stability_score_thresh=0.0, multimask_output=multimask)
+        records = MaskGenerator(model, pred_iou_thresh=thresh, **options).generate(image(2))
+        iou = torch.cat(decoded)
+        # the best IoU a point can be given: of the three mask tokens, or (single output, chosen
+        # by stability) of all four
+        return records, (iou[:, 1:] if multimask else iou).max(1).values
+
+    _, bound = run(0.0)
+    assert bound.shape == (64,)
+    assert sum(upscaled) == 64  # no IoU filter: every point
+    thresh = float(bound.sort().values[32])  # exactly one point's bound: not above it, so no masks
+    records, bound = run(thresh)
+    assert sum(upscaled) == int((bound > thresh).sum())
+    assert sum(upscaled) == 31  # no ties at the threshold
     assert records
     assert all(r["predicted_iou"] > thresh for r in records)
 
@@ -324,7 +336,9 @@ def test_bad_options_get_their_whole_message(options, message):
 def test_options_on_the_edge_of_their_range_are_accepted(options):
     generator = MaskGenerator(_model(), **options)
     grids = generator.point_grids
-    assert all(g.dtype == np.float64 and g.ndim == 2 and g.shape[1] == 2 for g in grids)
+    assert all(g.dtype == np.float64 for g in grids)
+    assert all(g.ndim == 2 for g in grids)
+    assert all(g.shape[1] == 2 for g in grids)
 
 
 def test_point_grids_are_checked_copies_in_float64():
@@ -380,7 +394,8 @@ def test_layer_grids_are_the_official(n, layers, scale):
     from sam2.utils.amg import build_all_layer_point_grids as official
 
     ours, theirs = build_all_layer_point_grids(n, layers, scale), official(n, layers, scale)
-    assert len(ours) == len(theirs) == layers + 1
+    assert len(ours) == layers + 1
+    assert len(theirs) == layers + 1
     for a, b in zip(ours, theirs):
         assert np.array_equal(a, b)
 
@@ -413,4 +428,74 @@ def test_near_crop_edge_is_the_official():
     ref = official(boxes.float(), crop, orig)
     assert ours.dtype == torch.bool
     assert torch.equal(ours, ref)
-    assert 0 < int(ours.sum()) < len(boxes)
+    assert int(ours.sum()) > 0
+    assert int(ours.sum()) < len(boxes)
+
+
+def test_progress_reports_to_a_callback_or_a_bar(capsys):
+    calls = []
+    progress = Progress(lambda done, total: calls.append((done, total)), 10)
+    progress.advance(3)
+    progress.advance(7)
+    progress.close()
+    assert calls == [(3, 10), (10, 10)]
+    assert progress.bar is None
+    bar = Progress(True, 5)
+    bar.advance(2)
+    bar.advance(3)
+    bar.close()
+    err = capsys.readouterr().err
+    assert "masklet amg" in err
+    assert "5/5" in err
+    assert "prompt/s" in err
+    silent = Progress(False, 4)
+    silent.advance(4)
+    silent.close()
+    assert silent.done == 4
+    assert silent.callback is None
+    assert silent.bar is None
+    assert capsys.readouterr().err == ""
+
+
+# ---------------------------------------------------------------------------------------------
+# the grid decoder on two-way transformers of other depths
+# ---------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _depth_model(depth: int) -> Sam2Model:
+    """The small model's architecture with a ``depth``-block two-way transformer, seeded weights.
+
+    Depth 1 has no factored second block (every block goes through the generic path, the first
+    with shared image tokens); depth 3 has a generic block after the two factored ones."""
+    base = _model().config
+    config = dataclasses.replace(base, decoder=dataclasses.replace(base.decoder, transformer_depth=depth))
+    torch.manual_seed(depth)
+    model = Sam2Model(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    return model
+
+
+@pytest.mark.parametrize("depth", [1, 3])
+@pytest.mark.parametrize("with_mask", [False, True])
+@torch.inference_mode()
+def test_grid_decoder_of_other_depths_matches_the_model_decoder(depth, with_mask):
+    model = _depth_model(depth)
+    pixels = preprocess(test_image(96, 128, seed=3), model.image_size, model.device, model.encoder_dtype)
+    levels = model.image_embeddings(model.encode_image(pixels))
+    gen = torch.Generator().manual_seed(1)
+    coords = torch.rand(5, 1, 2, generator=gen) * model.image_size
+    labels = torch.ones(5, 1, dtype=torch.int32)
+    h, w = levels[-1].shape[-2:]
+    mask_input = torch.randn(5, 1, 4 * h, 4 * w, generator=gen) * 4 if with_mask else None
+    decoder = GridDecoder(model, levels)
+    assert decoder.factored == (depth >= 2)
+    iou, state = decoder.decode(coords, labels, mask_input)
+    ref, ref_iou, _ = model.decode_masks(levels[-1], levels[:-1] or None, (coords, labels), mask_input, True)
+    ours = decoder.masks(state, [1, 2, 3])
+    scale = max(1.0, float(ref.abs().max()))
+    assert ours.shape == ref.shape
+    assert float((ours - ref).abs().max()) <= 2e-4 * scale
+    assert float((iou[:, 1:] - ref_iou).abs().max()) <= 2e-4

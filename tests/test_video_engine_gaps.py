@@ -7,6 +7,7 @@ Fast: whole error messages, the session's plain data, and a few calls on a small
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -243,3 +244,172 @@ def test_stacked_outputs_stack_objects_on_the_batch_axis():
     assert torch.equal(entry.maskmem_pos_enc[1], pos[0])
     assert stacked[2] is entry  # built once
     assert StackedOutputs([a], None)[0].maskmem_pos_enc is None
+
+
+# ---------------------------------------------------------------------------------------------
+# the engine on a small random model
+# ---------------------------------------------------------------------------------------------
+
+
+def test_absent_objects_are_no_obj_score_in_a_prompted_frame(model, clip):
+    """Objects without an output on a frame (prompted later elsewhere) come back at NO_OBJ_SCORE."""
+    predictor = VideoPredictor(model)
+    state = predictor.init_state(list(clip.frames))
+    predictor.add_new_points_or_box(state, 0, 1, centre(clip.masks[0, 0]), [1])
+    frame = predictor.add_new_points_or_box(state, 2, 2, centre(clip.masks[2, 1]), [1])
+    assert frame.obj_ids == [1, 2]
+    assert frame.mask_logits.shape == (2, 1, 48, 64)
+    assert frame.mask_logits.dtype == torch.float32
+    assert bool((frame.mask_logits[0] == NO_OBJ_SCORE).all())
+    assert float(frame.object_score_logits[0]) == NO_OBJ_SCORE
+    out = state.objects[2].pending[True][2]
+    assert float(frame.object_score_logits[1]) == float(out.object_score_logits.reshape(-1)[0])
+    assert bool((frame.mask_logits[1] != NO_OBJ_SCORE).any())
+
+
+def test_tracked_frames_carry_each_objects_score_and_bfloat16_memories(model, clip):
+    predictor = VideoPredictor(model)
+    state = predictor.init_state(list(clip.frames))
+    predictor.add_new_points_or_box(state, 1, 1, centre(clip.masks[1, 0]), [1])
+    predictor.add_new_points_or_box(state, 1, 2, centre(clip.masks[1, 1]), [1])
+    frames = list(predictor.propagate_in_video(state))
+    assert [f.frame_idx for f in frames] == [1, 2, 3]
+    for f in frames:
+        expected = []
+        for obj in state.objects.values():
+            out = obj.cond.get(f.frame_idx) or obj.non_cond[f.frame_idx]
+            expected.append(float(out.object_score_logits.reshape(-1)[0]))
+        assert f.object_score_logits.tolist() == pytest.approx(expected, abs=0)
+        assert f.object_score_logits.dtype == torch.float32
+    for obj in state.objects.values():
+        assert set(obj.cond) == {1}
+        assert set(obj.non_cond) == {2, 3}
+        for out in [*obj.cond.values(), *obj.non_cond.values()]:
+            assert out.maskmem_features is not None
+            assert out.maskmem_features.dtype == torch.bfloat16
+            assert out.maskmem_features.shape[0] == 1
+            assert out.pred_masks.shape[:2] == (1, 1)
+        assert obj.tracked == {1: False, 2: False, 3: False}
+        assert obj.pending == {True: {}, False: {}}
+    assert state.maskmem_pos_enc is not None
+    assert state.maskmem_pos_enc.shape[0] == 1
+
+
+def test_feature_cache_keeps_the_most_recently_used_frames(model, clip):
+    predictor = VideoPredictor(model)
+    state = predictor.init_state(list(clip.frames), feature_cache_size=2)
+    for frame_idx in (0, 1, 0, 2):  # 0 is used again, so 1 is the one to go
+        predictor.add_new_points_or_box(state, frame_idx, 1, centre(clip.masks[frame_idx, 0]), [1])
+    assert list(state.features) == [0, 2]
+    one = predictor.init_state(list(clip.frames), feature_cache_size=1)
+    predictor.add_new_points_or_box(one, 3, 1, centre(clip.masks[3, 0]), [1])
+    predictor.add_new_points_or_box(one, 1, 1, centre(clip.masks[1, 0]), [1])
+    assert list(one.features) == [1]
+
+
+def test_clearing_and_removing_return_what_is_documented(model, clip):
+    predictor = VideoPredictor(model)
+    state = predictor.init_state(list(clip.frames))
+    predictor.add_new_points_or_box(state, 0, 1, centre(clip.masks[0, 0]), [1])
+    predictor.add_new_points_or_box(state, 0, 2, centre(clip.masks[0, 1]), [1])
+    predictor.add_new_mask(state, 2, 2, clip.masks[2, 1])
+    list(predictor.propagate_in_video(state))
+    assert predictor.clear_all_prompts_in_frame(state, 2, 2, need_output=False) is None
+    obj = state.objects[2]
+    assert 2 not in obj.cond
+    assert 2 in obj.non_cond  # its output stays, as a tracked frame's
+    assert 2 not in obj.tracked
+    assert 2 not in obj.mask_inputs
+    ids, updated = predictor.remove_object(state, 1, need_output=False)
+    assert ids == [2]
+    assert updated == []
+    assert list(state.objects) == [2]
+    # the last object: everything is reset
+    assert predictor.remove_object(state, 2) == ([], [])
+    assert state.objects == {}
+    assert len(state.features) > 0  # decoded features stay cached
+
+
+def test_remove_returns_the_updated_prompted_frames(model, clip):
+    predictor = VideoPredictor(model)
+    state = predictor.init_state(list(clip.frames))
+    predictor.add_new_points_or_box(state, 0, 1, centre(clip.masks[0, 0]), [1])
+    predictor.add_new_points_or_box(state, 3, 1, centre(clip.masks[3, 0]), [1])
+    predictor.add_new_points_or_box(state, 1, 2, centre(clip.masks[1, 1]), [1])
+    before = predictor.add_new_points_or_box(state, 0, 3, centre(clip.masks[0, 1]), [1])
+    ids, updated = predictor.remove_object(state, 1)
+    assert ids == [2, 3]
+    assert [u.frame_idx for u in updated] == [0, 3]
+    assert all(u.obj_ids == [2, 3] for u in updated)
+    assert torch.equal(updated[0].mask_logits[1], before.mask_logits[2])  # object 3 keeps its mask
+    assert bool((updated[0].mask_logits[0] == NO_OBJ_SCORE).all())  # object 2 has nothing on frame 0
+
+
+def test_a_mask_then_clicks_on_the_same_frame_replace_it(model, clip):
+    predictor = VideoPredictor(model)
+    state = predictor.init_state(list(clip.frames))
+    predictor.add_new_mask(state, 1, 1, clip.masks[1, 0])
+    assert 1 in state.objects[1].mask_inputs
+    # a mask already at the model's resolution is used as given
+    size = model.image_size
+    square = np.zeros((size, size), bool)
+    square[10:40, 20:60] = True
+    predictor.add_new_mask(state, 2, 1, square)
+    assert torch.equal(state.objects[1].mask_inputs[2][0, 0], torch.from_numpy(square).float())
+    predictor.add_new_points_or_box(state, 1, 1, centre(clip.masks[1, 0]), [1])
+    obj = state.objects[1]
+    assert 1 not in obj.mask_inputs
+    assert set(obj.points) == {1}
+    predictor.add_new_mask(state, 1, 1, clip.masks[1, 0])
+    assert 1 not in obj.points
+
+
+def test_clear_memory_around_a_frame_spans_stride_times_num_maskmem(model):
+    engine = TrackingEngine(model)
+    c = model.config
+    reach = c.memory_temporal_stride_for_eval * c.num_maskmem
+    obj = TrackedObject(1)
+    centre_frame = reach + 5
+    for t in range(2 * reach + 11):
+        obj.non_cond[t] = _output(t)
+    engine._clear_memory_around(obj, centre_frame)
+    gone = set(range(2 * reach + 11)) - set(obj.non_cond)
+    assert gone == set(range(centre_frame - reach, centre_frame + reach + 1))
+
+
+def test_memory_window_covers_the_memories_and_the_pointers(model):
+    c = model.config
+    engine = TrackingEngine(model)
+    assert engine.memory_window() == max(
+        c.num_maskmem * c.memory_temporal_stride_for_eval + 2, c.max_obj_ptrs_in_encoder
+    )
+    strided = copy.copy(model)
+    strided.config = dataclasses.replace(c, memory_temporal_stride_for_eval=5, max_obj_ptrs_in_encoder=3)
+    assert TrackingEngine(strided).memory_window() == c.num_maskmem * 5 + 2
+    pointers = copy.copy(model)
+    pointers.config = dataclasses.replace(c, memory_temporal_stride_for_eval=1, max_obj_ptrs_in_encoder=40)
+    assert TrackingEngine(pointers).memory_window() == 40
+
+
+def test_health_monitor_sees_each_frames_areas_logits_and_prompts(model, clip):
+    from masklet.video import HealthMonitor
+
+    seen = []
+
+    class Spy(HealthMonitor):
+        def update(self, frame_idx, obj_ids, presence, areas=None, *, logits=None, prompted=None):
+            seen.append((frame_idx, list(obj_ids), presence, areas, logits, prompted))
+            return super().update(frame_idx, obj_ids, presence, areas, logits=logits, prompted=prompted)
+
+    predictor = VideoPredictor(model)
+    state = predictor.init_state(list(clip.frames))
+    predictor.add_new_points_or_box(state, 0, 1, centre(clip.masks[0, 0]), [1])
+    predictor.add_new_points_or_box(state, 2, 2, centre(clip.masks[2, 1]), [1])
+    frames = list(predictor.propagate_in_video(state, health=Spy()))
+    assert [s[0] for s in seen] == [0, 1, 2, 3]
+    for (frame_idx, ids, presence, areas, logits, prompted), frame in zip(seen, frames):
+        assert ids == [1, 2]
+        assert areas == [float(a) for a in frame.masks.flatten(1).sum(1)]
+        assert logits == pytest.approx(frame.object_score_logits.tolist(), abs=0)
+        assert presence == pytest.approx(torch.sigmoid(frame.object_score_logits).tolist(), abs=1e-7)
+        assert prompted == [frame_idx == 0, frame_idx == 2]
