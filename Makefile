@@ -41,6 +41,7 @@ bench: install-test
 # tests covering its line (coverage contexts), at nice 19. Hours of CPU: on demand or scheduled,
 # never in CI. Report: docs/mutation-report.md. One module: make mutation MODULES=masks
 MUTATION_SCORED = transforms masks prompts
+MUTATION_SCORED += amg video
 MODULES ?=
 .PHONY: mutation
 mutation:

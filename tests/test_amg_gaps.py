@@ -499,3 +499,19 @@ def test_grid_decoder_of_other_depths_matches_the_model_decoder(depth, with_mask
     assert ours.shape == ref.shape
     assert float((ours - ref).abs().max()) <= 2e-4 * scale
     assert float((iou[:, 1:] - ref_iou).abs().max()) <= 2e-4
+
+
+@torch.inference_mode()
+def test_grid_decoder_decodes_a_cache_sized_chunk_on_a_cpu():
+    """On a CPU, prompts go through in chunks whose per-prompt image tokens fit 16 MB (decoding)
+    and 24 MB (upscaling, three feature maps per prompt); never more than ``points_per_batch``."""
+    model = _model()
+    pixels = preprocess(test_image(96, 128, seed=3), model.image_size, model.device, model.encoder_dtype)
+    decoder = GridDecoder(model, model.image_embeddings(model.encode_image(pixels)))
+    n, c = decoder.keys0.shape[1:]
+    per_prompt = n * c * decoder.keys0.element_size()
+    assert decoder.chunk(10**6, upscale=False) == (16 << 20) // per_prompt
+    assert decoder.chunk(10**6, upscale=True) == (24 << 20) // (3 * per_prompt)
+    assert decoder.chunk(3, upscale=False) == 3
+    assert decoder.chunk(3, upscale=True) == 3
+    assert decoder.chunk(1, upscale=True) == 1
