@@ -22,7 +22,7 @@ from masklet.mask_nms import mask_iou_nms
 from masklet.masks import encode_rle, encode_uncompressed_rle
 from masklet.model import Sam2Model
 from masklet.transforms import preprocess
-from reference.amg_compare import image
+from reference.amg_compare import assert_same_masks, image, official_records
 from reference.official import SMALL
 from reference.pairs import make_pair, test_image
 
@@ -515,3 +515,54 @@ def test_grid_decoder_decodes_a_cache_sized_chunk_on_a_cpu():
     assert decoder.chunk(3, upscale=False) == 3
     assert decoder.chunk(3, upscale=True) == 3
     assert decoder.chunk(1, upscale=True) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# filters and m2m beyond the parity cases of test_amg.py
+# ---------------------------------------------------------------------------------------------
+
+
+def test_stability_filter_applies_to_crops_like_official():
+    """With crop layers the stability filter still applies (test_amg's crop case has it off)."""
+    official, ours = make_pair("sam2.1-hiera-tiny", seed=3, **SMALL)
+    from test_amg import blob_image
+
+    options = dict(
+        points_per_side=8,
+        pred_iou_thresh=0.0,
+        stability_score_thresh=0.01,  # random weights: removes 4 of 10 masks
+        box_nms_thresh=0.95,
+        crop_n_layers=1,
+        crop_n_points_downscale_factor=2,
+    )
+    reference = official_records(official, blob_image(3), **options)
+    unfiltered = official_records(official, blob_image(3), **{**options, "stability_score_thresh": 0.0})
+    assert len(reference) >= 5
+    assert len(reference) < len(unfiltered)  # the threshold removes masks
+    assert len({tuple(r["crop_box"]) for r in unfiltered}) > 1  # crops found masks
+    assert_same_masks(MaskGenerator(ours, **options).generate(blob_image(3)), reference)
+
+
+@pytest.mark.parametrize("multimask", [True, False])
+def test_m2m_results_and_progress_do_not_depend_on_batching(multimask):
+    """m2m refines every candidate in chunks; the chunking (``points_per_batch``) changes nothing,
+    and progress counts the first pass and the refinement (box NMS off: every mask compared)."""
+    model = _model()
+    runs = {}
+    for batch in (64, 5):
+        calls = []
+        runs[batch] = MaskGenerator(
+            model,
+            points_per_side=4,
+            pred_iou_thresh=0.0,
+            stability_score_thresh=0.0,
+            box_nms_thresh=1.0,
+            use_m2m=True,
+            multimask_output=multimask,
+            points_per_batch=batch,
+            progress=lambda done, total, seen=calls: seen.append((done, total)),
+        ).generate(image(2))
+        per_point = 3 if multimask else 1
+        assert calls[-1] == (16 * (1 + per_point), 16 * (1 + per_point))
+    assert len(runs[64]) > 3
+    assert_same_masks(runs[5], runs[64], score_atol=1e-5, stability_atol=5e-4)
