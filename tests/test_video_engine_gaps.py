@@ -289,6 +289,7 @@ def test_tracked_frames_carry_each_objects_score_and_bfloat16_memories(model, cl
             assert out.maskmem_features.dtype == torch.bfloat16
             assert out.maskmem_features.shape[0] == 1
             assert out.pred_masks.shape[:2] == (1, 1)
+            assert out.object_score_logits.shape == (1, 1)  # one row per object of a batched call
         assert obj.tracked == {1: False, 2: False, 3: False}
         assert obj.pending == {True: {}, False: {}}
     assert state.maskmem_pos_enc is not None
@@ -413,3 +414,40 @@ def test_health_monitor_sees_each_frames_areas_logits_and_prompts(model, clip):
         assert logits == pytest.approx(frame.object_score_logits.tolist(), abs=0)
         assert presence == pytest.approx(torch.sigmoid(frame.object_score_logits).tolist(), abs=1e-7)
         assert prompted == [frame_idx == 0, frame_idx == 2]
+
+
+def test_a_model_without_memory_is_refused_whole(model):
+    no_memory = copy.copy(model)
+    no_memory.config = dataclasses.replace(model.config, num_maskmem=0)
+    with pytest.raises(InvalidInputError) as info:
+        TrackingEngine(no_memory)
+    assert str(info.value) == "model: this config has no memory (num_maskmem=0) and cannot track video"
+
+
+def test_prompted_frames_are_non_overlapping_when_asked(model, clip):
+    predictor = VideoPredictor(model, non_overlap_masks=True, fill_hole_area=0)
+    state = predictor.init_state(list(clip.frames))
+    predictor.add_new_points_or_box(state, 0, 1, box=[0, 0, 63, 47])
+    frame = predictor.add_new_points_or_box(state, 0, 2, box=[0, 0, 63, 47])  # the same box
+    assert frame.mask_logits.shape == (2, 1, 48, 64)
+    assert int((frame.mask_logits > 0).sum(0).max()) <= 1
+    plain = VideoPredictor(model, fill_hole_area=0)
+    state = plain.init_state(list(clip.frames))
+    plain.add_new_points_or_box(state, 0, 1, box=[0, 0, 63, 47])
+    both = plain.add_new_points_or_box(state, 0, 2, box=[0, 0, 63, 47])
+    assert int((both.mask_logits > 0).sum(0).max()) == 2  # they do overlap without the option
+
+
+def test_a_correction_on_a_tracked_frame_can_be_cleared_before_tracking(model, clip):
+    predictor = VideoPredictor(model)
+    state = predictor.init_state(list(clip.frames))
+    predictor.add_new_points_or_box(state, 0, 1, centre(clip.masks[0, 0]), [1])
+    list(predictor.propagate_in_video(state))
+    obj = state.objects[1]
+    for out in [*obj.cond.values(), *obj.non_cond.values()]:
+        assert out.object_score_logits.shape == (1, 1)
+    predictor.add_new_points_or_box(state, 2, 1, centre(clip.masks[2, 0]), [1])
+    assert 2 in obj.pending[False]  # a tracked frame: the correction is not a conditioning frame
+    predictor.clear_all_prompts_in_frame(state, 2, 1)
+    assert obj.pending == {True: {}, False: {}}
+    assert 2 not in obj.points
