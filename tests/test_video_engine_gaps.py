@@ -451,3 +451,41 @@ def test_a_correction_on_a_tracked_frame_can_be_cleared_before_tracking(model, c
     predictor.clear_all_prompts_in_frame(state, 2, 1)
     assert obj.pending == {True: {}, False: {}}
     assert 2 not in obj.points
+
+
+def test_a_correction_on_a_tracked_frame_is_encoded_and_committed(model, clip):
+    predictor = VideoPredictor(model)
+    state = predictor.init_state(list(clip.frames))
+    predictor.add_new_points_or_box(state, 0, 1, centre(clip.masks[0, 0]), [1])
+    list(predictor.propagate_in_video(state))
+    obj = state.objects[1]
+    predictor.add_new_points_or_box(state, 2, 1, centre(clip.masks[2, 0]), [1])
+    refined = obj.pending[False][2]
+    assert refined.maskmem_features is None  # encoded when tracking resumes
+    frames = predictor.propagate_in_video(state, start_frame_idx=3)  # commits eagerly
+    assert obj.non_cond[2] is refined
+    assert refined.maskmem_features is not None
+    assert obj.pending == {True: {}, False: {}}
+    assert [f.frame_idx for f in frames] == [3]
+
+
+def test_clear_non_cond_memory_around_input_on_commit_and_on_tracking(model, clip):
+    predictor = VideoPredictor(model, clear_non_cond_mem_around_input=True)
+    state = predictor.init_state(list(clip.frames))
+    predictor.add_new_points_or_box(state, 0, 1, centre(clip.masks[0, 0]), [1])
+    list(predictor.propagate_in_video(state))
+    obj = state.objects[1]
+    assert set(obj.non_cond) == {1, 2, 3}
+    predictor.add_new_points_or_box(state, 2, 1, centre(clip.masks[2, 0]), [1])
+    predictor.propagate_in_video(state, start_frame_idx=3)  # the commit clears around frame 2
+    assert set(obj.non_cond) == set()  # frames 1-3 are within stride * num_maskmem of frame 2
+    # tracking a prompted frame clears around it too
+    plain = VideoPredictor(model)
+    state = plain.init_state(list(clip.frames))
+    plain.add_new_points_or_box(state, 0, 1, centre(clip.masks[0, 0]), [1])
+    list(plain.propagate_in_video(state))
+    obj = state.objects[1]
+    frames = plain.propagate_in_video(state)
+    plain.clear_non_cond_mem_around_input = True  # after the commit, before frame 0 is tracked
+    assert next(frames).frame_idx == 0
+    assert set(obj.non_cond) == set()
