@@ -315,10 +315,11 @@ def test_clearing_and_removing_return_what_is_documented(model, clip):
     predictor.add_new_points_or_box(state, 0, 2, centre(clip.masks[0, 1]), [1])
     predictor.add_new_mask(state, 2, 2, clip.masks[2, 1])
     list(predictor.propagate_in_video(state))
-    assert predictor.clear_all_prompts_in_frame(state, 2, 2, need_output=False) is None
     obj = state.objects[2]
+    prompted = obj.cond[2]
+    assert predictor.clear_all_prompts_in_frame(state, 2, 2, need_output=False) is None
     assert 2 not in obj.cond
-    assert 2 in obj.non_cond  # its output stays, as a tracked frame's
+    assert obj.non_cond[2] is prompted  # its output stays, as a tracked frame's
     assert 2 not in obj.tracked
     assert 2 not in obj.mask_inputs
     ids, updated = predictor.remove_object(state, 1, need_output=False)
@@ -489,3 +490,55 @@ def test_clear_non_cond_memory_around_input_on_commit_and_on_tracking(model, cli
     plain.clear_non_cond_mem_around_input = True  # after the commit, before frame 0 is tracked
     assert next(frames).frame_idx == 0
     assert set(obj.non_cond) == set()
+
+
+def test_model_calls_get_the_documented_flags_and_clamped_previous_logits(model, clip, monkeypatch):
+    """What the engine hands ``Sam2Model.track_step``: init / reverse flags from the frame's history,
+    no memory encoding for prompts, previous logits clamped to +-32, the engine's memory options."""
+    calls = []
+    original = model.track_step
+
+    def spy(*args, **kwargs):
+        calls.append((args, kwargs))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(model, "track_step", spy)
+    predictor = VideoPredictor(model)
+    state = predictor.init_state(list(clip.frames))
+    predictor.add_new_points_or_box(state, 3, 1, centre(clip.masks[3, 0]), [1])
+    ((args, kwargs),) = calls
+    assert args[0] == 3
+    assert args[1] is True  # a first prompt: an initial conditioning frame
+    assert args[9] is False  # not reverse
+    assert args[10] is False  # memory is encoded at commit
+    assert args[11] is None  # no previous logits for a first prompt
+    assert kwargs == {"binarize_mask_from_pts": True, "non_overlap_memory": False}
+    list(predictor.propagate_in_video(state, reverse=True))
+    tracking = calls[1:]
+    assert [a[0] for a, _ in tracking] == [2, 1, 0]
+    assert all(a[1] is False and a[9] is True and a[10] is True for a, _ in tracking)
+    # a correction on a reverse-tracked frame, its previous logits pushed past the clamp
+    out = state.objects[1].non_cond[1]
+    pushed = out.pred_masks.clone()
+    pushed[..., :2] = 100.0
+    pushed[..., 2:4] = -100.0
+    out.pred_masks = pushed
+    calls.clear()
+    predictor.add_new_points_or_box(state, 1, 1, centre(clip.masks[1, 0]), [1], clear_old_points=False)
+    ((args, _),) = calls
+    assert args[1] is False
+    assert args[9] is True  # reverse, as the frame was tracked
+    assert float(args[11].max()) == 32.0
+    assert float(args[11].min()) == -32.0
+
+
+def test_watch_without_a_monitor_or_scores_returns_the_frame_unchanged():
+    from masklet.video import HealthMonitor
+    from masklet.video.engine import watch
+
+    frame = TrackedFrame(0, [1], torch.zeros(1, 1, 2, 2), torch.tensor([3.0]))
+    assert watch(None, frame) is frame
+    assert frame.events == []
+    bare = TrackedFrame(0, [1], torch.zeros(1, 1, 2, 2))
+    assert watch(HealthMonitor(), bare) is bare
+    assert bare.events == []
