@@ -40,7 +40,7 @@ bench: install-test
 # copies under build/mutation/); tests/mutation/run_mutants.py runs each mutant against only the
 # tests covering its line (coverage contexts), at nice 19. Hours of CPU: on demand or scheduled,
 # never in CI. Report: docs/mutation-report.md. One module: make mutation MODULES=masks
-MUTATION_SCORED = transforms masks prompts image checkpoints
+MUTATION_SCORED = transforms masks prompts image checkpoints amg video
 MODULES ?=
 .PHONY: mutation
 mutation:

@@ -311,12 +311,3 @@ def test_predict_batch_passes_each_image_its_own_mask_input(model, two_images):
         for got, want in zip((part[i] for part in batch), expected):
             np.testing.assert_allclose(got, want, atol=1e-5)
         assert float(np.abs(batch[0][i] - plain[0][i]).max()) > 1e-3, "the mask input changed nothing"
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_embeddings_load_onto_the_requested_device(tmp_path):
-    """``ImageEmbeddings.load(device=...)`` reads straight onto that device (CPU hosts cannot
-    tell: safetensors' default device is the CPU)."""
-    path = tmp_path / "emb.safetensors"
-    ImageEmbeddings(levels=[torch.ones(1, 1, 2, 2)], orig_hw=[(3, 4)]).save(path)
-    assert ImageEmbeddings.load(path, device="cuda").levels[0].device.type == "cuda"

@@ -49,7 +49,8 @@ def write_clip(folder: Path, seed: int) -> np.ndarray:
 # SAM2.1 is not here: with these random weights its reference masks were degenerate (93 masks of
 # the scenario story, 77 under 1% of the frame, median 0.8%; issue 15 item 6). The same stories
 # run on masklet-nano, a SAM2.1 model, in test_nano.test_video_tracking_matches_official_on_nano
-# under the fraction rule (most masks cover 1-90% of the frame).
+# under the fraction rule (most masks cover 1-90% of the frame). SAM2 meets that rule here: of the
+# official masks, 90 of 93 (scenario) and 38 of 45 (later_objects) cover 1-90% of the frame.
 @pytest.mark.parametrize("variant", ["sam2-hiera-tiny"])
 @pytest.mark.parametrize("story", [scenario, later_objects])
 def test_video_predictor_matches_official(tmp_path, variant, story):
@@ -59,4 +60,4 @@ def test_video_predictor_matches_official(tmp_path, variant, story):
         ref_state = official.init_state(str(tmp_path / "clip"))
         ref = story(official, ref_state, masks)
     mine = story(ours, ours.init_state(tmp_path / "clip"), masks)
-    assert_same(mine, ref)
+    assert_same(mine, ref, min_fraction=0.5)

@@ -39,10 +39,18 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
             "tests/test_hf_weights.py",
         ],
     ),
-    "amg": (["src/masklet/amg", "src/masklet/mask_nms.py"], ["tests/test_amg_grid_decoder.py", "tests/test_amg.py"]),
+    "amg": (
+        ["src/masklet/amg", "src/masklet/mask_nms.py"],
+        ["tests/test_amg_grid_decoder.py", "tests/test_amg.py", "tests/test_amg_data.py", "tests/test_amg_gaps.py"],
+    ),
     "video": (
         ["src/masklet/video/engine.py", "src/masklet/video/session.py"],
-        ["tests/test_video_predictor.py", "tests/test_video_parity.py", "tests/test_video_gaps.py"],
+        [
+            "tests/test_video_predictor.py",
+            "tests/test_video_parity.py",
+            "tests/test_video_gaps.py",
+            "tests/test_video_engine_gaps.py",
+        ],
     ),
 }
 

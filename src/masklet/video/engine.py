@@ -86,7 +86,7 @@ class TrackingEngine:
         progress: bool = False,
     ) -> None:
         check_sam2_model(model, memory_for="track video")
-        if not is_real(fill_hole_area) or fill_hole_area < 0:
+        if not is_real(fill_hole_area) or not fill_hole_area >= 0:  # NaN too
             raise InvalidInputError(
                 f"fill_hole_area: expected a number >= 0 (pixels at 1/4 model resolution), got {fill_hole_area!r}"
             )
