@@ -21,7 +21,7 @@ from masklet import InvalidInputError, MaskGenerator
 from masklet.amg import build_point_grid
 from masklet.checkpoints import config_from_official, save_official_yaml
 from masklet.cli import main
-from reference.amg_compare import assert_same_masks, image, masks_of, official_records
+from reference.amg_compare import assert_same_masks, blob_image, image, masks_of, official_records
 from reference.official import (
     SMALL,
     build_official_model,
@@ -41,21 +41,6 @@ RECORD_KEYS = {"segmentation", "area", "bbox", "predicted_iou", "point_coords", 
 @functools.cache
 def pair(seed: int):
     return make_pair("sam2.1-hiera-tiny", seed=seed, **SMALL)
-
-
-@functools.cache
-def blob_image(seed: int) -> np.ndarray:
-    """A few small discs on flat grey, away from the border: random weights then give small
-    masks inside crops, which is what crop tests need (masks touching a crop edge are dropped)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:180, 0:240]
-    img = np.full((180, 240, 3), 0.5)
-    for _ in range(6):
-        cy, cx, r = rng.uniform(0.15, 0.85) * 180, rng.uniform(0.15, 0.85) * 240, rng.uniform(6, 16)
-        img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = rng.uniform(0, 1, 3)
-    img = (img * 255).astype(np.uint8)
-    img.flags.writeable = False
-    return img
 
 
 def run_both(seed: int, min_reference: int, picture=None, **options) -> tuple[list[dict], list[dict]]:

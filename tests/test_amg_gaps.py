@@ -22,7 +22,7 @@ from masklet.mask_nms import mask_iou_nms
 from masklet.masks import encode_rle, encode_uncompressed_rle
 from masklet.model import Sam2Model
 from masklet.transforms import preprocess
-from reference.amg_compare import assert_same_masks, image, official_records
+from reference.amg_compare import assert_same_masks, blob_image, image, official_records
 from reference.official import SMALL
 from reference.pairs import make_pair, test_image
 
@@ -525,7 +525,6 @@ def test_grid_decoder_decodes_a_cache_sized_chunk_on_a_cpu():
 def test_stability_filter_applies_to_crops_like_official():
     """With crop layers the stability filter still applies (test_amg's crop case has it off)."""
     official, ours = make_pair("sam2.1-hiera-tiny", seed=3, **SMALL)
-    from test_amg import blob_image
 
     options = dict(
         points_per_side=8,

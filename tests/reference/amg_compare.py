@@ -131,3 +131,18 @@ def image(seed: int) -> np.ndarray:
     img = test_image(180, 240, seed=seed)
     img.flags.writeable = False
     return img
+
+
+@functools.cache
+def blob_image(seed: int) -> np.ndarray:
+    """A few small discs on flat grey, away from the border: random weights then give small
+    masks inside crops, which is what crop tests need (masks touching a crop edge are dropped)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:180, 0:240]
+    img = np.full((180, 240, 3), 0.5)
+    for _ in range(6):
+        cy, cx, r = rng.uniform(0.15, 0.85) * 180, rng.uniform(0.15, 0.85) * 240, rng.uniform(6, 16)
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = rng.uniform(0, 1, 3)
+    img = (img * 255).astype(np.uint8)
+    img.flags.writeable = False
+    return img
