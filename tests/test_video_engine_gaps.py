@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 
-from masklet.checkpoints import config_from_official
 from masklet.errors import InvalidInputError, PredictorStateError
 from masklet.model import Sam2Model
 from masklet.model.sam2 import NO_OBJ_SCORE
@@ -23,17 +22,14 @@ from masklet.video.engine import TrackingEngine, check_frame, check_max_frames
 from masklet.video.session import FrameOutput, StackedOutputs, TrackedObject, VideoState
 from reference.official import (
     SMALL,
-    apply_overrides,
-    image_postprocess_overrides,
-    official_model_dict,
-    randomize_parameters_,
 )
+from reference.pairs import random_model
+from reference.video_compare import centre as centre_point
 
 
 @pytest.fixture(scope="module")
 def model() -> Sam2Model:
-    model_dict = apply_overrides(official_model_dict("sam2.1-hiera-tiny", **SMALL), image_postprocess_overrides())
-    return randomize_parameters_(Sam2Model(config_from_official(copy.deepcopy(model_dict))), 7).eval()
+    return random_model("sam2.1-hiera-tiny", 7, **SMALL)
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +38,8 @@ def clip():
 
 
 def centre(mask: np.ndarray) -> list[list[float]]:
-    ys, xs = np.nonzero(mask)
-    return [[float(xs[len(xs) // 2]), float(ys[len(ys) // 2])]]
+    """One click at the middle foreground pixel, as a points list."""
+    return [centre_point(mask)]
 
 
 def _output(value: float, score: float = 1.0, features: bool = True) -> FrameOutput:

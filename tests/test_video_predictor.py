@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pytest
 import torch
 
-from masklet.checkpoints import config_from_official
 from masklet.errors import InvalidInputError, PredictorStateError, VideoDecodeError
 from masklet.io import write_video
 from masklet.model import Sam2Model
@@ -16,17 +13,13 @@ from masklet.synthetic import make_clip
 from masklet.video import TrackedFrame, VideoPredictor
 from reference.official import (
     SMALL,
-    apply_overrides,
-    image_postprocess_overrides,
-    official_model_dict,
-    randomize_parameters_,
 )
+from reference.pairs import random_model
 
 
 @pytest.fixture(scope="module")
 def model() -> Sam2Model:
-    model_dict = apply_overrides(official_model_dict("sam2.1-hiera-tiny", **SMALL), image_postprocess_overrides())
-    return randomize_parameters_(Sam2Model(config_from_official(copy.deepcopy(model_dict))), 7).eval()
+    return random_model("sam2.1-hiera-tiny", 7, **SMALL)
 
 
 @pytest.fixture(scope="module")

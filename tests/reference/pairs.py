@@ -15,6 +15,7 @@ from reference.official import (
     build_official_model,
     image_postprocess_overrides,
     official_model_dict,
+    randomize_parameters_,
 )
 
 
@@ -26,6 +27,12 @@ def make_pair(variant: str, seed: int = 0, **overrides: Any) -> tuple[nn.Module,
     ours = Sam2Model(config_from_official(with_post)).eval()
     ours.load_state_dict(official.state_dict(), strict=True)
     return official, ours
+
+
+def random_model(variant: str, seed: int, **overrides: Any) -> Sam2Model:
+    """A masklet model of ``variant`` (official config, image post-processing on) with seeded random weights."""
+    model_dict = apply_overrides(official_model_dict(variant, **overrides), image_postprocess_overrides())
+    return randomize_parameters_(Sam2Model(config_from_official(copy.deepcopy(model_dict))), seed).eval()
 
 
 def test_image(height: int, width: int, seed: int = 0) -> np.ndarray:
