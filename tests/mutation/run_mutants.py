@@ -191,7 +191,8 @@ class MutantLoop:
         # a seeded random order: a run cut short (CPU is scarce) has scored a uniform random sample
         random.Random(args.seed).shuffle(everyone)
         if args.sample:
-            everyone = everyone[: args.sample]
+            everyone = everyone[: args.start + args.sample]
+        everyone = everyone[args.start :]  # continue a sample scored by an earlier run (other tests)
         full_limit = max(args.min_timeout, 3 * sum(durations.values()) + 10)
         cache: dict[Path, tuple[dict, dict[int, int]]] = {}
         for path, fname in everyone:
@@ -235,6 +236,7 @@ def main() -> None:
     )
     parser.add_argument("--only", nargs="*", default=None, help="mutant names (e.g. the survivors of a previous run)")
     parser.add_argument("--sample", type=int, default=0, help="score the first N of the seeded order (0: all)")
+    parser.add_argument("--start", type=int, default=0, help="skip the first N of the seeded order (scored earlier)")
     parser.add_argument("--seed", type=int, default=15)
     parser.add_argument(
         "--min-timeout", type=float, default=10.0, help="CPU seconds per mutant at least (timeout = killed)"
