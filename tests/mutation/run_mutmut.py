@@ -46,10 +46,11 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
     "video": (
         ["src/masklet/video/engine.py", "src/masklet/video/session.py"],
         [
-            "tests/test_video_predictor.py",
-            "tests/test_video_parity.py",
-            "tests/test_video_gaps.py",
             "tests/test_video_engine_gaps.py",
+            "tests/test_video_predictor.py",
+            "tests/test_video_gaps.py",
+            "tests/test_video_grouping.py",
+            "tests/test_video_parity.py",
         ],
     ),
 }

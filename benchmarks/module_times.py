@@ -1,0 +1,189 @@
+"""Where masklet's time goes: each model module's share of set_image, automatic masks and a video
+frame, against its FLOP floor (issue 22's per-module tables).
+
+Forward hooks on a set of non-overlapping modules (the trunk's patch embedding and stages, the
+neck, prompt encoder, mask decoder parts, memory attention, memory encoder, object-pointer heads)
+add up each module's time; whatever the hooks do not cover is the glue and post-processing of the
+path ("rest": preprocessing, the grid decoder's filtering and upsampling, NMS, RLE, hole filling,
+upscaling). A second pass under ``torch.utils.flop_counter.FlopCounterMode`` gives each module's
+FLOPs; its floor is FLOP / the float32 GEMM peak measured in the same run. With ``--cpu-time``
+(default with one thread) the clock is this process's CPU time, which leaves out the time other
+processes hold the core on a loaded machine.
+
+    python benchmarks/module_times.py [--paths set_image amg video] [--threads 1] [--repeats 3]
+
+set_image and video use the full sam2.1 tiny config (1024 px) with seeded random weights, a
+1200x900 image and a 480x854 clip (one click, ``--frames`` tracked); automatic masks use the
+packaged masklet-nano on synthetic scene 1 with benchmarks/amg.py's filters (masks survive).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+import masklet
+import oracles  # noqa: F401  (tests/reference as the package `reference`)
+from image_click import gemm_peak
+from image_predictor import test_image
+from masklet.synthetic import make_clip, make_scene
+from reference.pairs import random_model
+
+
+def module_parts(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(label, module) pairs that never nest: each forward is counted once, under its label."""
+    trunk = model.image_encoder.trunk
+    parts = [("trunk patch embed", trunk.patch_embed)]
+    start = 0
+    for stage, end in enumerate(trunk.stage_ends):
+        parts += [(f"trunk stage {stage + 1}", block) for block in trunk.blocks[start : end + 1]]
+        start = end + 1
+    decoder = model.sam_mask_decoder
+    parts += [("neck", model.image_encoder.neck), ("prompt encoder", model.sam_prompt_encoder)]
+    parts += [("decoder: two-way transformer", decoder.transformer)]
+    high_res = ("conv_s0", "conv_s1")  # the encoder's high-res features, projected once per image
+    parts += [("decoder: high-res convs", m) for n, m in decoder.named_children() if n in high_res]
+    parts += [
+        ("decoder: upscaling, heads", m) for n, m in decoder.named_children() if n not in (*high_res, "transformer")
+    ]
+    parts += [("memory attention", model.memory_attention), ("memory encoder", model.memory_encoder)]
+    parts += [("object pointers", model.obj_ptr_proj), ("object pointers", model.mask_downsample)]
+    return parts
+
+
+class ModuleClock:
+    """Forward hooks that add each labelled module's time (and, under a FlopCounterMode, FLOPs)."""
+
+    def __init__(self, parts: list[tuple[str, nn.Module]], clock: Callable[[], float]) -> None:
+        self.clock, self.seconds, self.flops = clock, defaultdict(float), defaultdict(int)
+        self.counter: FlopCounterMode | None = None
+        self._open: list[tuple[float, int]] = []
+        self._handles = []
+        for label, module in parts:
+            self._handles.append(module.register_forward_pre_hook(self._enter))
+            self._handles.append(module.register_forward_hook(lambda *_, label=label: self._leave(label)))
+
+    def _count(self) -> int:
+        return 0 if self.counter is None else self.counter.get_total_flops()
+
+    def _enter(self, *_) -> None:
+        self._open.append((self.clock(), self._count()))
+
+    def _leave(self, label: str) -> None:
+        start, flops = self._open.pop()
+        self.seconds[label] += self.clock() - start
+        self.flops[label] += self._count() - flops
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+def measure(name: str, run: Callable[[], None], model: nn.Module, args, clock, peak: float, per: int = 1) -> None:
+    """Median per-module times of ``run`` over the repeats, its FLOPs, and the table."""
+    hooks = ModuleClock(module_parts(model), clock)
+    run()  # warm-up
+    totals, shares = [], defaultdict(list)
+    for _ in range(args.repeats):
+        hooks.seconds.clear()
+        start = clock()
+        run()
+        totals.append(clock() - start)
+        for label, seconds in hooks.seconds.items():
+            shares[label].append(seconds)
+    hooks.flops.clear()
+    with FlopCounterMode(display=False) as counter:
+        hooks.counter = counter
+        run()
+        hooks.counter = None
+        total_flops = counter.get_total_flops()
+    hooks.remove()
+    total = statistics.median(totals) / per
+    rows = {label: statistics.median(times) / per for label, times in shares.items()}
+    rows["rest (glue, post-processing)"] = max(total - sum(rows.values()), 0.0)
+    flops = {label: f / per for label, f in hooks.flops.items()}
+    flops["rest (glue, post-processing)"] = max(total_flops / per - sum(flops.values()), 0)
+    print(f"{name}: {total * 1e3:.1f} ms{' per frame' if per > 1 else ''} (median of {args.repeats})")
+    print(f"  {'module':30s} {'ms':>9s} {'share':>6s} {'GFLOP':>7s} {'floor ms':>9s} {'x floor':>8s}")
+    for label, seconds in sorted(rows.items(), key=lambda kv: -kv[1]):
+        floor = flops.get(label, 0) / peak / 1e9
+        ratio = f"{seconds / floor:7.1f}x" if floor > 0 else "      —"
+        print(
+            f"  {label:30s} {seconds * 1e3:9.1f} {100 * seconds / total:5.1f}% {flops.get(label, 0) / 1e9:7.2f} "
+            f"{floor * 1e3:9.1f} {ratio}"
+        )
+    floor = total_flops / per / peak / 1e9
+    print(
+        f"  {'whole path':30s} {total * 1e3:9.1f} 100.0% {total_flops / per / 1e9:7.2f} {floor * 1e3:9.1f} {total / floor:7.1f}x"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--paths", nargs="+", default=["set_image", "amg", "video"], choices=["set_image", "amg", "video"]
+    )
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--frames", type=int, default=4, help="video frames tracked after the prompted one")
+    parser.add_argument("--wall", action="store_true", help="wall time even with one thread")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    clock = time.process_time if args.threads == 1 and not args.wall else time.perf_counter
+    peak = gemm_peak(torch.float32)
+    print(
+        f"{args.threads} thread(s), clock {'CPU time' if clock is time.process_time else 'wall'}, "
+        f"float32 GEMM peak {peak:.0f} GFLOP/s (2048^3, same run)"
+    )
+    tiny = random_model("sam2.1-hiera-tiny", 0)
+    with torch.inference_mode():
+        if "set_image" in args.paths:
+            predictor = masklet.ImagePredictor(tiny)
+            image = test_image(900, 1200)
+            measure("set_image 1200x900, sam2.1 tiny", lambda: predictor.set_image(image), tiny, args, clock, peak)
+        if "amg" in args.paths:
+            nano = masklet.load_model("masklet-nano")
+            options = dict(points_per_side=32, pred_iou_thresh=0.5, stability_score_thresh=0.7)
+            generator = masklet.MaskGenerator(nano, **options)
+            scene = make_scene(1, size=(900, 1200)).image
+            count = len(generator.generate(scene))
+            measure(
+                f"automatic masks, masklet-nano, scene 1, 32x32 ({count} masks)",
+                lambda: generator.generate(scene),
+                nano,
+                args,
+                clock,
+                peak,
+            )
+        if "video" in args.paths:
+            video = masklet.video.VideoPredictor(tiny)
+            clip = make_clip(0, num_frames=args.frames + 1, size=(480, 854), num_objects=(1, 1))
+            ys, xs = np.nonzero(clip.masks[0, 0])
+            click = [[float(xs[len(xs) // 2]), float(ys[len(ys) // 2])]]
+            with tempfile.TemporaryDirectory() as folder:
+                from PIL import Image
+
+                for t, frame in enumerate(clip.frames):
+                    Image.fromarray(frame).save(f"{folder}/{t:05d}.jpg", quality=95)
+
+                def track() -> None:
+                    state = video.init_state(folder)
+                    video.add_new_points_or_box(state, 0, 1, points=click, labels=[1])
+                    for _ in video.propagate_in_video(state):
+                        pass
+
+                name = f"video 480x854, sam2.1 tiny, 1 object, per frame of {args.frames + 1} (prompt included)"
+                measure(name, track, tiny, args, clock, peak, per=args.frames + 1)
+
+
+if __name__ == "__main__":
+    main()
