@@ -1,11 +1,11 @@
 """Where masklet's time goes: each model module's share of set_image, automatic masks and a video
 frame, against its FLOP floor (issue 22's per-module tables).
 
-Forward hooks on a set of non-overlapping modules (the trunk's patch embedding and stages, the
-neck, prompt encoder, mask decoder parts, memory attention, memory encoder, object-pointer heads)
-add up each module's time; whatever the hooks do not cover is the glue and post-processing of the
-path ("rest": preprocessing, the grid decoder's filtering and upsampling, NMS, RLE, hole filling,
-upscaling). A second pass under ``torch.utils.flop_counter.FlopCounterMode`` gives each module's
+Forward hooks on the model's modules (the trunk's patch embedding and stages, the neck, prompt
+encoder, mask decoder parts, memory attention, memory encoder, object-pointer heads) and wrappers
+of the automatic-mask stages (grid decoder, filters, NMS and full-size masks, records) add up each
+one's self time (a labelled call inside another counts for the inner one only); whatever none
+covers is the path's glue ("rest": preprocessing, hole filling, upscaling). A second pass under ``torch.utils.flop_counter.FlopCounterMode`` gives each module's
 FLOPs; its floor is FLOP / the float32 GEMM peak measured in the same run. With ``--cpu-time``
 (default with one thread) the clock is this process's CPU time, which leaves out the time other
 processes hold the core on a loaded machine.
@@ -20,6 +20,7 @@ packaged masklet-nano on synthetic scene 1 with benchmarks/amg.py's filters (mas
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import tempfile
 import time
@@ -29,7 +30,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 import masklet
 import oracles  # noqa: F401  (tests/reference as the package `reference`)
@@ -60,37 +61,83 @@ def module_parts(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return parts
 
 
-class ModuleClock:
-    """Forward hooks that add each labelled module's time (and, under a FlopCounterMode, FLOPs)."""
+def method_parts() -> list[tuple[str, type, str]]:
+    """(label, class, method) of the automatic-mask path's own stages (not modules)."""
+    from masklet.amg.decoder import GridDecoder
+    from masklet.amg.generator import MaskGenerator
 
-    def __init__(self, parts: list[tuple[str, nn.Module]], clock: Callable[[], float]) -> None:
+    return [
+        ("amg: grid decoder prep (per image)", GridDecoder, "__init__"),
+        ("amg: grid decoder transformer", GridDecoder, "decode"),
+        ("amg: grid decoder masks", GridDecoder, "masks"),
+        ("amg: filters (IoU, stability, box)", MaskGenerator, "_filter"),
+        ("amg: NMS, full-size masks", MaskGenerator, "_finish"),
+        ("amg: records (RLE, boxes)", MaskGenerator, "_records"),
+    ]
+
+
+def _sdpa_cpu_flops(query_shape, key_shape, value_shape, *args, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+#: the CPU's fused attention, which FlopCounterMode does not count by itself
+SDPA_CPU = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flops}
+
+
+class ModuleClock:
+    """Self time (and, under a FlopCounterMode, self FLOPs) of labelled modules and methods: a
+    labelled call inside another is subtracted from the outer one, so the labels add up."""
+
+    def __init__(self, parts: list[tuple[str, nn.Module]], methods: list[tuple[str, type, str]], clock) -> None:
         self.clock, self.seconds, self.flops = clock, defaultdict(float), defaultdict(int)
         self.counter: FlopCounterMode | None = None
-        self._open: list[tuple[float, int]] = []
-        self._handles = []
+        self._open: list[list] = []  # [start, start flops, child seconds, child flops]
+        self._handles: list = []
+        self._patched: list[tuple[type, str, Callable]] = []
         for label, module in parts:
-            self._handles.append(module.register_forward_pre_hook(self._enter))
-            self._handles.append(module.register_forward_hook(lambda *_, label=label: self._leave(label)))
+            self._handles.append(module.register_forward_pre_hook(lambda *_: self.enter()))
+            self._handles.append(module.register_forward_hook(lambda *_, label=label: self.leave(label)))
+        for label, cls, name in methods:
+            original = getattr(cls, name)
+            self._patched.append((cls, name, original))
+            setattr(cls, name, self._timed(label, original))
+
+    def _timed(self, label: str, fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            self.enter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.leave(label)
+
+        return wrapper
 
     def _count(self) -> int:
         return 0 if self.counter is None else self.counter.get_total_flops()
 
-    def _enter(self, *_) -> None:
-        self._open.append((self.clock(), self._count()))
+    def enter(self) -> None:
+        self._open.append([self.clock(), self._count(), 0.0, 0])
 
-    def _leave(self, label: str) -> None:
-        start, flops = self._open.pop()
-        self.seconds[label] += self.clock() - start
-        self.flops[label] += self._count() - flops
+    def leave(self, label: str) -> None:
+        start, flops, child_seconds, child_flops = self._open.pop()
+        seconds, spent = self.clock() - start, self._count() - flops
+        self.seconds[label] += seconds - child_seconds
+        self.flops[label] += spent - child_flops
+        if self._open:
+            self._open[-1][2] += seconds
+            self._open[-1][3] += spent
 
     def remove(self) -> None:
         for handle in self._handles:
             handle.remove()
+        for cls, name, original in self._patched:
+            setattr(cls, name, original)
 
 
 def measure(name: str, run: Callable[[], None], model: nn.Module, args, clock, peak: float, per: int = 1) -> None:
     """Median per-module times of ``run`` over the repeats, its FLOPs, and the table."""
-    hooks = ModuleClock(module_parts(model), clock)
+    hooks = ModuleClock(module_parts(model), method_parts(), clock)
     run()  # warm-up
     totals, shares = [], defaultdict(list)
     for _ in range(args.repeats):
@@ -101,7 +148,7 @@ def measure(name: str, run: Callable[[], None], model: nn.Module, args, clock, p
         for label, seconds in hooks.seconds.items():
             shares[label].append(seconds)
     hooks.flops.clear()
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False, custom_mapping=SDPA_CPU) as counter:
         hooks.counter = counter
         run()
         hooks.counter = None
@@ -113,17 +160,17 @@ def measure(name: str, run: Callable[[], None], model: nn.Module, args, clock, p
     flops = {label: f / per for label, f in hooks.flops.items()}
     flops["rest (glue, post-processing)"] = max(total_flops / per - sum(flops.values()), 0)
     print(f"{name}: {total * 1e3:.1f} ms{' per frame' if per > 1 else ''} (median of {args.repeats})")
-    print(f"  {'module':30s} {'ms':>9s} {'share':>6s} {'GFLOP':>7s} {'floor ms':>9s} {'x floor':>8s}")
+    print(f"  {'module':36s} {'ms':>9s} {'share':>6s} {'GFLOP':>7s} {'floor ms':>9s} {'x floor':>8s}")
     for label, seconds in sorted(rows.items(), key=lambda kv: -kv[1]):
         floor = flops.get(label, 0) / peak / 1e9
-        ratio = f"{seconds / floor:7.1f}x" if floor > 0 else "      —"
+        ratio = f"{seconds / floor:7.1f}x" if flops.get(label, 0) >= 1e7 else "      —"  # not for tiny counts
         print(
-            f"  {label:30s} {seconds * 1e3:9.1f} {100 * seconds / total:5.1f}% {flops.get(label, 0) / 1e9:7.2f} "
+            f"  {label:36s} {seconds * 1e3:9.1f} {100 * seconds / total:5.1f}% {flops.get(label, 0) / 1e9:7.2f} "
             f"{floor * 1e3:9.1f} {ratio}"
         )
     floor = total_flops / per / peak / 1e9
     print(
-        f"  {'whole path':30s} {total * 1e3:9.1f} 100.0% {total_flops / per / 1e9:7.2f} {floor * 1e3:9.1f} {total / floor:7.1f}x"
+        f"  {'whole path':36s} {total * 1e3:9.1f} 100.0% {total_flops / per / 1e9:7.2f} {floor * 1e3:9.1f} {total / floor:7.1f}x"
     )
 
 
