@@ -5,10 +5,10 @@ Forward hooks on the model's modules (the trunk's patch embedding and stages, th
 encoder, mask decoder parts, memory attention, memory encoder, object-pointer heads) and wrappers
 of the automatic-mask stages (grid decoder, filters, NMS and full-size masks, records) add up each
 one's self time (a labelled call inside another counts for the inner one only); whatever none
-covers is the path's glue ("rest": preprocessing, hole filling, upscaling). A second pass under ``torch.utils.flop_counter.FlopCounterMode`` gives each module's
-FLOPs; its floor is FLOP / the float32 GEMM peak measured in the same run. With ``--cpu-time``
-(default with one thread) the clock is this process's CPU time, which leaves out the time other
-processes hold the core on a loaded machine.
+covers is the path's glue ("rest": preprocessing, hole filling, upscaling). A second pass under
+``torch.utils.flop_counter.FlopCounterMode`` gives each one's FLOPs; its floor is FLOP / the
+float32 GEMM peak measured in the same run. With one thread (the default; ``--wall`` to opt out)
+the clock is this process's CPU time, which leaves out the time other processes hold the core.
 
     python benchmarks/module_times.py [--paths set_image amg video] [--threads 1] [--repeats 3]
 
@@ -27,7 +27,6 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
@@ -36,8 +35,9 @@ import masklet
 import oracles  # noqa: F401  (tests/reference as the package `reference`)
 from image_click import gemm_peak
 from image_predictor import test_image
-from masklet.synthetic import make_clip, make_scene
+from masklet.synthetic import make_scene
 from reference.pairs import random_model
+from video_predictor import centre, write_frames
 
 
 def module_parts(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -71,8 +71,8 @@ def method_parts() -> list[tuple[str, type, str]]:
         ("amg: grid decoder transformer", GridDecoder, "decode"),
         ("amg: grid decoder masks", GridDecoder, "masks"),
         ("amg: filters (IoU, stability, box)", MaskGenerator, "_filter"),
-        ("amg: NMS, full-size masks", MaskGenerator, "_finish"),
-        ("amg: records (RLE, boxes)", MaskGenerator, "_records"),
+        ("amg: crop NMS, small-region cleanup", MaskGenerator, "_finish"),
+        ("amg: full-size masks, records", MaskGenerator, "_records"),
     ]
 
 
@@ -213,14 +213,8 @@ def main() -> None:
             )
         if "video" in args.paths:
             video = masklet.video.VideoPredictor(tiny)
-            clip = make_clip(0, num_frames=args.frames + 1, size=(480, 854), num_objects=(1, 1))
-            ys, xs = np.nonzero(clip.masks[0, 0])
-            click = [[float(xs[len(xs) // 2]), float(ys[len(ys) // 2])]]
             with tempfile.TemporaryDirectory() as folder:
-                from PIL import Image
-
-                for t, frame in enumerate(clip.frames):
-                    Image.fromarray(frame).save(f"{folder}/{t:05d}.jpg", quality=95)
+                click = [centre(write_frames(folder, args.frames + 1, (480, 854), seed=0)[0, 0])]
 
                 def track() -> None:
                     state = video.init_state(folder)
