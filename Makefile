@@ -43,5 +43,6 @@ bench: install-test
 MUTATION_SCORED = transforms masks prompts image checkpoints amg video
 MODULES ?=
 .PHONY: mutation
-mutation:
+mutation: install-test
+	$(PYTHON) -m pip install --quiet -e ".[mutation]"
 	for m in $(or $(MODULES),$(MUTATION_SCORED)); do nice -n 19 $(PYTHON) tests/mutation/run_mutants.py $$m || exit 1; done
