@@ -14,6 +14,7 @@ from masklet.model import common as common_module
 from masklet.model.attention import RoPEAttention, _softmax_rows_, softmax_attention
 from masklet.model.common import map_rows
 from masklet.model.config import MemoryAttentionConfig
+from masklet.model.hiera import max_pool_grid
 from masklet.model.memory import MemoryAttention
 from masklet.model.position import apply_rope, apply_rope_, axial_rope_angles
 
@@ -108,3 +109,28 @@ def test_memory_attention_runs_a_shared_frame_once():
         expanded = module(curr.expand(-1, 3, -1), memory, curr_pos.expand(-1, 3, -1), memory_pos, num_obj_ptr_tokens=8)
     assert calls == [1, 3] and shared.shape == (64, 3, 64)
     torch.testing.assert_close(shared, expanded)
+
+
+def test_softmax_attention_bfloat16_reads_head_strided_projections():
+    """The trunk passes q, k, v as (B, heads, N, d) views of one (B, N, 3, heads, d) projection."""
+    gen = torch.Generator().manual_seed(1)
+    qkv = torch.randn(6, 49, 3, 4, 16, generator=gen)
+    q, k, v = (t.transpose(1, 2) for t in qkv.unbind(2))
+    assert not q.is_contiguous()
+    exact = torch.nn.functional.scaled_dot_product_attention(q.double(), k.double(), v.double()).float()
+    low = softmax_attention(q.bfloat16(), k.bfloat16(), v.bfloat16())
+    assert low.shape == exact.shape
+    assert float((low.float() - exact).abs().max()) < 0.05
+
+
+@pytest.mark.parametrize("stride", [(2, 2), (3, 2)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_max_pool_grid_equals_max_pool2d(stride, dtype):
+    """Channels-last pooling keeps MaxPool2d's values: remainders dropped, NaN propagated."""
+    x = torch.randn(2, 9, 7, 5, generator=torch.Generator().manual_seed(0)).to(dtype)
+    x[1, 4, 3, 2] = float("nan")
+    expected = torch.nn.MaxPool2d(stride, stride)(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+    got = max_pool_grid(x, stride)
+    assert got.shape == expected.shape == (2, 9 // stride[0], 7 // stride[1], 5)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0, equal_nan=True)
+    assert bool(got.isnan().any())

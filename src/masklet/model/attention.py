@@ -24,8 +24,8 @@ def softmax_attention(
 
     float32 uses PyTorch's fused kernel. On CPU in bfloat16 / float16, explicit matmuls are about
     twice as fast (oneDNN's low-precision GEMMs; the fused kernel is slower there than in
-    float32). Small attentions (windows) run as one batched matmul; big ones go one batch-head
-    and a few hundred queries at a time, the softmax in place in one reused buffer.
+    float32). Small attentions (windows) run a head at a time over every window; big ones go one
+    batch-head and a few hundred queries at a time, the softmax in place in one reused buffer.
     """
     if q.device.type != "cpu" or q.dtype not in (torch.bfloat16, torch.float16):
         mask = None if key_mask is None else key_mask[:, None, None, :]  # (B, 1, 1, Nk)
@@ -37,7 +37,14 @@ def softmax_attention(
         scores = ((q * scale) @ k.transpose(-2, -1)).masked_fill(~key_mask[:, None, None, :], float("-inf"))
         return torch.softmax(scores, dim=-1) @ v
     if b * h * n * num_keys <= _SCORE_BUDGET:
-        return torch.softmax((q * scale) @ k.transpose(-2, -1), dim=-1) @ v
+        # a head at a time: the (B, N, d) slices of (B, N, heads, d) projections are read in place
+        # (a batched matmul over (B, heads) would first copy q, k and v), the scale rides in the GEMM
+        out = q.new_empty(b, n, h, v.shape[-1])
+        scores = q.new_empty(b, n, num_keys)
+        for i in range(h):
+            torch.baddbmm(scores, q[:, i], k[:, i].transpose(-2, -1), beta=0, alpha=scale, out=scores)
+            out[:, :, i] = torch.bmm(_softmax_rows_(scores), v[:, i])
+        return out.transpose(1, 2)
     qs, ks, vs = (q * scale).flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1)
     out = q.new_empty(b * h, n, v.shape[-1])
     rows = max(1, min(n, _SCORE_BUDGET // num_keys))

@@ -51,7 +51,9 @@ class FpnNeck(nn.Module):
             else:
                 prev = lateral
             features[i] = prev
-        positions = [self.position_encoding(f).to(f.dtype) for f in features]
+        # float32 views of the cached grids: a cast here would copy every level (16M values at the
+        # finest) for nothing, as the SAM heads take the positions in their own dtype
+        positions = [self.position_encoding(f) for f in features]
         return features, positions
 
 
