@@ -432,6 +432,14 @@ def test_near_crop_edge_is_the_official():
     assert int(ours.sum()) < len(boxes)
 
 
+def test_near_crop_edge_stays_on_the_boxes_device():
+    """Boxes on another device (the meta device stands in for a GPU) never meet CPU edge tensors."""
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [5.0, 5.0, 8.0, 8.0]], device="meta")
+    out = near_crop_edge(boxes, [0, 0, 20, 20], [0, 0, 40, 40])
+    assert out.device.type == "meta"
+    assert out.shape == (2,) and out.dtype == torch.bool
+
+
 def test_progress_reports_to_a_callback_or_a_bar(capsys):
     calls = []
     progress = Progress(lambda done, total: calls.append((done, total)), 10)
