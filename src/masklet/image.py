@@ -77,6 +77,12 @@ class ImagePredictor:
     and about 3x slower. The default float32 gives the reference masks.
     """
 
+    # per-image state, emptied by reset_predictor (also the initial state)
+    _embeddings: ImageEmbeddings | None
+    _is_batch: bool
+    _fast_decoder: FastMaskDecoder | None
+    _decoder_caches: dict[int, DecoderImageCache]
+
     def __init__(
         self,
         model: Sam2Model,
@@ -99,13 +105,10 @@ class ImagePredictor:
         self.decoder_dtype = decoder_dtype
         # the cached-click decoder; only for models whose decoding is the plain torch one (not ONNX Runtime)
         self._use_fast_decoder = type(model).decode_masks is Sam2Model.decode_masks
-        self._fast_decoder: FastMaskDecoder | None = None
-        self._decoder_caches: dict[int, DecoderImageCache] = {}
         self.mask_threshold = float(mask_threshold)
         self.max_hole_area = float(max_hole_area)
         self.max_sprinkle_area = float(max_sprinkle_area)
-        self._embeddings: ImageEmbeddings | None = None
-        self._is_batch = False
+        self.reset_predictor()
 
     @property
     def device(self) -> torch.device:
