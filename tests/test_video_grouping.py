@@ -4,6 +4,8 @@ the video survivors of docs/mutation-report.md).
 masklet tracks objects in batches of those whose memories lie on the same frames near the frame
 tracked. An object added after a propagation has none of the first object's tracked memories,
 so the two must be tracked apart, each with its own memories, as the official predictor does.
+Also the bookkeeping of prompted frames: a tracked frame turned conditioning by a correction, and
+the prompts of a frame never tracked cleared.
 """
 
 from __future__ import annotations
@@ -100,3 +102,57 @@ def test_a_fill_hole_area_of_one_pixel_fills_single_pixel_holes_like_official(tm
     unfilled = run_ours(VideoPredictor(model, fill_hole_area=0), tmp_path / "clip", story)
     changed = sum(int(((a > 0) != (b > 0)).sum()) for (*_, a), (*_, b) in zip(unfilled, ref))
     assert changed > 0, "no one-pixel hole in any output: the case proves nothing about the fill"
+
+
+def correction_story(masks: np.ndarray, corrected: int):
+    """Object 1 clicked on frame 0 and tracked, clicked again on the tracked frame ``corrected``,
+    then tracked again: with ``add_all_frames_to_correct_as_cond`` the correction conditions."""
+
+    def story(predictor, state) -> list:
+        out = [("click", *record(predictor.add_new_points_or_box(state, 0, 1, [centre(masks[0, 0])], [1])))]
+        out += [("forward", *record(o)) for o in predictor.propagate_in_video(state)]
+        click = [centre(masks[corrected, 0])]
+        out.append(("correction", *record(predictor.add_new_points_or_box(state, corrected, 1, click, [1]))))
+        out += [("forward again", *record(o)) for o in predictor.propagate_in_video(state)]
+        return out
+
+    return story
+
+
+def test_a_correction_that_conditions_drops_the_frames_tracked_memory_like_official(tmp_path):
+    """A tracked frame that becomes a conditioning frame keeps no tracked output there: the frames
+    after it read its conditioning memory only (a stale tracked memory moves them by ~0.4)."""
+    official, model = pair("sam2-hiera-tiny", seed=SEEDS["sam2-hiera-tiny"])
+    official.add_all_frames_to_correct_as_cond = True
+    ours = VideoPredictor(model, fill_hole_area=official.fill_hole_area, add_all_frames_to_correct_as_cond=True)
+    masks = write_clip(tmp_path / "clip", 6, seed=11)
+    mine, ref = run_both(official, ours, tmp_path / "clip", correction_story(masks, 3))
+    assert [label for label, *_ in ref].count("forward again") == 6
+    assert_same(mine, ref, min_fraction=0.75)
+
+
+def untracked_clear_story(masks: np.ndarray):
+    """Object 1 clicked on frames 0 and 4, object 2 on frame 4; tracking stops at frame 2, so
+    frame 4 is prompted but never tracked when object 1's prompt there is cleared."""
+
+    def story(predictor, state) -> list:
+        out = [("click 1", *record(predictor.add_new_points_or_box(state, 0, 1, [centre(masks[0, 0])], [1])))]
+        out.append(("click 2", *record(predictor.add_new_points_or_box(state, 4, 2, [centre(masks[4, 1])], [1]))))
+        out.append(("click 1 at 4", *record(predictor.add_new_points_or_box(state, 4, 1, [centre(masks[4, 0])], [1]))))
+        out += [("first frames", *record(o)) for o in predictor.propagate_in_video(state, max_frame_num_to_track=2)]
+        out.append(("clear 1 at 4", *record(predictor.clear_all_prompts_in_frame(state, 4, 1))))
+        out += [("forward", *record(o)) for o in predictor.propagate_in_video(state)]
+        return out
+
+    return story
+
+
+def test_clearing_a_prompted_frame_never_tracked_like_official(tmp_path):
+    """Clearing the prompts of a frame that was prompted but not tracked yet downgrades its output
+    to a tracked one, and tracking then goes through it, as the official does."""
+    official, model = pair("sam2-hiera-tiny", seed=SEEDS["sam2-hiera-tiny"])
+    ours = VideoPredictor(model, fill_hole_area=official.fill_hole_area)
+    masks = write_clip(tmp_path / "clip", 6, seed=11)
+    mine, ref = run_both(official, ours, tmp_path / "clip", untracked_clear_story(masks))
+    assert [frame for label, frame, *_ in ref if label == "first frames"] == [0, 1, 2]
+    assert_same(mine, ref, min_fraction=0.6)
