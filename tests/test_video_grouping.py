@@ -4,6 +4,7 @@ the video survivors of docs/mutation-report.md).
 masklet tracks objects in batches of those whose memories lie on the same frames near the frame
 tracked. An object added after a propagation has none of the first object's tracked memories,
 so the two must be tracked apart, each with its own memories, as the official predictor does.
+The hole filling (``fill_hole_area``) is compared with the official's on every output it fills.
 Also the bookkeeping of prompted frames: a tracked frame turned conditioning by a correction, and
 the prompts of a frame never tracked cleared.
 """
@@ -17,8 +18,11 @@ import pytest
 import torch
 from PIL import Image
 
+from masklet.masks import fill_small_holes
 from masklet.synthetic import make_clip
 from masklet.video import VideoPredictor
+from masklet.video import engine as engine_module
+from reference.informative import assert_informative
 from reference.official import patched_connected_components
 from reference.video_compare import assert_same, centre, record
 from reference.video_pair import pair
@@ -156,3 +160,56 @@ def test_clearing_a_prompted_frame_never_tracked_like_official(tmp_path):
     mine, ref = run_both(official, ours, tmp_path / "clip", untracked_clear_story(masks))
     assert [frame for label, frame, *_ in ref if label == "first frames"] == [0, 1, 2]
     assert_same(mine, ref, min_fraction=0.6)
+
+
+def there_and_back_story(masks: np.ndarray):
+    """Two objects clicked on frame 0, tracked forward, then in reverse from the last frame."""
+
+    def story(predictor, state) -> list:
+        out = []
+        for obj_id in (1, 2):
+            click = [centre(masks[0, obj_id - 1])]
+            out.append((f"click {obj_id}", *record(predictor.add_new_points_or_box(state, 0, obj_id, click, [1]))))
+        out += [("forward", *record(o)) for o in predictor.propagate_in_video(state)]
+        last = len(masks) - 1
+        out += [("backward", *record(o)) for o in predictor.propagate_in_video(state, last, reverse=True)]
+        return out
+
+    return story
+
+
+#: (weight seed, clip seed) with thousands of filled pixels and informative masks, per variant
+FILL_CASES = {"sam2-hiera-tiny": (1, 5), "sam2.1-hiera-tiny": (5, 5)}
+
+
+@pytest.mark.parametrize("variant", sorted(FILL_CASES))
+def test_the_hole_filling_of_every_output_is_the_officials(tmp_path, monkeypatch, variant):
+    """``fill_hole_area=8`` with a short memory, tracked forward and in reverse: every
+    low-resolution output masklet fills is what the official ``fill_holes_in_mask_scores`` (the
+    CUDA kernel's 8-connected components, by the OpenCV stand-in) makes of the same logits.
+
+    Compared call by call, not end to end: there a logit within 1e-4 of 0 may differ in sign
+    between the two implementations, and move a hole's area across the limit (a whole hole then
+    differs by 0.1 minus its logits)."""
+    from sam2.utils.misc import fill_holes_in_mask_scores
+
+    calls: list[tuple[torch.Tensor, torch.Tensor, float]] = []
+
+    def recorded(logits: torch.Tensor, max_area: float) -> torch.Tensor:
+        filled = fill_small_holes(logits, max_area)
+        calls.append((logits.clone(), filled.clone(), max_area))
+        return filled
+
+    monkeypatch.setattr(engine_module, "fill_small_holes", recorded)
+    weights, clip = FILL_CASES[variant]
+    _, model = pair(variant, seed=weights, num_maskmem=2, max_obj_ptrs_in_encoder=2)
+    masks = write_clip(tmp_path / "clip", 8, seed=clip)
+    outputs = run_ours(VideoPredictor(model, fill_hole_area=8), tmp_path / "clip", there_and_back_story(masks))
+    assert [label for label, *_ in outputs].count("backward") == 8
+    assert_informative([logits for *_, logits in outputs], min_fraction=0.8)
+    assert len(calls) == 2 + 7 + 7  # the clicks, then the tracked frames (both objects batched)
+    with patched_connected_components():
+        for logits, filled, max_area in calls:
+            assert torch.equal(filled, fill_holes_in_mask_scores(logits, max_area))
+    changed = sum(int((filled != logits).sum()) for logits, filled, _ in calls)
+    assert changed > 1000, f"only {changed} pixels filled: the case proves little about the fill"
