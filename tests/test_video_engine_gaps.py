@@ -231,8 +231,9 @@ def test_stacked_outputs_stack_objects_on_the_batch_axis():
     assert len(stacked) == 2
     assert 2 in stacked
     assert 1 not in stacked
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError) as missing:
         stacked[1]
+    assert missing.value.args == (1,)  # a Mapping names the missing key
     entry = stacked[2]
     assert entry.maskmem_features[:, 0, 0, 0].tolist() == [2.0, 4.0]
     assert entry.obj_ptr[:, 0].tolist() == [2.0, 4.0]
@@ -240,6 +241,51 @@ def test_stacked_outputs_stack_objects_on_the_batch_axis():
     assert torch.equal(entry.maskmem_pos_enc[1], pos[0])
     assert stacked[2] is entry  # built once
     assert StackedOutputs([a], None)[0].maskmem_pos_enc is None
+
+
+def _one_output_state(device: str) -> VideoState:
+    """Object 3 with a tracked output on frame 1 (pixels 2.0, score 0.5); object 4 with none."""
+    state = VideoState(
+        frames=[],
+        num_frames=2,
+        video_height=6,
+        video_width=10,
+        device=torch.device(device),
+        storage_device=torch.device("cpu"),
+        feature_cache_size=1,
+    )
+    state.objects[3] = TrackedObject(3, non_cond={1: _output(2.0, score=0.5)})
+    state.objects[4] = TrackedObject(4)
+    return state
+
+
+def test_a_frames_masks_are_made_on_the_session_device(model):
+    """The consolidated masks live on ``state.device`` (the official's inference device), not on
+    the CPU where the outputs are stored; the meta device stands in for a GPU."""
+    frame = TrackingEngine(model)._consolidated(_one_output_state("meta"), 1, False)
+    assert frame.mask_logits.device.type == "meta"
+    assert frame.mask_logits.shape == (2, 1, 6, 10)
+    assert frame.object_score_logits.tolist() == [0.5, NO_OBJ_SCORE]
+
+
+def test_frame_outputs_are_float32_whatever_the_default_dtype(model):
+    """Masks and scores are float32 even when torch's default dtype is float64 (as tracked frames'
+    masks are: the model's logits are float32)."""
+    engine = TrackingEngine(model)
+    state = _one_output_state("cpu")
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        frame = engine._consolidated(state, 1, False)
+        scores = engine._frame_scores(state, 1)
+    finally:
+        torch.set_default_dtype(default)
+    assert frame.mask_logits.dtype == torch.float32
+    assert frame.object_score_logits.dtype == torch.float32
+    assert scores.dtype == torch.float32
+    assert torch.allclose(frame.mask_logits[0], torch.full((1, 6, 10), 2.0))
+    assert frame.mask_logits[1].unique().tolist() == [NO_OBJ_SCORE]
+    assert scores.tolist() == [0.5, NO_OBJ_SCORE]
 
 
 # ---------------------------------------------------------------------------------------------
