@@ -373,7 +373,8 @@ class GridDecoder:
             u = torch.matmul(u, self.w2).add_(self.bias2)  # (B, 4N, 4*c2)
             u = act2(u).view(b, 16 * n, self.c2)
             m = torch.bmm(hyper.transpose(1, 2), u.transpose(1, 2))  # (B, K, 16N), pixels (y, x, dy, dx, dy2, dx2)
-            return m.view(b, k, h, w, 2, 2, 2, 2).permute(0, 1, 2, 4, 6, 3, 5, 7).reshape(b, k, 4 * h, 4 * w)
+            m = m.view(b * k, h, w, 2, 2, 2, 2).permute(0, 1, 3, 5, 2, 4, 6)  # to (y, dy, dy2, x, dx, dx2)
+            return m.reshape(b, k, 4 * h, 4 * w)
         src = keys.transpose(1, 2).reshape(b, -1, h, w)
         up = dec.output_upscaling(src)
         c = up.shape[1]
