@@ -36,8 +36,10 @@ class GridDecoder:
     * attention between the ~8 prompt tokens and the 4096 image tokens never projects the image
       tokens: the queries (or keys) are pulled back through the projection instead, and the
       image->token output projection is applied to the 8 values before mixing;
-    * the second block's image tokens are LN(shared + low rank): its projections come from
-      per-image tables and small per-prompt products (see :meth:`_prepare_second_block`);
+    * the second block's image tokens are LN(shared + low rank): where that rank is small next
+      to the width (wide models), its projections come from per-image tables and small
+      per-prompt products (see :meth:`_prepare_second_block`); narrow models (masklet-nano)
+      attend to the materialised tokens directly;
     * the final token->image attention runs per token, first for the IoU token only;
     * masks are upscaled only on request, in a channels-last layout (each transposed 2x2
       convolution is a per-token matrix product).

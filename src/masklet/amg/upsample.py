@@ -121,13 +121,15 @@ class Upsampler:
         d = np.concatenate((c[:, :, 1:], c[:, :, -1:]), 2)
         lo = np.minimum(np.minimum(a, b), np.minimum(c, d))
         hi = np.maximum(np.maximum(a, b), np.maximum(c, d))
-        # float32 rounding of the blend stays far below 1e-6 of the corners' magnitude
-        slack = (np.abs(a) + np.abs(b) + np.abs(c) + np.abs(d)) * np.float32(1e-6)
+        # float32 rounding of the blend stays far below 4e-6 of the corners' largest magnitude
+        slack = np.maximum(hi, -lo) * np.float32(4e-6)
+        lo -= slack
+        hi += slack
         on_cells, any_unsure = [], np.zeros(a.shape, dtype=bool)
         for t in thresholds:
-            margin = slack + np.float32(abs(t) * 1e-6 + 1e-30)
-            on = lo > margin + np.float32(t)
-            any_unsure |= (hi >= np.float32(t) - margin) & ~on
+            margin = abs(t) * 1e-6 + 1e-30
+            on = lo > np.float32(t + margin)
+            any_unsure |= (hi >= np.float32(t - margin)) & ~on
             on_cells.append(on)
         any_unsure &= self._has_pixels
         work = any_unsure.reshape(n, -1).sum(1) * (self.max_rows * self.max_cols)
