@@ -68,12 +68,12 @@ def official_model(args: argparse.Namespace) -> torch.nn.Module:
     return model
 
 
-def encoder_seconds(set_image) -> float:
+def encoder_seconds(set_image, clock) -> float:
     """Time of one image encoding (what both generators do once per crop)."""
     with torch.inference_mode():
-        start = time.perf_counter()
+        start = clock()
         set_image()
-        return time.perf_counter() - start
+        return clock() - start
 
 
 def main() -> None:
@@ -111,7 +111,16 @@ def main() -> None:
     parser.add_argument("--crop-n-layers", type=int, default=0)
     parser.add_argument("--use-m2m", action="store_true")
     parser.add_argument("--skip-official", action="store_true", help="time masklet only")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="clock this process's CPU time instead of wall time (robust on a shared machine; use with --threads 1)",
+    )
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    clock = time.process_time if args.cpu_time else time.perf_counter
 
     from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
 
@@ -143,7 +152,7 @@ def main() -> None:
     picture = "smooth test image" if args.scene < 0 else f"synthetic scene {args.scene}"
     print(
         f"{source}, {picture} {width}x{height}, {args.points_per_side}x{args.points_per_side} grid, "
-        f"{torch.get_num_threads()} threads, options {options}"
+        f"{torch.get_num_threads()} threads, {'CPU' if args.cpu_time else 'wall'} time, options {options}"
     )
 
     prompts = args.points_per_side**2  # of the whole-image crop; crops add their own
@@ -155,15 +164,15 @@ def main() -> None:
         official.predictor._bb_feat_sizes = feat_sizes(int(ref_model.image_size))
 
     def run_ours() -> tuple[float, list]:
-        start = time.perf_counter()
+        start = clock()
         out = generator.generate(image)
-        return time.perf_counter() - start, out
+        return clock() - start, out
 
     def run_official() -> tuple[float, list]:
-        start = time.perf_counter()
+        start = clock()
         with torch.inference_mode():
             out = official.generate(image)
-        return time.perf_counter() - start, out
+        return clock() - start, out
 
     run_ours()  # warm-up: allocator, thread pools, lazy imports
     if official is not None:
@@ -176,7 +185,7 @@ def main() -> None:
             seconds, reference = run_official()
             official_times.append(seconds)
     ours_s = statistics.median(ours_times)
-    ours_enc = encoder_seconds(lambda: masklet.ImagePredictor(ours).set_image(image))
+    ours_enc = encoder_seconds(lambda: masklet.ImagePredictor(ours).set_image(image), clock)
     print(
         f"  masklet  {ours_s:8.2f} s median of {', '.join(f'{t:.2f}' for t in ours_times)}   {len(masks)} masks   "
         f"(image encoder {ours_enc:.2f} s)"
@@ -184,7 +193,7 @@ def main() -> None:
     if official is None:
         return
     official_s = statistics.median(official_times)
-    official_enc = encoder_seconds(lambda: official.predictor.set_image(image))
+    official_enc = encoder_seconds(lambda: official.predictor.set_image(image), clock)
     print(
         f"  official {official_s:8.2f} s median of {', '.join(f'{t:.2f}' for t in official_times)}   "
         f"{len(reference)} masks   (image encoder {official_enc:.2f} s)"

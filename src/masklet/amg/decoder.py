@@ -36,8 +36,10 @@ class GridDecoder:
     * attention between the ~8 prompt tokens and the 4096 image tokens never projects the image
       tokens: the queries (or keys) are pulled back through the projection instead, and the
       image->token output projection is applied to the 8 values before mixing;
-    * the second block's image tokens are LN(shared + low rank): its projections come from
-      per-image tables and small per-prompt products (see :meth:`_prepare_second_block`);
+    * the second block's image tokens are LN(shared + low rank): where that rank is small next
+      to the width (wide models), its projections come from per-image tables and small
+      per-prompt products (see :meth:`_prepare_second_block`); narrow models (masklet-nano)
+      attend to the materialised tokens directly;
     * the final token->image attention runs per token, first for the IoU token only;
     * masks are upscaled only on request, in a channels-last layout (each transposed 2x2
       convolution is a per-token matrix product).
@@ -61,16 +63,30 @@ class GridDecoder:
         self.t2i_v = _split_heads(t2i.v_proj(self.keys0), t2i.num_heads)
         self.i2t_q = _split_heads(i2t.q_proj(both), i2t.num_heads)[0]  # (H, N, d)
         self._pe_tables: dict[int, torch.Tensor] = {}
-        layers: list[Any] = list(dec.transformer.layers)
-        self.factored = len(layers) >= 2 and layers[0].skip_first_layer_pe and not layers[1].skip_first_layer_pe
-        if self.factored:
-            self._prepare_second_block(layer0, dec.transformer.layers[1])
+        # the first block's image->token output lands on the shared tokens: add its bias once
+        self.keys0_out = self.keys0 + i2t.out_proj.bias.to(image.dtype)
         parts = [dec.iou_token.weight, dec.mask_tokens.weight]
         if dec.pred_obj_scores:
             parts.insert(0, dec.obj_score_token.weight)
         self.first = 1 if dec.pred_obj_scores else 0  # index of the IoU token
         self.output_tokens = torch.cat(parts).to(image.dtype)
+        layers: list[Any] = list(dec.transformer.layers)
+        self.factored = (
+            len(layers) >= 2
+            and layers[0].skip_first_layer_pe
+            and not layers[1].skip_first_layer_pe
+            and self._low_rank_pays(layers[1].cross_attn_image_to_token)
+        )
+        if self.factored:
+            self._prepare_second_block(layer0, dec.transformer.layers[1])
         self._upscaling_ready = False
+
+    def _low_rank_pays(self, attn) -> bool:
+        """Whether the second block's factored form does less work: its image tokens are shared
+        plus rank R = heads x tokens + 1 (a point prompt and its padding point), which saves
+        work when R is at most half the width C; narrower models take the direct form."""
+        rank = attn.num_heads * (self.output_tokens.shape[0] + 2) + 1
+        return 2 * rank <= self.keys0.shape[-1]
 
     def _prepare_second_block(self, layer0, layer1) -> None:
         """Per-image products for the second block, whose image tokens are LN(keys0 + A^T M).
@@ -154,7 +170,9 @@ class GridDecoder:
         if shared:
             q = layer.norm2(q + self._token_to_image_shared(layer.cross_attn_token_to_image, q + qpe))
             q = layer.norm3(q + layer.mlp(q))
-            x = self._mix(k, *self._image_to_token_shared(layer.cross_attn_image_to_token, q + qpe, q))
+            weights, rows = self._image_to_token_shared(layer.cross_attn_image_to_token, q + qpe, q)
+            # baddbmm with a broadcast input would copy it twice
+            x = self.keys0_out.expand(q.shape[0], -1, -1).contiguous().baddbmm_(weights.transpose(1, 2), rows)
         else:
             kk = k + self.key_pe
             q = layer.norm2(q + self._token_to_image(layer.cross_attn_token_to_image, q + qpe, k, kk))
@@ -168,6 +186,7 @@ class GridDecoder:
         q = layer0.norm2(q + self._token_to_image_shared(layer0.cross_attn_token_to_image, q + tokens))
         q = layer0.norm3(q + layer0.mlp(q))
         weights, rows = self._image_to_token_shared(layer0.cross_attn_image_to_token, q + tokens, q)
+        rows = self._bias_row(layer0.cross_attn_image_to_token, rows)
         a = torch.cat((weights, weights.new_ones(weights.shape[0], 1, weights.shape[2])), 1)  # (B, R, N)
         # (B, N, C); baddbmm with a broadcast input would copy it twice
         y = self.keys0.expand(a.shape[0], -1, -1).contiguous().baddbmm_(a.transpose(1, 2), rows)
@@ -241,7 +260,7 @@ class GridDecoder:
         const = const + torch.einsum("bthd,hd->bht", k, attn.q_proj.bias.view(h, d)).reshape(b, h * t, 1)
         n = scores.shape[-1]
         weights = scores.add_(const).mul_(1.0 / math.sqrt(d)).view(b, h, t, n).softmax(2).view(b, h * t, n)
-        return weights, self._value_rows(attn, v)
+        return weights, self._bias_row(attn, self._value_rows(attn, v))
 
     def _token_to_image_shared(self, attn, q_in: torch.Tensor) -> torch.Tensor:
         b, t, _ = q_in.shape
@@ -275,21 +294,19 @@ class GridDecoder:
 
     @staticmethod
     def _value_rows(attn, v: torch.Tensor) -> torch.Tensor:
-        """Values (B, T, H, d) through the output projection: (B, H*T + 1, C), the bias last."""
+        """Values (B, T, H, d) through the output projection (without its bias): (B, H*T, C)."""
         b, t, h, d = v.shape
         wo = attn.out_proj.weight.reshape(-1, h, d).permute(1, 2, 0)  # (H, d, C)
-        rows = torch.einsum("bthd,hdc->bhtc", v, wo).reshape(b, h * t, -1)
-        return torch.cat((rows, attn.out_proj.bias.to(rows.dtype).expand(b, 1, -1)), 1)
+        return torch.einsum("bthd,hdc->bhtc", v, wo).reshape(b, h * t, -1)
 
     @staticmethod
-    def _mix(base: torch.Tensor, weights: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """base + weights^T rows, with weights (B, HT, N) and a row of ones added for the bias."""
-        ones = weights.new_ones(weights.shape[0], 1, weights.shape[2])
-        return torch.baddbmm(base, torch.cat((weights, ones), 1).transpose(1, 2), rows)
+    def _bias_row(attn, rows: torch.Tensor) -> torch.Tensor:
+        """(B, R, C) value rows with the output projection's bias as one more row (weight 1)."""
+        return torch.cat((rows, attn.out_proj.bias.to(rows.dtype).expand(rows.shape[0], 1, -1)), 1)
 
     def _image_to_token_shared(self, attn, k_in: torch.Tensor, v_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Attention weights (B, H*T, N) of the shared image tokens over the prompt tokens, and
-        the projected values (B, H*T + 1, C)."""
+        the projected values (B, H*T, C) without the output bias."""
         b, t, _ = k_in.shape
         h = attn.num_heads
         k = attn.k_proj(k_in)
@@ -316,7 +333,8 @@ class GridDecoder:
         scores = torch.baddbmm(const, kw, kk.transpose(1, 2)).mul_(1.0 / math.sqrt(d))  # (B, HT, N)
         n = kk.shape[1]
         weights = scores.view(b, h, t, n).softmax(2).view(b, h * t, n)
-        return self._mix(k0, weights, self._value_rows(attn, v))
+        rows = self._value_rows(attn, v)  # the output bias goes to the image tokens instead
+        return (k0 + attn.out_proj.bias.to(k0.dtype)).baddbmm_(weights.transpose(1, 2), rows)
 
     # ---------------------------------------------------------------- masks
 
@@ -357,7 +375,8 @@ class GridDecoder:
             u = torch.matmul(u, self.w2).add_(self.bias2)  # (B, 4N, 4*c2)
             u = act2(u).view(b, 16 * n, self.c2)
             m = torch.bmm(hyper.transpose(1, 2), u.transpose(1, 2))  # (B, K, 16N), pixels (y, x, dy, dx, dy2, dx2)
-            return m.view(b, k, h, w, 2, 2, 2, 2).permute(0, 1, 2, 4, 6, 3, 5, 7).reshape(b, k, 4 * h, 4 * w)
+            m = m.view(b * k, h, w, 2, 2, 2, 2).permute(0, 1, 3, 5, 2, 4, 6)  # to (y, dy, dy2, x, dx, dx2)
+            return m.reshape(b, k, 4 * h, 4 * w)
         src = keys.transpose(1, 2).reshape(b, -1, h, w)
         up = dec.output_upscaling(src)
         c = up.shape[1]

@@ -413,13 +413,14 @@ class MaskGenerator:
         segmentations: list[Any] = []
         areas: list[int] = []
         for _, chunk in masks.chunks(range(len(masks))):
-            areas += chunk.flatten(1).sum(1).tolist()
+            host = chunk.cpu().numpy()
+            areas += [int(np.count_nonzero(mask)) for mask in host]  # a bool sum in torch widens to int64
             if self.output_mode == "coco_rle":
                 segmentations += encode_rle(chunk)
             elif self.output_mode == "uncompressed_rle":
                 segmentations += encode_uncompressed_rle(chunk)
             else:
-                segmentations += list(chunk.cpu().numpy())
+                segmentations += list(host)
         data = masks.data
         # the official converts everything to float32 numpy before writing records
         boxes_f = data.boxes.float().cpu()

@@ -14,6 +14,7 @@ pixel whose logit lies within a few ulps of a threshold.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -69,6 +70,14 @@ class Upsampler:
         self.max_rows = int(self.row_count.max())
         self.max_cols = int(self.col_count.max())
         self.cell_size = self.row_count[:, None] * self.col_count[None, :]  # (h, w) int64
+        # host copies for stats()
+        self.row_pieces = _Pieces.build(self.row_start, self.row_count, self.wy0, self.wy1)
+        self.col_pieces = _Pieces.build(self.col_start, self.col_count, self.wx0, self.wx1)
+        self._has_pixels = self.cell_size.cpu().numpy() > 0
+        self._row_count_f64 = self.row_count.cpu().numpy().astype(np.float64)
+        self._col_count_f32 = self.col_count.cpu().numpy().astype(np.float32)
+        self._row_has, self._col_has = self._row_count_f64 > 0, self._col_count_f32 > 0
+        self._y0, self._x0 = self.y0.cpu().numpy(), self.x0.cpu().numpy()
 
     def _top(self, logits: torch.Tensor) -> torch.Tensor:
         """Horizontal pass: (n, h, w) -> (n, h, W)."""
@@ -99,56 +108,49 @@ class Upsampler:
         """Counts (n, len(thresholds)) int64 of pixels > t, and the XYXY int64 box (n, 4) of
         pixels > thresholds[box_index] ([0, 0, 0, 0] if none), for (n, h, w) logits.
 
-        Masks with few straddling cells go through the cells; noisy ones are evaluated in full."""
+        Masks with few straddling cells go through the cells (on the host, in NumPy: they are
+        a thin ring along each contour, many small arrays); noisy ones are evaluated in full."""
         n = logits.shape[0]
         dev = logits.device
         pixels = self.out_hw[0] * self.out_hw[1]
         if pixels < _CELL_MIN_PIXELS:  # small crops: evaluating everything is cheaper
             return self._full_stats(logits, thresholds, box_index)
-        a = logits
-        b = torch.cat((logits[:, :, 1:], logits[:, :, -1:]), 2)  # corner (r, c + 1), clamped
-        c = torch.cat((logits[:, 1:], logits[:, -1:]), 1)  # corner (r + 1, c)
-        d = torch.cat((c[:, :, 1:], c[:, :, -1:]), 2)
-        lo = torch.minimum(torch.minimum(a, b), torch.minimum(c, d))
-        hi = torch.maximum(torch.maximum(a, b), torch.maximum(c, d))
-        # float32 rounding of the blend stays far below 1e-6 of the corners' magnitude
-        slack = (a.abs() + b.abs()).add_(c.abs()).add_(d.abs()).mul_(1e-6)
-        has_pixels = self.cell_size > 0
-        on_cells, unsure_cells = [], []
+        a = logits.detach().to("cpu", torch.float32).numpy()
+        b = np.concatenate((a[:, :, 1:], a[:, :, -1:]), 2)  # corner (r, c + 1), clamped
+        c = np.concatenate((a[:, 1:], a[:, -1:]), 1)  # corner (r + 1, c)
+        d = np.concatenate((c[:, :, 1:], c[:, :, -1:]), 2)
+        lo = np.minimum(np.minimum(a, b), np.minimum(c, d))
+        hi = np.maximum(np.maximum(a, b), np.maximum(c, d))
+        # float32 rounding of the blend stays far below 4e-6 of the corners' largest magnitude
+        slack = np.maximum(hi, -lo) * np.float32(4e-6)
+        lo -= slack
+        hi += slack
+        on_cells, any_unsure = [], np.zeros(a.shape, dtype=bool)
         for t in thresholds:
-            margin = slack + (abs(t) * 1e-6 + 1e-30)
-            on = lo > margin.add(t)
-            unsure = (hi >= margin.neg_().add_(t)) & ~on & has_pixels
+            margin = abs(t) * 1e-6 + 1e-30
+            on = lo > np.float32(t + margin)
+            any_unsure |= (hi >= np.float32(t - margin)) & ~on
             on_cells.append(on)
-            unsure_cells.append(unsure)
-        any_unsure = unsure_cells[0]
-        for u in unsure_cells[1:]:
-            any_unsure = any_unsure | u
-        work = any_unsure.flatten(1).sum(1) * (self.max_rows * self.max_cols)
+        any_unsure &= self._has_pixels
+        work = any_unsure.reshape(n, -1).sum(1) * (self.max_rows * self.max_cols)
         full = work > _CELL_WORK_LIMIT * pixels
-        counts = torch.zeros(n, len(thresholds), dtype=torch.int64, device=dev)
-        boxes = torch.zeros(n, 4, dtype=torch.int64, device=dev)
-        if bool(full.any()):
-            idx = torch.nonzero(full, as_tuple=True)[0]
-            counts[idx], boxes[idx] = self._full_stats(logits[idx], thresholds, box_index)
-        cells = torch.nonzero(~full, as_tuple=True)[0]
-        if cells.numel():
-
-            def sub(x):
-                return x[cells]
-
-            counts[cells], boxes[cells] = self._cell_stats(
-                sub(a),
-                sub(b),
-                sub(c),
-                sub(d),
-                [sub(x) for x in on_cells],
-                [sub(x) for x in unsure_cells],
-                sub(any_unsure),
+        counts = torch.zeros(n, len(thresholds), dtype=torch.int64)
+        boxes = torch.zeros(n, 4, dtype=torch.int64)
+        if full.any():
+            idx = torch.from_numpy(np.flatnonzero(full))
+            c_full, b_full = self._full_stats(logits[idx.to(dev)], thresholds, box_index)
+            counts[idx], boxes[idx] = c_full.cpu(), b_full.cpu()
+        cells = np.flatnonzero(~full)
+        if cells.size:
+            sub = torch.from_numpy(cells)
+            counts[sub], boxes[sub] = self._cell_stats(
+                [x[cells] for x in (a, b, c, d)],
+                [on[cells] for on in on_cells],
+                any_unsure[cells],
                 thresholds,
                 box_index,
             )
-        return counts, boxes
+        return counts.to(dev), boxes.to(dev)
 
     def _full_stats(self, logits, thresholds, box_index):
         n = logits.shape[0]
@@ -170,45 +172,87 @@ class Upsampler:
                         cols[i] |= above.any(0)
         return counts, flags_to_boxes(rows, cols)
 
-    def _cell_stats(self, a, b, c, d, on_cells, unsure_cells, any_unsure, thresholds, box_index):
-        n = a.shape[0]
-        dev = a.device
-        counts = torch.zeros(n, len(thresholds), dtype=torch.int64, device=dev)
+    def _cell_stats(self, corners, on_cells, any_unsure, thresholds, box_index):
+        """stats() from the cells (NumPy): sure cells by their sizes, straddling ones pixel by pixel."""
+        n, h, w = any_unsure.shape
+        H, W = self.out_hw
+        counts = np.zeros((n, len(thresholds)), dtype=np.int64)
         # cell sizes are separable: rows per cell row x columns per cell column (exact in float64)
-        row_count = self.row_count.to(torch.float64)
-        col_count = self.col_count.to(torch.float32)
+        sure = ~any_unsure  # the straddling cells are counted pixel by pixel below
         for k, on in enumerate(on_cells):
-            per_row = (on.to(torch.float32) @ col_count).to(torch.float64)  # (n, h), < 2**24
-            counts[:, k] = (per_row @ row_count).round().to(torch.int64)
+            per_row = (on & sure).astype(np.float32) @ self._col_count_f32  # (n, h), < 2**24
+            counts[:, k] = np.rint(per_row.astype(np.float64) @ self._row_count_f64).astype(np.int64)
         on_box = on_cells[box_index]
-        rows = (on_box & (self.col_count > 0)).any(2)[:, self.y0]  # (n, H)
-        cols = (on_box & (self.row_count > 0)[:, None]).any(1)[:, self.x0]  # (n, W)
-        m, r, q = torch.nonzero(any_unsure, as_tuple=True)
-        if m.numel():
-            # every pixel of the straddling cells: (K, R, C), padded to the largest cell
-            R, C = self.max_rows, self.max_cols
-            ar, ac = torch.arange(R, device=dev), torch.arange(C, device=dev)
-            rvalid = ar < self.row_count[r][:, None]
-            cvalid = ac < self.col_count[q][:, None]
-            ri = torch.where(rvalid, self.row_start[r][:, None] + ar, 0)  # (K, R)
-            ci = torch.where(cvalid, self.col_start[q][:, None] + ac, 0)  # (K, C)
-            wx0, wx1 = self.wx0[ci], self.wx1[ci]
-            top = a[m, r, q][:, None] * wx0 + b[m, r, q][:, None] * wx1  # (K, C)
-            bot = c[m, r, q][:, None] * wx0 + d[m, r, q][:, None] * wx1
-            values = top[:, None, :] * self.wy0[ri][:, :, None] + bot[:, None, :] * self.wy1[ri][:, :, None]
-            values.masked_fill_(~(rvalid[:, :, None] & cvalid[:, None, :]), float("-inf"))
+        rows = np.ascontiguousarray((on_box & self._col_has[None, None, :]).any(2)[:, self._y0])  # (n, H)
+        cols = np.ascontiguousarray((on_box & self._row_has[None, :, None]).any(1)[:, self._x0])  # (n, W)
+        lin = np.flatnonzero(any_unsure)  # in mask order
+        if lin.size:
+            m, r, q = lin // (h * w), (lin // w) % h, lin % w
+            ca, cb, cc, cd = (x.reshape(-1)[lin] for x in corners)
+            # every pixel of the straddling cells, cut into pieces no larger than an interior cell
+            rp, cp = self.row_pieces, self.col_pieces
+            per = rp.n[r] * cp.n[q]
+            pr, pc = rp.first[r], cp.first[q]
+            if per.max() > 1:
+                cell = np.repeat(np.arange(lin.size), per)
+                j = np.arange(cell.size) - (np.cumsum(per) - per)[cell]
+                ncol = cp.n[q][cell]
+                pr, pc = pr[cell] + j // ncol, pc[cell] + j % ncol
+                m, ca, cb, cc, cd = m[cell], ca[cell], cb[cell], cc[cell], cd[cell]
+            # values (R, C, K) with the arithmetic of evaluate(), pieces last (long inner loops);
+            # NaN in the padding of smaller pieces
+            wy0, wy1, ri = (np.ascontiguousarray(x[pr].T) for x in (rp.w0, rp.w1, rp.index))  # (R, K)
+            wx0, wx1, ci = (np.ascontiguousarray(x[pc].T) for x in (cp.w0, cp.w1, cp.index))  # (C, K)
+            top = wx0 * ca + wx1 * cb
+            bot = wx0 * cc + wx1 * cd
+            values = top[None] * wy0[:, None]
+            values += bot[None] * wy1[:, None]
             for k, t in enumerate(thresholds):
-                here = unsure_cells[k][m, r, q]  # cells already counted as sure for t add nothing
-                hits = values > t
-                counts[:, k].index_add_(0, m, hits.flatten(1).sum(1) * here)
+                hits = values > np.float32(t)
+                per_piece = hits.reshape(-1, m.size).sum(0, dtype=np.int32)
+                counts[:, k] += np.bincount(m, weights=per_piece, minlength=n).astype(np.int64)
                 if k == box_index:
-                    hit_rows = (hits.any(2) & here[:, None]).to(torch.int32)
-                    hit_cols = (hits.any(1) & here[:, None]).to(torch.int32)
-                    rows_i, cols_i = rows.to(torch.int32), cols.to(torch.int32)
-                    rows_i.index_put_((m[:, None].expand_as(ri), ri), hit_rows, accumulate=True)
-                    cols_i.index_put_((m[:, None].expand_as(ci), ci), hit_cols, accumulate=True)
-                    rows, cols = rows_i > 0, cols_i > 0
-        return counts, flags_to_boxes(rows, cols)
+                    rows.reshape(-1)[(m * H + ri)[hits.any(1)]] = True
+                    cols.reshape(-1)[(m * W + ci)[hits.any(0)]] = True
+        return torch.from_numpy(counts), torch.from_numpy(_flags_to_boxes_np(rows, cols))
+
+
+@dataclass(frozen=True)
+class _Pieces:
+    """The output rows (or columns) of each cell row (or column), cut into pieces of at most
+    the size of an interior cell: pieces ``first[i]`` to ``first[i] + n[i] - 1`` belong to cell
+    i; each piece has its output indices and blend weights, padded to a common length with
+    index 0 and NaN weights (NaN is above no threshold)."""
+
+    first: np.ndarray  # (cells,) int64
+    n: np.ndarray  # (cells,) int64
+    index: np.ndarray  # (pieces, size) int64
+    w0: np.ndarray  # (pieces, size) float32
+    w1: np.ndarray
+
+    @staticmethod
+    def build(start: torch.Tensor, count: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor) -> _Pieces:
+        counts = count.tolist()
+        inner = counts[1:-1] if len(counts) > 2 else counts
+        size = max(1, max(inner))
+        first, n, runs = [], [], list[tuple[int, int]]()
+        for s, k in zip(start.tolist(), counts):
+            first.append(len(runs))
+            n.append(-(-k // size))
+            runs += [(p, min(p + size, s + k)) for p in range(s, s + k, size)]
+        index = np.zeros((max(1, len(runs)), size), dtype=np.int64)
+        valid = np.zeros(index.shape, dtype=bool)
+        for i, (p0, p1) in enumerate(runs):
+            index[i, : p1 - p0] = np.arange(p0, p1)
+            valid[i, : p1 - p0] = True
+        nan = np.float32(np.nan)
+        return _Pieces(
+            first=np.array(first, dtype=np.int64),
+            n=np.array(n, dtype=np.int64),
+            index=index,
+            w0=np.where(valid, w0.cpu().numpy()[index], nan),
+            w1=np.where(valid, w1.cpu().numpy()[index], nan),
+        )
 
 
 def _runs(index: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -217,6 +261,15 @@ def _runs(index: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     start = torch.searchsorted(index, values, right=False)
     end = torch.searchsorted(index, values, right=True)
     return start, end - start
+
+
+def _flags_to_boxes_np(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """flags_to_boxes for NumPy flags."""
+    H, W = rows.shape[1], cols.shape[1]
+    boxes = np.stack(
+        [cols.argmax(1), rows.argmax(1), W - 1 - cols[:, ::-1].argmax(1), H - 1 - rows[:, ::-1].argmax(1)], 1
+    )
+    return np.where(rows.any(1, keepdims=True), boxes, 0).astype(np.int64)
 
 
 def flags_to_boxes(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
