@@ -21,7 +21,7 @@ from masklet import InvalidInputError, MaskGenerator
 from masklet.amg import build_point_grid
 from masklet.checkpoints import config_from_official, save_official_yaml
 from masklet.cli import main
-from reference.amg_compare import assert_same_masks, blob_image, image, masks_of, official_records
+from reference.amg_compare import assert_same_masks, blob_image, image, masks_of, match_masks, official_records
 from reference.official import (
     SMALL,
     build_official_model,
@@ -67,6 +67,21 @@ def test_default_nms_and_filters_match_official():
 @functools.cache
 def many_masks() -> tuple[list[dict], list[dict]]:
     return run_both(2, 15, box_nms_thresh=0.95, **LOW)
+
+
+def test_stability_tolerance_is_what_a_threshold_pixel_explains():
+    """1e-4 on big masks; on small ones only what moving pixel_atol pixels across ±offset gives."""
+    mask = np.zeros((20, 30), dtype=bool)
+    mask[2:12, 3:13] = True  # area 100
+    record = {"segmentation": mask, "area": 100, "predicted_iou": 0.9, "bbox": [3, 2, 10, 10]}
+    record |= {"point_coords": [[5.0, 5.0]], "crop_box": [0, 0, 30, 20], "stability_score": 11 / 309}
+    one_pixel = dict(record, stability_score=11 / 308)  # the union count one pixel smaller
+    assert match_masks([one_pixel], [record]) == []
+    assert match_masks([one_pixel], [record], pixel_atol=0) != []
+    assert match_masks([dict(record, stability_score=0.06)], [record]) != []  # 8 pixels' worth
+    big = dict(record, area=20_000, stability_score=0.95)
+    assert match_masks([dict(big, stability_score=0.95 + 5e-5)], [big]) == []
+    assert match_masks([dict(big, stability_score=0.95 + 3e-4)], [big]) != []
 
 
 def test_many_masks_match_official():
