@@ -36,6 +36,8 @@ def softmax_attention(
     if key_mask is not None:  # small (prompt tokens as keys): one batched matmul with the mask
         scores = ((q * scale) @ k.transpose(-2, -1)).masked_fill(~key_mask[:, None, None, :], float("-inf"))
         return torch.softmax(scores, dim=-1) @ v
+    if torch.is_grad_enabled():  # training or an export trace: out= and in-place ops cannot be differentiated
+        return torch.softmax((q * scale) @ k.transpose(-2, -1), dim=-1) @ v
     if b * h * n * num_keys <= _SCORE_BUDGET:
         # a head at a time: the (B, N, d) slices of (B, N, heads, d) projections are read in place
         # (a batched matmul over (B, heads) would first copy q, k and v), the scale rides in the GEMM
