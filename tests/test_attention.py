@@ -134,3 +134,14 @@ def test_max_pool_grid_equals_max_pool2d(stride, dtype):
     assert got.shape == expected.shape == (2, 9 // stride[0], 7 // stride[1], 5)
     torch.testing.assert_close(got, expected, rtol=0, atol=0, equal_nan=True)
     assert bool(got.isnan().any())
+
+
+def test_softmax_attention_in_low_precision_can_be_differentiated():
+    """Export traces and training run with autograd on: no out= or in-place op on the way."""
+    q, k, v = (torch.randn(2, 3, 20, 8, generator=torch.Generator().manual_seed(i)) for i in range(3))
+    q16 = q.to(torch.float16).requires_grad_()
+    out = softmax_attention(q16, k.to(torch.float16), v.to(torch.float16))
+    out.float().sum().backward()
+    assert q16.grad is not None and bool(q16.grad.abs().sum() > 0)
+    exact = torch.nn.functional.scaled_dot_product_attention(q.double(), k.double(), v.double())
+    assert float((out.detach().double() - exact).abs().max()) < 0.05
