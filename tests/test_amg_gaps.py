@@ -141,6 +141,7 @@ def _model() -> Sam2Model:
     return make_pair("sam2.1-hiera-tiny", seed=2, **SMALL)[1]
 
 
+_NO_FILTERS = dict(pred_iou_thresh=0.0, stability_score_thresh=0.0)
 LOW = dict(points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=0.95)
 
 
@@ -523,6 +524,37 @@ def test_grid_decoder_decodes_a_cache_sized_chunk_on_a_cpu():
     assert decoder.chunk(3, upscale=False) == 3
     assert decoder.chunk(3, upscale=True) == 3
     assert decoder.chunk(1, upscale=True) == 1
+
+
+def test_cpu_chunks_follow_the_decode_and_upscale_budgets(monkeypatch):
+    """Point batches and m2m refinements are decoded in decode-sized chunks, masks upscaled in the
+    smaller upscale-sized ones (budgets shrunk so that a 4x4 grid spans several chunks)."""
+    import masklet.amg.decoder as decoder_module
+
+    model = _model()
+    pixels = preprocess(test_image(96, 128, seed=3), model.image_size, model.device, model.encoder_dtype)
+    probe = GridDecoder(model, model.image_embeddings(model.encode_image(pixels)))
+    per_prompt = probe.keys0.shape[1] * probe.keys0.shape[2] * probe.keys0.element_size()
+    monkeypatch.setattr(decoder_module, "_CPU_DECODE_BYTES", 7 * per_prompt)
+    monkeypatch.setattr(decoder_module, "_CPU_UPSCALE_BYTES", 3 * 2 * per_prompt)
+    sizes: dict[str, list[int]] = {"decode": [], "refine": [], "masks": []}
+    decode, masks = GridDecoder.decode, GridDecoder.masks
+
+    def spy_decode(self, coords, labels, mask_input):
+        sizes["decode" if mask_input is None else "refine"].append(coords.shape[0])
+        return decode(self, coords, labels, mask_input)
+
+    def spy_masks(self, state, *args, **kwargs):
+        sizes["masks"].append(len(state))
+        return masks(self, state, *args, **kwargs)
+
+    monkeypatch.setattr(GridDecoder, "decode", spy_decode)
+    monkeypatch.setattr(GridDecoder, "masks", spy_masks)
+    generator = MaskGenerator(model, points_per_side=4, points_per_batch=64, use_m2m=True, **_NO_FILTERS)
+    generator.generate(test_image(96, 128, seed=3))
+    assert max(sizes["decode"]) == 7 and sum(sizes["decode"]) == 16
+    assert max(sizes["refine"]) == 7 and sum(sizes["refine"]) == 48  # 3 masks per point refined
+    assert max(sizes["masks"]) == 2
 
 
 # ---------------------------------------------------------------------------------------------

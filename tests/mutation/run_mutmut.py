@@ -41,7 +41,13 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
     ),
     "amg": (
         ["src/masklet/amg", "src/masklet/mask_nms.py"],
-        ["tests/test_amg_grid_decoder.py", "tests/test_amg.py", "tests/test_amg_data.py", "tests/test_amg_gaps.py"],
+        [
+            "tests/test_amg_grid_decoder.py",
+            "tests/test_amg.py",
+            "tests/test_amg_data.py",
+            "tests/test_amg_gaps.py",
+            "tests/test_nano.py",  # the m2m and min-region-area parity cases on a trained model
+        ],
     ),
     "video": (
         ["src/masklet/video/engine.py", "src/masklet/video/session.py"],
