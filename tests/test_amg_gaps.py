@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from masklet import MaskGenerator
+from masklet import MaskGenerator, load_model
 from masklet.amg import GridDecoder, build_all_layer_point_grids, build_point_grid
 from masklet.amg.grids import generate_crop_boxes, near_crop_edge
 from masklet.amg.options import Progress
@@ -21,6 +21,7 @@ from masklet.errors import InvalidInputError
 from masklet.mask_nms import mask_iou_nms
 from masklet.masks import encode_rle, encode_uncompressed_rle
 from masklet.model import Sam2Model
+from masklet.synthetic import make_scene
 from masklet.transforms import preprocess
 from reference.amg_compare import assert_same_masks, blob_image, image, official_records
 from reference.official import SMALL
@@ -524,6 +525,15 @@ def test_grid_decoder_decodes_a_cache_sized_chunk_on_a_cpu():
     assert decoder.chunk(3, upscale=False) == 3
     assert decoder.chunk(3, upscale=True) == 3
     assert decoder.chunk(1, upscale=True) == 1
+
+
+@pytest.mark.parametrize("options", [dict(multimask_output=False), dict(use_m2m=True), dict()])
+def test_no_prompt_passing_the_iou_filter_gives_no_masks(options):
+    """When no prompt can pass pred_iou_thresh the upscaling gets no prompts: an empty result."""
+    model, image = load_model("masklet-nano"), make_scene(1, size=(120, 160)).image
+    assert MaskGenerator(model, points_per_side=4, **_NO_FILTERS, **options).generate(image)  # masks without filters
+    strict = MaskGenerator(model, points_per_side=4, pred_iou_thresh=0.999, min_mask_region_area=5, **options)
+    assert strict.generate(image) == []
 
 
 def test_cpu_chunks_follow_the_decode_and_upscale_budgets(monkeypatch):
