@@ -615,3 +615,14 @@ def test_m2m_results_and_progress_do_not_depend_on_batching(multimask):
         assert calls[-1] == (16 * (1 + per_point), 16 * (1 + per_point))
     assert len(runs[64]) > 3
     assert_same_masks(runs[5], runs[64], score_atol=1e-5, stability_atol=5e-4)
+
+
+def test_an_empty_crop_gets_its_whole_message():
+    """Crop layers finer than the image: the message names the options, the crop and the way out."""
+    generator = MaskGenerator(_model(), crop_n_layers=3)
+    with pytest.raises(InvalidInputError) as caught:
+        generator.generate(np.zeros((4, 4, 3), dtype=np.uint8))
+    assert str(caught.value) == (
+        f"crop_n_layers=3, crop_overlap_ratio={generator.crop_overlap_ratio}: the crop [0, 4, 1, 4] (XYXY) "
+        "of the 4x4 image is empty; use fewer crop layers or a smaller overlap"
+    )

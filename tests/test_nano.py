@@ -114,3 +114,16 @@ def test_offline_demo_writes_pictures_and_video(tmp_path, monkeypatch):
         assert Image.open(tmp_path / name).size == (512, 384)
     with VideoFileFrames(tmp_path / "tracking.mp4") as video:
         assert len(video) == 16
+
+
+def test_empty_masks_without_a_stability_filter_are_kept_like_official():
+    """A flat image gives empty masks (stability 0/0 = NaN); with the stability filter at 0 the
+    official keeps them (it filters only when the threshold is above 0), and so does masklet."""
+    official, ours = nano_pair()
+    options = dict(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0)
+    image = np.zeros((120, 160, 3), dtype=np.uint8)
+    reference = official_records(official, image, **options)
+    ours_records = MaskGenerator(ours, **options).generate(image)
+    assert len(reference) > 0 and all(np.isnan(r["stability_score"]) for r in reference)
+    assert len(ours_records) == len(reference)
+    assert all(np.isnan(r["stability_score"]) and r["area"] == 0 for r in ours_records)
