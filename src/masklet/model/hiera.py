@@ -39,8 +39,8 @@ def max_pool_grid(x: torch.Tensor, stride: tuple[int, int]) -> torch.Tensor:
 
     The same values as ``nn.MaxPool2d(stride, stride)`` on the channels-first view (remainder rows and
     columns dropped, NaN kept): an element-wise maximum of strided views, so the strided q slice of
-    the qkv projection is read in place instead of being copied to channels-first first (in
-    bfloat16 that copy and the pooling kernel cost about 10 % of the encoder on CPU).
+    the qkv projection is read in place instead of being copied to channels-first first (on CPU,
+    1 thread, the first stage-2 block's queries: 32 -> 8 ms in bfloat16, 44 -> 9 ms in float32).
     """
     sh, sw = stride
     h, w = x.shape[1] // sh * sh, x.shape[2] // sw * sw
