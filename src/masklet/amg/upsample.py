@@ -214,7 +214,7 @@ class Upsampler:
                 if k == box_index:
                     rows.reshape(-1)[(m * H + ri)[hits.any(1)]] = True
                     cols.reshape(-1)[(m * W + ci)[hits.any(0)]] = True
-        return torch.from_numpy(counts), torch.from_numpy(_flags_to_boxes_np(rows, cols))
+        return torch.from_numpy(counts), flags_to_boxes(torch.from_numpy(rows), torch.from_numpy(cols))
 
 
 @dataclass(frozen=True)
@@ -261,15 +261,6 @@ def _runs(index: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     start = torch.searchsorted(index, values, right=False)
     end = torch.searchsorted(index, values, right=True)
     return start, end - start
-
-
-def _flags_to_boxes_np(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """flags_to_boxes for NumPy flags."""
-    H, W = rows.shape[1], cols.shape[1]
-    boxes = np.stack(
-        [cols.argmax(1), rows.argmax(1), W - 1 - cols[:, ::-1].argmax(1), H - 1 - rows[:, ::-1].argmax(1)], 1
-    )
-    return np.where(rows.any(1, keepdims=True), boxes, 0).astype(np.int64)
 
 
 def flags_to_boxes(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
