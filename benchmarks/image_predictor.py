@@ -31,14 +31,18 @@ from reference.official import (  # noqa: E402
 )
 
 
-def median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def interleaved(fns: dict, repeats: int) -> dict[str, float]:
+    """Median seconds of each function, called in turns (after one warm-up each), so that machine
+    load and the memory allocator's state hit all alike."""
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def test_image(height: int = 900, width: int = 1200, seed: int = 0) -> np.ndarray:
@@ -79,15 +83,15 @@ def main() -> None:
 
     print(
         f"{args.variant}, image {image.shape[1]}x{image.shape[0]}, {torch.get_num_threads()} threads, "
-        f"median of {args.repeats}"
+        f"median of {args.repeats} interleaved runs"
     )
-    rows = {}
-    for name, predictor in predictors.items():
-        with torch.inference_mode():
-            set_s = median_seconds(lambda p=predictor: p.set_image(image), args.repeats)
+    with torch.inference_mode():
+        set_times = interleaved({k: (lambda p=p: p.set_image(image)) for k, p in predictors.items()}, args.repeats)
+        for predictor in predictors.values():
             predictor.set_image(image)
-            pred_s = median_seconds(lambda p=predictor: p.predict(**point), args.repeats * 4)
-        rows[name] = (set_s, pred_s)
+        pred_times = interleaved({k: (lambda p=p: p.predict(**point)) for k, p in predictors.items()}, args.repeats * 4)
+    rows = {name: (set_times[name], pred_times[name]) for name in predictors}
+    for name, (set_s, pred_s) in rows.items():
         print(f"  {name:14s} set_image {set_s * 1000:8.1f} ms   predict {pred_s * 1000:7.2f} ms")
 
     base_set, base_pred = rows["official fp32"]

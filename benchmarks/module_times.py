@@ -7,7 +7,7 @@ of the automatic-mask stages (grid decoder, filters, NMS and full-size masks, re
 one's self time (a labelled call inside another counts for the inner one only); whatever none
 covers is the path's glue ("rest": preprocessing, hole filling, upscaling). A second pass under
 ``torch.utils.flop_counter.FlopCounterMode`` gives each one's FLOPs; its floor is FLOP / the
-float32 GEMM peak measured in the same run. With one thread (the default; ``--wall`` to opt out)
+GEMM peak of ``--dtype`` measured in the same run (the better of MKL and oneDNN). With one thread (the default; ``--wall`` to opt out)
 the clock is this process's CPU time, which leaves out the time other processes hold the core.
 
     python benchmarks/module_times.py [--paths set_image amg video] [--threads 1] [--repeats 3]
@@ -80,8 +80,18 @@ def _sdpa_cpu_flops(query_shape, key_shape, value_shape, *args, **kwargs) -> int
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
-#: the CPU's fused attention, which FlopCounterMode does not count by itself
-SDPA_CPU = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flops}
+def _onednn_linear_flops(x_shape, *args, **kwargs) -> int:
+    """masklet.model.gemm's oneDNN linear, (M, K) rows times an (N, K) weight: (x, w, b, attr,
+    scalars, algorithm), or with a fused addend (x, other, w, b, attr)."""
+    w_shape = args[1] if len(args) == 4 else args[0]
+    return 2 * x_shape[0] * x_shape[1] * w_shape[0]
+
+
+#: the CPU's fused attention and masklet's oneDNN products, which FlopCounterMode does not count
+COUNTED_ELSEWHERE = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flops,
+    torch.ops.mkldnn._linear_pointwise: _onednn_linear_flops,
+}
 
 
 class ModuleClock:
@@ -148,7 +158,7 @@ def measure(name: str, run: Callable[[], None], model: nn.Module, args, clock, p
         for label, seconds in hooks.seconds.items():
             shares[label].append(seconds)
     hooks.flops.clear()
-    with FlopCounterMode(display=False, custom_mapping=SDPA_CPU) as counter:
+    with FlopCounterMode(display=False, custom_mapping=COUNTED_ELSEWHERE) as counter:
         hooks.counter = counter
         run()
         hooks.counter = None
@@ -183,15 +193,24 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--frames", type=int, default=4, help="video frames tracked after the prompted one")
     parser.add_argument("--wall", action="store_true", help="wall time even with one thread")
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16"],
+        help="of the image encoder and memory attention, as load_model(dtype=) (floors at that dtype's peak)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     clock = time.process_time if args.threads == 1 and not args.wall else time.perf_counter
-    peak = gemm_peak(torch.float32)
+    dtype = getattr(torch, args.dtype)
+    peak = gemm_peak(dtype)
     print(
         f"{args.threads} thread(s), clock {'CPU time' if clock is time.process_time else 'wall'}, "
-        f"float32 GEMM peak {peak:.0f} GFLOP/s (2048^3, same run)"
+        f"{args.dtype} GEMM peak {peak:.0f} GFLOP/s (2048^3, same run; the better of MKL and oneDNN)"
     )
     tiny = random_model("sam2.1-hiera-tiny", 0)
+    tiny.image_encoder.to(dtype=dtype)  # as load_model(dtype=) does
+    tiny.memory_attention.to(dtype=dtype)
     with torch.inference_mode():
         if "set_image" in args.paths:
             predictor = masklet.ImagePredictor(tiny)

@@ -288,7 +288,10 @@ def test_stream_tracker_backend(pair):
     frames = [test_image(96, 128, seed=20 + (t // 2)) for t in range(4)]
     results = []
     for m in (model, poisoned):
-        tracker = StreamTracker(m)
+        # Hole filling off: it is the same NumPy post-processing on both sides, and on these random
+        # weights one near-zero pixel decides whether a background region is a hole (a float32
+        # summation order, MKL's or oneDNN's, moved whole regions by 2 logits at step 3).
+        tracker = StreamTracker(m, fill_hole_area=0)
         out = [tracker.track(frames[0])]
         out.append(tracker.add_points(1, [[50, 40]], [1]))
         out.append(tracker.add_box(2, [10, 10, 60, 70]))

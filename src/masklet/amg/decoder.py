@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..model import Sam2Model
+from ..model.gemm import matmul
 
 __all__ = ["DecoderState", "GridDecoder"]
 
@@ -171,8 +172,7 @@ class GridDecoder:
             q = layer.norm2(q + self._token_to_image_shared(layer.cross_attn_token_to_image, q + qpe))
             q = layer.norm3(q + layer.mlp(q))
             weights, rows = self._image_to_token_shared(layer.cross_attn_image_to_token, q + qpe, q)
-            # baddbmm with a broadcast input would copy it twice
-            x = self.keys0_out.expand(q.shape[0], -1, -1).contiguous().baddbmm_(weights.transpose(1, 2), rows)
+            x = matmul(weights.transpose(1, 2), rows, self.keys0_out)
         else:
             kk = k + self.key_pe
             q = layer.norm2(q + self._token_to_image(layer.cross_attn_token_to_image, q + qpe, k, kk))
@@ -188,8 +188,7 @@ class GridDecoder:
         weights, rows = self._image_to_token_shared(layer0.cross_attn_image_to_token, q + tokens, q)
         rows = self._bias_row(layer0.cross_attn_image_to_token, rows)
         a = torch.cat((weights, weights.new_ones(weights.shape[0], 1, weights.shape[2])), 1)  # (B, R, N)
-        # (B, N, C); baddbmm with a broadcast input would copy it twice
-        y = self.keys0.expand(a.shape[0], -1, -1).contiguous().baddbmm_(a.transpose(1, 2), rows)
+        y = matmul(a.transpose(1, 2), rows, self.keys0)  # (B, N, C)
         norm = layer0.norm4
         k1, mu, rstd = torch.native_layer_norm(y, (y.shape[-1],), norm.weight, norm.bias, norm.eps)
         stats = (a, rows, mu.transpose(1, 2), rstd.transpose(1, 2))  # mu, rstd: (B, 1, N)
@@ -199,7 +198,7 @@ class GridDecoder:
         q = layer1.norm3(q + layer1.mlp(q))
         weights, rows1 = self._image_to_token_factored(layer1.cross_attn_image_to_token, q + tokens, q, stats)
         ones = weights.new_ones(weights.shape[0], 1, weights.shape[2])
-        x = k1.baddbmm_(torch.cat((weights, ones), 1).transpose(1, 2), rows1)  # k1 is not needed anymore
+        x = matmul(torch.cat((weights, ones), 1).transpose(1, 2), rows1, k1)
         return q, layer1.norm4(x)
 
     def _pe_table(self, attn) -> torch.Tensor:
@@ -214,7 +213,7 @@ class GridDecoder:
     def _per_head(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         """x (B, T, H, d) against a per-head table (H, d, N) -> (B, H*T, N)."""
         b, t, h, d = x.shape
-        out = torch.bmm(x.permute(2, 0, 1, 3).reshape(h, b * t, d), table)  # (H, B*T, N)
+        out = matmul(x.permute(2, 0, 1, 3).reshape(h, b * t, d), table)  # (H, B*T, N)
         return out.view(h, b, t, -1).transpose(0, 1).reshape(b, h * t, -1)
 
     def _factored_scores(self, x: torch.Tensor, w: torch.Tensor, zt: torch.Tensor, pt: torch.Tensor, stats) -> tuple:
@@ -223,7 +222,7 @@ class GridDecoder:
         b, t, h, d = x.shape
         xw = torch.einsum("bthd,hdc->bhtc", x, w.reshape(h, d, -1))  # x pulled back to model width
         xg = (xw * self.g).reshape(b, h * t, -1)
-        low_rank = torch.bmm(torch.bmm(xg, rows.transpose(1, 2)), a)  # (B, HT, N)
+        low_rank = matmul(torch.bmm(xg, rows.transpose(1, 2)), a)  # (B, HT, N)
         scores = low_rank.add_(self._per_head(x, zt)).sub_(mu * xg.sum(-1, keepdim=True)).mul_(rstd)
         return scores.add_(self._per_head(x, pt)), xw.reshape(b, h * t, -1)
 
@@ -238,10 +237,10 @@ class GridDecoder:
         p = scores.mul_(1.0 / math.sqrt(d)).softmax(-1).mul_(rstd)  # (B, HT, N), scaled by rstd
         n = p.shape[-1]
         # sum_n p_n W_v,h K1_n = sum_n p_n rstd_n W_v,h (g (keys0_n + A_n^T M - mu_n)) + W_v beta
-        out = torch.bmm(p.view(b, h, t, n).transpose(0, 1).reshape(h, b * t, n), self.f_zv)  # (H, BT, d)
+        out = matmul(p.view(b, h, t, n).transpose(0, 1).reshape(h, b * t, n), self.f_zv)  # (H, BT, d)
         out = out.view(h, b, t, d).permute(1, 2, 0, 3)
         mv = ((rows * self.g) @ attn.v_proj.weight.t()).view(b, -1, h, d)  # (B, R, H, d)
-        pa = torch.bmm(p, a.transpose(1, 2)).view(b, h, t, -1)  # (B, H, T, R)
+        pa = matmul(p, a.transpose(1, 2)).view(b, h, t, -1)  # (B, H, T, R)
         out = out + torch.einsum("bhtr,brhd->bthd", pa, mv)
         pm = (p * mu).sum(-1).view(b, h, t).transpose(1, 2)  # (B, T, H)
         out = out - pm[..., None] * self.f_v_g.view(h, d) + self.f_v_const.view(h, d)
@@ -282,12 +281,12 @@ class GridDecoder:
         q4 = q.reshape(b, t, h, d)
         qw = torch.einsum("bthd,hdc->bhtc", q4, attn.k_proj.weight.reshape(h, d, c))
         if kk is None:
-            scores = torch.bmm(qw.reshape(b, h * t, c), k.transpose(1, 2))
+            scores = matmul(qw.reshape(b, h * t, c), k.transpose(1, 2))
             scores.add_(self._per_head(q4, self._pe_table(attn)))
         else:
-            scores = torch.bmm(qw.reshape(b, h * t, c), kk.transpose(1, 2))
+            scores = matmul(qw.reshape(b, h * t, c), kk.transpose(1, 2))
         scores.mul_(1.0 / math.sqrt(d))
-        mixed = torch.bmm(scores.softmax(-1), k).reshape(b, h, t, c)  # softmax rows sum to 1
+        mixed = matmul(scores.softmax(-1), k).reshape(b, h, t, c)  # softmax rows sum to 1
         out = torch.einsum("bhtc,hdc->bthd", mixed, attn.v_proj.weight.reshape(h, d, c))
         out = out + attn.v_proj.bias.reshape(h, d)
         return attn.out_proj(out.reshape(b, t, h * d))
@@ -314,7 +313,7 @@ class GridDecoder:
         k = k.reshape(b * t, h, d).transpose(0, 1)  # (H, B*T, d)
         v = attn.v_proj(v_in).reshape(b, t, h, d)
         n = self.i2t_q.shape[1]
-        scores = torch.bmm(k, self.i2t_q.transpose(1, 2)).mul_(1.0 / math.sqrt(d))  # (H, B*T, N)
+        scores = matmul(k, self.i2t_q.transpose(1, 2)).mul_(1.0 / math.sqrt(d))  # (H, B*T, N)
         weights = scores.view(h, b, t, n).softmax(2).transpose(0, 1).reshape(b, h * t, n)
         return weights, self._value_rows(attn, v)
 
@@ -330,11 +329,11 @@ class GridDecoder:
         # (W_q x + b_q) . k = x . (W_q^T k) + b_q . k
         kw = torch.einsum("bthd,hdc->bhtc", k, attn.q_proj.weight.reshape(h, d, c)).reshape(b, h * t, c)
         const = torch.einsum("bthd,hd->bht", k, attn.q_proj.bias.reshape(h, d)).reshape(b, h * t, 1)
-        scores = torch.baddbmm(const, kw, kk.transpose(1, 2)).mul_(1.0 / math.sqrt(d))  # (B, HT, N)
+        scores = matmul(kw, kk.transpose(1, 2)).add_(const).mul_(1.0 / math.sqrt(d))  # (B, HT, N)
         n = kk.shape[1]
         weights = scores.view(b, h, t, n).softmax(2).view(b, h * t, n)
         rows = self._value_rows(attn, v)  # the output bias goes to the image tokens instead
-        return (k0 + attn.out_proj.bias.to(k0.dtype)).baddbmm_(weights.transpose(1, 2), rows)
+        return matmul(weights.transpose(1, 2), rows, k0 + attn.out_proj.bias.to(k0.dtype))
 
     # ---------------------------------------------------------------- masks
 
@@ -370,11 +369,11 @@ class GridDecoder:
         if self._channels_last:
             _, norm, act1, _, act2 = list[Any](dec.output_upscaling)
             n = h * w
-            u = torch.matmul(keys, self.w1).add_(self.bias1)  # (B, N, 4*c1), order (y, x, dy, dx, c)
+            u = matmul(keys, self.w1[None]).add_(self.bias1)  # (B, N, 4*c1), order (y, x, dy, dx, c)
             u = act1(F.layer_norm(u.view(b, 4 * n, self.c1), (self.c1,), norm.weight, norm.bias, norm.eps))
-            u = torch.matmul(u, self.w2).add_(self.bias2)  # (B, 4N, 4*c2)
+            u = matmul(u, self.w2[None]).add_(self.bias2)  # (B, 4N, 4*c2)
             u = act2(u).view(b, 16 * n, self.c2)
-            m = torch.bmm(hyper.transpose(1, 2), u.transpose(1, 2))  # (B, K, 16N), pixels (y, x, dy, dx, dy2, dx2)
+            m = matmul(hyper.transpose(1, 2), u.transpose(1, 2))  # (B, K, 16N), pixels (y, x, dy, dx, dy2, dx2)
             m = m.view(b * k, h, w, 2, 2, 2, 2).permute(0, 1, 3, 5, 2, 4, 6)  # to (y, dy, dy2, x, dx, dx2)
             return m.reshape(b, k, 4 * h, 4 * w)
         src = keys.transpose(1, 2).reshape(b, -1, h, w)

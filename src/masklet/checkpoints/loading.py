@@ -51,7 +51,9 @@ def load_model(
     ``dtype`` is that of the image encoder and the memory attention, where nearly all the compute
     of images and video is; the light prompt encoder, mask decoder, memory encoder and object
     pointers stay float32, which keeps low-precision masks close to float32 ones
-    (``torch.bfloat16`` is the fast choice on recent CPUs and GPUs). ``memory_dtype`` sets that
+    (``torch.bfloat16`` is the fast choice on recent CPUs and GPUs); the mask decoder's two 1x1
+    projections of the encoder's high-resolution levels run in ``dtype`` on the encoder's output,
+    so that only their 8x and 4x smaller results are cast. ``memory_dtype`` sets that
     of the video memory alone (memory attention and memory encoder): with several tracked objects
     it is most of the time per frame, and bfloat16 there moves masks far less than a bfloat16
     image encoder does, which shifts the boundaries of small masks

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .gemm import Linear
 from .position import apply_rope, apply_rope_, axial_rope_angles
 
 #: Score elements per low-precision matmul (32 MB in bfloat16): big attentions go a slice of
@@ -89,10 +90,10 @@ class Attention(nn.Module):
         self.num_heads = num_heads
         self.internal_dim = internal_dim
         self.dropout_p = dropout
-        self.q_proj = nn.Linear(embedding_dim, internal_dim)
-        self.k_proj = nn.Linear(kv_in_dim, internal_dim)
-        self.v_proj = nn.Linear(kv_in_dim, internal_dim)
-        self.out_proj = nn.Linear(internal_dim, embedding_dim)
+        self.q_proj = Linear(embedding_dim, internal_dim)
+        self.k_proj = Linear(kv_in_dim, internal_dim)
+        self.v_proj = Linear(kv_in_dim, internal_dim)
+        self.out_proj = Linear(internal_dim, embedding_dim)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape

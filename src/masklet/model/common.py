@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .gemm import Linear
 
 
 class MLP(nn.Module):
@@ -23,16 +26,14 @@ class MLP(nn.Module):
     ) -> None:
         super().__init__()
         dims = [input_dim] + [hidden_dim] * (num_layers - 1) + [output_dim]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.layers = nn.ModuleList(Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
         self.act = activation()
         self.sigmoid_output = sigmoid_output
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         last = len(self.layers) - 1
-        for i, layer in enumerate(self.layers):
-            x = layer(x)
-            if i < last:
-                x = self.act(x)
+        for i, layer in enumerate(cast(list[Linear], self.layers)):
+            x = layer.forward_activated(x, self.act) if i < last else layer(x)
         return torch.sigmoid(x) if self.sigmoid_output else x
 
 

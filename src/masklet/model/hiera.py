@@ -9,6 +9,7 @@ from torch import nn
 from .attention import softmax_attention
 from .common import MLP, DropPath, map_rows
 from .config import HieraConfig
+from .gemm import Linear
 
 
 def window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -70,8 +71,8 @@ class MultiScaleAttention(nn.Module):
         super().__init__()
         self.num_heads = num_heads
         self.q_stride = q_stride
-        self.qkv = nn.Linear(dim, dim_out * 3)
-        self.proj = nn.Linear(dim_out, dim_out)
+        self.qkv = Linear(dim, dim_out * 3)
+        self.proj = Linear(dim_out, dim_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, _ = x.shape
@@ -108,7 +109,7 @@ class MultiScaleBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim_out, eps=1e-6)
         self.mlp = MLP(dim_out, int(dim_out * mlp_ratio), dim_out, num_layers=2, activation=nn.GELU)
         if dim != dim_out:
-            self.proj = nn.Linear(dim, dim_out)
+            self.proj = Linear(dim, dim_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C)
         shortcut = x

@@ -8,6 +8,7 @@ from torch import nn
 from .attention import Attention
 from .common import MLP, LayerNorm2d
 from .config import DecoderConfig
+from .gemm import Linear
 
 
 class TwoWayAttentionBlock(nn.Module):
@@ -121,7 +122,7 @@ class MaskDecoder(nn.Module):
             sigmoid_output=iou_prediction_use_sigmoid,
         )
         if pred_obj_scores:
-            self.pred_obj_score_head = MLP(dim, dim, 1, 3) if pred_obj_scores_mlp else nn.Linear(dim, 1)
+            self.pred_obj_score_head = MLP(dim, dim, 1, 3) if pred_obj_scores_mlp else Linear(dim, 1)
         self.dynamic_multimask_via_stability = c.dynamic_multimask_via_stability
         self.stability_delta = c.dynamic_multimask_stability_delta
         self.stability_thresh = c.dynamic_multimask_stability_thresh

@@ -11,6 +11,7 @@ from torch import nn
 from .attention import RoPEAttention
 from .common import LayerNorm2d, activation_fn, map_rows
 from .config import MemoryAttentionConfig, MemoryEncoderConfig
+from .gemm import Linear
 from .position import PositionEmbeddingSine
 
 
@@ -37,9 +38,9 @@ class MemoryAttentionLayer(nn.Module):
             rope_k_repeat=c.rope_k_repeat,
             feat_sizes=sizes,
         )
-        self.linear1 = nn.Linear(d_model, c.dim_feedforward)
+        self.linear1 = Linear(d_model, c.dim_feedforward)
         self.dropout = nn.Dropout(c.dropout)
-        self.linear2 = nn.Linear(c.dim_feedforward, d_model)
+        self.linear2 = Linear(c.dim_feedforward, d_model)
         self.norm1 = nn.LayerNorm(d_model)
         self.norm2 = nn.LayerNorm(d_model)
         self.norm3 = nn.LayerNorm(d_model)
@@ -146,9 +147,9 @@ class CXBlock(nn.Module):
         super().__init__()
         self.dwconv = nn.Conv2d(dim, dim, kernel_size, padding=padding, groups=dim if use_dwconv else 1)
         self.norm = LayerNorm2d(dim, eps=1e-6)
-        self.pwconv1 = nn.Linear(dim, 4 * dim)
+        self.pwconv1 = Linear(dim, 4 * dim)
         self.act = nn.GELU()
-        self.pwconv2 = nn.Linear(4 * dim, dim)
+        self.pwconv2 = Linear(4 * dim, dim)
         self.gamma = nn.Parameter(layer_scale_init_value * torch.ones(dim)) if layer_scale_init_value > 0 else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -160,7 +161,7 @@ class CXBlock(nn.Module):
     def _pointwise(self, y: torch.Tensor) -> torch.Tensor:
         """Channels-last LayerNorm (the normalisation of LayerNorm2d) and the pointwise MLP."""
         y = F.layer_norm(y, y.shape[-1:], self.norm.weight, self.norm.bias, self.norm.eps)
-        return self.pwconv2(self.act(self.pwconv1(y)))
+        return self.pwconv2(self.pwconv1.forward_activated(y, self.act))
 
 
 class Fuser(nn.Module):

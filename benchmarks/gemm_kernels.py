@@ -1,0 +1,98 @@
+"""PyTorch's default CPU GEMM (MKL for float32) against masklet.model.gemm's oneDNN route, on the
+products SAM2 runs, interleaved in one run.
+
+Rows: the trunk's and memory attention's linears (``F.linear`` vs ``masklet.model.gemm.Linear``,
+packed weight) and a click's batched products (``torch.baddbmm`` / ``bmm`` vs
+``masklet.model.gemm.matmul``). Prints microseconds, GFLOP/s and the ratio (> 1: oneDNN faster).
+``ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/gemm_kernels.py`` shows an AVX2-only CPU's side.
+
+    python benchmarks/gemm_kernels.py [--threads 2] [--repeats 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from masklet.model.gemm import Linear, matmul
+
+#: (label, rows, in, out) of linears at 1024 px, sam2.1 tiny
+LINEARS = [
+    ("trunk stage 1 qkv", 65536, 96, 288),
+    ("trunk stage 2 qkv", 16384, 192, 576),
+    ("trunk stage 3 mlp up", 4096, 384, 1536),
+    ("trunk stage 3 mlp down", 4096, 1536, 384),
+    ("trunk stage 4 mlp up", 1024, 768, 3072),
+    ("memory attention q/out", 4096, 256, 256),
+    ("decoder prompt tokens", 8, 256, 256),
+]
+
+#: (label, batch a, m, k, batch b, n, addend) of a click's products
+PRODUCTS = [
+    ("click upscaling 1 (+ features)", 1, 4096, 256, 1, 256, True),
+    ("click upscaling 2 (+ features)", 1, 16384, 64, 1, 128, True),
+    ("click image-to-token (+ keys)", 1, 4096, 56, 1, 256, True),
+    ("click token-to-image scores", 1, 56, 256, 1, 4096, False),
+    ("click hypernetwork product", 1, 3, 32, 1, 65536, False),
+]
+
+
+def interleaved(fns: dict, repeats: int) -> dict[str, float]:
+    """Median seconds of each function, called in turns after one warm-up each."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def row(label: str, flop: float, torch_s: float, ours_s: float) -> None:
+    print(
+        f"  {label:34s} torch {torch_s * 1e6:9.1f} us {flop / torch_s / 1e9:6.0f} GFLOP/s   "
+        f"oneDNN {ours_s * 1e6:9.1f} us {flop / ours_s / 1e9:6.0f} GFLOP/s   {torch_s / ours_s:5.2f}x"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=30)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"{args.threads} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}, median of {args.repeats}")
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # not inference_mode: its weights would not be packed
+        for dtype in (torch.float32, torch.bfloat16):
+            print(f"linears, {dtype}: F.linear vs masklet Linear")
+            for label, rows, fan_in, fan_out in LINEARS:
+                layer = Linear(fan_in, fan_out).to(dtype)
+                x = torch.randn(rows, fan_in, generator=gen).to(dtype)
+                runs = {
+                    "torch": lambda x=x, layer=layer: F.linear(x, layer.weight, layer.bias),
+                    "ours": lambda x=x, layer=layer: layer(x),
+                }
+                t = interleaved(runs, args.repeats)
+                row(label, 2 * rows * fan_in * fan_out, t["torch"], t["ours"])
+            print(f"batched products, {dtype}: torch.baddbmm / bmm vs masklet matmul")
+            for label, ba, m, k, bb, n, with_add in PRODUCTS:
+                a = torch.randn(ba, m, k, generator=gen).to(dtype)
+                b = torch.randn(bb, k, n, generator=gen).to(dtype)
+                add = torch.randn(ba, m, n, generator=gen).to(dtype) if with_add else None
+
+                def plain(a=a, b=b, add=add):
+                    return torch.bmm(a, b) if add is None else torch.baddbmm(add, a, b)
+
+                t = interleaved({"torch": plain, "ours": lambda a=a, b=b, add=add: matmul(a, b, add)}, args.repeats)
+                row(label, 2 * ba * m * k * n, t["torch"], t["ours"])
+
+
+if __name__ == "__main__":
+    main()

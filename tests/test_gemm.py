@@ -1,0 +1,139 @@
+"""oneDNN products (masklet.model.gemm): the same values as PyTorch's own, on every broadcast shape
+and dtype they take; the packed weight follows weight updates; autograd, traces and small products
+keep PyTorch's kernels."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from masklet.model import gemm
+from masklet.model.gemm import Linear, linear, matmul
+
+pytestmark = pytest.mark.skipif(not gemm.onednn_linear_available(torch.float32), reason="no oneDNN in this build")
+
+
+def _count_onednn(monkeypatch) -> list[int]:
+    """Counts calls of oneDNN's linear (the wrapped op still runs)."""
+    calls = [0]
+    real = gemm._onednn_call
+
+    def counted(*args):
+        calls[0] += 1
+        return real(*args)
+
+    monkeypatch.setattr(gemm, "_onednn_call", counted)
+    return calls
+
+
+@pytest.mark.parametrize(
+    "batches", [(1, 1, 1), (3, 1, 3), (3, 3, 3), (3, 1, 1), (1, 3, 3), (3, 3, 1), (3, 1, None), (1, 3, None)]
+)
+def test_batched_matmul_equals_torch_on_every_broadcast(monkeypatch, batches):
+    calls = _count_onednn(monkeypatch)
+    ba, bb, bc = batches
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(ba, 300, 200, generator=gen), torch.randn(bb, 200, 150, generator=gen)
+    add = None if bc is None else torch.randn(bc, 300, 150, generator=gen)
+    batch = max(ba, bb, bc or 1)
+    expected = a.double() @ b.double() + (0 if add is None else add.double())
+    with torch.no_grad():
+        got = matmul(a, b, add)
+    assert got.shape == (batch, 300, 150) and got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-4)
+    assert calls[0] >= 1
+
+
+def test_two_dimensional_and_transposed_operands(monkeypatch):
+    calls = _count_onednn(monkeypatch)
+    gen = torch.Generator().manual_seed(1)
+    a, bt, add = torch.randn(500, 200, generator=gen), torch.randn(150, 200, generator=gen), torch.randn(500, 150)
+    with torch.no_grad():
+        torch.testing.assert_close(matmul(a, bt.t(), add), torch.addmm(add, a, bt.t()), rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(matmul(a.t().contiguous().t(), bt.t()), a @ bt.t(), rtol=1e-5, atol=1e-4)
+    assert calls[0] == 2
+
+
+def test_bfloat16_products_round_like_torch():
+    gen = torch.Generator().manual_seed(2)
+    a, b = (torch.randn(256, 192, generator=gen) for _ in range(2))
+    exact = a.double() @ b.double().t()
+    with torch.no_grad():
+        low = matmul(a.bfloat16(), b.bfloat16().t())
+    assert low.dtype == torch.bfloat16
+    assert float((low.double() - exact).abs().max() / exact.abs().max()) < 0.02
+
+
+def test_small_products_autograd_and_traces_keep_torch(monkeypatch):
+    calls = _count_onednn(monkeypatch)
+    x, w = torch.randn(4, 64), torch.randn(64, 64)
+    with torch.no_grad():
+        matmul(x, w)  # 16k multiply-adds: below ONEDNN_MIN_MACS
+    big, weight = torch.randn(512, 256, requires_grad=True), torch.randn(256, 256)
+    out = linear(big, weight)  # autograd on
+    out.sum().backward()
+    assert big.grad is not None
+    torch.jit.trace(lambda t: linear(t, weight), torch.randn(512, 256), check_trace=False)
+    assert calls[0] == 0
+    with torch.no_grad():
+        linear(big, weight)
+    assert calls[0] == 1
+
+
+def test_linear_module_keeps_its_state_dict_and_follows_weight_updates(monkeypatch):
+    calls = _count_onednn(monkeypatch)
+    layer, plain = Linear(256, 512), torch.nn.Linear(256, 512)
+    assert set(layer.state_dict()) == set(plain.state_dict())
+    plain.load_state_dict(layer.state_dict())
+    x = torch.randn(2, 300, 256)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), plain(x), rtol=1e-5, atol=1e-4)
+        assert layer._packed is not None
+        packed = layer._packed[1]
+        layer(x)
+        assert layer._packed[1] is packed  # reused while the weight is unchanged
+        new = {k: torch.randn_like(v) for k, v in plain.state_dict().items()}
+        plain.load_state_dict(new)
+        layer.load_state_dict(new)  # in place: the version counter moves
+        torch.testing.assert_close(layer(x), plain(x), rtol=1e-5, atol=1e-4)
+        layer.to(torch.bfloat16)
+        assert layer(x.bfloat16()).dtype == torch.bfloat16
+    assert calls[0] == 4
+    clone = copy.deepcopy(layer)  # the oneDNN tensor (no storage) is left out
+    assert clone._packed is None
+    assert pickle.loads(pickle.dumps(layer))._packed is None
+
+
+def test_weights_made_in_inference_mode_are_not_packed():
+    with torch.inference_mode():
+        layer = Linear(256, 256)
+        layer.weight.data = torch.randn(256, 256)
+        x = torch.randn(300, 256)
+        torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias), rtol=1e-5, atol=1e-4)
+    assert layer._packed is None
+
+
+@pytest.mark.parametrize(
+    "activation", [torch.nn.GELU(), torch.nn.GELU(approximate="tanh"), torch.nn.ReLU(), torch.nn.SiLU()]
+)
+def test_activation_fused_into_the_product_equals_applying_it_after(monkeypatch, activation):
+    post_ops = []
+    real = gemm._onednn_call
+
+    def recorded(*args):
+        post_ops.append(args[4] if len(args) > 4 else ("none", ""))
+        return real(*args)
+
+    monkeypatch.setattr(gemm, "_onednn_call", recorded)
+    layer = Linear(96, 384)
+    x = torch.randn(2, 700, 96, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = activation(F.linear(x, layer.weight, layer.bias))
+        got = layer.forward_activated(x, activation)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    fused = {torch.nn.GELU: ("gelu", getattr(activation, "approximate", "")), torch.nn.ReLU: ("relu", "")}
+    assert post_ops == [fused.get(type(activation), ("none", ""))]
