@@ -145,3 +145,23 @@ def test_softmax_attention_in_low_precision_can_be_differentiated():
     assert q16.grad is not None and bool(q16.grad.abs().sum() > 0)
     exact = torch.nn.functional.scaled_dot_product_attention(q.double(), k.double(), v.double())
     assert float((out.detach().double() - exact).abs().max()) < 0.05
+
+
+def test_float32_attention_on_packed_keys_equals_the_fused_kernel(monkeypatch):
+    """Big float32 attentions over wide heads go through oneDNN on packed keys, in query slices."""
+    monkeypatch.setattr(attention_module, "_SCORE_BUDGET", 5000)  # 2 x 3 x 70 x 90 scores: 55-query slices
+    calls = []
+    real = attention_module._attention_on_packed_keys
+    monkeypatch.setattr(attention_module, "_attention_on_packed_keys", lambda *a: calls.append(1) or real(*a))
+    gen = torch.Generator().manual_seed(4)
+    q = torch.randn(2, 3, 70, 128, generator=gen)
+    k, v = torch.randn(2, 3, 90, 128, generator=gen), torch.randn(2, 3, 90, 128, generator=gen)
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    with torch.no_grad():
+        got = softmax_attention(q, k, v)
+        narrow = softmax_attention(q[..., :64], k[..., :64], v[..., :64])  # narrow heads: the fused kernel
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert calls == [1]
+    torch.testing.assert_close(
+        narrow, torch.nn.functional.scaled_dot_product_attention(q[..., :64], k[..., :64], v[..., :64])
+    )

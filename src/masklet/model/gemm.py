@@ -120,6 +120,22 @@ def _product(a: torch.Tensor, b: torch.Tensor, add: torch.Tensor | None) -> torc
     return _onednn_call(a, b.transpose(0, 1), None, add)
 
 
+def onednn_ready(*tensors: torch.Tensor) -> bool:
+    """Whether :func:`pack` and :func:`packed_product` run on these tensors (CPU float32 / bfloat16
+    of one dtype, no autograd, no trace or compile): for callers that decide on size themselves."""
+    return _pays(ONEDNN_MIN_MACS, *tensors)
+
+
+def pack(weight: torch.Tensor) -> torch.Tensor:
+    """An (N, K) weight in oneDNN's own layout, for several :func:`packed_product` calls with it."""
+    return torch.ops.mkldnn._reorder_linear_weight(weight, None)
+
+
+def packed_product(x: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
+    """(M, K) rows times a :func:`pack`-ed (N, K) weight, transposed: (M, N)."""
+    return _onednn_call(x, packed, None, None)
+
+
 class Linear(nn.Linear):
     """``nn.Linear`` (same parameters and state-dict keys); big CPU products in oneDNN on a weight packed
     once in oneDNN's layout (float32: 5-15 % over the plain oneDNN call; bfloat16: 15-40 % over
