@@ -145,3 +145,16 @@ def test_activation_fused_into_the_product_equals_applying_it_after(monkeypatch,
 def test_matmul_refuses_operands_of_mixed_rank():
     with pytest.raises(ValueError, match="one rank"):
         matmul(torch.randn(2, 4, 8), torch.randn(8, 3))
+
+
+@pytest.mark.parametrize("kernel", [1, 3])
+def test_neck_lateral_equals_its_convolution(kernel):
+    """The neck's 1x1 lateral convolutions run as linears over the channels-last trunk output."""
+    from masklet.model.image_encoder import _lateral
+
+    conv = torch.nn.Conv2d(96, 256, kernel, padding=kernel // 2)
+    x = torch.randn(1, 40, 48, 96).permute(0, 3, 1, 2)  # the trunk's (B, C, H, W) view of (B, H, W, C)
+    with torch.no_grad():
+        got, expected = _lateral(conv, x), conv(x)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
+    assert got.is_contiguous(memory_format=torch.channels_last)
