@@ -25,9 +25,9 @@ def softmax_attention(
     no query may attend (padding tokens of a batch of unequal prompts), None: every key.
 
     float32 uses PyTorch's fused kernel, except big CPU attentions over wide heads (memory attention),
-    which run on keys packed for oneDNN (1.33x the fused kernel). On CPU in bfloat16 / float16, explicit matmuls are about
-    twice as fast (oneDNN's low-precision GEMMs; the fused kernel is slower there than in
-    float32). Small attentions (windows) run a head at a time over every window; big ones go one
+    which run on keys packed for oneDNN (about 1.3x the fused kernel). On CPU in bfloat16 / float16,
+    explicit matmuls are about twice as fast (oneDNN's low-precision GEMMs; the fused kernel is
+    slower there than in float32). Small attentions (windows) run a head at a time over every window; big ones go one
     batch-head and a few hundred queries at a time, the softmax in place in one reused buffer.
     """
     if q.device.type != "cpu" or q.dtype not in (torch.bfloat16, torch.float16):
@@ -67,7 +67,7 @@ def softmax_attention(
 
 
 #: Head width from which packed-key attention beats the fused kernel (2 threads, AVX-512 EPYC, float32):
-#: memory attention's 4096 queries over 28672 keys of 256 channels take 422 ms against 561; the
+#: memory attention's 4096 queries over 28672 keys of 256 channels take 422-488 ms against 561-627; the
 #: trunk's global attention (96 channels a head) stays faster fused, its scores being mostly writes.
 _PACKED_KEYS_MIN_WIDTH = 128
 

@@ -140,7 +140,7 @@ def packed_product(x: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
 
 class Linear(nn.Linear):
     """``nn.Linear`` (same parameters and state-dict keys); big CPU products in oneDNN. bfloat16 weights
-    are packed once in oneDNN's layout (15-40 % over ``F.linear``, which reorders the weight on every
+    are packed once in oneDNN's layout (4-29 % over ``F.linear``, which reorders the weight on every
     call; a second copy of the weights in memory); float32 ones are read as they are (packing them
     measured within noise on the whole encoder).
 
