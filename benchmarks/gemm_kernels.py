@@ -13,13 +13,12 @@ packed weight) and a click's batched products (``torch.baddbmm`` / ``bmm`` vs
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
 from masklet.model.gemm import Linear, matmul
+from timing import interleaved
 
 #: (label, rows, in, out) of linears at 1024 px, sam2.1 tiny
 LINEARS = [
@@ -40,19 +39,6 @@ PRODUCTS = [
     ("click token-to-image scores", 1, 56, 256, 1, 4096, False),
     ("click hypernetwork product", 1, 3, 32, 1, 65536, False),
 ]
-
-
-def interleaved(fns: dict, repeats: int) -> dict[str, float]:
-    """Median seconds of each function, called in turns after one warm-up each."""
-    for fn in fns.values():
-        fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def row(label: str, flop: float, torch_s: float, ours_s: float) -> None:
