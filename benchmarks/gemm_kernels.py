@@ -1,10 +1,12 @@
 """PyTorch's default CPU GEMM (MKL for float32) against masklet.model.gemm's oneDNN route, on the
 products SAM2 runs, interleaved in one run.
 
-Rows: the trunk's and memory attention's linears (``F.linear`` vs ``masklet.model.gemm.Linear``,
-packed weight) and a click's batched products (``torch.baddbmm`` / ``bmm`` vs
-``masklet.model.gemm.matmul``). Prints microseconds, GFLOP/s and the ratio (> 1: masklet faster; products below
-``ONEDNN_MIN_MACS`` stay on PyTorch's kernel, so their rows show the wrapper's cost).
+Rows: the trunk's and memory attention's linears (``F.linear`` vs ``masklet.model.gemm.Linear``),
+a click's batched products (``torch.baddbmm`` / ``bmm`` vs ``masklet.model.gemm.matmul``) and two
+float32 attentions (the fused kernel vs ``masklet.model.attention.softmax_attention``, which takes
+memory attention's to packed keys). Prints microseconds, GFLOP/s and the ratio (> 1: masklet
+faster; products below ``ONEDNN_MIN_MACS`` stay on PyTorch's kernel, so their rows show the
+wrapper's cost).
 ``ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/gemm_kernels.py`` shows an AVX2-only CPU's side.
 
     python benchmarks/gemm_kernels.py [--threads 2] [--repeats 30]
@@ -17,6 +19,7 @@ import argparse
 import torch
 import torch.nn.functional as F
 
+from masklet.model.attention import softmax_attention
 from masklet.model.gemm import Linear, matmul
 from timing import interleaved
 
@@ -38,6 +41,13 @@ PRODUCTS = [
     ("click image-to-token (+ keys)", 1, 4096, 56, 1, 256, True),
     ("click token-to-image scores", 1, 56, 256, 1, 4096, False),
     ("click hypernetwork product", 1, 3, 32, 1, 65536, False),
+]
+
+
+#: (label, batch, heads, queries, keys, head width) of float32 attentions at 1024 px, sam2.1 tiny
+ATTENTIONS = [
+    ("memory attention, full memory", 1, 1, 4096, 28672, 256),
+    ("trunk global attention", 1, 4, 4096, 4096, 96),
 ]
 
 
@@ -79,6 +89,16 @@ def main() -> None:
 
                 t = interleaved({"torch": plain, "ours": lambda a=a, b=b, add=add: matmul(a, b, add)}, args.repeats)
                 row(label, 2 * ba * m * k * n, t["torch"], t["ours"])
+        print("attention, float32: F.scaled_dot_product_attention vs masklet softmax_attention")
+        for label, batch, heads, queries, keys, width in ATTENTIONS:
+            q = torch.randn(batch, heads, queries, width, generator=gen)
+            k, v = (torch.randn(batch, heads, keys, width, generator=gen) for _ in range(2))
+            runs = {
+                "torch": lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v),
+                "ours": lambda q=q, k=k, v=v: softmax_attention(q, k, v),
+            }
+            t = interleaved(runs, max(3, args.repeats // 10))
+            row(label, 4 * batch * heads * queries * keys * width, t["torch"], t["ours"])
 
 
 if __name__ == "__main__":
