@@ -72,8 +72,6 @@ def main() -> None:
     )
     with torch.inference_mode():
         set_times = interleaved({k: (lambda p=p: p.set_image(image)) for k, p in predictors.items()}, args.repeats)
-        for predictor in predictors.values():
-            predictor.set_image(image)
         pred_times = interleaved({k: (lambda p=p: p.predict(**point)) for k, p in predictors.items()}, args.repeats * 4)
     rows = {name: (set_times[name], pred_times[name]) for name in predictors}
     for name, (set_s, pred_s) in rows.items():

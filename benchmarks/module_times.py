@@ -7,8 +7,9 @@ of the automatic-mask stages (grid decoder, filters, NMS and full-size masks, re
 one's self time (a labelled call inside another counts for the inner one only); whatever none
 covers is the path's glue ("rest": preprocessing, hole filling, upscaling). A second pass under
 ``torch.utils.flop_counter.FlopCounterMode`` gives each one's FLOPs; its floor is FLOP / the
-GEMM peak of ``--dtype`` measured in the same run (the better of MKL and oneDNN). With one thread (the default; ``--wall`` to opt out)
-the clock is this process's CPU time, which leaves out the time other processes hold the core.
+GEMM peak of ``--dtype`` measured in the same run (the better of MKL and oneDNN). With one thread
+(the default; ``--wall`` to opt out) the clock is this process's CPU time, which leaves out the
+time other processes hold the core.
 
     python benchmarks/module_times.py [--paths set_image amg video] [--threads 1] [--repeats 3]
 
