@@ -10,14 +10,16 @@ features are stored in that layout), so no layout copies happen until the final 
 masks, and only the mask tokens whose masks are returned go through the hypernetwork product.
 
 The float32 path computes the same function as :class:`masklet.model.mask_decoder.MaskDecoder`
-(differences are float rounding, ~1e-6); ``dtype=torch.bfloat16`` runs the whole click in
-bfloat16 on a bfloat16 copy of the decoder weights (oneDNN's bfloat16 GEMMs), returning float32.
+(differences are float rounding, ~1e-6). ``dtype=torch.bfloat16`` holds the image side (the
+cached image tensors, the image tokens, the upscaling) in bfloat16 for oneDNN's bfloat16 GEMMs,
+while the few prompt tokens, their small products, every softmax and the heads stay in the
+decoder's own dtype: on a CPU those are faster there (bfloat16 element-wise passes and 8-row
+products cost 2-4x their float32 time) and they keep the masks closer to float32.
 Mask prompts change the image tokens, so they are not handled here (the caller falls back).
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
@@ -114,9 +116,9 @@ def _token_to_image(
     """
     b, n, _ = q_in.shape
     q = _heads(attn.q_proj(q_in), w.heads) * w.scale  # (B, H, n, d)
-    a = (q @ w.k).reshape(b, w.heads * n, -1)  # (B, H*n, C)
-    p = torch.softmax(matmul(a, kp.transpose(1, 2)), dim=-1)  # (B, H*n, hw)
-    g = matmul(p, keys).reshape(b, w.heads, n, -1)  # (B, H, n, C)
+    a = (q @ w.k).reshape(b, w.heads * n, -1).to(keys.dtype)  # (B, H*n, C)
+    p = torch.softmax(matmul(a, kp.transpose(1, 2)), dim=-1, dtype=q.dtype)  # (B, H*n, hw)
+    g = matmul(p.to(keys.dtype), keys).to(q.dtype).reshape(b, w.heads, n, -1)  # (B, H, n, C)
     return attn.out_proj(_merge(g @ w.v.transpose(1, 2) + w.bv))
 
 
@@ -128,9 +130,9 @@ def _image_to_token(w: _HeadWeights, scores: torch.Tensor, v_tokens: torch.Tenso
     """
     b, hw, _ = scores.shape
     h, n = v_tokens.shape[1], v_tokens.shape[2]
-    p = _softmax_short_rows_(scores.reshape(b, hw, h, n)).reshape(b, hw, h * n)
+    p = _softmax_short_rows_(scores.to(v_tokens.dtype).reshape(b, hw, h, n)).reshape(b, hw, h * n)
     vw = (v_tokens @ w.o + w.bo_share).reshape(b, h * n, -1)  # (B, H*n, C)
-    return matmul(p, vw, keys)
+    return matmul(p.to(keys.dtype), vw.to(keys.dtype), keys)
 
 
 def _softmax_short_rows_(x: torch.Tensor) -> torch.Tensor:
@@ -143,11 +145,11 @@ def _softmax_short_rows_(x: torch.Tensor) -> torch.Tensor:
     return x.div_(x.sum(-1, keepdim=True))
 
 
-def _deconv_as_linear(conv: nn.ConvTranspose2d) -> tuple[torch.Tensor, torch.Tensor]:
+def _deconv_as_linear(conv: nn.ConvTranspose2d, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """A kernel-2 stride-2 transposed convolution as a (C_in, 4 C_out) matrix to (ky, kx, C_out) per
     input pixel, and its bias."""
     w = conv.weight  # (C_in, C_out, 2, 2)
-    weight = w.permute(0, 2, 3, 1).reshape(w.shape[0], -1).contiguous()
+    weight = w.permute(0, 2, 3, 1).reshape(w.shape[0], -1).to(dtype).contiguous()
     assert conv.bias is not None
     return weight, conv.bias.repeat(4)
 
@@ -157,10 +159,9 @@ class FastMaskDecoder:
 
     def __init__(self, model: Sam2Model, dtype: torch.dtype = torch.float32) -> None:
         decoder = model.sam_mask_decoder
-        if dtype != next(decoder.parameters()).dtype:
-            decoder = copy.deepcopy(decoder).to(dtype)
         self.decoder: MaskDecoder = decoder
-        self.dtype = dtype
+        self.dtype = dtype  # of the image side
+        self.token_dtype = next(decoder.parameters()).dtype
         self.prompt_encoder = model.sam_prompt_encoder
         transformer = decoder.transformer
         self.layers: list[TwoWayAttentionBlock] = list(transformer.layers)  # type: ignore[arg-type]  # ModuleList iterates as Module
@@ -170,8 +171,8 @@ class FastMaskDecoder:
         assert isinstance(up1, nn.ConvTranspose2d)
         assert isinstance(up2, nn.ConvTranspose2d)
         with torch.no_grad():
-            self.up1 = _deconv_as_linear(up1)
-            self.up2 = _deconv_as_linear(up2)
+            self.up1 = _deconv_as_linear(up1, dtype)
+            self.up2 = _deconv_as_linear(up2, dtype)
             self.t2i = [_head_weights(layer.cross_attn_token_to_image) for layer in self.layers]
             self.i2t = [_head_weights(layer.cross_attn_image_to_token) for layer in self.layers]
             self.final = _head_weights(transformer.final_attn_token_to_image)
@@ -183,19 +184,21 @@ class FastMaskDecoder:
         d = self.decoder
         h, w = image_embed.shape[-2:]
         dense = self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
-        keys = (image_embed.to(dense.dtype) + dense).to(self.dtype).flatten(2).transpose(1, 2).contiguous()
-        key_pe = self.prompt_encoder.get_dense_pe().to(self.dtype).flatten(2).transpose(1, 2).contiguous()
+        keys = (image_embed.to(dense.dtype) + dense).to(self.token_dtype).flatten(2).transpose(1, 2)
+        key_pe = self.prompt_encoder.get_dense_pe().to(self.token_dtype).flatten(2).transpose(1, 2)
         first = self.layers[0]
         t2i, i2t = first.cross_attn_token_to_image, first.cross_attn_image_to_token
         kp = keys + key_pe
-        k0 = (_heads(t2i.k_proj(kp), t2i.num_heads) * self.t2i[0].scale).transpose(2, 3).contiguous()
-        v0 = _heads(t2i.v_proj(keys), t2i.num_heads).contiguous()
-        q0 = i2t.q_proj(kp) * self.i2t[0].scale
+        low = self.dtype  # image-side tensors are computed in the decoder's dtype, then stored in this
+        k0 = (_heads(t2i.k_proj(kp), t2i.num_heads) * self.t2i[0].scale).transpose(2, 3).to(low).contiguous()
+        v0 = _heads(t2i.v_proj(keys), t2i.num_heads).to(low).contiguous()
+        q0 = (i2t.q_proj(kp) * self.i2t[0].scale).to(low)
+        keys, key_pe = keys.to(low).contiguous(), key_pe.to(low).contiguous()
         b1, b2 = self.up1[1], self.up2[1]
         hw = h * w
         if d.use_high_res_features:
             assert high_res is not None
-            s0, s1 = (f.to(self.dtype) for f in high_res)
+            s0, s1 = (f.to(self.token_dtype) for f in high_res)
             c1, c0 = s1.shape[1], s0.shape[1]
             # (1, C, 2h, 2w) -> (1, h, w, ky, kx, C); (1, C, 4h, 4w) -> (1, h, w, ky, kx, ky2, kx2, C)
             feat_s1 = s1.reshape(1, c1, h, 2, w, 2).permute(0, 2, 4, 3, 5, 1).reshape(1, hw, 4 * c1) + b1
@@ -204,7 +207,8 @@ class FastMaskDecoder:
         else:
             feat_s1 = b1.reshape(1, 1, -1).expand(1, hw, -1)
             feat_s0 = b2.reshape(1, 1, -1).expand(1, 4 * hw, -1)
-        return DecoderImageCache(keys, key_pe, k0, v0, q0, feat_s1.contiguous(), feat_s0.contiguous(), (h, w))
+        feat_s1, feat_s0 = feat_s1.to(low).contiguous(), feat_s0.to(low).contiguous()
+        return DecoderImageCache(keys, key_pe, k0, v0, q0, feat_s1, feat_s0, (h, w))
 
     # ----------------------------------------------------------------- clicks
 
@@ -221,7 +225,7 @@ class FastMaskDecoder:
             parts.insert(0, d.obj_score_token.weight)
         first = 1 if d.pred_obj_scores else 0
         batch = sparse.shape[0]
-        tokens = torch.cat((torch.cat(parts).unsqueeze(0).expand(batch, -1, -1), sparse.to(self.dtype)), dim=1)
+        tokens = torch.cat((torch.cat(parts).unsqueeze(0).expand(batch, -1, -1), sparse.to(self.token_dtype)), dim=1)
 
         queries, keys = self._transformer(cache, tokens)
         iou_pred = d.iou_prediction_head(queries[:, first])
@@ -268,7 +272,8 @@ class FastMaskDecoder:
             queries = layer.norm1(queries)
             if index == 0:  # cached keys / values of the image tokens
                 q = _heads(t2i.q_proj(queries + tokens), wt.heads)
-                attended = torch.softmax(q @ cache.k0, dim=-1) @ cache.v0  # (B, H, n, d)
+                p = torch.softmax(q.to(self.dtype) @ cache.k0, dim=-1, dtype=q.dtype)
+                attended = (p.to(self.dtype) @ cache.v0).to(q.dtype)  # (B, H, n, d)
                 queries = layer.norm2(queries + t2i.out_proj(_merge(attended)))
             else:
                 kp = keys + key_pe
@@ -279,12 +284,12 @@ class FastMaskDecoder:
             if index == 0:  # cached queries: block-diagonal keys, one (hw, inner) x (inner, H*n) GEMM
                 blocks = k_tok.new_zeros(batch, wi.heads, k_tok.shape[-1], wi.heads, n)
                 torch.diagonal(blocks, dim1=1, dim2=3).copy_(k_tok.permute(0, 3, 2, 1))
-                scores = matmul(cache.q0, blocks.reshape(batch, -1, wi.heads * n))
+                scores = matmul(cache.q0, blocks.reshape(batch, -1, wi.heads * n).to(self.dtype))
             else:  # queries folded: kp (W_q,h^T k_h) + b_q,h . k_h
                 ks = k_tok * wi.scale
                 fold = (ks @ wi.q).reshape(batch, wi.heads * n, -1).transpose(1, 2)  # (B, C, H*n)
                 shift = (ks * wi.bq).sum(-1).reshape(batch, 1, wi.heads * n)
-                scores = matmul(kp, fold).add_(shift)
+                scores = matmul(kp, fold.to(self.dtype)).to(shift.dtype).add_(shift)
             keys = layer.norm4(_image_to_token(wi, scores, v_tok, keys))
         final = self.decoder.transformer.final_attn_token_to_image
         out = _token_to_image(final, self.final, queries + tokens, keys + key_pe, keys)
@@ -312,7 +317,7 @@ class FastMaskDecoder:
         )
         x = matmul(x.reshape(b, h * w * 4, -1), self.up2[0][None], cache.feat_s0)
         x = torch.ops.aten.gelu_(x, approximate=act2.approximate)
-        masks = matmul(hyper, x.reshape(b, h * w * 16, -1).transpose(1, 2))  # (B, M, tiled pixels)
+        masks = matmul(hyper.to(x.dtype), x.reshape(b, h * w * 16, -1).transpose(1, 2))  # (B, M, tiled pixels)
         m = masks.shape[1]
         # tiled (y, x, ky, kx, ky2, kx2) -> (4y + 2ky + ky2, 4x + 2kx + kx2)
         masks = masks.reshape(b, m, h, w, 2, 2, 2, 2).permute(0, 1, 2, 4, 6, 3, 5, 7)

@@ -72,7 +72,8 @@ class ImagePredictor:
 
     Clicks without a mask prompt reuse the image-side work of the mask decoder, computed at the
     first click on each image (:mod:`masklet.fast_decoder`). ``decoder_dtype=torch.bfloat16``
-    runs those clicks' decoder in bfloat16 (masks within IoU ~0.99 of float32): it pays on GPUs
+    runs those clicks' image side in bfloat16, the prompt tokens in float32 (masks within IoU
+    ~0.995 of float32): it pays on GPUs
     and on CPUs with bfloat16 GEMMs (AVX512-BF16 / AMX); on AVX2-only CPUs bfloat16 is emulated
     and about 3x slower. The default float32 gives the reference masks.
     """
