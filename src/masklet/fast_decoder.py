@@ -20,6 +20,7 @@ Mask prompts change the image tokens, so they are not handled here (the caller f
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -159,9 +160,12 @@ class FastMaskDecoder:
 
     def __init__(self, model: Sam2Model, dtype: torch.dtype = torch.float32) -> None:
         decoder = model.sam_mask_decoder
+        # the token side runs in float32 at least (a bfloat16 model's decoder is copied up)
+        self.token_dtype = torch.promote_types(next(decoder.parameters()).dtype, torch.float32)
+        if next(decoder.parameters()).dtype != self.token_dtype:
+            decoder = copy.deepcopy(decoder).to(self.token_dtype)
         self.decoder: MaskDecoder = decoder
         self.dtype = dtype  # of the image side
-        self.token_dtype = next(decoder.parameters()).dtype
         self.prompt_encoder = model.sam_prompt_encoder
         transformer = decoder.transformer
         self.layers: list[TwoWayAttentionBlock] = list(transformer.layers)  # type: ignore[arg-type]  # ModuleList iterates as Module
