@@ -12,9 +12,9 @@ masks, and only the mask tokens whose masks are returned go through the hypernet
 The float32 path computes the same function as :class:`masklet.model.mask_decoder.MaskDecoder`
 (differences are float rounding, ~1e-6). ``dtype=torch.bfloat16`` holds the image side (the
 cached image tensors, the image tokens, the upscaling) in bfloat16 for oneDNN's bfloat16 GEMMs,
-while the few prompt tokens, their small products, every softmax and the heads stay in the
-decoder's own dtype: on a CPU those are faster there (bfloat16 element-wise passes and 8-row
-products cost 2-4x their float32 time) and they keep the masks closer to float32.
+while the few prompt tokens, their small products, every softmax and the heads stay in float32
+(at least): on a CPU those are faster there (bfloat16 element-wise passes and 8-row products cost
+2-4x their float32 time) and they keep the masks closer to float32.
 Mask prompts change the image tokens, so they are not handled here (the caller falls back).
 """
 
@@ -144,6 +144,16 @@ def _softmax_short_rows_(x: torch.Tensor) -> torch.Tensor:
     """
     x.sub_(x.amax(-1, keepdim=True)).exp_()
     return x.div_(x.sum(-1, keepdim=True))
+
+
+def _layer_norm(x: torch.Tensor, norm: nn.LayerNorm | LayerNorm2d) -> torch.Tensor:
+    """``norm`` (a LayerNorm or LayerNorm2d over the last dim) of image tokens in the image side's
+    dtype: float32 parameters as they are on a CPU (its mixed-dtype kernel), cast elsewhere."""
+    weight: torch.Tensor = norm.weight
+    bias: torch.Tensor = norm.bias
+    if x.device.type != "cpu" and weight.dtype != x.dtype:
+        weight, bias = weight.to(x.dtype), bias.to(x.dtype)
+    return F.layer_norm(x, x.shape[-1:], weight, bias, norm.eps)
 
 
 def _deconv_as_linear(conv: nn.ConvTranspose2d, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -294,7 +304,7 @@ class FastMaskDecoder:
                 fold = (ks @ wi.q).reshape(batch, wi.heads * n, -1).transpose(1, 2)  # (B, C, H*n)
                 shift = (ks * wi.bq).sum(-1).reshape(batch, 1, wi.heads * n)
                 scores = matmul(kp, fold.to(self.dtype)).to(shift.dtype).add_(shift)
-            keys = layer.norm4(_image_to_token(wi, scores, v_tok, keys))
+            keys = _layer_norm(_image_to_token(wi, scores, v_tok, keys), layer.norm4)
         final = self.decoder.transformer.final_attn_token_to_image
         out = _token_to_image(final, self.final, queries + tokens, keys + key_pe, keys)
         return self.decoder.transformer.norm_final_attn(queries + out), keys
@@ -316,9 +326,7 @@ class FastMaskDecoder:
         assert isinstance(norm, LayerNorm2d)
         assert isinstance(act1, nn.GELU)
         assert isinstance(act2, nn.GELU)
-        x = torch.ops.aten.gelu_(
-            F.layer_norm(x, x.shape[-1:], norm.weight, norm.bias, norm.eps), approximate=act1.approximate
-        )
+        x = torch.ops.aten.gelu_(_layer_norm(x, norm), approximate=act1.approximate)
         x = matmul(x.reshape(b, h * w * 4, -1), self.up2[0][None], cache.feat_s0)
         x = torch.ops.aten.gelu_(x, approximate=act2.approximate)
         masks = matmul(hyper.to(x.dtype), x.reshape(b, h * w * 16, -1).transpose(1, 2))  # (B, M, tiled pixels)
