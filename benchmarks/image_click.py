@@ -100,7 +100,7 @@ def stage_table(predictor: masklet.ImagePredictor, point: dict, repeats: int, pe
 
     def transformer():
         state["q"], state["k"] = fast._transformer(
-            cache, torch.cat((_tokens(dec, state["sparse"].shape[0]), state["sparse"].to(fast.dtype)), 1)
+            cache, torch.cat((_tokens(dec, state["sparse"].shape[0]), state["sparse"].to(fast.token_dtype)), 1)
         )
 
     def masks():

@@ -193,6 +193,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--frames", type=int, default=4, help="video frames tracked after the prompted one")
+    parser.add_argument("--objects", type=int, default=1, help="video objects clicked on the first frame (1-4)")
     parser.add_argument("--wall", action="store_true", help="wall time even with one thread")
     parser.add_argument(
         "--dtype",
@@ -234,15 +235,17 @@ def main() -> None:
         if "video" in args.paths:
             video = masklet.video.VideoPredictor(tiny)
             with tempfile.TemporaryDirectory() as folder:
-                click = [centre(write_frames(folder, args.frames + 1, (480, 854), seed=0)[0, 0])]
+                masks = write_frames(folder, args.frames + 1, (480, 854), seed=0)
+                clicks = [centre(masks[0, i]) for i in range(args.objects)]
 
                 def track() -> None:
                     state = video.init_state(folder)
-                    video.add_new_points_or_box(state, 0, 1, points=click, labels=[1])
+                    for i, click in enumerate(clicks):
+                        video.add_new_points_or_box(state, 0, i + 1, points=[click], labels=[1])
                     for _ in video.propagate_in_video(state):
                         pass
 
-                name = f"video 480x854, sam2.1 tiny, 1 object, per frame of {args.frames + 1} (prompt included)"
+                name = f"video 480x854, sam2.1 tiny, {args.objects} object(s), per frame of {args.frames + 1} (prompt included)"
                 measure(name, track, tiny, args, clock, peak, per=args.frames + 1)
 
 

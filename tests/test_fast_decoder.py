@@ -102,3 +102,21 @@ def test_bfloat16_decoder_keeps_masks_within_099_of_float32(pair):
 def test_bad_decoder_dtype(pair):
     with pytest.raises(InvalidInputError, match="decoder_dtype"):
         ImagePredictor(pair[1], decoder_dtype=torch.int8)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32, torch.float64])
+def test_untile_masks_places_every_tiled_pixel(dtype):
+    """Tiled (y, x, ky, kx, ky2, kx2) logits land at (4y + 2ky + ky2, 4x + 2kx + kx2), whichever
+    width the pairs move at (and for a strided input, which takes the plain permute)."""
+    from masklet.fast_decoder import untile_masks
+
+    b, m, h, w = 2, 3, 5, 7
+    y, x, ky, kx, ky2, kx2 = np.meshgrid(*(np.arange(n) for n in (h, w, 2, 2, 2, 2)), indexing="ij")
+    rows, cols = (4 * y + 2 * ky + ky2).ravel(), (4 * x + 2 * kx + kx2).ravel()
+    tiled = torch.randn(b, m, 16 * h * w).to(dtype)
+    expected = torch.zeros(b, m, 4 * h, 4 * w, dtype=dtype)
+    expected[:, :, rows, cols] = tiled
+    assert torch.equal(untile_masks(tiled, h, w), expected)
+    strided = torch.randn(b, 16 * h * w, m).to(dtype).transpose(1, 2)
+    expected[:, :, rows, cols] = strided
+    assert torch.equal(untile_masks(strided, h, w), expected)

@@ -33,7 +33,7 @@ from .model.common import LayerNorm2d
 from .model.gemm import matmul
 from .model.mask_decoder import MaskDecoder, TwoWayAttentionBlock
 
-__all__ = ["DecoderImageCache", "FastMaskDecoder"]
+__all__ = ["DecoderImageCache", "FastMaskDecoder", "untile_masks"]
 
 
 @dataclass
@@ -124,26 +124,21 @@ def _token_to_image(
 
 
 def _image_to_token(w: _HeadWeights, scores: torch.Tensor, v_tokens: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-    """``keys`` plus the image-to-token attention output, from (B, hw, H*n) scores and (B, H, n, d) values.
+    """``keys`` plus the image-to-token attention output, from (B, H*n, hw) scores and (B, H, n, d) values.
 
-    The output projection (bias shared over the heads, whose softmax rows each sum to one) is folded
+    The scores are token-major, so the softmax over a few tokens runs along whole rows of image
+    tokens (PyTorch vectorises it there; over a last dimension of 8 it takes 4x longer). The
+    output projection (bias shared over the heads, whose softmax rows each sum to one) is folded
     into the values, so the image side is one GEMM with the residual add: (B, hw, C).
     """
-    b, hw, _ = scores.shape
+    b, _, hw = scores.shape
     h, n = v_tokens.shape[1], v_tokens.shape[2]
-    p = _softmax_short_rows_(scores.to(v_tokens.dtype).reshape(b, hw, h, n)).reshape(b, hw, h * n)
+    p = torch.softmax(scores.view(b, h, n, hw), dim=2, dtype=v_tokens.dtype).to(keys.dtype)
     vw = (v_tokens @ w.o + w.bo_share).reshape(b, h * n, -1)  # (B, H*n, C)
-    return matmul(p.to(keys.dtype), vw.to(keys.dtype), keys)
-
-
-def _softmax_short_rows_(x: torch.Tensor) -> torch.Tensor:
-    """Softmax over a short last dimension (a few prompt tokens), in place on ``x``, a temporary.
-
-    PyTorch's kernel vectorises along rows, so 32k rows of 7 take 1.6 ms; these whole-tensor
-    passes take 0.34 ms (2 threads) and agree to float rounding.
-    """
-    x.sub_(x.amax(-1, keepdim=True)).exp_()
-    return x.div_(x.sum(-1, keepdim=True))
+    p = p.view(b, h * n, hw).transpose(1, 2)  # (B, hw, H*n), a view
+    if keys.dtype is torch.float32:  # oneDNN's float32 GEMM (on a copy) beats MKL's strided one
+        return matmul(p.contiguous(), vw, keys)
+    return torch.baddbmm(keys, p, vw.to(keys.dtype))  # low precision: oneDNN reads the view in place
 
 
 def _layer_norm(x: torch.Tensor, norm: nn.LayerNorm | LayerNorm2d) -> torch.Tensor:
@@ -295,15 +290,16 @@ class FastMaskDecoder:
             queries = layer.norm3(queries + layer.mlp(queries))
             k_tok = _heads(i2t.k_proj(queries + tokens), wi.heads)  # (B, H, n, d)
             v_tok = _heads(i2t.v_proj(queries), wi.heads)
-            if index == 0:  # cached queries: block-diagonal keys, one (hw, inner) x (inner, H*n) GEMM
-                blocks = k_tok.new_zeros(batch, wi.heads, k_tok.shape[-1], wi.heads, n)
-                torch.diagonal(blocks, dim1=1, dim2=3).copy_(k_tok.permute(0, 3, 2, 1))
-                scores = matmul(cache.q0, blocks.reshape(batch, -1, wi.heads * n).to(self.dtype))
-            else:  # queries folded: kp (W_q,h^T k_h) + b_q,h . k_h
+            # scores (B, H*n, hw), token-major
+            if index == 0:  # cached queries: block-diagonal keys, one (H*n, inner) x (inner, hw) GEMM
+                blocks = k_tok.new_zeros(batch, wi.heads, n, wi.heads, k_tok.shape[-1])
+                torch.diagonal(blocks, dim1=1, dim2=3).copy_(k_tok.permute(0, 2, 3, 1))
+                scores = matmul(blocks.reshape(batch, wi.heads * n, -1).to(self.dtype), cache.q0.transpose(1, 2))
+            else:  # queries folded: (W_q,h^T k_h) kp + b_q,h . k_h
                 ks = k_tok * wi.scale
-                fold = (ks @ wi.q).reshape(batch, wi.heads * n, -1).transpose(1, 2)  # (B, C, H*n)
-                shift = (ks * wi.bq).sum(-1).reshape(batch, 1, wi.heads * n)
-                scores = matmul(kp, fold.to(self.dtype)).to(shift.dtype).add_(shift)
+                fold = (ks @ wi.q).reshape(batch, wi.heads * n, -1)  # (B, H*n, C)
+                shift = (ks * wi.bq).sum(-1).reshape(batch, wi.heads * n, 1)
+                scores = matmul(fold.to(self.dtype), kp.transpose(1, 2)).to(shift.dtype).add_(shift)
             keys = _layer_norm(_image_to_token(wi, scores, v_tok, keys), layer.norm4)
         final = self.decoder.transformer.final_attn_token_to_image
         out = _token_to_image(final, self.final, queries + tokens, keys + key_pe, keys)
@@ -330,7 +326,24 @@ class FastMaskDecoder:
         x = matmul(x.reshape(b, h * w * 4, -1), self.up2[0][None], cache.feat_s0)
         x = torch.ops.aten.gelu_(x, approximate=act2.approximate)
         masks = matmul(hyper.to(x.dtype), x.reshape(b, h * w * 16, -1).transpose(1, 2))  # (B, M, tiled pixels)
-        m = masks.shape[1]
-        # tiled (y, x, ky, kx, ky2, kx2) -> (4y + 2ky + ky2, 4x + 2kx + kx2)
-        masks = masks.reshape(b, m, h, w, 2, 2, 2, 2).permute(0, 1, 2, 4, 6, 3, 5, 7)
-        return masks.reshape(b, m, 4 * h, 4 * w)
+        return untile_masks(masks, h, w)
+
+
+#: An integer as wide as two elements of each dtype, to move pairs of them as one element.
+_PAIR_DTYPES = {torch.bfloat16: torch.int32, torch.float16: torch.int32, torch.float32: torch.int64}
+
+
+def untile_masks(masks: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(B, M, 16 h w) logits in the tiled order of the GEMM upscaling, (y, x, ky, kx, ky2, kx2), ->
+    (B, M, 4h, 4w) at (4y + 2ky + ky2, 4x + 2kx + kx2).
+
+    Each kx2 pair is adjacent on both sides, so it moves as one element of twice the width: a copy
+    whose innermost runs are two elements long takes about 10x longer.
+    """
+    b, m = masks.shape[:2]
+    pair = _PAIR_DTYPES.get(masks.dtype)
+    if pair is None or not masks.is_contiguous():
+        tiles = masks.reshape(b, m, h, w, 2, 2, 2, 2).permute(0, 1, 2, 4, 6, 3, 5, 7)
+        return tiles.reshape(b, m, 4 * h, 4 * w)
+    tiles = masks.view(pair).reshape(b, m, h, w, 2, 2, 2).permute(0, 1, 2, 4, 6, 3, 5)
+    return tiles.reshape(b, m, 4 * h, 2 * w).view(masks.dtype)

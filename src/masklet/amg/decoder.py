@@ -15,6 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..fast_decoder import untile_masks
 from ..model import Sam2Model
 from ..model.gemm import matmul
 
@@ -374,8 +375,7 @@ class GridDecoder:
             u = matmul(u, self.w2[None]).add_(self.bias2)  # (B, 4N, 4*c2)
             u = act2(u).view(b, 16 * n, self.c2)
             m = matmul(hyper.transpose(1, 2), u.transpose(1, 2))  # (B, K, 16N), pixels (y, x, dy, dx, dy2, dx2)
-            m = m.view(b * k, h, w, 2, 2, 2, 2).permute(0, 1, 3, 5, 2, 4, 6)  # to (y, dy, dy2, x, dx, dx2)
-            return m.reshape(b, k, 4 * h, 4 * w)
+            return untile_masks(m, h, w)
         src = keys.transpose(1, 2).reshape(b, -1, h, w)
         up = dec.output_upscaling(src)
         c = up.shape[1]
