@@ -6,7 +6,8 @@ a click's batched products (``torch.baddbmm`` / ``bmm`` vs ``masklet.model.gemm.
 float32 attentions (the fused kernel vs ``masklet.model.attention.softmax_attention``, which takes
 memory attention's to packed keys). Prints microseconds, GFLOP/s and the ratio (> 1: masklet
 faster; products below ``ONEDNN_MIN_MACS`` stay on PyTorch's kernel, so their rows show the
-wrapper's cost).
+wrapper's cost). float32 goes to oneDNN here even on CPUs where masklet leaves it with MKL (Intel,
+``masklet.model.gemm.float32_on_onednn``): the line above the rows says which this CPU takes.
 ``ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/gemm_kernels.py`` shows an AVX2-only CPU's side.
 
     python benchmarks/gemm_kernels.py [--threads 2] [--repeats 30]
@@ -19,6 +20,7 @@ import argparse
 import torch
 import torch.nn.functional as F
 
+from masklet.model import gemm
 from masklet.model.attention import softmax_attention
 from masklet.model.gemm import Linear, matmul
 from timing import interleaved
@@ -65,6 +67,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"{args.threads} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}, median of {args.repeats}")
+    route = "oneDNN" if gemm.float32_on_onednn() else "MKL (PyTorch's own)"
+    print(f"float32 route masklet takes on this CPU ({gemm.cpu_vendor() or 'vendor unknown'}): {route}; rows: oneDNN")
+    gemm.float32_on_onednn = lambda: True  # type: ignore[assignment]  # compare the kernels themselves
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():  # not inference_mode: its weights would not be packed
         for dtype in (torch.float32, torch.bfloat16):

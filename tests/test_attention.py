@@ -11,6 +11,7 @@ import torch
 
 from masklet.model import attention as attention_module
 from masklet.model import common as common_module
+from masklet.model import gemm
 from masklet.model.attention import RoPEAttention, _softmax_rows_, softmax_attention
 from masklet.model.common import map_rows
 from masklet.model.config import MemoryAttentionConfig
@@ -45,9 +46,37 @@ def test_late_value_projection_is_the_same_attention():
     with torch.no_grad():
         reference = layer(q, k, v, num_k_exclude_rope=4)
         low = copy.deepcopy(layer).bfloat16()
-        assert low._project_values_late(q.bfloat16())
+        assert low._project_values_late(q.bfloat16()[:, None], k.bfloat16()[:, None])
         result = low(q.bfloat16(), k.bfloat16(), v.bfloat16(), num_k_exclude_rope=4).float()
     assert float((result - reference).abs().max()) < 0.05 * float(reference.abs().max())
+
+
+def test_float32_attention_in_mkl_slices_equals_the_fused_kernel(monkeypatch):
+    """Where float32 stays with MKL (Intel), big attentions over wide heads run as explicit products
+    in query slices, and one-head RoPE attention over narrow values projects them late: the same
+    attention as the fused kernel on projected values."""
+    monkeypatch.setattr(gemm, "float32_on_onednn", lambda: False)
+    monkeypatch.setattr(attention_module, "_SCORE_BUDGET", 500)  # 16 x 52 scores are "big"
+    monkeypatch.setattr(attention_module, "_FLOAT32_SCORE_BUDGET", 200)  # 3-query slices, the last one 1
+    monkeypatch.setattr(attention_module, "_PACKED_KEYS_MIN_WIDTH", 64)
+    sliced = []
+    real = attention_module._attention_in_slices
+    monkeypatch.setattr(attention_module, "_attention_in_slices", lambda *a: sliced.append(a[2].shape[-1]) or real(*a))
+    torch.manual_seed(0)
+    layer = RoPEAttention(64, 1, kv_in_dim=16, rope_k_repeat=True, feat_sizes=(4, 4)).eval()
+    q, k, v = torch.randn(2, 16, 64), torch.randn(2, 3 * 16 + 4, 16), torch.randn(2, 3 * 16 + 4, 16)
+    with torch.no_grad():
+        got = layer(q, k, v, num_k_exclude_rope=4)
+    assert sliced == [16]  # the raw 16-channel values, projected after the attention
+    monkeypatch.setattr(gemm, "float32_on_onednn", lambda: True)  # oneDNN CPUs: packed keys, projected values
+    monkeypatch.setattr(attention_module, "_packed_keys_pay", lambda *a: False)  # ... or the fused kernel
+    with torch.no_grad():
+        expected = layer(q, k, v, num_k_exclude_rope=4)
+    assert sliced == [16]
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    with torch.enable_grad():  # autograd keeps the fused kernel
+        layer(q, k, v, num_k_exclude_rope=4)
+    assert sliced == [16]
 
 
 def test_memory_attention_in_bfloat16_stays_close_to_float32(monkeypatch):
@@ -148,7 +177,9 @@ def test_softmax_attention_in_low_precision_can_be_differentiated():
 
 
 def test_float32_attention_on_packed_keys_equals_the_fused_kernel(monkeypatch):
-    """Big float32 attentions over wide heads go through oneDNN on packed keys, in query slices."""
+    """Big float32 attentions over wide heads go through oneDNN on packed keys, in query slices
+    (where float32 goes to oneDNN: pinned here, as on an AMD CPU)."""
+    monkeypatch.setattr(gemm, "float32_on_onednn", lambda: True)
     monkeypatch.setattr(attention_module, "_SCORE_BUDGET", 5000)  # 2 x 3 x 70 x 90 scores: 55-query slices
     calls = []
     real = attention_module._attention_on_packed_keys

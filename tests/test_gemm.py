@@ -5,6 +5,7 @@ keep PyTorch's kernels."""
 from __future__ import annotations
 
 import copy
+import os
 import pickle
 
 import pytest
@@ -15,6 +16,41 @@ from masklet.model import gemm
 from masklet.model.gemm import Linear, linear, matmul
 
 pytestmark = pytest.mark.skipif(not gemm.onednn_linear_available(torch.float32), reason="no oneDNN in this build")
+
+
+@pytest.fixture(autouse=True)
+def _float32_on_onednn(monkeypatch):
+    """These tests run oneDNN's products on every CPU (on Intel ones float32 otherwise stays on MKL)."""
+    monkeypatch.setattr(gemm, "float32_on_onednn", lambda: True)
+
+
+@pytest.mark.parametrize(
+    ("vendor", "mkl", "expected"),
+    [("GenuineIntel", True, False), ("AuthenticAMD", True, True), ("GenuineIntel", False, True), ("", True, True)],
+)
+def test_float32_goes_to_onednn_except_on_intel_with_mkl(monkeypatch, vendor, mkl, expected):
+    monkeypatch.undo()  # the real policy, not the autouse pin
+    monkeypatch.setattr(gemm, "cpu_vendor", lambda: vendor)
+    monkeypatch.setattr(torch.backends.mkl, "is_available", lambda: mkl)
+    gemm.float32_on_onednn.cache_clear()
+    try:
+        assert gemm.float32_on_onednn() is expected
+        calls = _count_onednn(monkeypatch)
+        a, b = torch.randn(300, 200), torch.randn(200, 150)
+        with torch.no_grad():
+            torch.testing.assert_close(matmul(a, b), a @ b, rtol=1e-5, atol=1e-4)
+            matmul(a.bfloat16(), b.bfloat16())  # low precision follows its own availability
+        float32_calls = 1 if expected else 0
+        assert calls[0] == float32_calls + int(gemm.onednn_linear_available(torch.bfloat16))
+    finally:
+        gemm.float32_on_onednn.cache_clear()
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/cpuinfo"), reason="reads Linux's /proc/cpuinfo")
+def test_cpu_vendor_is_the_vendor_id_of_proc_cpuinfo():
+    with open("/proc/cpuinfo") as info:
+        ids = {line.split(":", 1)[1].strip() for line in info if line.startswith("vendor_id")}
+    assert ids == ({gemm.cpu_vendor()} if ids else set())
 
 
 def _count_onednn(monkeypatch) -> list[int]:
@@ -159,3 +195,50 @@ def test_neck_lateral_equals_its_convolution(kernel):
         got, expected = _lateral(conv, x), conv(x)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
     assert got.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_flush_subnormals_zeroes_only_subnormal_weights():
+    tiny = torch.finfo(torch.float32).tiny
+    weights = torch.tensor([0.0, tiny / 4, tiny / 1e6, tiny, 2 * tiny, 1e-20, 0.5, 1.0])
+    expected = torch.tensor([0.0, 0.0, 0.0, 0.0, 2 * tiny, 1e-20, 0.5, 1.0])
+    with torch.no_grad():
+        assert gemm.flush_subnormals_(weights) is weights
+    assert torch.equal(weights, expected)
+    kept = torch.tensor([tiny / 4, 1.0])
+    gemm.flush_subnormals_(kept.bfloat16())  # bfloat16: left alone (its products flush them)
+    with torch.enable_grad():  # autograd: left alone (softmax's backward reads its output)
+        assert torch.equal(gemm.flush_subnormals_(kept), torch.tensor([tiny / 4, 1.0]))
+
+
+def test_grid_decoder_products_run_on_flushed_softmax_weights(monkeypatch):
+    """The automatic-mask decoder flushes every softmax it multiplies (masklet-nano's weights are
+    about 10 % subnormal in the first block's image-to-token attention)."""
+    import masklet
+    from masklet.amg import decoder as amg_decoder
+
+    tiny = torch.finfo(torch.float32).tiny
+    seen: list[float] = []
+    real = amg_decoder.matmul
+
+    def checked(a, b, add=None):
+        for t in (a, b):
+            if t.dtype is torch.float32:
+                seen.append(float(((t != 0) & (t.abs() < tiny)).sum()))
+        return real(a, b, add)
+
+    flushed: list[int] = []
+    real_flush = amg_decoder.flush_subnormals_
+
+    def counted_flush(x):
+        flushed.append(1)
+        return real_flush(x)
+
+    monkeypatch.setattr(amg_decoder, "matmul", checked)
+    monkeypatch.setattr(amg_decoder, "flush_subnormals_", counted_flush)
+    model = masklet.load_model("masklet-nano")
+    from masklet.synthetic import make_scene
+
+    generator = masklet.MaskGenerator(model, points_per_side=8, pred_iou_thresh=0.5, stability_score_thresh=0.7)
+    generator.generate(make_scene(1, size=(240, 320)).image)
+    assert flushed and seen
+    assert sum(seen) == 0

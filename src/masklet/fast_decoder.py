@@ -30,7 +30,7 @@ from torch import nn
 from .model import Sam2Model
 from .model.attention import Attention
 from .model.common import LayerNorm2d
-from .model.gemm import matmul
+from .model.gemm import flush_subnormals_, matmul
 from .model.mask_decoder import MaskDecoder, TwoWayAttentionBlock
 
 __all__ = ["DecoderImageCache", "FastMaskDecoder", "untile_masks"]
@@ -118,7 +118,7 @@ def _token_to_image(
     b, n, _ = q_in.shape
     q = _heads(attn.q_proj(q_in), w.heads) * w.scale  # (B, H, n, d)
     a = (q @ w.k).reshape(b, w.heads * n, -1).to(keys.dtype)  # (B, H*n, C)
-    p = torch.softmax(matmul(a, kp.transpose(1, 2)), dim=-1, dtype=q.dtype)  # (B, H*n, hw)
+    p = flush_subnormals_(torch.softmax(matmul(a, kp.transpose(1, 2)), dim=-1, dtype=q.dtype))  # (B, H*n, hw)
     g = matmul(p.to(keys.dtype), keys).to(q.dtype).reshape(b, w.heads, n, -1)  # (B, H, n, C)
     return attn.out_proj(_merge(g @ w.v.transpose(1, 2) + w.bv))
 
@@ -133,7 +133,7 @@ def _image_to_token(w: _HeadWeights, scores: torch.Tensor, v_tokens: torch.Tenso
     """
     b, _, hw = scores.shape
     h, n = v_tokens.shape[1], v_tokens.shape[2]
-    p = torch.softmax(scores.view(b, h, n, hw), dim=2, dtype=v_tokens.dtype).to(keys.dtype)
+    p = flush_subnormals_(torch.softmax(scores.view(b, h, n, hw), dim=2, dtype=v_tokens.dtype)).to(keys.dtype)
     vw = (v_tokens @ w.o + w.bo_share).reshape(b, h * n, -1)  # (B, H*n, C)
     p = p.view(b, h * n, hw).transpose(1, 2)  # (B, hw, H*n), a view
     if keys.dtype is torch.float32:  # oneDNN's float32 GEMM (on a copy) beats MKL's strided one
@@ -281,7 +281,7 @@ class FastMaskDecoder:
             queries = layer.norm1(queries)
             if index == 0:  # cached keys / values of the image tokens
                 q = _heads(t2i.q_proj(queries + tokens), wt.heads)
-                p = torch.softmax(q.to(self.dtype) @ cache.k0, dim=-1, dtype=q.dtype)
+                p = flush_subnormals_(torch.softmax(q.to(self.dtype) @ cache.k0, dim=-1, dtype=q.dtype))
                 attended = (p.to(self.dtype) @ cache.v0).to(q.dtype)  # (B, H, n, d)
                 queries = layer.norm2(queries + t2i.out_proj(_merge(attended)))
             else:

@@ -24,15 +24,19 @@ def softmax_attention(
     """Softmax attention over (B, heads, N, d) tensors; ``key_mask`` (B, Nk) bool, False for keys
     no query may attend (padding tokens of a batch of unequal prompts), None: every key.
 
-    float32 uses PyTorch's fused kernel, except big CPU attentions over wide heads (memory attention),
-    which run on keys packed for oneDNN (about 1.3x the fused kernel). On CPU in bfloat16 / float16,
-    explicit matmuls are about twice as fast (oneDNN's low-precision GEMMs; the fused kernel is
-    slower there than in float32). Small attentions (windows) run a head at a time over every window; big ones go one
-    batch-head and a few hundred queries at a time, the softmax in place in one reused buffer.
+    float32 uses PyTorch's fused kernel, except big CPU attentions over wide heads (memory attention):
+    where float32 products go to oneDNN (:func:`gemm.float32_on_onednn`), on keys packed for it (about
+    1.3x the fused kernel); elsewhere (MKL on Intel) as explicit products a few hundred queries at a
+    time (1.33x). On CPU in bfloat16 / float16, explicit matmuls are about twice as fast (oneDNN's
+    low-precision GEMMs; the fused kernel is slower there than in float32). Small attentions (windows)
+    run a head at a time over every window; big ones go one batch-head and a slice of queries at a
+    time, the softmax in place in one reused buffer.
     """
     if q.device.type != "cpu" or q.dtype not in (torch.bfloat16, torch.float16):
         if key_mask is None and _packed_keys_pay(q, k, v):
             return _attention_on_packed_keys(q, k, v)
+        if key_mask is None and _float32_slices_pay(q, k):
+            return _attention_in_slices(q, k, v, _FLOAT32_SCORE_BUDGET)
         mask = None if key_mask is None else key_mask[:, None, None, :]  # (B, 1, 1, Nk)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     scale = q.shape[-1] ** -0.5
@@ -52,12 +56,20 @@ def softmax_attention(
             torch.baddbmm(scores, q[:, i], k[:, i].transpose(-2, -1), beta=0, alpha=scale, out=scores)
             out[:, :, i] = torch.bmm(_softmax_rows_(scores), v[:, i])
         return out.transpose(1, 2)
-    qs, ks, vs = (q * scale).flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1)
+    return _attention_in_slices(q, k, v, _SCORE_BUDGET)
+
+
+def _attention_in_slices(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, budget: int) -> torch.Tensor:
+    """Softmax attention one batch-head and a slice of queries at a time, ``budget`` scores per slice
+    in one reused buffer, the softmax in place (no autograd)."""
+    b, h, n, _ = q.shape
+    num_keys = k.shape[-2]
+    qs, ks, vs = (q * q.shape[-1] ** -0.5).flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1)
     out = q.new_empty(b * h, n, v.shape[-1])
-    rows = max(1, min(n, _SCORE_BUDGET // num_keys))
+    rows = max(1, min(n, budget // num_keys))
     scores = q.new_empty(rows, num_keys)
     for i in range(b * h):
-        kt = ks[i].transpose(0, 1)  # oneDNN reads transposed keys as fast as a contiguous copy
+        kt = ks[i].transpose(0, 1)  # oneDNN and MKL read transposed keys as fast as a contiguous copy
         for j in range(0, n, rows):
             s = scores[: min(rows, n - j)]
             torch.matmul(qs[i, j : j + rows], kt, out=s)
@@ -66,17 +78,36 @@ def softmax_attention(
     return out.view(b, h, n, -1)
 
 
-#: Head width from which packed-key attention beats the fused kernel (2 threads, AVX-512 EPYC, float32):
-#: memory attention's 4096 queries over 28672 keys of 256 channels take 422-488 ms against 561-627; the
-#: trunk's global attention (96 channels a head) stays faster fused, its scores being mostly writes.
+#: Head width from which explicit or packed-key attention beats the fused kernel (2 threads, float32):
+#: memory attention's 4096 queries over 28672 keys of 256 channels take 422-488 ms against 561-627 on
+#: packed keys (AMD EPYC), 417 against 556 in MKL slices with the values projected late (Intel Xeon);
+#: the trunk's global attention (96 channels a head) stays faster fused, its scores being mostly writes.
 _PACKED_KEYS_MIN_WIDTH = 128
+
+#: Scores per float32 slice in MKL (16 MB): 146 queries over memory attention's 28.7k keys, 7 % faster
+#: than 583 (Intel Xeon, 2 threads).
+_FLOAT32_SCORE_BUDGET = 1 << 22
+
+
+def _big_and_wide(q: torch.Tensor, k: torch.Tensor) -> bool:
+    b, h, n, d = q.shape
+    return b * h * n * k.shape[-2] > _SCORE_BUDGET and d >= _PACKED_KEYS_MIN_WIDTH
 
 
 def _packed_keys_pay(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
     """float32 on CPU through oneDNN: big attentions (more scores than one slice) over wide heads."""
-    b, h, n, d = q.shape
-    big = b * h * n * k.shape[-2] > _SCORE_BUDGET and d >= _PACKED_KEYS_MIN_WIDTH
-    return big and q.dtype is torch.float32 and gemm.onednn_ready(q, k, v)
+    return _big_and_wide(q, k) and q.dtype is torch.float32 and gemm.onednn_ready(q, k, v)
+
+
+def _float32_slices_pay(q: torch.Tensor, k: torch.Tensor) -> bool:
+    """float32 on CPU where float32 stays with PyTorch's MKL: big attentions over wide heads, no autograd."""
+    return (
+        q.device.type == "cpu"
+        and q.dtype is torch.float32
+        and not torch.is_grad_enabled()
+        and not gemm.float32_on_onednn()
+        and _big_and_wide(q, k)
+    )
 
 
 def _attention_on_packed_keys(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -202,7 +233,7 @@ class RoPEAttention(Attention):
     ) -> torch.Tensor:
         q = self._heads(self.q_proj(q))
         k = self._heads(self.k_proj(k))
-        project_late = self._project_values_late(q)
+        project_late = self._project_values_late(q, k)
         v = v[:, None] if project_late else self._heads(self.v_proj(v))
         rotations = self._rotations(q.shape[-2], q.device)
         # q and k are fresh projections: CPU inference rotates them in place
@@ -217,18 +248,20 @@ class RoPEAttention(Attention):
             return self.out_proj(self.v_proj(softmax_attention(q, k, v, key_mask)[:, 0]))
         return self._attend(q, k, v, key_mask)
 
-    def _project_values_late(self, q: torch.Tensor) -> bool:
+    def _project_values_late(self, q: torch.Tensor, k: torch.Tensor) -> bool:
         """Whether to attend over the raw values and project the result instead.
 
         softmax(qk) @ v_proj(v) equals v_proj(softmax(qk) @ v) (the weights of a row sum to 1, so
         the bias passes through). With one head and narrow values (64-channel memories against
         256-channel queries) it quarters the value product; used where attention runs as explicit
-        low-precision matmuls (float32 keeps the fused kernel, which is slower with narrow values).
+        matmuls (low precision, and big float32 ones in MKL slices): the fused kernel and the
+        packed-key one are slower with narrow values (the fused one 4-5x).
         """
+        explicit = q.dtype in (torch.bfloat16, torch.float16) or _float32_slices_pay(q, k)
         return (
             self.num_heads == 1
             and self.v_proj.in_features < self.internal_dim
             and q.device.type == "cpu"
-            and q.dtype in (torch.bfloat16, torch.float16)
+            and explicit
             and not (self.training and self.dropout_p > 0)
         )

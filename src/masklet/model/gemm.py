@@ -1,7 +1,8 @@
-"""Big CPU matrix products through oneDNN instead of PyTorch's default float32 GEMM.
+"""Big CPU matrix products through oneDNN instead of PyTorch's default float32 GEMM, where that pays.
 
 PyTorch's float32 ``F.linear`` / ``bmm`` on CPU call MKL, which runs its AVX2 kernels on AMD CPUs;
-oneDNN picks its kernels by instruction set. Measured on a 2-core AMD EPYC with AVX-512, 2 threads
+oneDNN picks its kernels by instruction set. On Intel CPUs MKL runs its own best kernels, and float32
+stays with PyTorch (:func:`float32_on_onednn`). Measured on a 2-core AMD EPYC with AVX-512, 2 threads
 (``benchmarks/gemm_kernels.py``): 4096 x 384 -> 1536, MKL 193 GFLOP/s, oneDNN 412; a click's
 4096 x 256 x 256 ``baddbmm`` 3.1 ms, oneDNN 1.2 ms. With oneDNN held to AVX2
 (``ONEDNN_MAX_CPU_ISA=AVX2``) it still matches or beats MKL on big products. oneDNN costs about
@@ -12,6 +13,7 @@ arithmetic in a different summation order: results agree to rounding (about 1e-6
 from __future__ import annotations
 
 import functools
+import platform
 
 import torch
 import torch.nn.functional as F
@@ -31,13 +33,39 @@ def onednn_linear_available(dtype: torch.dtype) -> bool:
     return dtype is torch.float32 or (dtype is torch.bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+@functools.cache
+def cpu_vendor() -> str:
+    """The CPU's vendor id ("GenuineIntel", "AuthenticAMD", ...), or "" where it cannot be read."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "GenuineIntel" if "GenuineIntel" in platform.processor() else ""  # Windows names it there
+
+
+@functools.cache
+def float32_on_onednn() -> bool:
+    """Whether big float32 CPU products go to oneDNN: everywhere except on Intel CPUs with PyTorch's MKL.
+
+    There MKL runs its AVX-512 kernels and matched or beat oneDNN (2-core Xeon with AVX-512, 2 threads,
+    ``benchmarks/gemm_kernels.py``: linears 0.93-1.10x, a click's token-to-image scores 478 against 617 us,
+    memory attention's fused kernel 581 against 790 ms on packed keys); elsewhere (AMD) it runs AVX2.
+    """
+    return not (torch.backends.mkl.is_available() and cpu_vendor() == "GenuineIntel")
+
+
 def _pays(macs: int, *tensors: torch.Tensor) -> bool:
     """CPU float32 / bfloat16 of one dtype, no autograd, not inside a trace or compile, and a product
-    of ``macs`` multiply-adds, enough to pay oneDNN's per-call cost."""
+    of ``macs`` multiply-adds, enough to pay oneDNN's per-call cost (float32: where oneDNN beats MKL)."""
     dtype = tensors[0].dtype
     if any(t.device.type != "cpu" or t.dtype is not dtype for t in tensors):
         return False
     if torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return False
+    if dtype is torch.float32 and not float32_on_onednn():
         return False
     return macs >= ONEDNN_MIN_MACS and onednn_linear_available(dtype)
 
@@ -120,6 +148,20 @@ def matmul(a: torch.Tensor, b: torch.Tensor, add: torch.Tensor | None = None) ->
 def _product(a: torch.Tensor, b: torch.Tensor, add: torch.Tensor | None) -> torch.Tensor:
     """(M, K) @ (K, N) (+ (M, N)) in oneDNN, which reads ``b`` transposed in place as its weight."""
     return _onednn_call(a, b.transpose(0, 1), None, add)
+
+
+def flush_subnormals_(weights: torch.Tensor) -> torch.Tensor:
+    """Zero the subnormal entries of non-negative ``weights`` (softmax outputs) in place, on a CPU in
+    float32 / float64 without autograd; returns ``weights``.
+
+    Below the smallest normal float (1.2e-38) they change no sum at float32 precision, but an Intel
+    CPU takes a microcode assist for every product with one (PyTorch sets flush-to-zero in the calling
+    thread only, not in its worker threads): a grid decoder's (64, 256, 64) x (64, 64, 128) product
+    over weights 10 % subnormal took 24 ms against 1.6 ms flushed. bfloat16 products flush them anyway.
+    """
+    if weights.device.type == "cpu" and weights.dtype in (torch.float32, torch.float64) and not torch.is_grad_enabled():
+        torch.threshold_(weights, torch.finfo(weights.dtype).tiny, 0.0)
+    return weights
 
 
 def onednn_ready(*tensors: torch.Tensor) -> bool:
