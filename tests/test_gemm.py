@@ -220,11 +220,11 @@ def test_grid_decoder_products_run_on_flushed_softmax_weights(monkeypatch):
     seen: list[float] = []
     real = amg_decoder.matmul
 
-    def checked(a, b, add=None):
+    def checked(a, b, add=None, **options):
         for t in (a, b):
             if t.dtype is torch.float32:
                 seen.append(float(((t != 0) & (t.abs() < tiny)).sum()))
-        return real(a, b, add)
+        return real(a, b, add, **options)
 
     flushed: list[int] = []
     real_flush = amg_decoder.flush_subnormals_
@@ -242,3 +242,32 @@ def test_grid_decoder_products_run_on_flushed_softmax_weights(monkeypatch):
     generator.generate(make_scene(1, size=(240, 320)).image)
     assert flushed and seen
     assert sum(seen) == 0
+
+
+@pytest.mark.parametrize("route", ["onednn", "torch"])
+def test_scratch_addend_holds_the_result_only_on_torchs_kernels(monkeypatch, route):
+    """``add_is_scratch``: PyTorch's kernels accumulate into the addend (no copy); oneDNN's fused
+    addend, a broadcast addend and autograd leave it as it was. Same values either way."""
+    if route == "torch":
+        monkeypatch.setattr(gemm, "float32_on_onednn", lambda: False)
+    gen = torch.Generator().manual_seed(5)
+    a, b = torch.randn(3, 300, 200, generator=gen), torch.randn(3, 200, 150, generator=gen)
+    add = torch.randn(3, 300, 150, generator=gen)
+    expected = torch.baddbmm(add, a, b)
+    for shape in [(3, 300, 150), (1, 300, 150)]:
+        scratch = add[: shape[0]].clone()
+        with torch.no_grad():
+            got = matmul(a, b, scratch, add_is_scratch=True)
+        torch.testing.assert_close(got, torch.baddbmm(add[: shape[0]], a, b), rtol=1e-5, atol=1e-4)
+        in_place = route == "torch" and shape[0] == 3
+        assert (got.data_ptr() == scratch.data_ptr()) is in_place
+        assert torch.equal(scratch, add[: shape[0]]) is not in_place
+    flat = add[0].clone()
+    with torch.no_grad():
+        got2 = matmul(a[0], b[0], flat, add_is_scratch=True)
+    torch.testing.assert_close(got2, expected[0], rtol=1e-5, atol=1e-4)
+    assert (got2.data_ptr() == flat.data_ptr()) is (route == "torch")
+    kept = add.clone()
+    with torch.enable_grad():
+        matmul(a, b, kept, add_is_scratch=True)
+    assert torch.equal(kept, add)

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model import Sam2Model
+from .model import Sam2Model, gemm
 from .model.attention import Attention
 from .model.common import LayerNorm2d
 from .model.gemm import flush_subnormals_, matmul
@@ -123,8 +123,11 @@ def _token_to_image(
     return attn.out_proj(_merge(g @ w.v.transpose(1, 2) + w.bv))
 
 
-def _image_to_token(w: _HeadWeights, scores: torch.Tensor, v_tokens: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-    """``keys`` plus the image-to-token attention output, from (B, H*n, hw) scores and (B, H, n, d) values.
+def _image_to_token(
+    w: _HeadWeights, scores: torch.Tensor, v_tokens: torch.Tensor, keys: torch.Tensor, keys_scratch: bool
+) -> torch.Tensor:
+    """``keys`` plus the image-to-token attention output, from (B, H*n, hw) scores and (B, H, n, d) values;
+    ``keys_scratch``: ``keys`` is a temporary that may hold the result (not the cached tokens).
 
     The scores are token-major, so the softmax over a few tokens runs along whole rows of image
     tokens (PyTorch vectorises it there; over a last dimension of 8 it takes 4x longer). The
@@ -136,9 +139,12 @@ def _image_to_token(w: _HeadWeights, scores: torch.Tensor, v_tokens: torch.Tenso
     p = flush_subnormals_(torch.softmax(scores.view(b, h, n, hw), dim=2, dtype=v_tokens.dtype)).to(keys.dtype)
     vw = (v_tokens @ w.o + w.bo_share).reshape(b, h * n, -1)  # (B, H*n, C)
     p = p.view(b, h * n, hw).transpose(1, 2)  # (B, hw, H*n), a view
-    if keys.dtype is torch.float32:  # oneDNN's float32 GEMM (on a copy) beats MKL's strided one
-        return matmul(p.contiguous(), vw, keys)
-    return torch.baddbmm(keys, p, vw.to(keys.dtype))  # low precision: oneDNN reads the view in place
+    if keys.dtype is torch.float32 and gemm.float32_on_onednn():  # oneDNN's GEMM on a copy beats MKL's strided one
+        return matmul(p.contiguous(), vw, keys, add_is_scratch=keys_scratch)
+    # low precision (oneDNN) and MKL on Intel read the view in place (MKL: 0.79 against 1.0-1.2 ms with the copy)
+    if keys_scratch and keys.shape[0] == b and not torch.is_grad_enabled():
+        return keys.baddbmm_(p, vw.to(keys.dtype))  # no copy of the addend
+    return torch.baddbmm(keys, p, vw.to(keys.dtype))
 
 
 def _layer_norm(x: torch.Tensor, norm: nn.LayerNorm | LayerNorm2d) -> torch.Tensor:
@@ -300,7 +306,7 @@ class FastMaskDecoder:
                 fold = (ks @ wi.q).reshape(batch, wi.heads * n, -1)  # (B, H*n, C)
                 shift = (ks * wi.bq).sum(-1).reshape(batch, wi.heads * n, 1)
                 scores = matmul(fold.to(self.dtype), kp.transpose(1, 2)).to(shift.dtype).add_(shift)
-            keys = _layer_norm(_image_to_token(wi, scores, v_tok, keys), layer.norm4)
+            keys = _layer_norm(_image_to_token(wi, scores, v_tok, keys, keys is not cache.keys), layer.norm4)
         final = self.decoder.transformer.final_attn_token_to_image
         out = _token_to_image(final, self.final, queries + tokens, keys + key_pe, keys)
         return self.decoder.transformer.norm_final_attn(queries + out), keys

@@ -336,7 +336,7 @@ class GridDecoder:
         n = kk.shape[1]
         weights = flush_subnormals_(scores.view(b, h, t, n).softmax(2).view(b, h * t, n))
         rows = self._value_rows(attn, v)  # the output bias goes to the image tokens instead
-        return matmul(weights.transpose(1, 2), rows, k0 + attn.out_proj.bias.to(k0.dtype))
+        return matmul(weights.transpose(1, 2), rows, k0 + attn.out_proj.bias.to(k0.dtype), add_is_scratch=True)
 
     # ---------------------------------------------------------------- masks
 

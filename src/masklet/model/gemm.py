@@ -115,10 +115,15 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     return F.linear(x, weight, bias)
 
 
-def matmul(a: torch.Tensor, b: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
+def matmul(
+    a: torch.Tensor, b: torch.Tensor, add: torch.Tensor | None = None, *, add_is_scratch: bool = False
+) -> torch.Tensor:
     """``a @ b + add``: (M, K) @ (K, N), or batched (B|1, M, K) @ (B|1, K, N) with a (B|1, M, N) addend
     (a batch of one broadcasts, as in ``torch.baddbmm``). Big CPU products run in oneDNN, the
     addend fused into the GEMM; otherwise ``torch.matmul`` / ``torch.addmm`` / ``torch.baddbmm``.
+
+    ``add_is_scratch``: the caller gives ``add`` up (a temporary of the output's shape), so PyTorch's
+    kernels accumulate into it in place instead of into a copy (one pass less over the output).
     """
     if a.dim() != b.dim() or a.dim() not in (2, 3) or (add is not None and add.dim() != a.dim()):
         raise ValueError(f"matmul takes 2-D or 3-D operands of one rank, got {a.dim()}, {b.dim()}")
@@ -126,7 +131,9 @@ def matmul(a: torch.Tensor, b: torch.Tensor, add: torch.Tensor | None = None) ->
     operands = (a, b) if add is None else (a, b, add)
     if a.dim() == 2:
         if not _pays(m * k * n, *operands):
-            return a @ b if add is None else torch.addmm(add, a, b)
+            if add is None:
+                return a @ b
+            return add.addmm_(a, b) if _accumulates_into(add, add_is_scratch, (m, n)) else torch.addmm(add, a, b)
         return _product(a, b, add)
     batch = max(t.shape[0] for t in operands)
     folds = b.shape[0] == 1 and a.shape[0] == batch and (add is None or add.shape[0] == batch)
@@ -137,12 +144,20 @@ def matmul(a: torch.Tensor, b: torch.Tensor, add: torch.Tensor | None = None) ->
     if folds or not _pays(m * k * n, *operands):  # a product per batch: each must pay oneDNN's call
         if add is None:
             return torch.matmul(a, b)
-        return torch.baddbmm(add, a.expand(batch, -1, -1), b.expand(batch, -1, -1))
+        a, b = a.expand(batch, -1, -1), b.expand(batch, -1, -1)
+        if _accumulates_into(add, add_is_scratch, (batch, m, n)):
+            return add.baddbmm_(a, b)
+        return torch.baddbmm(add, a, b)
     out = a.new_empty(batch, m, n)
     for i in range(batch):
         other = None if add is None else add[min(i, add.shape[0] - 1)]
         out[i] = _product(a[min(i, a.shape[0] - 1)], b[min(i, b.shape[0] - 1)], other)
     return out
+
+
+def _accumulates_into(add: torch.Tensor, scratch: bool, shape: tuple[int, ...]) -> bool:
+    """Whether a scratch addend can hold the output: its full shape, dense, no autograd."""
+    return scratch and tuple(add.shape) == shape and add.is_contiguous() and not torch.is_grad_enabled()
 
 
 def _product(a: torch.Tensor, b: torch.Tensor, add: torch.Tensor | None) -> torch.Tensor:
