@@ -120,3 +120,30 @@ def test_untile_masks_places_every_tiled_pixel(dtype):
     strided = torch.randn(b, 16 * h * w, m).to(dtype).transpose(1, 2)
     expected[:, :, rows, cols] = strided
     assert torch.equal(untile_masks(strided, h, w), expected)
+
+
+def test_click_softmaxes_are_flushed_of_subnormals(monkeypatch):
+    """With trained weights (masklet-nano) the first block's attention weights are partly subnormal
+    (3-10 %); the click decoder flushes them before its products (slow on Intel CPUs otherwise)."""
+    import masklet
+    import masklet.fast_decoder as fast_decoder
+    from masklet.synthetic import make_scene
+
+    tiny = torch.finfo(torch.float32).tiny
+    before: list[int] = []
+    after: list[int] = []
+    real = fast_decoder.flush_subnormals_
+
+    def observed(weights):
+        before.append(int(((weights > 0) & (weights < tiny)).sum()))
+        out = real(weights)
+        after.append(int(((out > 0) & (out < tiny)).sum()))
+        return out
+
+    monkeypatch.setattr(fast_decoder, "flush_subnormals_", observed)
+    predictor = ImagePredictor(masklet.load_model("masklet-nano"))
+    predictor.set_image(make_scene(1, size=(240, 320)).image)
+    with torch.inference_mode():
+        predictor.predict(point_coords=np.array([[160.0, 120.0]]), point_labels=np.array([1]))
+    assert len(before) >= 3 and sum(before) > 0
+    assert sum(after) == 0
