@@ -52,7 +52,7 @@ def float32_on_onednn() -> bool:
 
     There MKL runs its AVX-512 kernels. On a 2-core Xeon with AVX-512 (2 threads) it beat oneDNN on the
     whole paths (set_image 1724 against 1828 ms, a click 29.5 against 32.9 ms, one interleaved run) and
-    matched it on most products (``benchmarks/gemm_kernels.py``: linears 0.91-1.07x, a click's
+    matched it on most products (``benchmarks/gemm_kernels.py``: linears within 10 % either way, a click's
     token-to-image scores 478 against 617 us, memory attention's fused kernel 581 against 790 ms on
     packed keys). Elsewhere (AMD) MKL runs AVX2.
     """
