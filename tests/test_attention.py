@@ -51,6 +51,17 @@ def test_late_value_projection_is_the_same_attention():
     assert float((result - reference).abs().max()) < 0.05 * float(reference.abs().max())
 
 
+class _WithPointers(torch.nn.Module):
+    """A RoPE attention whose last 4 keys are pointers (unrotated), as a module a trace can take."""
+
+    def __init__(self, layer: RoPEAttention) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return self.layer(q, k, v, num_k_exclude_rope=4)
+
+
 def test_float32_attention_in_mkl_slices_equals_the_fused_kernel(monkeypatch):
     """Where float32 stays with MKL (Intel), big attentions over wide heads run as explicit products
     in query slices, and one-head RoPE attention over narrow values projects them late: the same
@@ -76,7 +87,11 @@ def test_float32_attention_in_mkl_slices_equals_the_fused_kernel(monkeypatch):
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     with torch.enable_grad():  # autograd keeps the fused kernel
         layer(q, k, v, num_k_exclude_rope=4)
+    monkeypatch.setattr(gemm, "float32_on_onednn", lambda: False)
+    with torch.no_grad():  # so does a trace (an export records one graph on every CPU)
+        traced = torch.jit.trace(_WithPointers(layer), (q, k, v), check_trace=False)  # no eager re-run
     assert sliced == [16]
+    torch.testing.assert_close(traced(q, k, v), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_memory_attention_in_bfloat16_stays_close_to_float32(monkeypatch):

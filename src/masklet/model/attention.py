@@ -100,11 +100,14 @@ def _packed_keys_pay(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
 
 
 def _float32_slices_pay(q: torch.Tensor, k: torch.Tensor) -> bool:
-    """float32 on CPU where float32 stays with PyTorch's MKL: big attentions over wide heads, no autograd."""
+    """float32 on CPU where float32 stays with PyTorch's MKL: big attentions over wide heads, eager
+    (no autograd, trace or compile: those keep the fused kernel, as on oneDNN CPUs)."""
     return (
         q.device.type == "cpu"
         and q.dtype is torch.float32
         and not torch.is_grad_enabled()
+        and not torch.jit.is_tracing()
+        and not torch.compiler.is_compiling()
         and not gemm.float32_on_onednn()
         and _big_and_wide(q, k)
     )
