@@ -142,7 +142,7 @@ def _image_to_token(
     if keys.dtype is torch.float32 and gemm.float32_on_onednn():  # oneDNN's GEMM on a copy beats MKL's strided one
         return matmul(p.contiguous(), vw, keys, add_is_scratch=keys_scratch)
     # low precision (oneDNN) and MKL on Intel read the view in place (MKL: 0.79 against 1.0-1.2 ms with the copy)
-    if keys_scratch and keys.shape[0] == b and not torch.is_grad_enabled():
+    if gemm.accumulates_into(keys, keys_scratch, (b, hw, keys.shape[-1])):
         return keys.baddbmm_(p, vw.to(keys.dtype))  # no copy of the addend
     return torch.baddbmm(keys, p, vw.to(keys.dtype))
 

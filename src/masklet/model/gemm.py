@@ -135,7 +135,7 @@ def matmul(
         if not _pays(m * k * n, *operands):
             if add is None:
                 return a @ b
-            return add.addmm_(a, b) if _accumulates_into(add, add_is_scratch, (m, n)) else torch.addmm(add, a, b)
+            return add.addmm_(a, b) if accumulates_into(add, add_is_scratch, (m, n)) else torch.addmm(add, a, b)
         return _product(a, b, add)
     batch = max(t.shape[0] for t in operands)
     folds = b.shape[0] == 1 and a.shape[0] == batch and (add is None or add.shape[0] == batch)
@@ -147,7 +147,7 @@ def matmul(
         if add is None:
             return torch.matmul(a, b)
         a, b = a.expand(batch, -1, -1), b.expand(batch, -1, -1)
-        if _accumulates_into(add, add_is_scratch, (batch, m, n)):
+        if accumulates_into(add, add_is_scratch, (batch, m, n)):
             return add.baddbmm_(a, b)
         return torch.baddbmm(add, a, b)
     out = a.new_empty(batch, m, n)
@@ -157,8 +157,9 @@ def matmul(
     return out
 
 
-def _accumulates_into(add: torch.Tensor, scratch: bool, shape: tuple[int, ...]) -> bool:
-    """Whether a scratch addend can hold the output: its full shape, dense, no autograd."""
+def accumulates_into(add: torch.Tensor, scratch: bool, shape: tuple[int, ...]) -> bool:
+    """Whether a scratch addend can hold a product's output in place: its full ``shape``, dense, no
+    autograd (for callers that run PyTorch's ``addmm_`` / ``baddbmm_`` themselves)."""
     return scratch and tuple(add.shape) == shape and add.is_contiguous() and not torch.is_grad_enabled()
 
 
