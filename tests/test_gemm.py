@@ -210,6 +210,26 @@ def test_flush_subnormals_zeroes_only_subnormal_weights():
         assert torch.equal(gemm.flush_subnormals_(kept), torch.tensor([tiny / 4, 1.0]))
 
 
+@pytest.mark.parametrize("dim", [0, 2, -1])
+def test_softmax_flushed_equals_the_flushed_softmax(dim):
+    """Scores over a range of thousands: many weights underflow to subnormals or zero; the
+    pre-masked softmax gives exactly the flushed softmax, and never leaves a subnormal."""
+    tiny = torch.finfo(torch.float32).tiny
+    scores = torch.randn(6, 7, 8, 33, generator=torch.Generator().manual_seed(0)) * 60
+    scores[..., 0] = -1e4  # far below the rest
+    scores[0, 0, 0] = -5.0  # a row of one value
+    with torch.no_grad():
+        expected = gemm.flush_subnormals_(scores.softmax(dim))
+        underflowed = scores.softmax(dim)
+        assert ((underflowed > 0) & (underflowed < tiny)).any()  # the case the helper is for
+        got = gemm.softmax_flushed_(scores.clone(), dim)
+    assert torch.equal(got, expected)
+    assert not ((got > 0) & (got < tiny)).any()
+    with torch.enable_grad():  # autograd: a plain softmax
+        x = scores.clone().requires_grad_()
+        assert torch.equal(gemm.softmax_flushed_(x, dim), scores.softmax(dim))
+
+
 def test_grid_decoder_products_run_on_flushed_softmax_weights(monkeypatch):
     """The automatic-mask decoder flushes every softmax it multiplies (masklet-nano's weights are
     about 10 % subnormal in the first block's image-to-token attention)."""

@@ -107,18 +107,21 @@ def _merge(x: torch.Tensor) -> torch.Tensor:
 
 
 def _token_to_image(
-    attn: Attention, w: _HeadWeights, q_in: torch.Tensor, kp: torch.Tensor, keys: torch.Tensor
+    attn: Attention, w: _HeadWeights, q_in: torch.Tensor, keys: torch.Tensor, pe_keys: torch.Tensor
 ) -> torch.Tensor:
     """Few tokens attend many image tokens, without projecting the image tokens.
 
-    Scores: ``(q_h W_k,h) kp^T`` (the key bias adds a per-query constant, which softmax ignores);
-    output: ``(P keys) W_v,h^T + b_v,h`` (softmax rows sum to one). (B, n, C) tokens, (B|1, hw, C)
-    image tokens with and without positions -> (B, n, C), out_proj included.
+    Scores: ``(q_h W_k,h) keys^T + q_h (W_k,h pe^T)`` (the key bias adds a per-query constant, which
+    softmax ignores; ``pe_keys`` (H, d, hw) is the per-head table of the positions' keys, so no
+    (hw, C) sum is formed); output: ``(P keys) W_v,h^T + b_v,h`` (softmax rows sum to one).
+    (B, n, C) tokens, (B|1, hw, C) image tokens -> (B, n, C), out_proj included.
     """
     b, n, _ = q_in.shape
     q = _heads(attn.q_proj(q_in), w.heads) * w.scale  # (B, H, n, d)
     a = (q @ w.k).reshape(b, w.heads * n, -1).to(keys.dtype)  # (B, H*n, C)
-    p = flush_subnormals_(torch.softmax(matmul(a, kp.transpose(1, 2)), dim=-1, dtype=q.dtype))  # (B, H*n, hw)
+    scores = matmul(a, keys.transpose(1, 2)).to(q.dtype)  # (B, H*n, hw)
+    scores.view(b, w.heads, n, -1).add_(q @ pe_keys)
+    p = flush_subnormals_(torch.softmax(scores, dim=-1))
     g = matmul(p.to(keys.dtype), keys).to(q.dtype).reshape(b, w.heads, n, -1)  # (B, H, n, C)
     return attn.out_proj(_merge(g @ w.v.transpose(1, 2) + w.bv))
 
@@ -191,6 +194,7 @@ class FastMaskDecoder:
             self.t2i = [_head_weights(layer.cross_attn_token_to_image) for layer in self.layers]
             self.i2t = [_head_weights(layer.cross_attn_image_to_token) for layer in self.layers]
             self.final = _head_weights(transformer.final_attn_token_to_image)
+        self._pe_tables: dict[tuple[int, tuple[int, int], torch.device], torch.Tensor] = {}
 
     # ------------------------------------------------------------------ image
 
@@ -273,7 +277,6 @@ class FastMaskDecoder:
         matrices built from the few tokens (see :func:`_token_to_image`, :func:`_image_to_token`).
         """
         batch, n, _ = tokens.shape
-        key_pe = cache.key_pe
         keys = cache.keys
         queries = tokens
         for index, layer in enumerate(self.layers):
@@ -291,8 +294,8 @@ class FastMaskDecoder:
                 attended = (p.to(self.dtype) @ cache.v0).to(q.dtype)  # (B, H, n, d)
                 queries = layer.norm2(queries + t2i.out_proj(_merge(attended)))
             else:
-                kp = keys + key_pe
-                queries = layer.norm2(queries + _token_to_image(t2i, wt, queries + tokens, kp, keys))
+                pe_keys = self._pe_table(cache, t2i.k_proj, wt.heads)
+                queries = layer.norm2(queries + _token_to_image(t2i, wt, queries + tokens, keys, pe_keys))
             queries = layer.norm3(queries + layer.mlp(queries))
             k_tok = _heads(i2t.k_proj(queries + tokens), wi.heads)  # (B, H, n, d)
             v_tok = _heads(i2t.v_proj(queries), wi.heads)
@@ -301,15 +304,29 @@ class FastMaskDecoder:
                 blocks = k_tok.new_zeros(batch, wi.heads, n, wi.heads, k_tok.shape[-1])
                 torch.diagonal(blocks, dim1=1, dim2=3).copy_(k_tok.permute(0, 2, 3, 1))
                 scores = matmul(blocks.reshape(batch, wi.heads * n, -1).to(self.dtype), cache.q0.transpose(1, 2))
-            else:  # queries folded: (W_q,h^T k_h) kp + b_q,h . k_h
+            else:  # queries folded: (W_q,h^T k_h) keys + k_h (W_q,h pe) + b_q,h . k_h
                 ks = k_tok * wi.scale
                 fold = (ks @ wi.q).reshape(batch, wi.heads * n, -1)  # (B, H*n, C)
                 shift = (ks * wi.bq).sum(-1).reshape(batch, wi.heads * n, 1)
-                scores = matmul(fold.to(self.dtype), kp.transpose(1, 2)).to(shift.dtype).add_(shift)
+                scores = matmul(fold.to(self.dtype), keys.transpose(1, 2)).to(shift.dtype).add_(shift)
+                scores.view(batch, wi.heads, n, -1).add_(ks @ self._pe_table(cache, i2t.q_proj, wi.heads))
             keys = _layer_norm(_image_to_token(wi, scores, v_tok, keys, keys is not cache.keys), layer.norm4)
         final = self.decoder.transformer.final_attn_token_to_image
-        out = _token_to_image(final, self.final, queries + tokens, keys + key_pe, keys)
+        pe_keys = self._pe_table(cache, final.k_proj, self.final.heads)
+        out = _token_to_image(final, self.final, queries + tokens, keys, pe_keys)
         return self.decoder.transformer.norm_final_attn(queries + out), keys
+
+    def _pe_table(self, cache: DecoderImageCache, proj: nn.Linear, heads: int) -> torch.Tensor:
+        """(H, d, hw): ``proj`` (no bias) of the image positions, per head, in the token dtype. The
+        positions depend on the feature size only, so each table is made once per size."""
+        key = (id(proj), cache.hw, cache.key_pe.device)
+        table = self._pe_tables.get(key)
+        if table is None:
+            with torch.no_grad():
+                pe = cache.key_pe[0].to(self.token_dtype)  # (hw, C)
+                table = (proj.weight.to(self.token_dtype) @ pe.t()).reshape(heads, -1, pe.shape[0]).contiguous()
+            self._pe_tables[key] = table
+        return table
 
     def _masks(self, cache: DecoderImageCache, keys: torch.Tensor, hyper: torch.Tensor) -> torch.Tensor:
         """Upscale image tokens with GEMMs in the tiled layout, then the hypernetwork product.

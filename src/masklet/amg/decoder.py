@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from ..fast_decoder import untile_masks
 from ..model import Sam2Model
-from ..model.gemm import flush_subnormals_, matmul
+from ..model.gemm import flush_subnormals_, matmul, softmax_flushed_
 
 __all__ = ["DecoderState", "GridDecoder"]
 
@@ -158,7 +158,7 @@ class GridDecoder:
         """Outputs (B, len(rows), C) of the final token->image attention for token ``rows``."""
         tr = self.dec.transformer
         q = state.queries[:, rows]
-        out = self._token_to_image(tr.final_attn_token_to_image, q + state.tokens[:, rows], state.keys, None)
+        out = self._token_to_image(tr.final_attn_token_to_image, q + state.tokens[:, rows], state.keys)
         return tr.norm_final_attn(q + out)
 
     def _block(
@@ -176,11 +176,10 @@ class GridDecoder:
             q = layer.norm3(q + layer.mlp(q))
             weights, rows = self._image_to_token_shared(layer.cross_attn_image_to_token, q + qpe, q)
             x = matmul(weights.transpose(1, 2), rows, self.keys0_out)
-        else:
-            kk = k + self.key_pe
-            q = layer.norm2(q + self._token_to_image(layer.cross_attn_token_to_image, q + qpe, k, kk))
+        else:  # k is this decode's own (the previous block's output): the image->token update lands in it
+            q = layer.norm2(q + self._token_to_image(layer.cross_attn_token_to_image, q + qpe, k))
             q = layer.norm3(q + layer.mlp(q))
-            x = self._image_to_token(layer.cross_attn_image_to_token, kk, k, q + qpe, q)
+            x = self._image_to_token(layer.cross_attn_image_to_token, k, q + qpe, q)
         return q, layer.norm4(x)
 
     def _first_blocks(self, layer0, layer1, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -204,20 +203,22 @@ class GridDecoder:
         x = matmul(torch.cat((weights, ones), 1).transpose(1, 2), rows1, k1)
         return q, layer1.norm4(x)
 
-    def _pe_table(self, attn) -> torch.Tensor:
-        """(H, d, N): the key projection (no bias) of the image positional encoding, per head."""
-        key = id(attn)
+    def _pe_table(self, proj: torch.nn.Linear, heads: int) -> torch.Tensor:
+        """(H, d, N): the projection ``proj`` (no bias) of the image positional encoding, per head."""
+        key = id(proj)
         if key not in self._pe_tables:
-            proj = self.key_pe[0] @ attn.k_proj.weight.t()  # (N, H*d)
-            self._pe_tables[key] = proj.t().reshape(attn.num_heads, -1, proj.shape[0]).contiguous()
+            out = self.key_pe[0] @ proj.weight.t()  # (N, H*d)
+            self._pe_tables[key] = out.t().reshape(heads, -1, out.shape[0]).contiguous()
         return self._pe_tables[key]
 
     @staticmethod
-    def _per_head(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-        """x (B, T, H, d) against a per-head table (H, d, N) -> (B, H*T, N)."""
+    def _add_per_head_(scores: torch.Tensor, x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """scores (B, H*T, N) += x (B, T, H, d) against a per-head table (H, d, N), in place (the
+        head-major product is added through a view: no transposed copy)."""
         b, t, h, d = x.shape
         out = matmul(x.permute(2, 0, 1, 3).reshape(h, b * t, d), table)  # (H, B*T, N)
-        return out.view(h, b, t, -1).transpose(0, 1).reshape(b, h * t, -1)
+        scores.view(b, h, t, -1).add_(out.view(h, b, t, -1).transpose(0, 1))
+        return scores
 
     def _factored_scores(self, x: torch.Tensor, w: torch.Tensor, zt: torch.Tensor, pt: torch.Tensor, stats) -> tuple:
         """x (B, T, H, d) . (W_h (K1_n + pe_n)) for all n -> (B, H*T, N), plus the pulled-back x."""
@@ -226,8 +227,8 @@ class GridDecoder:
         xw = torch.einsum("bthd,hdc->bhtc", x, w.reshape(h, d, -1))  # x pulled back to model width
         xg = (xw * self.g).reshape(b, h * t, -1)
         low_rank = matmul(torch.bmm(xg, rows.transpose(1, 2)), a)  # (B, HT, N)
-        scores = low_rank.add_(self._per_head(x, zt)).sub_(mu * xg.sum(-1, keepdim=True)).mul_(rstd)
-        return scores.add_(self._per_head(x, pt)), xw.reshape(b, h * t, -1)
+        scores = self._add_per_head_(low_rank, x, zt).sub_(mu * xg.sum(-1, keepdim=True)).mul_(rstd)
+        return self._add_per_head_(scores, x, pt), xw.reshape(b, h * t, -1)
 
     def _token_to_image_factored(self, attn, q_in: torch.Tensor, stats) -> torch.Tensor:
         a, rows, mu, rstd = stats
@@ -273,9 +274,9 @@ class GridDecoder:
         out = F.scaled_dot_product_attention(q, self.t2i_k, self.t2i_v)[0]  # (H, B*T, d)
         return attn.out_proj(out.transpose(0, 1).reshape(b, t, h * d))
 
-    def _token_to_image(self, attn, q_in: torch.Tensor, k: torch.Tensor, kk: torch.Tensor | None) -> torch.Tensor:
-        """Attention of the tokens over image tokens ``k`` (values) with keys ``kk`` = k + pe
-        (``kk=None``: the pe part is taken from a per-image table instead of adding it)."""
+    def _token_to_image(self, attn, q_in: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """Attention of the tokens over image tokens ``k`` (values), keys k + pe (the pe part from a
+        per-image table: no (B, N, C) sum is formed)."""
         b, t, c = q_in.shape
         h = attn.num_heads
         q = attn.q_proj(q_in)
@@ -283,11 +284,8 @@ class GridDecoder:
         # q . (W_k x + b_k) = (q W_k) . x + const: the constant drops out of the softmax.
         q4 = q.reshape(b, t, h, d)
         qw = torch.einsum("bthd,hdc->bhtc", q4, attn.k_proj.weight.reshape(h, d, c))
-        if kk is None:
-            scores = matmul(qw.reshape(b, h * t, c), k.transpose(1, 2))
-            scores.add_(self._per_head(q4, self._pe_table(attn)))
-        else:
-            scores = matmul(qw.reshape(b, h * t, c), kk.transpose(1, 2))
+        scores = matmul(qw.reshape(b, h * t, c), k.transpose(1, 2))
+        self._add_per_head_(scores, q4, self._pe_table(attn.k_proj, h))
         scores.mul_(1.0 / math.sqrt(d))
         mixed = matmul(flush_subnormals_(scores.softmax(-1)), k).reshape(b, h, t, c)  # softmax rows sum to 1
         out = torch.einsum("bhtc,hdc->bthd", mixed, attn.v_proj.weight.reshape(h, d, c))
@@ -317,26 +315,28 @@ class GridDecoder:
         v = attn.v_proj(v_in).reshape(b, t, h, d)
         n = self.i2t_q.shape[1]
         scores = matmul(k, self.i2t_q.transpose(1, 2)).mul_(1.0 / math.sqrt(d))  # (H, B*T, N)
-        weights = flush_subnormals_(scores.view(h, b, t, n).softmax(2)).transpose(0, 1).reshape(b, h * t, n)
+        weights = softmax_flushed_(scores.view(h, b, t, n), 2).transpose(0, 1).reshape(b, h * t, n)
         return weights, self._value_rows(attn, v)
 
-    def _image_to_token(
-        self, attn, kk: torch.Tensor, k0: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor
-    ) -> torch.Tensor:
+    def _image_to_token(self, attn, k0: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor) -> torch.Tensor:
+        """k0 (B, N, C) plus the attention of the image tokens k0 + pe over the prompt tokens,
+        accumulated into ``k0``."""
         b, t, c = k_in.shape
         h = attn.num_heads
         k = attn.k_proj(k_in)
         d = k.shape[-1] // h
         k = k.reshape(b, t, h, d)
         v = attn.v_proj(v_in).reshape(b, t, h, d)
-        # (W_q x + b_q) . k = x . (W_q^T k) + b_q . k
+        # (W_q (x + pe) + b_q) . k = x . (W_q^T k) + (W_q pe) . k + b_q . k
         kw = torch.einsum("bthd,hdc->bhtc", k, attn.q_proj.weight.reshape(h, d, c)).reshape(b, h * t, c)
         const = torch.einsum("bthd,hd->bht", k, attn.q_proj.bias.reshape(h, d)).reshape(b, h * t, 1)
-        scores = matmul(kw, kk.transpose(1, 2)).add_(const).mul_(1.0 / math.sqrt(d))  # (B, HT, N)
-        n = kk.shape[1]
-        weights = flush_subnormals_(scores.view(b, h, t, n).softmax(2).view(b, h * t, n))
-        rows = self._value_rows(attn, v)  # the output bias goes to the image tokens instead
-        return matmul(weights.transpose(1, 2), rows, k0 + attn.out_proj.bias.to(k0.dtype), add_is_scratch=True)
+        scores = self._add_per_head_(matmul(kw, k0.transpose(1, 2)), k, self._pe_table(attn.q_proj, h))
+        n = k0.shape[1]
+        scores = scores.add_(const).mul_(1.0 / math.sqrt(d)).view(b, h, t, n)
+        weights = flush_subnormals_(scores.softmax(2)).view(b, h * t, n)
+        # each head's weights over the tokens sum to one: the output bias rides on the rows, 1/H each
+        rows = self._value_rows(attn, v).add_(attn.out_proj.bias.to(k0.dtype) / h)
+        return matmul(weights.transpose(1, 2), rows, k0, add_is_scratch=True)
 
     # ---------------------------------------------------------------- masks
 
@@ -367,8 +367,9 @@ class GridDecoder:
         b = keys.shape[0]
         h, w = self.hw
         mask_tokens = self._final_tokens(state, [self.first + 1 + i for i in which])
-        hyper = torch.stack([dec.output_hypernetworks_mlps[i](mask_tokens[:, j]) for j, i in enumerate(which)], 2)
-        k = hyper.shape[-1]
+        # (B, K, C/8), contiguous: with both operands transposed the batched product takes 10x longer
+        hyper = torch.stack([dec.output_hypernetworks_mlps[i](mask_tokens[:, j]) for j, i in enumerate(which)], 1)
+        k = hyper.shape[1]
         if self._channels_last:
             _, norm, act1, _, act2 = list[Any](dec.output_upscaling)
             n = h * w
@@ -376,12 +377,12 @@ class GridDecoder:
             u = act1(F.layer_norm(u.view(b, 4 * n, self.c1), (self.c1,), norm.weight, norm.bias, norm.eps))
             u = matmul(u, self.w2[None]).add_(self.bias2)  # (B, 4N, 4*c2)
             u = act2(u).view(b, 16 * n, self.c2)
-            m = matmul(hyper.transpose(1, 2), u.transpose(1, 2))  # (B, K, 16N), pixels (y, x, dy, dx, dy2, dx2)
+            m = matmul(hyper, u.transpose(1, 2))  # (B, K, 16N), pixels (y, x, dy, dx, dy2, dx2)
             return untile_masks(m, h, w)
         src = keys.transpose(1, 2).reshape(b, -1, h, w)
         up = dec.output_upscaling(src)
         c = up.shape[1]
-        return (hyper.transpose(1, 2) @ up.reshape(b, c, -1)).reshape(b, k, *up.shape[-2:])
+        return (hyper @ up.reshape(b, c, -1)).reshape(b, k, *up.shape[-2:])
 
 
 @dataclass

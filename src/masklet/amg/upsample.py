@@ -205,16 +205,19 @@ class Upsampler:
             wx0, wx1, ci = (np.ascontiguousarray(x[pc].T) for x in (cp.w0, cp.w1, cp.index))  # (C, K)
             top = wx0 * ca + wx1 * cb
             bot = wx0 * cc + wx1 * cd
-            values = top[None] * wy0[:, None]
-            values += bot[None] * wy1[:, None]
+            # into two buffers: the (R, C, K) temporaries are megabytes (3.1 against 1.9 ms)
+            values = np.multiply(top[None], wy0[:, None])
+            values += np.multiply(bot[None], wy1[:, None], out=np.empty_like(values))
+            # hits per piece summed as bytes into a narrow integer (0.36 against 0.14 ms)
+            narrow = np.uint16 if values.shape[0] * values.shape[1] <= np.iinfo(np.uint16).max else np.int32
             for k, t in enumerate(thresholds):
                 hits = values > np.float32(t)
-                per_piece = hits.reshape(-1, m.size).sum(0, dtype=np.int32)
+                per_piece = np.add.reduce(hits.reshape(-1, m.size).view(np.uint8), axis=0, dtype=narrow)
                 counts[:, k] += np.bincount(m, weights=per_piece, minlength=n).astype(np.int64)
                 if k == box_index:
                     rows.reshape(-1)[(m * H + ri)[hits.any(1)]] = True
                     cols.reshape(-1)[(m * W + ci)[hits.any(0)]] = True
-        return torch.from_numpy(counts), flags_to_boxes(torch.from_numpy(rows), torch.from_numpy(cols))
+        return torch.from_numpy(counts), torch.from_numpy(_host_flags_to_boxes(rows, cols))
 
 
 @dataclass(frozen=True)
@@ -273,3 +276,14 @@ def flags_to_boxes(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     right = W - 1 - c8.flip(1).argmax(1)
     boxes = torch.stack([left, top, right, bottom], 1)
     return torch.where(rows.any(1, keepdim=True), boxes, torch.zeros_like(boxes))
+
+
+def _host_flags_to_boxes(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """:func:`flags_to_boxes` on host arrays (int64): NumPy's argmax over flags takes 35 us where
+    PyTorch's takes 630 (a (32, 900) / (32, 1200) pair, 2 threads)."""
+    H, W = rows.shape[1], cols.shape[1]
+    first_col, first_row = cols.argmax(1), rows.argmax(1)
+    last_col, last_row = W - 1 - cols[:, ::-1].argmax(1), H - 1 - rows[:, ::-1].argmax(1)
+    boxes = np.stack([first_col, first_row, last_col, last_row], 1).astype(np.int64)
+    boxes[~rows.any(1)] = 0
+    return boxes

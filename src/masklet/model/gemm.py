@@ -13,6 +13,7 @@ arithmetic in a different summation order: results agree to rounding (about 1e-6
 from __future__ import annotations
 
 import functools
+import math
 import platform
 
 import torch
@@ -180,6 +181,23 @@ def flush_subnormals_(weights: torch.Tensor) -> torch.Tensor:
     if weights.device.type == "cpu" and weights.dtype in (torch.float32, torch.float64) and not torch.is_grad_enabled():
         torch.threshold_(weights, torch.finfo(weights.dtype).tiny, 0.0)
     return weights
+
+
+def softmax_flushed_(scores: torch.Tensor, dim: int) -> torch.Tensor:
+    """``flush_subnormals_(scores.softmax(dim))`` without computing a subnormal on the way; overwrites
+    ``scores`` (CPU float32 / float64 without autograd; elsewhere a plain softmax).
+
+    Scores more than ln(smallest normal) below their maximum exponentiate to a subnormal or zero,
+    which the flush zeroes anyway and which change no sum of at least one: they are set to -inf first,
+    so the exponential never forms one (an Intel CPU takes a microcode assist for each). masklet-nano's
+    grid decoder has 10 % subnormal image-to-token weights: its (8, 64, 8, 256) softmax over the tokens
+    took 2.5 ms, 0.5 ms on random scores, 0.76 ms this way."""
+    if scores.device.type != "cpu" or scores.dtype not in (torch.float32, torch.float64) or torch.is_grad_enabled():
+        return scores.softmax(dim)
+    scores.sub_(scores.amax(dim, keepdim=True))
+    # a little below ln(tiny), so that everything set to -inf would have been flushed
+    torch.threshold_(scores, math.log(torch.finfo(scores.dtype).tiny) - 0.01, -math.inf)
+    return flush_subnormals_(scores.softmax(dim))
 
 
 def onednn_ready(*tensors: torch.Tensor) -> bool:
