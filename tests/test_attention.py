@@ -1,6 +1,6 @@
 """Attention fast paths: low precision (sliced explicit matmuls, values projected late) against
-float32, in-place RoPE against the official rotation, chunked rows and a shared frame against
-the plain computation."""
+float32, in-place RoPE against the official rotation, chunked rows, windowed blocks a few rows of
+windows at a time and a shared frame against the plain computation."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ import torch
 from masklet.model import attention as attention_module
 from masklet.model import common as common_module
 from masklet.model import gemm
+from masklet.model import hiera as hiera_module
 from masklet.model.attention import RoPEAttention, _softmax_rows_, softmax_attention
 from masklet.model.common import map_rows
-from masklet.model.config import MemoryAttentionConfig
-from masklet.model.hiera import max_pool_grid
+from masklet.model.config import HieraConfig, MemoryAttentionConfig
+from masklet.model.hiera import Hiera, MultiScaleBlock, max_pool_grid
 from masklet.model.memory import MemoryAttention
 from masklet.model.position import apply_rope, apply_rope_, axial_rope_angles
 
@@ -139,6 +140,38 @@ def test_map_rows_in_chunks_equals_one_call(monkeypatch):
         result = map_rows(lambda rows: calls.append(len(rows)) or mlp(rows), x)
     assert calls == [7, 7, 7, 7, 2] and result.shape == (3, 10, 5)
     torch.testing.assert_close(result, reference)
+
+
+def test_windowed_blocks_in_window_rows_equal_the_partitioned_path(monkeypatch):
+    """A small trunk whose windowed blocks (a plain one, a widening q-pooling one, a stage-2 one) run
+    a few rows of windows at a time gives the partitioned path's stage outputs; autograd keeps the
+    partitioned path, and both agree on the forward there too."""
+    monkeypatch.setattr(hiera_module, "_WINDOW_ROWS_QKV_ELEMENTS", 3000)  # 2-4 chunks per block here
+    torch.manual_seed(0)
+    config = HieraConfig(
+        embed_dim=16, stages=(1, 2, 2, 1), global_att_blocks=(4,), window_spec=(4, 2, 4, 2),
+        window_pos_embed_bkg_spatial_size=(4, 4),
+    )  # fmt: skip
+    trunk = Hiera(config).eval()
+    pixels = torch.randn(1, 3, 96, 96)  # stage maps 24, 12, 6, 3: window 4 pads the 6 x 6 map
+    chunked, attends = [], MultiScaleBlock._attend_in_window_rows
+    monkeypatch.setattr(
+        MultiScaleBlock, "_attend_in_window_rows", lambda self, x: chunked.append(self.window_size) or attends(self, x)
+    )
+    with torch.no_grad():
+        rows = trunk(pixels)
+        assert chunked == [4, 4, 2, 2]  # stage 1, two widening blocks, stage 2; stage 3 pads
+        monkeypatch.setattr(MultiScaleBlock, "_attends_in_window_rows", lambda self, x: False)
+        partitioned = trunk(pixels)
+    for a, b in zip(rows, partitioned):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    monkeypatch.undo()
+    monkeypatch.setattr(hiera_module, "_WINDOW_ROWS_QKV_ELEMENTS", 3000)
+    trained = trunk(pixels.requires_grad_())  # autograd: the partitioned path, nothing in place
+    sum(level.sum() for level in trained).backward()
+    assert pixels.grad is not None and bool(pixels.grad.abs().sum() > 0)
+    for a, b in zip(trained, partitioned):
+        torch.testing.assert_close(a.detach(), b, rtol=1e-6, atol=1e-6)
 
 
 def test_memory_attention_runs_a_shared_frame_once():

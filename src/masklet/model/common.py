@@ -85,6 +85,16 @@ def map_rows(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> tor
     return out.view(*x.shape[:-1], -1)
 
 
+def add_map_rows_(x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``x += fn(x)`` for a row-wise ``fn``, in place, :func:`map_rows`' chunks at a time: a residual
+    branch without a full-size output (no autograd; ``x`` contiguous and the caller's own)."""
+    rows = x.view(-1, x.shape[-1])
+    for start in range(0, rows.shape[0], _CHUNK_ROWS):
+        chunk = rows[start : start + _CHUNK_ROWS]
+        chunk += fn(chunk)
+    return x
+
+
 #: Rows per chunk of :func:`map_rows` (a 1024 x 2048 bfloat16 hidden layer is 4 MB).
 _CHUNK_ROWS = 1024
 

@@ -7,9 +7,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import softmax_attention
-from .common import MLP, DropPath, map_rows
+from .common import MLP, DropPath, add_map_rows_, map_rows
 from .config import HieraConfig
 from .gemm import Linear
+
+#: q, k, v elements per chunk of :meth:`MultiScaleBlock._attend_in_window_rows` (4 MB in float32).
+_WINDOW_ROWS_QKV_ELEMENTS = 1 << 20
 
 
 def window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -114,10 +117,13 @@ class MultiScaleBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C)
         shortcut = x
         x = self.norm1(x)
+        in_window_rows = self._attends_in_window_rows(x)
         if self.dim != self.dim_out:
-            shortcut = self.proj(x)
-            if self.q_stride is not None:
-                shortcut = max_pool_grid(shortcut, self.q_stride)
+            shortcut = self._projected_shortcut(x, in_window_rows)
+        if in_window_rows:
+            # inference on a big map: the residuals are added in place, into this block's own buffers
+            x = self._attend_in_window_rows(x).add_(shortcut)
+            return add_map_rows_(x, lambda r: self.mlp(self.norm2(r)))
 
         window = self.window_size
         if window > 0:
@@ -134,6 +140,54 @@ class MultiScaleBlock(nn.Module):
 
         x = shortcut + self.drop_path(x)
         return x + self.drop_path(map_rows(lambda r: self.mlp(self.norm2(r)), x))
+
+    def _projected_shortcut(self, x: torch.Tensor, in_bands: bool) -> torch.Tensor:
+        """The widened (and q-pooled) shortcut of the normalised input; ``in_bands``: a band of rows
+        at a time, so that the full-resolution projection is never whole (50 MB at stage 2)."""
+        stride = self.q_stride or (1, 1)
+        if not in_bands:
+            full = self.proj(x)
+            return full if self.q_stride is None else max_pool_grid(full, stride)
+        b, h, w, _ = x.shape
+        rows = max(stride[0], _WINDOW_ROWS_QKV_ELEMENTS // (b * w * self.dim_out) // stride[0] * stride[0])
+        return torch.cat([max_pool_grid(self.proj(x[:, r : r + rows]), stride) for r in range(0, h, rows)], 1)
+
+    def _attends_in_window_rows(self, x: torch.Tensor) -> bool:
+        """Whether :meth:`_attend_in_window_rows` runs: CPU inference (no autograd, trace, compile or
+        stochastic depth) on a contiguous map of whole windows whose q, k, v projection would exceed
+        one chunk."""
+        window = self.window_size
+        if window == 0 or torch.is_grad_enabled() or x.device.type != "cpu" or not x.is_contiguous():
+            return False
+        if torch.jit.is_tracing() or torch.compiler.is_compiling():
+            return False
+        if self.training and not isinstance(self.drop_path, nn.Identity):
+            return False
+        b, h, w, _ = x.shape
+        if h % window or w % window:
+            return False
+        return b * h * w * 3 * self.dim_out > 2 * _WINDOW_ROWS_QKV_ELEMENTS
+
+    def _attend_in_window_rows(self, x: torch.Tensor) -> torch.Tensor:
+        """Windowed attention of a normalised (B, H, W, C) map, a few rows of windows at a time,
+        straight from and into the grid layout: no partitioned copies and no full q, k, v projection
+        (at stage 1 of a 1024 px image it is 75 MB; allocations that size come fresh from the system,
+        page by page, every time). The output overwrites ``x`` when it has x's shape: a chunk's
+        results are written over it only once its attention is computed."""
+        b, h, w, c = x.shape
+        window = self.window_size
+        out_window = window // self.q_stride[0] if self.q_stride else window
+        nh, nw = h // window, w // window
+        grid = x.view(b, nh, window, nw, window, c).permute(0, 1, 3, 2, 4, 5)
+        same_shape = out_window == window and self.dim_out == c
+        out = x if same_shape else x.new_empty(b, nh * out_window, nw * out_window, self.dim_out)
+        out_grid = out.view(b, nh, out_window, nw, out_window, self.dim_out).permute(0, 1, 3, 2, 4, 5)
+        rows = max(1, _WINDOW_ROWS_QKV_ELEMENTS // (b * nw * window * window * 3 * self.dim_out))
+        for i in range(0, nh, rows):
+            windows = grid[:, i : i + rows].reshape(-1, window, window, c)
+            part = self.attn(windows).view(b, -1, nw, out_window, out_window, self.dim_out)
+            out_grid[:, i : i + rows] = part
+        return out
 
 
 class Hiera(nn.Module):
