@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from masklet import ImagePredictor
+from masklet.model import image_encoder as image_encoder_module
 from masklet.transforms import preprocess
 from reference.image_compare import assert_close, assert_masks_agree
 from reference.official import SMALL, official_image_outputs, official_image_predictor
@@ -156,6 +157,31 @@ def test_image_features_positions_and_object_scores():
     for i, (a, b) in enumerate(zip(positions, ref["vision_pos_enc"])):
         assert_close(a, b, f"position level {i}")
     assert_decoded_close(levels, masks, iou, obj, ref)
+
+
+@pytest.mark.parametrize("top_down", [None, {0, 1, 2, 3}])  # the config's [2, 3]; every level
+def test_high_res_projections_fused_into_the_neck_equal_projecting_its_features(monkeypatch, top_down):
+    """encode_image runs the decoder's conv_s0 / conv_s1 fused with the neck's finest 1x1 laterals
+    (taken for levels without top-down fusion only); either way the levels equal projecting the
+    neck's own features."""
+    _, ours = make_pair("sam2.1-hiera-tiny", seed=5, **SMALL)
+    if top_down is not None:
+        monkeypatch.setattr(ours.image_encoder.neck, "top_down_levels", top_down)
+    fused = []
+    lateral_then = image_encoder_module._lateral_then
+    monkeypatch.setattr(
+        image_encoder_module, "_lateral_then", lambda conv, then, x: fused.append(then) or lateral_then(conv, then, x)
+    )
+    pixels = preprocess(test_image(256, 256, seed=4), 256, torch.device("cpu"), torch.float32)
+    decoder = ours.sam_mask_decoder
+    with torch.inference_mode():
+        levels = ours.encode_image(pixels).levels
+        features, _ = ours.image_encoder(pixels)
+        expected = [decoder.conv_s0(features[0]), decoder.conv_s1(features[1]), features[2]]
+    assert fused == ([decoder.conv_s1, decoder.conv_s0] if top_down is None else [])  # deepest first
+    for a, b in zip(levels, expected, strict=True):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_full_tiny_config_at_1024():

@@ -69,7 +69,8 @@ def compile_model(
     if warm_up:
         size = model.image_size
         with inference():
-            model.image_encoder(torch.zeros(1, 3, size, size, device=model.device, dtype=model.encoder_dtype))
+            # through encode_image: the encoder is called as set_image calls it (the decoder's projections)
+            model.encode_image(torch.zeros(1, 3, size, size, device=model.device, dtype=model.encoder_dtype))
         if not loaded:
             artefacts = torch.compiler.save_cache_artifacts()
             if artefacts is not None:

@@ -40,16 +40,6 @@ __all__ = [
 ]
 
 
-def _conv_in_input_dtype(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """``conv(x)`` with the weights cast to ``x``'s dtype: the decoder's high-resolution projections
-    run in the encoder's dtype, so the cast to the heads' dtype is of their outputs (8x and 4x fewer
-    values than their inputs; bfloat16 set_image on 2 CPU threads: about 40 ms less)."""
-    if conv.weight.dtype is x.dtype:
-        return conv(x)
-    bias = None if conv.bias is None else conv.bias.to(x.dtype)
-    return F.conv2d(x, conv.weight.to(x.dtype), bias, conv.stride, conv.padding, conv.dilation, conv.groups)
-
-
 class Sam2Model(nn.Module):
     """SAM2 / SAM2.1 with every module of the official model; built from a :class:`Sam2Config`."""
 
@@ -124,16 +114,12 @@ class Sam2Model(nn.Module):
 
         The encoder runs in :attr:`encoder_dtype`; its outputs come back in the heads' dtype.
         """
-        features, positions = self.image_encoder(images.to(self.encoder_dtype))
-        features = features[-self.num_feature_levels :]
-        if self.config.use_high_res_features_in_sam:
-            decoder = self.sam_mask_decoder
-            features = [
-                _conv_in_input_dtype(decoder.conv_s0, features[0]),
-                _conv_in_input_dtype(decoder.conv_s1, features[1]),
-                features[2],
-            ]
-        features = [f.to(self.dtype) for f in features]
+        then = None
+        if self.config.use_high_res_features_in_sam:  # the decoder's projections of the finest levels
+            first = len(self.image_encoder.neck.convs) - self.image_encoder.scalp - self.num_feature_levels
+            then = {first: self.sam_mask_decoder.conv_s0, first + 1: self.sam_mask_decoder.conv_s1}
+        features, positions = self.image_encoder(images.to(self.encoder_dtype), then)
+        features = [f.to(self.dtype) for f in features[-self.num_feature_levels :]]
         positions = [p.to(self.dtype) for p in positions[-self.num_feature_levels :]]
         # Trunk outputs are channels-last views; the decoder is far faster on contiguous maps.
         return ImageFeatures(levels=[f.contiguous() for f in features], positions=list(positions))
