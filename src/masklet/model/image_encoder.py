@@ -82,7 +82,7 @@ class FpnNeck(nn.Module):
     def forward(
         self, xs: list[torch.Tensor], then: dict[int, nn.Conv2d] | None = None
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Features (and their positions) of the trunk's maps, finest first. ``then`` maps a level to
+        """Features (and their positions) of the trunk's maps, finest first. ``then`` maps a level to a
         convolution applied to its feature in the feature's dtype (the decoder's high-resolution
         projections): a 1x1 one after a level without top-down fusion, whose lateral no finer level
         reads, is fused with the level's 1x1 lateral."""
