@@ -33,7 +33,7 @@ from .model.common import LayerNorm2d
 from .model.gemm import flush_subnormals_, matmul
 from .model.mask_decoder import MaskDecoder, TwoWayAttentionBlock
 
-__all__ = ["DecoderImageCache", "FastMaskDecoder", "untile_masks"]
+__all__ = ["DecoderImageCache", "FastMaskDecoder", "head_table", "untile_masks"]
 
 
 @dataclass
@@ -104,6 +104,12 @@ def _heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
 def _merge(x: torch.Tensor) -> torch.Tensor:
     b, h, n, d = x.shape
     return x.transpose(1, 2).reshape(b, n, h * d)
+
+
+def head_table(weight: torch.Tensor, positions: torch.Tensor, heads: int) -> torch.Tensor:
+    """(H, d, N): a projection's ``weight`` (H*d, C), no bias, of ``positions`` (N, C), per head; added
+    to scores through a view, it stands in for projecting keys + positions (no (N, C) sum formed)."""
+    return (weight @ positions.t()).reshape(heads, -1, positions.shape[0]).contiguous()
 
 
 def _token_to_image(
@@ -323,8 +329,7 @@ class FastMaskDecoder:
         table = self._pe_tables.get(key)
         if table is None:
             with torch.no_grad():
-                pe = cache.key_pe[0].to(self.token_dtype)  # (hw, C)
-                table = (proj.weight.to(self.token_dtype) @ pe.t()).reshape(heads, -1, pe.shape[0]).contiguous()
+                table = head_table(proj.weight.to(self.token_dtype), cache.key_pe[0].to(self.token_dtype), heads)
             self._pe_tables[key] = table
         return table
 

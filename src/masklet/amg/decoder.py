@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..fast_decoder import untile_masks
+from ..fast_decoder import head_table, untile_masks
 from ..model import Sam2Model
 from ..model.gemm import flush_subnormals_, matmul, softmax_flushed_
 
@@ -207,8 +207,7 @@ class GridDecoder:
         """(H, d, N): the projection ``proj`` (no bias) of the image positional encoding, per head."""
         key = id(proj)
         if key not in self._pe_tables:
-            out = self.key_pe[0] @ proj.weight.t()  # (N, H*d)
-            self._pe_tables[key] = out.t().reshape(heads, -1, out.shape[0]).contiguous()
+            self._pe_tables[key] = head_table(proj.weight, self.key_pe[0], heads)
         return self._pe_tables[key]
 
     @staticmethod
