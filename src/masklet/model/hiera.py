@@ -231,11 +231,13 @@ class Hiera(nn.Module):
         self.channel_list: list[int] = [widths[i] for i in reversed(self.stage_ends)]
         self._pos_cache: tuple[tuple, torch.Tensor] | None = None
 
+    @torch.compiler.disable
     def position_embedding(self, hw: tuple[int, int]) -> torch.Tensor:
         """Background embedding interpolated to the grid plus a tiled per-window embedding.
 
         Outside training it is cached, keyed on the parameters' identity and version so that
-        loading new weights (or moving the module) recomputes it.
+        loading new weights (or moving the module) recomputes it; eagerly under ``torch.compile``,
+        whose guards on the cache would fail once it is filled (see ``PositionEmbeddingSine.grid``).
         """
         params = (self.pos_embed, self.pos_embed_window)
         key = None  # parameters made under torch.inference_mode() have no version counter: never cached

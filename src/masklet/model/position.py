@@ -49,8 +49,12 @@ class PositionEmbeddingSine(nn.Module):
             self._cache[key] = pos.permute(2, 0, 1).contiguous()
         return self._cache[key]
 
+    @torch.compiler.disable
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Encoding for a (B, C, H, W) feature map, as (B, num_pos_feats, H, W) float32."""
+        """Encoding for a (B, C, H, W) feature map, as (B, num_pos_feats, H, W) float32.
+
+        Eager under ``torch.compile``: traced, the cache lookup became a guard that failed on the
+        first call after the warm-up, whose miss had filled the cache (one more graph to capture)."""
         pe = self.grid(x.shape[-2], x.shape[-1], x.device)
         return pe.unsqueeze(0).expand(x.shape[0], -1, -1, -1)
 
