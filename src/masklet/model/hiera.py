@@ -237,7 +237,7 @@ class Hiera(nn.Module):
 
         Outside training it is cached, keyed on the parameters' identity and version so that
         loading new weights (or moving the module) recomputes it; eagerly under ``torch.compile``,
-        whose guards on the cache would fail once it is filled (see ``PositionEmbeddingSine.grid``).
+        whose guards on the cache would fail once it is filled (see ``PositionEmbeddingSine.forward``).
         """
         params = (self.pos_embed, self.pos_embed_window)
         key = None  # parameters made under torch.inference_mode() have no version counter: never cached
