@@ -12,6 +12,7 @@ masklet mask paired with an official one: the tests' tolerances, test_amg.match_
     python benchmarks/amg.py --points-per-side 8 --repeats 1   # quick check
     python benchmarks/amg.py --checkpoint random               # seeded random full tiny config
     python benchmarks/amg.py --checkpoint trained.pt [--config trained.yaml]
+    python benchmarks/amg.py --compiled                        # and masklet's compiled mode, interleaved
 
 Random weights predict low IoUs: with the official thresholds (0.8 / 0.95) no mask survives,
 so ``--checkpoint random`` is a zero-output run unless the thresholds are lowered; the script
@@ -21,6 +22,7 @@ says so. ``--scene -1`` uses the smooth test image of benchmarks/image_predictor
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import statistics
 import tempfile
@@ -33,6 +35,7 @@ import masklet  # noqa: E402
 import oracles  # noqa: E402,F401  (tests/reference as the package `reference`)
 from image_predictor import test_image  # noqa: E402  (the same smooth 1200x900 image)
 from masklet.checkpoints import packaged_checkpoint  # noqa: E402
+from masklet.compiled import compile_model  # noqa: E402
 from masklet.synthetic import make_scene  # noqa: E402
 from reference.amg_compare import match_masks  # noqa: E402
 from reference.official import (  # noqa: E402
@@ -111,6 +114,12 @@ def main() -> None:
     parser.add_argument("--crop-n-layers", type=int, default=0)
     parser.add_argument("--use-m2m", action="store_true")
     parser.add_argument("--skip-official", action="store_true", help="time masklet only")
+    parser.add_argument(
+        "--compiled",
+        action="store_true",
+        help="also time masklet in compiled mode (compile_model(..., automatic_masks=True); its cold start "
+        "is printed, artefacts cached in the default folder)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument(
         "--cpu-time",
@@ -168,6 +177,21 @@ def main() -> None:
         out = generator.generate(image)
         return clock() - start, out
 
+    compiled_generator = None
+    if args.compiled:
+        fast = copy.deepcopy(ours)
+        report = compile_model(fast, automatic_masks=True)
+        compiled_generator = masklet.MaskGenerator(fast, **options)
+        print(
+            f"  compiled mode: cold start {report.seconds:.1f} s ({'artefacts loaded' if report.loaded else 'no artefacts yet'})"
+        )
+
+    def run_compiled() -> tuple[float, list]:
+        assert compiled_generator is not None
+        start = clock()
+        out = compiled_generator.generate(image)
+        return clock() - start, out
+
     def run_official() -> tuple[float, list]:
         start = clock()
         with torch.inference_mode():
@@ -175,12 +199,18 @@ def main() -> None:
         return clock() - start, out
 
     run_ours()  # warm-up: allocator, thread pools, lazy imports
+    if compiled_generator is not None:
+        run_compiled()
     if official is not None:
         run_official()
-    ours_times, official_times = [], []
+    ours_times, compiled_times, official_times = [], [], []
+    compiled_masks: list = []
     for _ in range(max(1, args.repeats)):
         seconds, masks = run_ours()
         ours_times.append(seconds)
+        if compiled_generator is not None:
+            seconds, compiled_masks = run_compiled()
+            compiled_times.append(seconds)
         if official is not None:
             seconds, reference = run_official()
             official_times.append(seconds)
@@ -190,6 +220,12 @@ def main() -> None:
         f"  masklet  {ours_s:8.2f} s median of {', '.join(f'{t:.2f}' for t in ours_times)}   {len(masks)} masks   "
         f"(image encoder {ours_enc:.2f} s)"
     )
+    if compiled_times:
+        compiled_s = statistics.median(compiled_times)
+        print(
+            f"  compiled {compiled_s:8.2f} s median of {', '.join(f'{t:.2f}' for t in compiled_times)}   "
+            f"{len(compiled_masks)} masks   (eager / compiled: {ours_s / compiled_s:.2f}x)"
+        )
     if official is None:
         return
     official_s = statistics.median(official_times)
@@ -199,6 +235,10 @@ def main() -> None:
         f"{len(reference)} masks   (image encoder {official_enc:.2f} s)"
     )
     print(f"  speed-up official / masklet (medians): {official_s / ours_s:.1f}x")
+    if compiled_times:
+        print(f"  speed-up official / masklet compiled (medians): {official_s / compiled_s:.1f}x")
+        problems = match_masks(compiled_masks, reference)
+        print(f"  compiled masks {'DIFFER: ' + str(problems[:3]) if problems else 'match'}")
     if args.crop_n_layers == 0:
         # The encoder runs once either way; the rest grows with the number of prompts. Rough on
         # small grids: timing noise of the separate encoder run and fixed per-crop work count too.

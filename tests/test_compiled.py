@@ -1,4 +1,4 @@
-"""Compiled mode (masklet.compiled): compiled encoder output equals eager, artefacts are cached."""
+"""Compiled mode (masklet.compiled): compiled encoder and grid decoder outputs equal eager, artefacts are cached."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
+import masklet
+from masklet.amg.decoder import GridDecoder
 from masklet.compiled import compile_model
 from masklet.errors import ConfigError
 from masklet.precision import inference
@@ -45,3 +47,43 @@ def test_compiled_encoder_equals_eager_and_caches_artefacts(tmp_path):
 def test_compile_model_rejects_other_modules():
     with pytest.raises(ConfigError, match="Sam2Model"):
         compile_model(torch.nn.Linear(2, 2))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("model_name", ["masklet-nano", "small tiny (factored second block)"])
+def test_compiled_grid_decoder_equals_eager_for_every_image_and_prompt_count(tmp_path, model_name):
+    if model_name == "masklet-nano":
+        eager = masklet.load_model("masklet-nano")
+    else:
+        _, eager = make_pair("sam2.1-hiera-tiny", seed=3, **SMALL)
+    compiled = copy.deepcopy(eager)
+    report = compile_model(compiled, cache_dir=tmp_path, automatic_masks=True)
+    assert report.artefacts.name.startswith("encoder-amg-")
+    inner = compiled.compiled_grid_decode
+    assert inner is not None
+    calls: list[int] = []
+
+    def counting(decoder, coords, labels, mask_input):
+        calls.append(coords.shape[0])
+        return inner(decoder, coords, labels, mask_input)
+
+    compiled.compiled_grid_decode = counting
+    graphs = counters["stats"]["unique_graphs"]
+    size = eager.image_size
+    gen = torch.Generator().manual_seed(1)
+    with inference():
+        for prompts in (64, 5, 2, 1):  # new images and prompt counts: the warm-up's graph serves them
+            image = torch.randn(1, 3, size, size, generator=gen)
+            points = torch.rand(prompts, 1, 2, generator=gen) * size
+            labels = torch.ones(prompts, 1, dtype=torch.int32)
+            ours = GridDecoder(compiled, compiled.image_embeddings(compiled.encode_image(image)))
+            ref = GridDecoder(eager, eager.image_embeddings(eager.encode_image(image)))
+            (iou, state), (ref_iou, ref_state) = ours.decode(points, labels, None), ref.decode(points, labels, None)
+            for a, b in ((iou, ref_iou), (state.keys, ref_state.keys), (state.queries, ref_state.queries)):
+                assert a.shape == b.shape
+                assert (a - b).abs().max().item() <= 1e-4 * max(1.0, b.abs().max().item())
+            # a mask prompt (the refinement pass) runs eagerly
+            mask = torch.randn(prompts, 1, 4 * ours.hw[0], 4 * ours.hw[1], generator=gen)
+            assert torch.equal(ours.decode(points, labels, mask)[0], ours.decode_eager(points, labels, mask)[0])
+    assert calls == [64, 5, 2]  # one prompt would specialise a graph: it runs eagerly
+    assert counters["stats"]["unique_graphs"] == graphs
+    assert copy.deepcopy(compiled).compiled_grid_decode is None  # copies run eagerly

@@ -66,7 +66,9 @@ class GridDecoder:
         self.t2i_k = _split_heads(t2i.k_proj(both), t2i.num_heads)  # (1, H, N, d)
         self.t2i_v = _split_heads(t2i.v_proj(self.keys0), t2i.num_heads)
         self.i2t_q = _split_heads(i2t.q_proj(both), i2t.num_heads)[0]  # (H, N, d)
-        self._pe_tables: dict[int, torch.Tensor] = {}
+        # the final attention's keys are the last block's tokens plus pe: the pe part per head, once
+        final = dec.transformer.final_attn_token_to_image
+        self.final_pe_table = head_table(final.k_proj.weight, self.key_pe[0], final.num_heads)  # (H, d, N)
         # the first block's image->token output lands on the shared tokens: add its bias once
         self.keys0_out = self.keys0 + i2t.out_proj.bias.to(image.dtype)
         parts = [dec.iou_token.weight, dec.mask_tokens.weight]
@@ -133,7 +135,20 @@ class GridDecoder:
     def decode(
         self, coords: torch.Tensor, labels: torch.Tensor, mask_input: torch.Tensor | None
     ) -> tuple[torch.Tensor, DecoderState]:
-        """IoU predictions (B, M) of all mask tokens, and the state :meth:`masks` needs."""
+        """IoU predictions (B, M) of all mask tokens, and the state :meth:`masks` needs.
+
+        Where the model has a compiled pass (``compile_model(..., automatic_masks=True)``), point
+        prompts without a mask prompt go through it, two or more at a time (one prompt would
+        specialise a new graph); the rest runs eagerly."""
+        compiled = getattr(self.model, "compiled_grid_decode", None)  # absent on models pickled before it
+        if compiled is not None and mask_input is None and coords.shape[0] > 1:
+            return compiled(self, coords, labels, None)
+        return self.decode_eager(coords, labels, mask_input)
+
+    def decode_eager(
+        self, coords: torch.Tensor, labels: torch.Tensor, mask_input: torch.Tensor | None
+    ) -> tuple[torch.Tensor, DecoderState]:
+        """:meth:`decode` in eager PyTorch (what ``compile_model`` compiles)."""
         pe = self.model.sam_prompt_encoder
         sparse, dense = pe((coords, labels), None, mask_input)
         b = sparse.shape[0]
@@ -177,9 +192,10 @@ class GridDecoder:
             weights, rows = self._image_to_token_shared(layer.cross_attn_image_to_token, q + qpe, q)
             x = matmul(weights.transpose(1, 2), rows, self.keys0_out)
         else:  # k is this decode's own (the previous block's output): the image->token update lands in it
-            q = layer.norm2(q + self._token_to_image(layer.cross_attn_token_to_image, q + qpe, k))
+            kp = k + self.key_pe  # both attentions score against the image tokens plus their encoding
+            q = layer.norm2(q + self._token_to_image(layer.cross_attn_token_to_image, q + qpe, k, kp))
             q = layer.norm3(q + layer.mlp(q))
-            x = self._image_to_token(layer.cross_attn_image_to_token, k, q + qpe, q)
+            x = self._image_to_token(layer.cross_attn_image_to_token, k, q + qpe, q, kp)
         return q, layer.norm4(x)
 
     def _first_blocks(self, layer0, layer1, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -202,13 +218,6 @@ class GridDecoder:
         ones = weights.new_ones(weights.shape[0], 1, weights.shape[2])
         x = matmul(torch.cat((weights, ones), 1).transpose(1, 2), rows1, k1)
         return q, layer1.norm4(x)
-
-    def _pe_table(self, proj: torch.nn.Linear, heads: int) -> torch.Tensor:
-        """(H, d, N): the projection ``proj`` (no bias) of the image positional encoding, per head."""
-        key = id(proj)
-        if key not in self._pe_tables:
-            self._pe_tables[key] = head_table(proj.weight, self.key_pe[0], heads)
-        return self._pe_tables[key]
 
     @staticmethod
     def _add_per_head_(scores: torch.Tensor, x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
@@ -273,19 +282,21 @@ class GridDecoder:
         out = F.scaled_dot_product_attention(q, self.t2i_k, self.t2i_v)[0]  # (H, B*T, d)
         return attn.out_proj(out.transpose(0, 1).reshape(b, t, h * d))
 
-    def _token_to_image(self, attn, q_in: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        """Attention of the tokens over image tokens ``k`` (values), keys k + pe (the pe part from a
-        per-image table: no (B, N, C) sum is formed)."""
+    def _token_to_image(
+        self, attn, q_in: torch.Tensor, k: torch.Tensor, k_pe: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Attention of the tokens over image tokens ``k`` (values), keys k + pe: ``k_pe`` where the
+        caller has the sum; else (the final attention) the pe part from its per-image table."""
         b, t, c = q_in.shape
         h = attn.num_heads
         q = attn.q_proj(q_in)
         d = q.shape[-1] // h
         # q . (W_k x + b_k) = (q W_k) . x + const: the constant drops out of the softmax.
-        q4 = q.reshape(b, t, h, d)
+        q4 = q.reshape(b, t, h, d).mul_(1.0 / math.sqrt(d))  # the softmax scale rides on the queries
         qw = torch.einsum("bthd,hdc->bhtc", q4, attn.k_proj.weight.reshape(h, d, c))
-        scores = matmul(qw.reshape(b, h * t, c), k.transpose(1, 2))
-        self._add_per_head_(scores, q4, self._pe_table(attn.k_proj, h))
-        scores.mul_(1.0 / math.sqrt(d))
+        scores = matmul(qw.reshape(b, h * t, c), (k if k_pe is None else k_pe).transpose(1, 2))
+        if k_pe is None:
+            self._add_per_head_(scores, q4, self.final_pe_table)
         mixed = matmul(flush_subnormals_(scores.softmax(-1)), k).reshape(b, h, t, c)  # softmax rows sum to 1
         out = torch.einsum("bhtc,hdc->bthd", mixed, attn.v_proj.weight.reshape(h, d, c))
         out = out + attn.v_proj.bias.reshape(h, d)
@@ -317,21 +328,23 @@ class GridDecoder:
         weights = softmax_flushed_(scores.view(h, b, t, n), 2).transpose(0, 1).reshape(b, h * t, n)
         return weights, self._value_rows(attn, v)
 
-    def _image_to_token(self, attn, k0: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor) -> torch.Tensor:
-        """k0 (B, N, C) plus the attention of the image tokens k0 + pe over the prompt tokens,
-        accumulated into ``k0``."""
+    def _image_to_token(
+        self, attn, k0: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor, k0_pe: torch.Tensor
+    ) -> torch.Tensor:
+        """k0 (B, N, C) plus the attention of the image tokens ``k0_pe`` = k0 + pe over the prompt
+        tokens, accumulated into ``k0``."""
         b, t, c = k_in.shape
         h = attn.num_heads
         k = attn.k_proj(k_in)
         d = k.shape[-1] // h
-        k = k.reshape(b, t, h, d)
+        k = k.reshape(b, t, h, d).mul_(1.0 / math.sqrt(d))  # the softmax scale rides on the keys
         v = attn.v_proj(v_in).reshape(b, t, h, d)
         # (W_q (x + pe) + b_q) . k = x . (W_q^T k) + (W_q pe) . k + b_q . k
         kw = torch.einsum("bthd,hdc->bhtc", k, attn.q_proj.weight.reshape(h, d, c)).reshape(b, h * t, c)
         const = torch.einsum("bthd,hd->bht", k, attn.q_proj.bias.reshape(h, d)).reshape(b, h * t, 1)
-        scores = self._add_per_head_(matmul(kw, k0.transpose(1, 2)), k, self._pe_table(attn.q_proj, h))
+        scores = matmul(kw, k0_pe.transpose(1, 2))
         n = k0.shape[1]
-        scores = scores.add_(const).mul_(1.0 / math.sqrt(d)).view(b, h, t, n)
+        scores = scores.add_(const).view(b, h, t, n)
         weights = flush_subnormals_(scores.softmax(2)).view(b, h * t, n)
         # each head's weights over the tokens sum to one: the output bias rides on the rows, 1/H each
         rows = self._value_rows(attn, v).add_(attn.out_proj.bias.to(k0.dtype) / h)

@@ -6,7 +6,7 @@ load strictly.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -84,6 +84,14 @@ class Sam2Model(nn.Module):
             self.obj_ptr_proj = nn.Identity()
         self.obj_ptr_tpos_proj = Linear(hidden, mem) if c.proj_tpos_enc_in_obj_ptrs else nn.Identity()
         self._init_embeddings()
+        #: The automatic-mask grid decoder's compiled pass (``masklet.compiled.compile_model(...,
+        #: automatic_masks=True)``); None runs it eagerly. Not pickled or copied: copies run eagerly.
+        self.compiled_grid_decode: Callable[..., Any] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["compiled_grid_decode"] = None
+        return state
 
     def _init_embeddings(self) -> None:
         for name in ("maskmem_tpos_enc", "no_mem_embed", "no_mem_pos_enc", "no_obj_ptr", "no_obj_embed_spatial"):
