@@ -172,9 +172,9 @@ def main() -> None:
         official = SAM2AutomaticMaskGenerator(ref_model, **options)
         official.predictor._bb_feat_sizes = feat_sizes(int(ref_model.image_size))
 
-    def run_ours() -> tuple[float, list]:
+    def timed(which: masklet.MaskGenerator) -> tuple[float, list]:
         start = clock()
-        out = generator.generate(image)
+        out = which.generate(image)
         return clock() - start, out
 
     compiled_generator = None
@@ -186,30 +186,24 @@ def main() -> None:
             f"  compiled mode: cold start {report.seconds:.1f} s ({'artefacts loaded' if report.loaded else 'no artefacts yet'})"
         )
 
-    def run_compiled() -> tuple[float, list]:
-        assert compiled_generator is not None
-        start = clock()
-        out = compiled_generator.generate(image)
-        return clock() - start, out
-
     def run_official() -> tuple[float, list]:
         start = clock()
         with torch.inference_mode():
             out = official.generate(image)
         return clock() - start, out
 
-    run_ours()  # warm-up: allocator, thread pools, lazy imports
+    timed(generator)  # warm-up: allocator, thread pools, lazy imports
     if compiled_generator is not None:
-        run_compiled()
+        timed(compiled_generator)
     if official is not None:
         run_official()
     ours_times, compiled_times, official_times = [], [], []
     compiled_masks: list = []
     for _ in range(max(1, args.repeats)):
-        seconds, masks = run_ours()
+        seconds, masks = timed(generator)
         ours_times.append(seconds)
         if compiled_generator is not None:
-            seconds, compiled_masks = run_compiled()
+            seconds, compiled_masks = timed(compiled_generator)
             compiled_times.append(seconds)
         if official is not None:
             seconds, reference = run_official()
