@@ -16,9 +16,10 @@ official wheel has no CUDA extension here, so it skips its hole filling (less wo
     python benchmarks/gpu.py                          # on the GPU, under 5 minutes
     python benchmarks/gpu.py --device cpu --quick     # smoke run of the script itself on a CPU
 
-On the lent machine (no network): carry the wheels of sam2, hydra-core, omegaconf, iopath and
-antlr4-python3-runtime (see ``benchmarks/gpu_wheels.sh``) and run
-``pip install --no-index --no-deps --target /tmp/site .whl/*.whl && PYTHONPATH=/tmp/site:src python3 benchmarks/gpu.py``.
+The lent machine reaches no package index: ``benchmarks/gpu_prepare.sh`` copies the official sam2
+and its pure-Python dependencies (hydra, omegaconf, iopath, antlr4) into ``.gpu_site/``; carry that
+folder and run ``PYTHONPATH=.gpu_site:src python3 benchmarks/gpu.py`` there (the script's header
+gives the whole device command).
 """
 
 from __future__ import annotations
