@@ -18,7 +18,7 @@ official wheel has no CUDA extension here, so it skips its hole filling (less wo
 
 The lent machine reaches no package index: ``benchmarks/gpu_prepare.sh`` copies the official sam2
 and its pure-Python dependencies (hydra, omegaconf, iopath, antlr4) into ``.gpu_site/``; carry that
-folder and run ``PYTHONPATH=.gpu_site:src python3 benchmarks/gpu.py`` there (the script's header
+folder and run ``PYTHONPATH=.gpu_site:src python3 benchmarks/gpu.py`` there (gpu_prepare.sh's header
 gives the whole device command).
 """
 
