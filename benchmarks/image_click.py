@@ -218,10 +218,11 @@ def main() -> None:
             for name, fn in rows.items():
                 times[name].append(timed(fn))
         warm: dict[str, list[float]] = {name: [] for name in rows}
-        for _ in range(args.repeats if args.warm else 0):  # rounds of back-to-back clicks, rows alternating
-            for name, fn in rows.items():
-                fn()
-                warm[name].append(min(timed(fn) for _ in range(3)))
+        if args.warm:  # rounds of back-to-back clicks, rows alternating
+            for _ in range(args.repeats):
+                for name, fn in rows.items():
+                    fn()
+                    warm[name].append(min(timed(fn) for _ in range(3)))
     peak32 = gemm_peak(torch.float32)
     peak16 = 0.0 if args.skip_bf16 else gemm_peak(torch.bfloat16, n=1024, repeats=2)
     load = os.getloadavg()
