@@ -9,8 +9,8 @@ import torch
 from torch._dynamo.utils import counters
 
 import masklet
-from masklet.amg.decoder import GridDecoder
-from masklet.compiled import compile_model
+from masklet.amg.decoder import POINTS_PER_BATCH, GridDecoder
+from masklet.compiled import CompiledGridDecode, compile_model
 from masklet.errors import ConfigError
 from masklet.precision import inference
 from reference.official import SMALL
@@ -59,19 +59,26 @@ def test_compiled_grid_decoder_equals_eager_for_every_image_and_prompt_count(tmp
     report = compile_model(compiled, cache_dir=tmp_path, automatic_masks=True)
     assert report.artefacts.name.startswith("encoder-amg-")
     inner = compiled.compiled_grid_decode
-    assert inner is not None
-    calls: list[int] = []
-
-    def counting(decoder, coords, labels, mask_input):
-        calls.append(coords.shape[0])
-        return inner(decoder, coords, labels, mask_input)
-
-    compiled.compiled_grid_decode = counting
-    graphs = counters["stats"]["unique_graphs"]
+    assert isinstance(inner, CompiledGridDecode)
     size = eager.image_size
+    with inference():  # the fixed graph is for the generator's default chunk of this model
+        blank = eager.image_embeddings(eager.encode_image(torch.zeros(1, 3, size, size)))
+    assert inner.batch == GridDecoder(eager, blank).chunk(POINTS_PER_BATCH, upscale=False)
+    calls: list[tuple[str, int]] = []
+
+    def counting(name, graph):
+        def call(decoder, coords, labels, mask_input):
+            calls.append((name, coords.shape[0]))
+            return graph(decoder, coords, labels, mask_input)
+
+        return call
+
+    inner.fixed = counting("fixed", inner.fixed)
+    inner.symbolic = counting("symbolic", inner.symbolic)
+    graphs = counters["stats"]["unique_graphs"]
     gen = torch.Generator().manual_seed(1)
     with inference():
-        for prompts in (64, 5, 2, 1):  # new images and prompt counts: the warm-up's graph serves them
+        for prompts in (inner.batch, 5, 2, 1):  # new images and prompt counts: the warm-up's graphs serve them
             image = torch.randn(1, 3, size, size, generator=gen)
             points = torch.rand(prompts, 1, 2, generator=gen) * size
             labels = torch.ones(prompts, 1, dtype=torch.int32)
@@ -84,6 +91,8 @@ def test_compiled_grid_decoder_equals_eager_for_every_image_and_prompt_count(tmp
             # a mask prompt (the refinement pass) runs eagerly
             mask = torch.randn(prompts, 1, 4 * ours.hw[0], 4 * ours.hw[1], generator=gen)
             assert torch.equal(ours.decode(points, labels, mask)[0], ours.decode_eager(points, labels, mask)[0])
-    assert calls == [64, 5, 2]  # one prompt would specialise a graph: it runs eagerly
+    # the default chunk in the fixed graph, others in the symbolic one; one prompt would specialise
+    # a graph: it runs eagerly
+    assert calls == [("fixed", inner.batch), ("symbolic", 5), ("symbolic", 2)]
     assert counters["stats"]["unique_graphs"] == graphs
     assert copy.deepcopy(compiled).compiled_grid_decode is None  # copies run eagerly

@@ -94,6 +94,30 @@ def test_two_dimensional_and_transposed_operands(monkeypatch):
     assert calls[0] == 2
 
 
+@pytest.mark.parametrize("batches", [None, (3, 3, 3), (3, 1, 1), (1, 3, 3), (3, 3, 1)])
+def test_addend_under_torch_compile_is_a_separate_addition(batches):
+    """Inside a compiled graph the addend is added after the product (inductor fuses it into the
+    next reader); the graph holds no addmm / baddbmm and equals the product plus the addend."""
+    gen = torch.Generator().manual_seed(3)
+    if batches is None:
+        a, b, add = torch.randn(40, 30, generator=gen), torch.randn(30, 20, generator=gen), torch.randn(40, 20)
+    else:
+        ba, bb, bc = batches
+        a, b = torch.randn(ba, 40, 30, generator=gen), torch.randn(bb, 30, 20, generator=gen)
+        add = torch.randn(bc, 40, 20, generator=gen)
+    ops: list[str] = []
+
+    def backend(graph: torch.fx.GraphModule, example_inputs):
+        ops.extend(str(node.target) for node in graph.graph.nodes if node.op == "call_function")
+        return graph.forward
+
+    torch._dynamo.reset()
+    with torch.no_grad():
+        got = torch.compile(lambda x, y, z: matmul(x, y, z, add_is_scratch=True), backend=backend)(a, b, add)
+    torch.testing.assert_close(got.double(), a.double() @ b.double() + add.double(), rtol=1e-5, atol=1e-4)
+    assert ops and not any("addmm" in op or "baddbmm" in op for op in ops), ops
+
+
 def test_bfloat16_products_round_like_torch():
     gen = torch.Generator().manual_seed(2)
     a, b = (torch.randn(256, 192, generator=gen) for _ in range(2))

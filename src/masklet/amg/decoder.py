@@ -19,13 +19,30 @@ from ..fast_decoder import head_table, untile_masks
 from ..model import Sam2Model
 from ..model.gemm import flush_subnormals_, matmul, softmax_flushed_
 
-__all__ = ["DecoderState", "GridDecoder"]
+__all__ = ["POINTS_PER_BATCH", "DecoderState", "GridDecoder", "prompts_per_chunk"]
+
+#: Point prompts the automatic mask generator decodes at once by default (``points_per_batch``).
+POINTS_PER_BATCH = 64
 
 #: On a CPU, prompts are decoded (and their masks upscaled) a few at a time, so that the
 #: per-prompt image tokens (4 MB each for a 1024 px model) stay in cache: that beats larger
 #: batches there. GPUs take ``points_per_batch`` prompts at once.
 _CPU_DECODE_BYTES = 16 << 20
 _CPU_UPSCALE_BYTES = 24 << 20
+
+
+def prompts_per_chunk(
+    tokens: int, width: int, itemsize: int, device: torch.device, points_per_batch: int, upscale: bool
+) -> int:
+    """Prompts to decode (or upscale) at once for ``tokens`` image tokens of ``width`` channels:
+    ``points_per_batch``, fewer on a CPU (the byte budgets above)."""
+    if device.type != "cpu":
+        return points_per_batch
+    if upscale:  # the two upscaled feature maps of a prompt (4N x C/4 and 16N x C/8 values)
+        per_prompt, budget = 3 * tokens * width * itemsize, _CPU_UPSCALE_BYTES
+    else:
+        per_prompt, budget = tokens * width * itemsize, _CPU_DECODE_BYTES
+    return max(1, min(points_per_batch, budget // per_prompt))
 
 
 class GridDecoder:
@@ -77,6 +94,9 @@ class GridDecoder:
         self.first = 1 if dec.pred_obj_scores else 0  # index of the IoU token
         self.output_tokens = torch.cat(parts).to(image.dtype)
         layers: list[Any] = list(dec.transformer.layers)
+        # the same for each block's token->image keys and image->token queries: the compiled pass
+        # adds them to the scores instead of summing keys + pe (see _block)
+        self.block_pe_tables = [self._pe_tables(layer) for layer in layers]
         self.factored = (
             len(layers) >= 2
             and layers[0].skip_first_layer_pe
@@ -86,6 +106,12 @@ class GridDecoder:
         if self.factored:
             self._prepare_second_block(layer0, dec.transformer.layers[1])
         self._upscaling_ready = False
+
+    def _pe_tables(self, layer: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """(H, d, N) per-head tables of the positions' token->image keys and image->token queries."""
+        t2i, i2t = layer.cross_attn_token_to_image, layer.cross_attn_image_to_token
+        pe = self.key_pe[0]
+        return head_table(t2i.k_proj.weight, pe, t2i.num_heads), head_table(i2t.q_proj.weight, pe, i2t.num_heads)
 
     def _low_rank_pays(self, attn) -> bool:
         """Whether the second block's factored form does less work: its image tokens are shared
@@ -120,15 +146,8 @@ class GridDecoder:
 
     def chunk(self, points_per_batch: int, upscale: bool) -> int:
         """Prompts to decode (or upscale) at once: ``points_per_batch``, fewer on a CPU."""
-        if self.keys0.device.type != "cpu":
-            return points_per_batch
         n, c = self.keys0.shape[1:]
-        size = self.keys0.element_size()
-        if upscale:  # the two upscaled feature maps of a prompt (4N x C/4 and 16N x C/8 values)
-            per_prompt, budget = 3 * n * c * size, _CPU_UPSCALE_BYTES
-        else:
-            per_prompt, budget = n * c * size, _CPU_DECODE_BYTES
-        return max(1, min(points_per_batch, budget // per_prompt))
+        return prompts_per_chunk(n, c, self.keys0.element_size(), self.keys0.device, points_per_batch, upscale)
 
     # ---------------------------------------------------------------- transformer
 
@@ -162,7 +181,7 @@ class GridDecoder:
             keys = self.keys0 if shared else self.image + dense.to(self.dtype).flatten(2).transpose(1, 2)
             queries, start = tokens, 0
         for i in range(start, len(tr.layers)):
-            queries, keys = self._block(tr.layers[i], queries, keys, tokens, shared and i == 0)
+            queries, keys = self._block(tr.layers[i], queries, keys, tokens, shared and i == 0, self.block_pe_tables[i])
         # Each token attends to the image on its own in the last attention, and only the IoU
         # token decides whether a prompt needs masks: the mask tokens wait for masks().
         state = DecoderState(queries, tokens, keys)
@@ -177,9 +196,16 @@ class GridDecoder:
         return tr.norm_final_attn(q + out)
 
     def _block(
-        self, layer: Any, q: torch.Tensor, k: torch.Tensor, qpe: torch.Tensor, shared: bool
+        self,
+        layer: Any,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        qpe: torch.Tensor,
+        shared: bool,
+        pe_tables: tuple[torch.Tensor, torch.Tensor],
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One two-way block: token queries (B, T, C) and image tokens (B, N, C) updated."""
+        """One two-way block: token queries (B, T, C) and image tokens (B, N, C) updated; ``pe_tables``:
+        its attentions' per-head position tables (token->image keys, image->token queries)."""
         if layer.skip_first_layer_pe:
             q = layer.self_attn(q, q, q)
         else:
@@ -192,10 +218,15 @@ class GridDecoder:
             weights, rows = self._image_to_token_shared(layer.cross_attn_image_to_token, q + qpe, q)
             x = matmul(weights.transpose(1, 2), rows, self.keys0_out)
         else:  # k is this decode's own (the previous block's output): the image->token update lands in it
-            kp = k + self.key_pe  # both attentions score against the image tokens plus their encoding
-            q = layer.norm2(q + self._token_to_image(layer.cross_attn_token_to_image, q + qpe, k, kp))
+            # Both attentions score against the image tokens plus their encoding. Eagerly that sum is
+            # formed once (the tables made masklet-nano's 32x32 run 1.05x slower); in a compiled graph
+            # the positional part comes from the per-head tables, as inductor writes the sum out a
+            # second time in another layout (0.99x the compiled run's CPU time, 1 thread).
+            kp = None if torch.compiler.is_compiling() else k + self.key_pe
+            t2i_table, i2t_table = pe_tables
+            q = layer.norm2(q + self._token_to_image(layer.cross_attn_token_to_image, q + qpe, k, kp, t2i_table))
             q = layer.norm3(q + layer.mlp(q))
-            x = self._image_to_token(layer.cross_attn_image_to_token, k, q + qpe, q, kp)
+            x = self._image_to_token(layer.cross_attn_image_to_token, k, q + qpe, q, kp, i2t_table)
         return q, layer.norm4(x)
 
     def _first_blocks(self, layer0, layer1, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -283,10 +314,16 @@ class GridDecoder:
         return attn.out_proj(out.transpose(0, 1).reshape(b, t, h * d))
 
     def _token_to_image(
-        self, attn, q_in: torch.Tensor, k: torch.Tensor, k_pe: torch.Tensor | None = None
+        self,
+        attn,
+        q_in: torch.Tensor,
+        k: torch.Tensor,
+        k_pe: torch.Tensor | None = None,
+        pe_table: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Attention of the tokens over image tokens ``k`` (values), keys k + pe: ``k_pe`` where the
-        caller has the sum; else (the final attention) the pe part from its per-image table."""
+        caller has the sum; else the pe part from the per-head table ``pe_table`` (default: the final
+        attention's)."""
         b, t, c = q_in.shape
         h = attn.num_heads
         q = attn.q_proj(q_in)
@@ -296,7 +333,7 @@ class GridDecoder:
         qw = torch.einsum("bthd,hdc->bhtc", q4, attn.k_proj.weight.reshape(h, d, c))
         scores = matmul(qw.reshape(b, h * t, c), (k if k_pe is None else k_pe).transpose(1, 2))
         if k_pe is None:
-            self._add_per_head_(scores, q4, self.final_pe_table)
+            self._add_per_head_(scores, q4, self.final_pe_table if pe_table is None else pe_table)
         mixed = matmul(flush_subnormals_(scores.softmax(-1)), k).reshape(b, h, t, c)  # softmax rows sum to 1
         out = torch.einsum("bhtc,hdc->bthd", mixed, attn.v_proj.weight.reshape(h, d, c))
         out = out + attn.v_proj.bias.reshape(h, d)
@@ -329,10 +366,17 @@ class GridDecoder:
         return weights, self._value_rows(attn, v)
 
     def _image_to_token(
-        self, attn, k0: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor, k0_pe: torch.Tensor
+        self,
+        attn,
+        k0: torch.Tensor,
+        k_in: torch.Tensor,
+        v_in: torch.Tensor,
+        k0_pe: torch.Tensor | None,
+        pe_table: torch.Tensor,
     ) -> torch.Tensor:
-        """k0 (B, N, C) plus the attention of the image tokens ``k0_pe`` = k0 + pe over the prompt
-        tokens, accumulated into ``k0``."""
+        """k0 (B, N, C) plus the attention of the image tokens k0 + pe over the prompt tokens,
+        accumulated into ``k0``: queries from ``k0_pe`` where the caller has that sum, else from k0
+        and the per-head table ``pe_table`` of the positions' queries."""
         b, t, c = k_in.shape
         h = attn.num_heads
         k = attn.k_proj(k_in)
@@ -342,7 +386,9 @@ class GridDecoder:
         # (W_q (x + pe) + b_q) . k = x . (W_q^T k) + (W_q pe) . k + b_q . k
         kw = torch.einsum("bthd,hdc->bhtc", k, attn.q_proj.weight.reshape(h, d, c)).reshape(b, h * t, c)
         const = torch.einsum("bthd,hd->bht", k, attn.q_proj.bias.reshape(h, d)).reshape(b, h * t, 1)
-        scores = matmul(kw, k0_pe.transpose(1, 2))
+        scores = matmul(kw, (k0 if k0_pe is None else k0_pe).transpose(1, 2))
+        if k0_pe is None:
+            self._add_per_head_(scores, k, pe_table)
         n = k0.shape[1]
         scores = scores.add_(const).view(b, h, t, n)
         weights = flush_subnormals_(scores.softmax(2)).view(b, h * t, n)

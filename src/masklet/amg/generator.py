@@ -38,7 +38,7 @@ from ..model import Sam2Model
 from ..precision import inference
 from ..transforms import preprocess, to_model_coords
 from .data import MaskData
-from .decoder import DecoderState, GridDecoder
+from .decoder import POINTS_PER_BATCH, DecoderState, GridDecoder
 from .grids import generate_crop_boxes, near_crop_edge
 from .options import Progress, check_options
 from .upsample import Upsampler
@@ -102,7 +102,7 @@ class MaskGenerator:
         self,
         model: Sam2Model,
         points_per_side: int | None = 32,
-        points_per_batch: int = 64,
+        points_per_batch: int = POINTS_PER_BATCH,
         pred_iou_thresh: float = 0.8,
         stability_score_thresh: float = 0.95,
         stability_score_offset: float = 1.0,

@@ -127,9 +127,13 @@ def matmul(
 
     ``add_is_scratch``: the caller gives ``add`` up (a temporary of the output's shape), so PyTorch's
     kernels accumulate into it in place instead of into a copy (one pass less over the output).
+    Inside ``torch.compile`` the addend is a separate addition, which inductor fuses into whatever
+    reads the product next (a GEMM's addend is copied into its output first, then read again).
     """
     if a.dim() != b.dim() or a.dim() not in (2, 3) or (add is not None and add.dim() != a.dim()):
         raise ValueError(f"matmul takes 2-D or 3-D operands of one rank, got {a.dim()}, {b.dim()}")
+    if add is not None and torch.compiler.is_compiling():
+        return torch.matmul(a, b) + add
     m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
     operands = (a, b) if add is None else (a, b, add)
     if a.dim() == 2:
