@@ -118,6 +118,26 @@ def test_addend_under_torch_compile_is_a_separate_addition(batches):
     assert ops and not any("addmm" in op or "baddbmm" in op for op in ops), ops
 
 
+def test_activated_linear_under_torch_compile_adds_its_bias_apart():
+    """Compiled, ``forward_activated`` is a product without bias, a bias addition and the activation
+    (which inductor fuses into one kernel); it equals the eager module."""
+    layer = Linear(48, 96)
+    x = torch.randn(20, 48, generator=torch.Generator().manual_seed(4))
+    calls: list[tuple[str, int]] = []
+
+    def backend(graph: torch.fx.GraphModule, example_inputs):
+        calls.extend((str(n.target), len(n.args)) for n in graph.graph.nodes if n.op == "call_function")
+        return graph.forward
+
+    torch._dynamo.reset()
+    with torch.no_grad():
+        got = torch.compile(lambda t: layer.forward_activated(t, torch.nn.GELU()), backend=backend)(x)
+        torch.testing.assert_close(got, F.gelu(F.linear(x, layer.weight, layer.bias)), rtol=1e-5, atol=1e-5)
+    products = [args for target, args in calls if "linear" in target]
+    assert products == [2], calls  # input and weight only
+    assert any("add" in target for target, _ in calls), calls
+
+
 def test_bfloat16_products_round_like_torch():
     gen = torch.Generator().manual_seed(2)
     a, b = (torch.randn(256, 192, generator=gen) for _ in range(2))

@@ -239,7 +239,11 @@ class Linear(nn.Linear):
 
     def forward_activated(self, x: torch.Tensor, activation: nn.Module) -> torch.Tensor:
         """``activation(self(x))``; a GELU or ReLU fused into oneDNN's GEMM where that runs, which
-        saves a pass over the output (stage-2 MLP of the tiny trunk, float32: 80 -> 48 ms)."""
+        saves a pass over the output (stage-2 MLP of the tiny trunk, float32: 80 -> 48 ms). Inside
+        ``torch.compile`` the bias is added apart, so that inductor fuses it into the activation's
+        kernel (an ``addmm`` first copies the bias into its output; inductor unfuses that on GPUs only)."""
+        if torch.compiler.is_compiling() and self.bias is not None:
+            return activation(F.linear(x, self.weight) + self.bias)
         post_op = _post_op(activation)
         if post_op is None or not _uses_onednn(x, self.weight):
             return activation(self(x))
