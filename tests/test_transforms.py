@@ -12,7 +12,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from masklet.transforms import PIXEL_MEAN, PIXEL_STD, preprocess, preprocess_frame, to_model_coords, upscale_masks
+from masklet.transforms import (
+    PIXEL_MEAN,
+    PIXEL_STD,
+    preprocess,
+    preprocess_frame,
+    threshold_masks,
+    to_model_coords,
+    upscale_masks,
+)
 
 CPU = torch.device("cpu")
 
@@ -112,6 +120,27 @@ def test_upscale_masks_to_the_model_side_keeps_the_dtype_when_asked():
     by_shape = upscale_masks(low, torch.zeros(5, 7, 11).shape[-2:])  # a torch.Size, as training passes
     assert by_shape.shape == (1, 2, 7, 11)
     assert by_shape.dtype == torch.float32
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("threshold", [0.0, 0.1, -2.5, 1e-45])
+def test_threshold_masks_are_the_torch_comparison(dtype, threshold):
+    """numpy's comparison (CPU float32 / float64) gives PyTorch's pixels, at the threshold and its
+    neighbours in the logits' dtype included (0.1 is not a float32: both compare with float32(0.1))."""
+    g = torch.Generator().manual_seed(4)
+    logits = (torch.randn(2, 3, 9, 13, generator=g) * 3).to(dtype)
+    t = torch.tensor(threshold, dtype=dtype)
+    near = (
+        torch.stack([t, torch.nextafter(t, t + 1), torch.nextafter(t, t - 1)]) if dtype != torch.bfloat16 else t[None]
+    )
+    flat = logits.view(-1)
+    flat[: near.numel()] = near
+    flat[-3:] = torch.tensor([float("nan"), float("inf"), -float("inf")], dtype=dtype)
+    expected = (logits > threshold).numpy()
+    ours = threshold_masks(logits, threshold)
+    assert isinstance(ours, np.ndarray) and ours.dtype == np.bool_ and ours.shape == (2, 3, 9, 13)
+    np.testing.assert_array_equal(ours, expected)
+    assert 0 < ours.sum() < ours.size
 
 
 def test_amg_exact_statistics_evaluator_follows_the_shared_upscaling():

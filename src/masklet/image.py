@@ -24,7 +24,7 @@ from .masks import fill_holes_and_remove_sprinkles
 from .model import Sam2Model
 from .precision import inference
 from .prompts import Prompts, image_prompts
-from .transforms import preprocess, upscale_masks
+from .transforms import preprocess, threshold_masks, upscale_masks
 
 #: Point labels accepted by ``predict``: -1 padding (ignored), 0 negative, 1 positive,
 #: 2 / 3 box top-left / bottom-right corners.
@@ -292,10 +292,9 @@ class ImagePredictor:
                 low_res, self.mask_threshold, self.max_hole_area, self.max_sprinkle_area
             )
             masks = upscale_masks(cleaned, orig_hw)
-            if not return_logits:
-                masks = masks > self.mask_threshold
+            out = masks.cpu().numpy() if return_logits else threshold_masks(masks, self.mask_threshold)
             low_res = low_res.clamp(-32.0, 32.0)
-        return masks.cpu().numpy(), ious.float().cpu().numpy(), low_res.cpu().numpy()
+        return out, ious.float().cpu().numpy(), low_res.cpu().numpy()
 
     def _decode_cached(
         self, index: int, levels: list[torch.Tensor], points: tuple[torch.Tensor, torch.Tensor], multimask: bool
