@@ -83,5 +83,7 @@ def threshold_masks(logits: torch.Tensor, threshold: float) -> np.ndarray:
     this project's 2-core Xeon), which is a twentieth of a click on a cached embedding."""
     if logits.device.type == "cpu" and logits.dtype in (torch.float32, torch.float64):
         values = logits.detach().numpy()
-        return np.greater(values, values.dtype.type(threshold))
+        with np.errstate(over="ignore"):  # a threshold beyond float32 becomes +-inf, as in PyTorch's cast
+            bound = values.dtype.type(threshold)
+        return np.greater(values, bound)
     return (logits > threshold).cpu().numpy()
