@@ -4,7 +4,8 @@ products SAM2 runs, interleaved in one run.
 Rows: the trunk's and memory attention's linears (``F.linear`` vs ``masklet.model.gemm.Linear``),
 a click's batched products (``torch.baddbmm`` / ``bmm`` vs ``masklet.model.gemm.matmul``) and two
 float32 attentions (the fused kernel vs ``masklet.model.attention.softmax_attention``, which takes
-memory attention's to packed keys). Prints microseconds, GFLOP/s and the ratio (> 1: masklet
+memory attention's to packed keys), and, where oneDNN runs float16, float32 linears against its
+float16 ones (whether a float16 path would pay: on an AVX-512 FP16 Xeon without AMX it does not). Prints microseconds, GFLOP/s and the ratio (> 1: masklet
 faster; products below ``ONEDNN_MIN_MACS`` stay on PyTorch's kernel, so their rows show the
 wrapper's cost). float32 goes to oneDNN here even on CPUs where masklet leaves it with MKL (Intel,
 ``masklet.model.gemm.float32_on_onednn``): the line above the rows says which this CPU takes.
@@ -53,11 +54,30 @@ ATTENTIONS = [
 ]
 
 
-def row(label: str, flop: float, torch_s: float, ours_s: float) -> None:
+def row(label: str, flop: float, torch_s: float, ours_s: float, names: tuple[str, str] = ("torch", "masklet")) -> None:
     print(
-        f"  {label:34s} torch {torch_s * 1e6:9.1f} us {flop / torch_s / 1e9:6.0f} GFLOP/s   "
-        f"masklet {ours_s * 1e6:9.1f} us {flop / ours_s / 1e9:6.0f} GFLOP/s   {torch_s / ours_s:5.2f}x"
+        f"  {label:34s} {names[0]} {torch_s * 1e6:9.1f} us {flop / torch_s / 1e9:6.0f} GFLOP/s   "
+        f"{names[1]} {ours_s * 1e6:9.1f} us {flop / ours_s / 1e9:6.0f} GFLOP/s   {torch_s / ours_s:5.2f}x"
     )
+
+
+def float16_linears(repeats: int, gen: torch.Generator) -> None:
+    """Whether a float16 path would pay: float32 ``F.linear`` against oneDNN's float16 linear, on CPUs
+    where oneDNN runs float16 (AVX-512 FP16 or AMX-FP16). Not a masklet route: a measurement."""
+    if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_fp16_supported()):
+        print("linears, float16: oneDNN has no float16 kernels on this CPU (skipped)")
+        return
+    print("linears, float16: F.linear float32 vs oneDNN float16 (a measurement; masklet has no float16 route)")
+    for label, rows, fan_in, fan_out in LINEARS:
+        x = torch.randn(rows, fan_in, generator=gen)
+        w, b = torch.randn(fan_out, fan_in, generator=gen), torch.randn(fan_out, generator=gen)
+        x16, w16, b16 = x.half(), w.half(), b.half()
+        runs = {
+            "float32": lambda x=x, w=w, b=b: F.linear(x, w, b),
+            "float16": lambda x=x16, w=w16, b=b16: torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], ""),
+        }
+        t = interleaved(runs, repeats)
+        row(label, 2 * rows * fan_in * fan_out, t["float32"], t["float16"], ("fp32", "fp16"))
 
 
 def main() -> None:
@@ -94,6 +114,7 @@ def main() -> None:
 
                 t = interleaved({"torch": plain, "ours": lambda a=a, b=b, add=add: matmul(a, b, add)}, args.repeats)
                 row(label, 2 * ba * m * k * n, t["torch"], t["ours"])
+        float16_linears(args.repeats, gen)
         print("attention, float32: F.scaled_dot_product_attention vs masklet softmax_attention")
         for label, batch, heads, queries, keys, width in ATTENTIONS:
             q = torch.randn(batch, heads, queries, width, generator=gen)
