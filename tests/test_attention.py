@@ -21,13 +21,26 @@ from masklet.model.memory import MemoryAttention
 from masklet.model.position import apply_rope, apply_rope_, axial_rope_angles
 
 
-@pytest.mark.parametrize("budget", [1 << 22, 1500])  # one batched matmul, or 21-query slices (last one 7)
-def test_softmax_attention_bfloat16_matches_float32(monkeypatch, budget):
-    monkeypatch.setattr(attention_module, "_SCORE_BUDGET", budget)
+@pytest.mark.parametrize(
+    ("slice_scores", "min_rows", "sliced"),
+    [
+        (1 << 22, 8, []),  # one batched matmul a head
+        (1500, 8, [21 * 70]),  # 21-query slices (the last one 7)
+        (200, 30, [30 * 70]),  # 200 scores would be 2 rows: the fewest rows a slice takes instead
+    ],
+)
+def test_softmax_attention_bfloat16_matches_float32(monkeypatch, slice_scores, min_rows, sliced):
+    monkeypatch.setattr(attention_module, "_SLICE_SCORES", slice_scores)
+    monkeypatch.setattr(attention_module, "_MIN_SLICE_ROWS", min_rows)
+    budgets = []
+    real = attention_module._attention_in_slices
+    monkeypatch.setattr(attention_module, "_attention_in_slices", lambda *a: budgets.append(a[3]) or real(*a))
     gen = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 3, 70, 32, generator=gen) for _ in range(3))
     exact = torch.nn.functional.scaled_dot_product_attention(q.double(), k.double(), v.double()).float()
-    low = softmax_attention(q.bfloat16(), k.bfloat16(), v.bfloat16()).float()
+    with torch.no_grad():
+        low = softmax_attention(q.bfloat16(), k.bfloat16(), v.bfloat16()).float()
+    assert budgets == sliced
     assert low.shape == exact.shape
     assert float((low - exact).abs().max()) < 0.05
 
@@ -47,7 +60,7 @@ def test_late_value_projection_is_the_same_attention():
     with torch.no_grad():
         reference = layer(q, k, v, num_k_exclude_rope=4)
         low = copy.deepcopy(layer).bfloat16()
-        assert low._project_values_late(q.bfloat16()[:, None], k.bfloat16()[:, None])
+        assert low._project_values_late(q.bfloat16()[:, None], k.bfloat16()[:, None], v.bfloat16())
         result = low(q.bfloat16(), k.bfloat16(), v.bfloat16(), num_k_exclude_rope=4).float()
     assert float((result - reference).abs().max()) < 0.05 * float(reference.abs().max())
 
@@ -93,6 +106,35 @@ def test_float32_attention_in_mkl_slices_equals_the_fused_kernel(monkeypatch):
         traced = torch.jit.trace(_WithPointers(layer), (q, k, v), check_trace=False)  # no eager re-run
     assert sliced == [16]
     torch.testing.assert_close(traced(q, k, v), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_float32_attention_on_packed_keys_projects_narrow_values_late(monkeypatch):
+    """Where float32 goes to oneDNN (AMD), one-head RoPE attention over narrow values hands the raw
+    values to the packed-key attention and projects after it: the fused kernel's attention on
+    projected values. With a key mask (no packed keys) the values are projected first."""
+    monkeypatch.setattr(gemm, "float32_on_onednn", lambda: True)
+    monkeypatch.setattr(attention_module, "_SCORE_BUDGET", 500)  # 16 x 52 scores are "big"
+    monkeypatch.setattr(attention_module, "_PACKED_KEYS_MIN_WIDTH", 64)
+    monkeypatch.setattr(gemm, "ONEDNN_MIN_MACS", 1)
+    widths = []
+    real = attention_module._attention_on_packed_keys
+    monkeypatch.setattr(
+        attention_module, "_attention_on_packed_keys", lambda *a: widths.append(a[2].shape[-1]) or real(*a)
+    )
+    torch.manual_seed(0)
+    layer = RoPEAttention(64, 1, kv_in_dim=16, rope_k_repeat=True, feat_sizes=(4, 4)).eval()
+    q, k, v = torch.randn(2, 16, 64), torch.randn(2, 3 * 16 + 4, 16), torch.randn(2, 3 * 16 + 4, 16)
+    with torch.no_grad():
+        got = layer(q, k, v, num_k_exclude_rope=4)
+        assert widths == [16]  # the raw 16-channel values
+        every_key = torch.ones(2, k.shape[1], dtype=torch.bool)
+        masked = layer(q, k, v, num_k_exclude_rope=4, key_mask=every_key)  # the fused kernel, projected values
+    assert widths == [16]
+    monkeypatch.setattr(attention_module, "_packed_keys_pay", lambda *a: False)
+    with torch.no_grad():
+        expected = layer(q, k, v, num_k_exclude_rope=4)  # the fused kernel on projected values
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(masked, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_memory_attention_in_bfloat16_stays_close_to_float32(monkeypatch):
@@ -233,7 +275,11 @@ def test_float32_attention_on_packed_keys_equals_the_fused_kernel(monkeypatch):
     """Big float32 attentions over wide heads go through oneDNN on packed keys, in query slices
     (where float32 goes to oneDNN: pinned here, as on an AMD CPU)."""
     monkeypatch.setattr(gemm, "float32_on_onednn", lambda: True)
-    monkeypatch.setattr(attention_module, "_SCORE_BUDGET", 5000)  # 2 x 3 x 70 x 90 scores: 55-query slices
+    monkeypatch.setattr(attention_module, "_SCORE_BUDGET", 5000)  # 2 x 3 x 70 x 90 scores are "big"
+    monkeypatch.setattr(attention_module, "_FLOAT32_SCORE_BUDGET", 3000)  # 33-query slices, the last one 4
+    products = []
+    packed_product = gemm.packed_product
+    monkeypatch.setattr(gemm, "packed_product", lambda x, w: products.append(len(x)) or packed_product(x, w))
     calls = []
     real = attention_module._attention_on_packed_keys
     monkeypatch.setattr(attention_module, "_attention_on_packed_keys", lambda *a: calls.append(1) or real(*a))
@@ -246,6 +292,7 @@ def test_float32_attention_on_packed_keys_equals_the_fused_kernel(monkeypatch):
         narrow = softmax_attention(q[..., :64], k[..., :64], v[..., :64])  # narrow heads: the fused kernel
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     assert calls == [1]
+    assert products == [33, 33, 33, 33, 4, 4] * 6  # scores and output of each slice, per batch-head
     torch.testing.assert_close(
         narrow, torch.nn.functional.scaled_dot_product_attention(q[..., :64], k[..., :64], v[..., :64])
     )

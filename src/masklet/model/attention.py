@@ -12,10 +12,17 @@ from . import gemm
 from .gemm import Linear
 from .position import apply_rope, apply_rope_, axial_rope_angles
 
-#: Score elements per low-precision matmul (32 MB in bfloat16): big attentions go a slice of
-#: queries at a time through one reused score buffer (memory attention has ~28k keys per query at
-#: 1024 px; ~580-row slices keep the query-key GEMM near peak, 145-row ones lose ~15%).
+#: Score elements from which an attention counts as big (32 MB in bfloat16): it goes a batch-head and
+#: a slice of queries at a time through one reused score buffer instead of one batched matmul.
 _SCORE_BUDGET = 1 << 24
+
+#: Scores per low-precision query slice (8 MB in bfloat16), but never fewer rows than
+#: ``_MIN_SLICE_ROWS``: 2 threads on a Zen 4 EPYC, the trunk's global attention (4096 queries and keys,
+#: 4 heads of 96) took 90.7 ms in 1024-row slices against 113.4 in one slice a head, memory
+#: self-attention (one head of 256) 55.4 against 64.7; over memory attention's 28.7k keys, 146-row
+#: slices lose ~15 % against 512-583 rows, which all run alike.
+_SLICE_SCORES = 1 << 22
+_MIN_SLICE_ROWS = 512
 
 
 def softmax_attention(
@@ -29,8 +36,8 @@ def softmax_attention(
     1.3x the fused kernel); elsewhere (MKL on Intel) as explicit products a few hundred queries at a
     time (1.33x). On CPU in bfloat16 / float16, explicit matmuls are about twice as fast (oneDNN's
     low-precision GEMMs; the fused kernel is slower there than in float32). Small attentions (windows)
-    run a head at a time over every window; big ones go one batch-head and a slice of queries at a
-    time, the softmax in place in one reused buffer.
+    run a head at a time over every window; big ones (global, memory) go one batch-head and a slice of
+    queries at a time, the softmax in place in one reused buffer.
     """
     if q.device.type != "cpu" or q.dtype not in (torch.bfloat16, torch.float16):
         if key_mask is None and _packed_keys_pay(q, k, v):
@@ -47,7 +54,8 @@ def softmax_attention(
         return torch.softmax(scores, dim=-1) @ v
     if torch.is_grad_enabled():  # training or an export trace: out= and in-place ops cannot be differentiated
         return torch.softmax((q * scale) @ k.transpose(-2, -1), dim=-1) @ v
-    if b * h * n * num_keys <= _SCORE_BUDGET:
+    rows = max(_MIN_SLICE_ROWS, _SLICE_SCORES // num_keys)
+    if n <= rows and b * h * n * num_keys <= _SCORE_BUDGET:
         # a head at a time: the (B, N, d) slices of (B, N, heads, d) projections are read in place
         # (a batched matmul over (B, heads) would first copy q, k and v), the scale rides in the GEMM
         out = q.new_empty(b, n, h, v.shape[-1])
@@ -56,7 +64,7 @@ def softmax_attention(
             torch.baddbmm(scores, q[:, i], k[:, i].transpose(-2, -1), beta=0, alpha=scale, out=scores)
             out[:, :, i] = torch.bmm(_softmax_rows_(scores), v[:, i])
         return out.transpose(1, 2)
-    return _attention_in_slices(q, k, v, _SCORE_BUDGET)
+    return _attention_in_slices(q, k, v, rows * num_keys)
 
 
 def _attention_in_slices(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, budget: int) -> torch.Tensor:
@@ -84,8 +92,8 @@ def _attention_in_slices(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, budg
 #: the trunk's global attention (96 channels a head) stays faster fused, its scores being mostly writes.
 _PACKED_KEYS_MIN_WIDTH = 128
 
-#: Scores per float32 slice in MKL (16 MB): 146 queries over memory attention's 28.7k keys, 7 % faster
-#: than 583 (Intel Xeon, 2 threads).
+#: Scores per float32 slice (16 MB): 146 queries over memory attention's 28.7k keys, 2 threads. In MKL
+#: 7 % faster than 583 (Intel Xeon); on oneDNN's packed keys 444-490 against 584-648 ms (Zen 4 EPYC).
 _FLOAT32_SCORE_BUDGET = 1 << 22
 
 
@@ -119,7 +127,7 @@ def _attention_on_packed_keys(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor)
     b, h, n, d = q.shape
     num_keys = k.shape[-2]
     out = q.new_empty(b, h, n, v.shape[-1])
-    rows = max(1, min(n, _SCORE_BUDGET // num_keys))
+    rows = max(1, min(n, _FLOAT32_SCORE_BUDGET // num_keys))
     for i in range(b):
         for j in range(h):
             keys = gemm.pack(k[i, j])  # (Nk, d)
@@ -236,7 +244,7 @@ class RoPEAttention(Attention):
     ) -> torch.Tensor:
         q = self._heads(self.q_proj(q))
         k = self._heads(self.k_proj(k))
-        project_late = self._project_values_late(q, k)
+        project_late = self._project_values_late(q, k, v, key_mask)
         v = v[:, None] if project_late else self._heads(self.v_proj(v))
         rotations = self._rotations(q.shape[-2], q.device)
         # q and k are fresh projections: CPU inference rotates them in place
@@ -251,16 +259,20 @@ class RoPEAttention(Attention):
             return self.out_proj(self.v_proj(softmax_attention(q, k, v, key_mask)[:, 0]))
         return self._attend(q, k, v, key_mask)
 
-    def _project_values_late(self, q: torch.Tensor, k: torch.Tensor) -> bool:
-        """Whether to attend over the raw values and project the result instead.
+    def _project_values_late(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None = None
+    ) -> bool:
+        """Whether to attend over the raw values ``v`` and project the result instead.
 
         softmax(qk) @ v_proj(v) equals v_proj(softmax(qk) @ v) (the weights of a row sum to 1, so
         the bias passes through). With one head and narrow values (64-channel memories against
         256-channel queries) it quarters the value product; used where attention runs as explicit
-        matmuls (low precision, and big float32 ones in MKL slices): the fused kernel and the
-        packed-key one are slower with narrow values (the fused one 4-5x).
+        matmuls or on packed keys (low precision, big float32 ones in MKL slices or through oneDNN),
+        not in the fused kernel, which is 4-5x slower on narrow values. On packed keys (2 threads, a
+        Zen 4 EPYC) one object's memory attention at full memory (4 layers) took 3274 against 4392 ms.
         """
-        explicit = q.dtype in (torch.bfloat16, torch.float16) or _float32_slices_pay(q, k)
+        low = q.dtype in (torch.bfloat16, torch.float16)
+        explicit = low or _float32_slices_pay(q, k) or (key_mask is None and _packed_keys_pay(q, k, v))
         return (
             self.num_heads == 1
             and self.v_proj.in_features < self.internal_dim
